@@ -1,0 +1,1 @@
+"""The CosmicAI-style inference pipeline: local runs, AWS deploys, reports."""

@@ -1,0 +1,125 @@
+"""Reading one rendezvous request from a byte stream, v1 and v2 on the same port.
+
+A v2 request is 141 bytes with a NUL inside its first 100 bytes; a v1 name never
+contains a NUL. So the first bytes decide: a NUL within the first 100 means v2 (wait for
+all 141), none means v1, and the v1 name is what arrived in the first read, exactly as
+the original server's single ``recv()`` took it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tcpunch.errors import ProtocolError
+from tcpunch.v1 import V1_MAX_NAME
+from tcpunch.v2 import V2_NAME_FIELD, V2_REQUEST_SIZE, V2Request, decode_v2_request
+
+DELETE_PAIRS = b"delete_pairs"
+REMOVE_PAIR_PREFIX = b"remove_pair_"
+
+
+class _NeedMoreData:
+    """More bytes are needed before the request is complete."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NeedMoreData"
+
+
+NeedMoreData = _NeedMoreData()
+
+
+@dataclass(frozen=True)
+class V1Request:
+    """A v1 pairing request. The name is raw bytes: v1 never promised an encoding."""
+
+    name: bytes
+
+
+@dataclass(frozen=True)
+class Command:
+    """An administrative command that forks of TCPunch added on the v1 port.
+
+    ``kind`` is ``"delete_pairs"`` (clear every waiting entry) or ``"remove_pair"``
+    (remove the waiting entry named ``name``).
+    """
+
+    kind: Literal["delete_pairs", "remove_pair"]
+    name: bytes = b""
+
+
+Request = V1Request | V2Request | Command
+
+
+def name_text(name: bytes) -> str:
+    """A pairing name for logs and errors: UTF-8 where it is, escapes where not."""
+    return name.decode("utf-8", "backslashreplace")
+
+
+def classify_v1(name: bytes) -> V1Request | Command:
+    """Tell the fork commands from ordinary v1 pairing names."""
+    if name == DELETE_PAIRS:
+        return Command("delete_pairs")
+    if name.startswith(REMOVE_PAIR_PREFIX):
+        target = name[len(REMOVE_PAIR_PREFIX) :]
+        if not target:
+            raise ProtocolError("remove_pair_ needs a pairing name after the prefix")
+        return Command("remove_pair", target)
+    return V1Request(name)
+
+
+class RequestReader:
+    """Feed it the bytes of one connection; it returns the request once complete.
+
+    ``feed`` returns ``NeedMoreData`` until a request is complete, then the request. It
+    raises ProtocolError for input no client sends (a v1 name over 100 bytes, a malformed
+    v2 request, bytes after the request). ``eof`` says what an end of stream means.
+    """
+
+    __slots__ = ("_buffer", "_done")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> Request | _NeedMoreData:
+        if self._done:
+            raise ProtocolError(f"{len(data)} unexpected bytes after the request")
+        self._buffer += data
+        buffer = self._buffer
+        if not buffer:
+            return NeedMoreData
+        if b"\0" in buffer[:V2_NAME_FIELD]:
+            if len(buffer) < V2_REQUEST_SIZE:
+                return NeedMoreData
+            if len(buffer) > V2_REQUEST_SIZE:
+                raise ProtocolError(
+                    f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(buffer)} or more"
+                )
+            self._done = True
+            return decode_v2_request(bytes(buffer))
+        if len(buffer) > V1_MAX_NAME:
+            raise ProtocolError(
+                f"a v1 pairing name is at most {V1_MAX_NAME} bytes and has no NUL; "
+                f"got {len(buffer)} bytes"
+            )
+        self._done = True
+        return classify_v1(bytes(buffer))
+
+    def eof(self) -> ProtocolError:
+        """The error an end of stream before a complete request amounts to."""
+        if not self._buffer:
+            return ProtocolError("the connection closed without sending a request")
+        return ProtocolError(
+            f"the connection closed after {len(self._buffer)} bytes of an incomplete request"
+        )

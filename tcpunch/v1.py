@@ -1,0 +1,23 @@
+"""Protocol v1, the original TCPunch: the pairing name as raw bytes, 8-byte replies.
+
+The original server reads the name with a single ``recv()`` of at most 100 bytes, so a
+name is whatever arrived in the first segment; it never contains a NUL byte.
+"""
+
+from __future__ import annotations
+
+from tcpunch.errors import ProtocolError
+
+V1_MAX_NAME = 100
+
+
+def encode_v1_name(name: str | bytes) -> bytes:
+    """The bytes a v1 client sends; refuses what the original server could not read."""
+    raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    if not raw:
+        raise ProtocolError("a pairing name must not be empty")
+    if len(raw) > V1_MAX_NAME:
+        raise ProtocolError(f"a v1 pairing name is at most {V1_MAX_NAME} bytes, got {len(raw)}")
+    if b"\0" in raw:
+        raise ProtocolError("a v1 pairing name must not contain a NUL byte")
+    return raw
