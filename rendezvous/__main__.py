@@ -1,0 +1,5 @@
+"""``python -m rendezvous serve``."""
+
+from rendezvous.cli import main
+
+main()

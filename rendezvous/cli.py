@@ -1,0 +1,169 @@
+"""``rendezvous serve``: every option is also an environment variable RENDEZVOUS_<NAME>."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+
+from rendezvous import __version__
+from rendezvous.settings import Settings
+
+log = logging.getLogger("rendezvous")
+
+
+def _env(name: str) -> str:
+    return "RENDEZVOUS_" + name.upper().replace("-", "_")
+
+
+def _option(name: str, **kwargs):
+    envvar = kwargs.pop("envvar", _env(name))
+    return click.option(f"--{name}", envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rendezvous")
+def main() -> None:
+    """A TCPunch-compatible rendezvous server (protocol v1 and v2 on one port)."""
+
+
+@main.command()
+@_option("host", default="0.0.0.0", help="Address the rendezvous port listens on.")
+@_option(
+    "port",
+    type=click.IntRange(0, 65535),
+    default=10000,
+    envvar=["RENDEZVOUS_PORT", "PORT"],
+    help="Rendezvous port (TCPunch v1 and v2). PORT is honoured too.",
+)
+@_option(
+    "http-port",
+    type=click.IntRange(0, 65535),
+    default=10001,
+    help="Port of /livez, /readyz, /health and /metrics.",
+)
+@_option("http-host", default=None, help="Address of the HTTP port [default: --host].")
+@_option("no-http", is_flag=True, default=False, help="Run without the HTTP port.")
+@_option(
+    "peer-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    help="Seconds a v2 client waits for its peer before it gets TIMEOUT (it may then "
+    "resume with its reconnect token).",
+)
+@_option(
+    "v1-peer-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=900.0,
+    help="Seconds a v1 client may wait for its peer before its connection is closed "
+    "(FMI's max_timeout for cold starts is 900 s).",
+)
+@_option(
+    "request-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="Seconds a client has to send its complete request; silent clients are dropped.",
+)
+@_option(
+    "max-connections",
+    type=click.IntRange(min=1),
+    default=15000,
+    help="Cap on open rendezvous connections; beyond it new ones are refused and /readyz "
+    "says 503. Keep it below the open-files limit.",
+)
+@_option(
+    "max-waiting-per-ip",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Cap on waiting entries from one source IP address.",
+)
+@_option(
+    "allow-delete-pairs",
+    is_flag=True,
+    default=False,
+    help="Honour the delete_pairs command (clears every waiting entry; anyone can send it).",
+)
+@_option(
+    "name-pattern",
+    default=None,
+    help="A regular expression every pairing name must match in full (e.g. '.*pair.*').",
+)
+@_option(
+    "drain-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    help="On SIGTERM/SIGINT, seconds to let requests in flight finish before closing.",
+)
+@_option(
+    "loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    help="Event loop: uvloop when installed (auto), or force one.",
+)
+@_option(
+    "log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    help="JSON log lines at this level and above go to stderr (INFO: one per pairing).",
+)
+def serve(no_http: bool, **options: object) -> None:
+    """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
+
+    On a signal it stops accepting, reports not-ready, lets requests in flight finish
+    for up to --drain-timeout seconds, closes the rest and exits 0.
+    """
+    from rendezvous.logs import configure_logging
+    from rendezvous.loops import new_event_loop
+
+    if no_http:
+        options["http_port"] = None
+    try:
+        settings = Settings(**options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    configure_logging(settings.log_level)
+    raise_open_files_limit()
+    try:
+        loop = new_event_loop(settings.loop)
+    except RuntimeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        loop.run_until_complete(_serve(settings))
+    except OSError as exc:
+        click.echo(f"rendezvous: cannot listen: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        loop.close()
+
+
+def raise_open_files_limit() -> None:
+    """Every waiting client holds a socket: take the whole hard limit of open files."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not Linux
+        pass
+
+
+async def _serve(settings: Settings) -> None:
+    from rendezvous.server import RendezvousServer
+
+    server = RendezvousServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Handlers first: a signal that arrives while starting still means a clean exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    await server.drain()

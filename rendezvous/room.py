@@ -1,0 +1,210 @@
+"""The pairing logic: who waits under which name, with no I/O and an explicit clock.
+
+The server's connections are opaque ``handle`` objects here; the room decides, the glue
+in :mod:`rendezvous.server` sends bytes and closes sockets. Names are keyed as bytes: a
+v1 name is raw bytes and a v2 name is UTF-8 encoded, so a v1 and a v2 client that use
+the same name pair with each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tcpunch import Endpoint
+
+Protocol = Literal["v1", "v2"]
+
+
+@dataclass(eq=False)
+class Waiter:
+    """One waiting entry. ``token`` is set for v2 waiters only."""
+
+    name: bytes
+    handle: Any
+    endpoint: Endpoint
+    protocol: Protocol
+    since: float
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The arrival pairs with ``waiter``, which has left the room."""
+
+    waiter: Waiter
+    token: str | None = None  # the newcomer's token (v2 reconnects keep theirs)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The arrival now waits as ``waiter``; ``replaced`` is the older connection of the
+    same token that it displaced (the glue closes it)."""
+
+    waiter: Waiter
+    replaced: Waiter | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The arrival is refused; ``reason`` is the metric label, ``detail`` the log text."""
+
+    reason: str
+    detail: str
+
+
+Outcome = Paired | Waiting | Refused
+
+
+@dataclass
+class _TokenRecord:
+    name: bytes
+    waiter: Waiter | None  # the connection currently waiting with this token
+    valid_until: float | None  # None while its waiter waits
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Room:
+    """Waiting entries, reconnect tokens and the per-source-IP waiting cap.
+
+    ``token_grace`` is how long a token stays valid after its waiter left without
+    pairing (timed out or hung up): at least one more peer timeout, so a client told
+    TIMEOUT can come back and resume under the same name.
+    """
+
+    max_waiting_per_ip: int = 1000
+    token_grace: float = 60.0
+    token_factory: Callable[[], str] = new_token
+    _waiting: dict[bytes, Waiter] = field(default_factory=dict)
+    _per_ip: dict[str, int] = field(default_factory=dict)
+    _tokens: dict[str, _TokenRecord] = field(default_factory=dict)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def waiter(self, name: bytes) -> Waiter | None:
+        return self._waiting.get(name)
+
+    def waiting_from(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+    @property
+    def token_count(self) -> int:
+        return len(self._tokens)
+
+    # -- arrivals --------------------------------------------------------------------
+
+    def arrive(
+        self,
+        name: bytes,
+        handle: Any,
+        endpoint: Endpoint,
+        protocol: Protocol,
+        now: float,
+        token: str | None = None,
+    ) -> Outcome:
+        """Pair with the waiter under ``name`` or wait: atomic, one waiter per name.
+
+        ``token`` is a v2 reconnect token (None or "" for a fresh arrival).
+        """
+        replaced: Waiter | None = None
+        if token:
+            record = self._tokens.get(token)
+            if record is None or (record.valid_until is not None and now > record.valid_until):
+                self._tokens.pop(token, None)
+                return Refused("bad_token", f"reconnect token {token} is unknown or expired")
+            if record.name != name:
+                return Refused(
+                    "bad_token",
+                    f"reconnect token {token} belongs to another pairing name",
+                )
+            if record.waiter is not None:
+                replaced = record.waiter
+                self._remove(replaced)
+                record.waiter = None
+        waiter = self._waiting.get(name)
+        if waiter is not None:
+            self._remove(waiter)
+            if waiter.token is not None:
+                self._tokens.pop(waiter.token, None)
+            if token:
+                self._tokens.pop(token, None)
+            # A displaced connection of the same token is simply dropped.
+            return Paired(waiter, token or None)
+        if replaced is None and self._per_ip.get(endpoint.ip, 0) >= self.max_waiting_per_ip:
+            return Refused(
+                "per_ip_waiting_cap",
+                f"{endpoint.ip} already has {self.max_waiting_per_ip} waiting entries",
+            )
+        if protocol == "v2":
+            if not token:
+                token = self.token_factory()
+                while token in self._tokens:  # pragma: no cover - uuid4 collision
+                    token = self.token_factory()
+        else:
+            token = None
+        waiter = Waiter(name, handle, endpoint, protocol, now, token)
+        self._waiting[name] = waiter
+        self._per_ip[endpoint.ip] = self._per_ip.get(endpoint.ip, 0) + 1
+        if token:
+            self._tokens[token] = _TokenRecord(name, waiter, None)
+        return Waiting(waiter, replaced)
+
+    # -- departures ------------------------------------------------------------------
+
+    def leave(self, waiter: Waiter, now: float) -> bool:
+        """The waiter left without pairing (timeout, hang-up, removal).
+
+        Its token stays valid for ``token_grace`` more seconds. Returns False when the
+        waiter was no longer in the room (already paired or replaced).
+        """
+        if self._waiting.get(waiter.name) is not waiter:
+            return False
+        self._remove(waiter)
+        if waiter.token is not None:
+            record = self._tokens.get(waiter.token)
+            if record is not None and record.waiter is waiter:
+                record.waiter = None
+                record.valid_until = now + self.token_grace
+        return True
+
+    def remove_name(self, name: bytes, now: float) -> Waiter | None:
+        """The ``remove_pair_<name>`` command: drop one waiting entry, if any."""
+        waiter = self._waiting.get(name)
+        if waiter is not None:
+            self.leave(waiter, now)
+        return waiter
+
+    def clear(self, now: float) -> list[Waiter]:
+        """The ``delete_pairs`` command: drop every waiting entry."""
+        waiters = list(self._waiting.values())
+        for waiter in waiters:
+            self.leave(waiter, now)
+        return waiters
+
+    def purge_tokens(self, now: float) -> int:
+        """Forget tokens whose grace has run out; returns how many."""
+        stale = [
+            key
+            for key, record in self._tokens.items()
+            if record.valid_until is not None and now > record.valid_until
+        ]
+        for key in stale:
+            del self._tokens[key]
+        return len(stale)
+
+    def _remove(self, waiter: Waiter) -> None:
+        del self._waiting[waiter.name]
+        count = self._per_ip[waiter.endpoint.ip] - 1
+        if count:
+            self._per_ip[waiter.endpoint.ip] = count
+        else:
+            del self._per_ip[waiter.endpoint.ip]

@@ -1,0 +1,581 @@
+"""The asyncio glue around the room: accept, read one request, answer, close.
+
+Connections are ``asyncio.Protocol`` objects (no streams: a pairing must cost well
+under 60 us of CPU). Every wait is a ``loop.call_later`` timer: the request deadline,
+the waiter's expiry. The pairing decisions live in :mod:`rendezvous.room`; the wire
+encoding in :mod:`tcpunch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import socket
+import time
+from typing import Any
+
+from rendezvous import __version__
+from rendezvous.metrics import Metrics
+from rendezvous.room import Paired, Refused, Room, Waiter, Waiting
+from rendezvous.settings import Settings
+from tcpunch import (
+    V2_REQUEST_SIZE,
+    Command,
+    Endpoint,
+    NeedMoreData,
+    ProtocolError,
+    RequestReader,
+    Status,
+    V1Request,
+    V2Response,
+    encode_v2_response,
+    pack_endpoint,
+)
+from tcpunch.request import name_text
+
+log = logging.getLogger("rendezvous")
+
+_V1_JUNK = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+class State(enum.Enum):
+    READING = 1
+    WAITING = 2
+    DONE = 3
+
+
+class Connection(asyncio.Protocol):
+    """One rendezvous connection: reads a request, then waits or pairs, then closes."""
+
+    __slots__ = (
+        "endpoint",
+        "head",
+        "protocol",
+        "reader",
+        "server",
+        "state",
+        "timer",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, server: RendezvousServer) -> None:
+        self.server = server
+        self.state = State.DONE
+        self.timer: asyncio.TimerHandle | None = None
+        self.waiter: Waiter | None = None
+        self.protocol = "v1"
+        self.head = b""
+        self.transport: Any = None
+
+    # -- asyncio callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        ip = peer[0]
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        self.endpoint = Endpoint(ip, peer[1])
+        if len(server.connections) >= server.settings.max_connections:
+            server.refuse(self, "connection_cap", "the server's connection cap is reached")
+            transport.abort()
+            return
+        if ":" in ip:
+            server.refuse(self, "not_ipv4", "TCPunch carries IPv4 endpoints only")
+            transport.abort()
+            return
+        server.connections.add(self)
+        self.state = State.READING
+        server.reading += 1
+        self.reader = RequestReader()
+        self.timer = server.loop.call_later(
+            server.settings.request_timeout, self._request_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is not State.READING:
+            return  # clients send nothing after their request; ignore, never buffer
+        if len(self.head) < 100:
+            self.head = (self.head + data)[:100]
+        try:
+            request = self.reader.feed(data)
+        except ProtocolError as exc:
+            self._bad_request(exc)
+            return
+        if request is NeedMoreData:
+            return
+        self._end_reading()
+        try:
+            self.server.handle_request(self, request)
+        except Exception:  # the server never dies of one request
+            log.exception("internal error", extra={"event": "internal_error"})
+            self.server.metrics.reject("internal_error")
+            if self.waiter is not None:
+                self.server.abandoned(self)
+            self.finish(error=True)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: a client that hung up cannot be answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.connections.discard(self)
+        if self.state is State.READING:
+            self._end_reading()
+            self.state = State.DONE
+            if self.reader.buffered:
+                server.refuse(self, "incomplete", str(self.reader.eof()))
+            else:
+                server.refuse(self, "empty", "the connection closed without a request")
+        elif self.state is State.WAITING:
+            self.state = State.DONE
+            if self.timer is not None:
+                self.timer.cancel()
+            server.abandoned(self)
+        self.waiter = None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @property
+    def looks_v2(self) -> bool:
+        return b"\0" in self.head
+
+    def _end_reading(self) -> None:
+        self.server.reading -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.state = State.DONE
+
+    def _bad_request(self, exc: ProtocolError) -> None:
+        self._end_reading()
+        text = str(exc)
+        if self.looks_v2:
+            self.protocol = "v2"
+            if self.reader.buffered > V2_REQUEST_SIZE:
+                reason = "oversized"
+            elif "UTF-8" in text:
+                reason = "not_utf8"
+            else:
+                reason = "malformed"
+        else:
+            reason = "oversized" if self.reader.buffered > 100 else "malformed"
+        self.server.refuse(self, reason, text)
+        self.finish(error=True)
+
+    def _request_timed_out(self) -> None:
+        self.timer = None
+        if self.state is not State.READING:
+            return
+        self._end_reading()
+        self.protocol = "v2" if self.looks_v2 else "v1"
+        self.server.refuse(
+            self,
+            "request_timeout",
+            f"no complete request within {self.server.settings.request_timeout:g} s "
+            f"({self.reader.buffered} bytes)",
+        )
+        self.finish(error=True)
+
+    def send_v2(self, status: Status, peer: Endpoint | None = None, token: str | None = None):
+        response = V2Response(status, self.endpoint, peer or _ZERO, token or "")
+        self.transport.write(encode_v2_response(response))
+
+    def finish(self, *, error: bool = False, payload: bytes | None = None) -> None:
+        """Answer (ERROR for v2 when ``error``) and close; the connection is done."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.state = State.DONE
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if payload is not None:
+            transport.write(payload)
+        elif error and self.protocol == "v2":
+            self.send_v2(Status.ERROR)
+        transport.close()
+
+    def expire(self) -> None:
+        """The waiter's time is up: TIMEOUT (v2, may resume with its token) or close."""
+        self.timer = None
+        if self.state is not State.WAITING:
+            return
+        waiter = self.waiter
+        self.server.expired(self)
+        payload = None
+        if self.protocol == "v2" and waiter is not None:
+            payload = encode_v2_response(
+                V2Response(Status.TIMEOUT, self.endpoint, _ZERO, waiter.token or "")
+            )
+        self.finish(payload=payload)
+
+
+_ZERO = Endpoint("0.0.0.0", 0)
+
+
+def _listening_socket(host: str, port: int, settings: Settings) -> socket.socket:
+    """A listener with TCP keepalive set: accepted sockets inherit it on Linux."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.keepalive_idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, settings.keepalive_interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.keepalive_count)
+        sock.bind((host, port))
+        sock.listen(settings.backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RendezvousServer:
+    """A TCPunch v1+v2 rendezvous server with its HTTP health/metrics endpoint.
+
+    ``async with RendezvousServer(port=0, http_port=0) as server:`` starts it on free
+    ports (``server.port``, ``server.http_port``). ``drain()`` is the SIGTERM path.
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = Settings(**{**settings.__dict__, **overrides})
+        self.settings = settings
+        self.metrics = Metrics()
+        self.room = Room(
+            max_waiting_per_ip=settings.max_waiting_per_ip,
+            token_grace=settings.effective_token_grace,
+        )
+        self.metrics.waiting.set_function(lambda: len(self.room))
+        self.name_pattern = re.compile(settings.name_pattern) if settings.name_pattern else None
+        self.connections: set[Connection] = set()
+        self.reading = 0
+        self.pairings = 0
+        self.draining = False
+        self.started_at = time.time()
+        self.port = 0
+        self.http_port: int | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._http: Any = None
+        self._purge_timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        s = self.settings
+        sock = _listening_socket(s.host, s.port, s)
+        self.port = sock.getsockname()[1]
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), sock=sock, backlog=s.backlog
+        )
+        if s.http_port is not None:
+            from rendezvous.http import start_http
+
+            try:
+                self._http, self.http_port = await start_http(
+                    self, s.http_host or s.host, s.http_port
+                )
+            except BaseException:
+                self._server.close()
+                raise
+        self._schedule_purge()
+        log.info(
+            "listening",
+            extra={
+                "event": "listening",
+                "host": s.host,
+                "port": self.port,
+                "http_port": self.http_port,
+                "loop": type(self.loop).__module__,
+                "version": __version__,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Close everything at once (no drain)."""
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
+            self._purge_timer = None
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.state is State.WAITING and conn.waiter is not None:
+                self.room.leave(conn.waiter, self.loop.time())
+            elif conn.state is State.READING:
+                conn._end_reading()
+            conn.state = State.DONE
+            conn.transport.abort()
+        deadline = self.loop.time() + 2
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting, report not-ready, let requests in flight finish, close the rest.
+
+        v2 waiters still waiting at the end get TIMEOUT (they may retry elsewhere); v1
+        waiters are closed, as they would be at their own timeout.
+        """
+        timeout = self.settings.drain_timeout if timeout is None else timeout
+        self.draining = True
+        log.info(
+            "draining",
+            extra={"event": "draining", "open": len(self.connections), "timeout": timeout},
+        )
+        if self._server is not None:
+            self._server.close()
+        deadline = self.loop.time() + timeout
+        while self.reading and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            if conn.state is State.WAITING:
+                conn.expire()
+            elif conn.state is State.READING:
+                conn._request_timed_out()
+        await self.stop()
+        log.info("drained", extra={"event": "drained", "pairings": self.pairings})
+
+    async def __aenter__(self) -> RendezvousServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._server is not None
+            and not self.draining
+            and len(self.connections) < self.settings.max_connections
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "draining" if self.draining else ("ok" if self.ready else "full"),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "waiting": len(self.room),
+            "open_connections": len(self.connections),
+            "pairings": self.pairings,
+        }
+
+    def _schedule_purge(self) -> None:
+        interval = max(1.0, self.settings.effective_token_grace / 2)
+        self._purge_timer = self.loop.call_later(interval, self._purge)
+
+    def _purge(self) -> None:
+        self.room.purge_tokens(self.loop.time())
+        self._schedule_purge()
+
+    # -- events from connections -----------------------------------------------------
+
+    def refuse(self, conn: Connection, reason: str, detail: str) -> None:
+        self.metrics.reject(reason)
+        log.warning(
+            "refused",
+            extra={
+                "event": "refused",
+                "reason": reason,
+                "detail": detail,
+                "client": str(conn.endpoint),
+                "protocol": conn.protocol,
+            },
+        )
+
+    def handle_request(self, conn: Connection, request: Any) -> None:
+        if isinstance(request, Command):
+            self.metrics.connections_by["command"].inc()
+            self._command(conn, request)
+            return
+        if isinstance(request, V1Request):
+            name = request.name
+            token = None
+            self.metrics.connections_by["v1"].inc()
+            if _V1_JUNK.search(name):
+                self.refuse(conn, "junk", f"control bytes in v1 name {name[:40]!r}")
+                conn.finish(error=True)
+                return
+        else:
+            conn.protocol = "v2"
+            name = request.name.encode("utf-8")
+            token = request.token or None
+            self.metrics.connections_by["v2"].inc()
+        if self.name_pattern is not None and not self.name_pattern.fullmatch(name_text(name)):
+            self.refuse(conn, "name_pattern", f"name {name_text(name)!r} does not match")
+            conn.finish(error=True)
+            return
+        if conn.protocol == "v1":
+            conn.transport.write(pack_endpoint(*conn.endpoint))  # v1: your endpoint, at once
+        now = self.loop.time()
+        room = self.room
+        current = room.waiter(name)
+        if current is not None and current.handle.transport.is_closing():
+            # A waiter whose connection is going away is never handed out.
+            room.leave(current, now)
+            current.handle.state = State.DONE
+            self.abandoned(current.handle, waiter=current)
+        outcome = room.arrive(name, conn, conn.endpoint, conn.protocol, now, token)
+        if isinstance(outcome, Paired):
+            self._paired(conn, outcome, now)
+        elif isinstance(outcome, Waiting):
+            self._waiting(conn, outcome)
+        else:
+            assert isinstance(outcome, Refused)
+            self.refuse(conn, outcome.reason, outcome.detail)
+            conn.finish(error=True)
+
+    def _paired(self, conn: Connection, outcome: Paired, now: float) -> None:
+        waiter = outcome.waiter
+        other: Connection = waiter.handle
+        other.waiter = None
+        if other.protocol == "v1":
+            other.finish(payload=pack_endpoint(*conn.endpoint))
+        else:
+            other.finish(
+                payload=encode_v2_response(
+                    V2Response(Status.PAIRED, other.endpoint, conn.endpoint, waiter.token or "")
+                )
+            )
+        if conn.protocol == "v1":
+            conn.finish(payload=pack_endpoint(*other.endpoint))
+        else:
+            conn.finish(
+                payload=encode_v2_response(
+                    V2Response(Status.PAIRED, conn.endpoint, other.endpoint, outcome.token or "")
+                )
+            )
+        kind = conn.protocol if conn.protocol == other.protocol else "mixed"
+        self.pairings += 1
+        metrics = self.metrics
+        metrics.pairings_by[kind].inc()
+        waited = now - waiter.since
+        metrics.wait_seconds.observe(waited)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "paired",
+                extra={
+                    "event": "paired",
+                    "pairing": name_text(waiter.name),
+                    "protocol": kind,
+                    "waiter": str(other.endpoint),
+                    "newcomer": str(conn.endpoint),
+                    "wait_seconds": round(waited, 6),
+                },
+            )
+
+    def _waiting(self, conn: Connection, outcome: Waiting) -> None:
+        waiter = outcome.waiter
+        if outcome.replaced is not None:
+            old: Connection = outcome.replaced.handle
+            old.waiter = None
+            old.finish()
+            log.info(
+                "replaced",
+                extra={
+                    "event": "replaced",
+                    "pairing": name_text(waiter.name),
+                    "old": str(old.endpoint),
+                    "new": str(conn.endpoint),
+                },
+            )
+        conn.state = State.WAITING
+        conn.waiter = waiter
+        s = self.settings
+        timeout = s.peer_timeout if conn.protocol == "v2" else s.v1_peer_timeout
+        conn.timer = self.loop.call_later(timeout, conn.expire)
+        if conn.protocol == "v2":
+            conn.send_v2(Status.WAITING, token=waiter.token)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "waiting",
+                extra={
+                    "event": "waiting",
+                    "pairing": name_text(waiter.name),
+                    "client": str(conn.endpoint),
+                    "protocol": conn.protocol,
+                },
+            )
+
+    def _command(self, conn: Connection, command: Command) -> None:
+        now = self.loop.time()
+        if command.kind == "delete_pairs":
+            if not self.settings.allow_delete_pairs:
+                self.refuse(
+                    conn,
+                    "delete_pairs_disabled",
+                    "delete_pairs is off; start the server with --allow-delete-pairs",
+                )
+                conn.finish()
+                return
+            removed = self.room.clear(now)
+        else:
+            one = self.room.remove_name(command.name, now)
+            removed = [one] if one is not None else []
+        for waiter in removed:
+            other: Connection = waiter.handle
+            other.waiter = None
+            other.finish(error=True)
+        log.info(
+            command.kind,
+            extra={
+                "event": command.kind,
+                "pairing": name_text(command.name),
+                "removed": len(removed),
+                "client": str(conn.endpoint),
+            },
+        )
+        conn.finish()
+
+    def abandoned(self, conn: Connection, waiter: Waiter | None = None) -> None:
+        """A waiter hung up (or its connection is closing) before pairing."""
+        waiter = waiter or conn.waiter
+        if waiter is None:
+            return
+        self.room.leave(waiter, self.loop.time())  # a no-op when already gone
+        conn.waiter = None
+        self.metrics.abandoned.inc()
+        log.info(
+            "abandoned",
+            extra={
+                "event": "abandoned",
+                "pairing": name_text(waiter.name),
+                "client": str(conn.endpoint),
+                "protocol": conn.protocol,
+                "waited_seconds": round(self.loop.time() - waiter.since, 3),
+            },
+        )
+
+    def expired(self, conn: Connection) -> None:
+        waiter = conn.waiter
+        if waiter is None:
+            return
+        self.room.leave(waiter, self.loop.time())
+        conn.waiter = None
+        self.metrics.expired.inc()
+        log.info(
+            "expired",
+            extra={
+                "event": "expired",
+                "pairing": name_text(waiter.name),
+                "client": str(conn.endpoint),
+                "protocol": conn.protocol,
+            },
+        )

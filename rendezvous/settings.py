@@ -1,0 +1,55 @@
+"""The server's settings: one frozen dataclass that the CLI, the embedded server and the
+tests all build, so every knob has one name and one default."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Literal
+
+LoopKind = Literal["auto", "asyncio", "uvloop"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 10000
+    http_host: str | None = None  # None: same as host
+    http_port: int | None = 10001  # None: no HTTP endpoint
+    peer_timeout: float = 60.0  # v2 waiters get TIMEOUT after this
+    v1_peer_timeout: float = 900.0  # v1 waits are closed after this
+    request_timeout: float = 5.0  # a request must be complete within this
+    token_grace: float | None = None  # None: one more peer timeout
+    max_connections: int = 15000  # open rendezvous connections, all states
+    max_waiting_per_ip: int = 1000
+    allow_delete_pairs: bool = False
+    name_pattern: str | None = None  # a regex every pairing name must fully match
+    drain_timeout: float = 10.0
+    keepalive_idle: int = 60  # TCP keepalive so a waiter whose host vanished is noticed
+    keepalive_interval: int = 10
+    keepalive_count: int = 5
+    backlog: int = 4096
+    loop: LoopKind = "auto"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for name in ("peer_timeout", "v1_peer_timeout", "request_timeout", "drain_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_connections < 1 or self.max_waiting_per_ip < 1:
+            raise ValueError("max_connections and max_waiting_per_ip must be at least 1")
+        if self.name_pattern is not None:
+            try:
+                re.compile(self.name_pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"--name-pattern {self.name_pattern!r} is not a regex: {exc}"
+                ) from exc
+
+    @property
+    def effective_token_grace(self) -> float:
+        return self.peer_timeout if self.token_grace is None else self.token_grace
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}

@@ -1,0 +1,187 @@
+"""The server as a real process: CLI, environment, signals and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rendezvous import __version__
+from tcpunch import Status, decode_v2_response, encode_v2_request
+from tests.conftest import free_port
+
+CMD = [sys.executable, "-m", "rendezvous"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENDEZVOUS_")}
+    env.pop("PORT", None)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple]:
+    """Start ``rendezvous serve``; yield (process, listening-log-record)."""
+    proc = subprocess.Popen(
+        [*CMD, "serve", "--host", "127.0.0.1", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env if env is not None else clean_env(),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        record = None
+        while record is None:
+            assert time.monotonic() < deadline, "server did not log 'listening' in 20 s"
+            line = proc.stderr.readline()
+            assert line, f"server exited early: {proc.wait(timeout=5)}"
+            entry = json.loads(line)
+            if entry.get("event") == "listening":
+                record = entry
+        yield proc, record
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def http_get(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_version_and_help():
+    out = subprocess.run([*CMD, "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and __version__ in out.stdout
+    help_text = subprocess.run(
+        [*CMD, "serve", "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
+    for option in (
+        "--peer-timeout",
+        "--v1-peer-timeout",
+        "--request-timeout",
+        "--max-connections",
+        "--max-waiting-per-ip",
+        "--allow-delete-pairs",
+        "--name-pattern",
+        "--drain-timeout",
+        "--loop",
+        "--log-level",
+    ):
+        assert option in help_text
+    assert "RENDEZVOUS_PEER_TIMEOUT" in help_text and "PORT" in help_text
+
+
+def test_bad_option_is_a_usage_error():
+    out = subprocess.run(
+        [*CMD, "serve", "--name-pattern", "(unclosed"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "not a regex" in out.stderr
+
+
+def test_sigterm_drains_and_exits_zero():
+    with running("--port", "0", "--http-port", "0", "--loop", "uvloop") as (proc, rec):
+        assert rec["loop"].startswith("uvloop")
+        port, http_port = rec["port"], rec["http_port"]
+        assert http_get(http_port, "/readyz") == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as waiter:
+            waiter.sendall(encode_v2_request(f"proc_{os.getpid()}"))
+            assert decode_v2_response(waiter.recv(51, socket.MSG_WAITALL)).status == 0
+            proc.send_signal(signal.SIGTERM)
+            timeout = decode_v2_response(waiter.recv(51, socket.MSG_WAITALL))
+            assert timeout.status is Status.TIMEOUT
+        assert proc.wait(timeout=15) == 0
+        events = [json.loads(line).get("event") for line in proc.stderr]
+        assert "draining" in events and "drained" in events
+
+
+def test_sigint_exits_zero_with_asyncio_loop():
+    with running("--port", "0", "--no-http", "--loop", "asyncio") as (proc, rec):
+        assert rec["http_port"] is None and "asyncio" in rec["loop"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_environment_configures_every_option():
+    port, http_port = free_port(), free_port()
+    env = clean_env(
+        RENDEZVOUS_PORT=str(port),
+        RENDEZVOUS_HTTP_PORT=str(http_port),
+        RENDEZVOUS_PEER_TIMEOUT="0.3",
+        RENDEZVOUS_LOG_LEVEL="debug",
+    )
+    with running(env=env) as (proc, rec):
+        assert rec["port"] == port and rec["http_port"] == http_port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as waiter:
+            waiter.sendall(encode_v2_request(f"env_{os.getpid()}"))
+            waiter.recv(51, socket.MSG_WAITALL)
+            timeout = decode_v2_response(waiter.recv(51, socket.MSG_WAITALL))
+            assert timeout.status is Status.TIMEOUT  # 0.3 s from the environment
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
+def test_plain_port_variable_is_honoured():
+    port = free_port()
+    with running("--http-port", "0", env=clean_env(PORT=str(port))) as (proc, rec):
+        assert rec["port"] == port
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
+def test_port_in_use_exits_with_message():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = subprocess.run(
+            [
+                *CMD,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(taken.getsockname()[1]),
+                "--no-http",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+    assert out.returncode == 1 and "cannot listen" in out.stderr
+
+
+def test_pairing_is_logged_as_one_json_line():
+    with running("--port", "0", "--no-http") as (proc, rec):
+        name = f"logged_{os.getpid()}"
+        with socket.create_connection(("127.0.0.1", rec["port"]), timeout=5) as a:
+            a.sendall(name.encode())
+            a.recv(8, socket.MSG_WAITALL)
+            time.sleep(0.1)
+            with socket.create_connection(("127.0.0.1", rec["port"]), timeout=5) as b:
+                b.sendall(name.encode())
+                b.recv(16, socket.MSG_WAITALL)
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        lines = [json.loads(line) for line in proc.stderr]
+    (paired,) = [entry for entry in lines if entry.get("event") == "paired"]
+    assert paired["pairing"] == name and paired["protocol"] == "v1"
+    assert paired["waiter"].startswith("127.0.0.1:") and paired["newcomer"].startswith("127.")
+    assert paired["wait_seconds"] > 0
