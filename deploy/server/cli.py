@@ -1,8 +1,186 @@
-"""``rendezvous-deploy server ...``"""
+"""``rendezvous-deploy server ...``: up, dns-refresh, status, down."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+
+from deploy.aws import Aws, DeployError
+from deploy.config import aws_options, config_option, env_name
+from deploy.progress import Reporter
+from deploy.server.dnscheck import parse_server
+from deploy.server.settings import DEFAULT_NAME, ServerSettings, Waits
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _opt(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that also reads RENDEZVOUS_DEPLOY_<NAME> and shows that in --help."""
+    long_name = next(d for d in decls if d.startswith("--")).split("/")[0][2:]
+    return click.option(*decls, envvar=env_name(long_name), show_envvar=True, **kwargs)
+
+
+def _stack_options(func: F) -> F:
+    """Options every server command needs to find the deployment."""
+    options = [
+        config_option("server"),
+        _opt("--name", default=DEFAULT_NAME, show_default=True,
+             help="Name of the deployment: service, task family, log group, roles derive "
+             "from it."),
+        _opt("--cluster", default="", help="ECS cluster (default: the --name)."),
+        _opt("--record", default="", help="DNS name of the server, e.g. rdv.example.com."),
+        _opt("--zone", default="", help="Hosted zone id or name (default: the closest "
+             "public zone that holds --record)."),
+        _opt("--ttl", default=60, show_default=True, type=click.IntRange(1),
+             help="TTL of the A record in seconds."),
+        _opt("--dns-server", "dns_servers", multiple=True, metavar="HOST[:PORT]",
+             help="Verify against these name servers instead of the zone's NS set "
+             "(repeatable)."),
+        _opt("--verify-dns/--no-verify-dns", default=True, show_default=True,
+             help="Ask the authoritative name servers until they answer the new IP."),
+        _opt("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0.01),
+             help="Seconds between checks while waiting."),
+        _opt("--task-timeout", default=600.0, show_default=True, type=click.FloatRange(0),
+             help="Seconds to wait for a running, healthy task."),
+        _opt("--dns-timeout", default=180.0, show_default=True, type=click.FloatRange(0),
+             help="Seconds to wait for Route 53 and the name servers."),
+        aws_options,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
+    aws = Aws(
+        region=params.pop("region", None),
+        endpoint_url=params.pop("endpoint_url", None),
+        profile=params.pop("profile", None),
+    )
+    waits = Waits(
+        poll=params.pop("poll_interval"),
+        task_timeout=params.pop("task_timeout"),
+        dns_timeout=params.pop("dns_timeout"),
+    )
+    environment = []
+    for item in params.pop("env", ()) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+        environment.append((key, value))
+    params["subnets"] = tuple(params.pop("subnet", ()) or ())
+    params["dns_servers"] = tuple(params.get("dns_servers") or ())
+    for server_text in params["dns_servers"]:
+        try:
+            parse_server(server_text)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--dns-server") from None
+    settings = ServerSettings(waits=waits, environment=tuple(environment), **params)
+    return aws, settings
+
+
+def _friendly(func: F) -> F:
+    """Turn known failures into one clear line and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DeployError as err:
+            raise click.ClickException(str(err)) from err
+        except Exception as err:
+            module = type(err).__module__
+            if module.startswith(("botocore", "boto3")):
+                raise click.ClickException(f"AWS call failed: {err}") from err
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
 def server() -> None:
-    """Deploy and operate the rendezvous server on ECS Fargate."""
+    """Deploy and operate the rendezvous server on ECS Fargate.
+
+    `up` puts the server on Fargate and points a Route 53 A record at its task; an
+    EventBridge rule then keeps the record on the task whenever ECS replaces it.
+    """
+
+
+@server.command()
+@_stack_options
+@_opt("--image-uri", default="", help="Deploy this image; without it the local "
+      "--local-image is pushed to an ECR repository named like --name.")
+@_opt("--local-image", default="rendezvous:latest", show_default=True,
+      help="Local image to push (built by `make image`), via the docker SDK (DOCKER_HOST).")
+@_opt("--cpu", default=1024, show_default=True, type=int, help="Task CPU units.")
+@_opt("--memory", default=3072, show_default=True, type=int, help="Task memory (MiB).")
+@_opt("--admin-cidr", default="", help="Who may reach the HTTP port 10001 "
+      "(health, metrics); default: the VPC's CIDR.")
+@_opt("--subnet", multiple=True, help="Subnet id (repeatable; default: the default VPC's "
+      "default subnets).")
+@_opt("--assign-public-ip/--no-assign-public-ip", default=True, show_default=True,
+      help="Give the task a public IP (required unless the subnets map one on launch).")
+@_opt("--env", multiple=True, metavar="KEY=VALUE", help="Extra container environment "
+      "(repeatable), e.g. RENDEZVOUS_LOG_LEVEL=debug.")
+@_opt("--follow/--no-follow", default=True, show_default=True,
+      help="Install the EventBridge rule + Lambda that keep the record on the task.")
+@_friendly
+def up(**params: Any) -> None:
+    """Create or update everything, wait for a healthy task, point DNS at it.
+
+    Prints host:10000 on stdout when the record resolves to the task at the zone's
+    authoritative name servers. Running it again with nothing changed changes nothing.
+    """
+    from deploy.server.commands import up as run_up
+
+    aws, settings = _settings(params)
+    if not settings.record:
+        raise click.UsageError("--record is required (the DNS name clients will use)")
+    result = run_up(aws, settings, Reporter())
+    click.echo(result.endpoint)
+
+
+@server.command("dns-refresh")
+@_stack_options
+@_friendly
+def dns_refresh(**params: Any) -> None:
+    """Point the record at the running task's public IP (no change when already equal)."""
+    from deploy.server.commands import dns_refresh as run_refresh
+
+    aws, settings = _settings(params)
+    if not settings.record:
+        raise click.UsageError("--record is required")
+    result = run_refresh(aws, settings, Reporter())
+    click.echo(f"{settings.fqdn.rstrip('.')}:{settings.port}")
+    del result
+
+
+@server.command()
+@_stack_options
+@_friendly
+def status(**params: Any) -> None:
+    """Show the task's state, health, public IP, the record's value and the last stop."""
+    from deploy.server.commands import status as run_status
+    from deploy.server.commands import status_table
+
+    aws, settings = _settings(params)
+    from rich.console import Console
+
+    Console(highlight=False).print(status_table(run_status(aws, settings)))
+
+
+@server.command()
+@_stack_options
+@click.option("--delete", is_flag=True, help="Delete the service and the record-follower "
+              "rule and function instead of scaling to zero.")
+@click.option("--remove-record", is_flag=True, help="Also delete the A record.")
+@_friendly
+def down(delete: bool, remove_record: bool, **params: Any) -> None:
+    """Scale the service to zero (or delete it); optionally remove the record."""
+    from deploy.server.commands import down as run_down
+
+    aws, settings = _settings(params)
+    run_down(aws, settings, Reporter(), delete=delete, remove_record=remove_record)

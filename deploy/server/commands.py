@@ -1,0 +1,273 @@
+"""What ``server up | dns-refresh | status | down`` do, with the CLI kept out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deploy.aws import Aws, DeployError
+from deploy.progress import Reporter, key_value_table
+from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
+from deploy.server import tasks as ecs_tasks
+from deploy.server.settings import ServerSettings
+
+
+@dataclass(frozen=True)
+class UpResult:
+    host: str
+    port: int
+    ip: str
+    task_definition_arn: str
+    registered: bool
+    record_changed: bool
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _account(aws: Aws) -> str:
+    return str(aws.client("sts").get_caller_identity()["Account"])
+
+
+def ensure_log_group(aws: Aws, settings: ServerSettings) -> bool:
+    logs = aws.client("logs")
+    found = logs.describe_log_groups(logGroupNamePrefix=settings.log_group)["logGroups"]
+    if any(g["logGroupName"] == settings.log_group for g in found):
+        return False
+    logs.create_log_group(logGroupName=settings.log_group)
+    logs.put_retention_policy(
+        logGroupName=settings.log_group, retentionInDays=settings.log_retention_days
+    )
+    return True
+
+
+def ensure_task_definition(
+    aws: Aws, settings: ServerSettings, image_uri: str, execution_role_arn: str
+) -> tuple[str, bool, list[str]]:
+    """The latest revision when it already matches; else a newly registered one."""
+    wanted = taskdef.desired(settings, image_uri, execution_role_arn, aws.region_name)
+    ecs = aws.client("ecs")
+    try:
+        latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
+    except Exception as err:
+        if "ClientException" not in type(err).__name__ and "Unable to describe" not in str(err):
+            raise
+        latest = None
+    if latest is not None and taskdef.matches(latest, wanted):
+        return str(latest["taskDefinitionArn"]), False, []
+    why = taskdef.changed_fields(latest, wanted)
+    registered = ecs.register_task_definition(**wanted)["taskDefinition"]
+    return str(registered["taskDefinitionArn"]), True, why
+
+
+def name_servers(settings: ServerSettings, zone: record.Zone) -> list[dnscheck.NameServer]:
+    if settings.dns_servers:
+        return [dnscheck.parse_server(s) for s in settings.dns_servers]
+    return dnscheck.resolve_name_servers(zone.name_servers)
+
+
+def _verify(reporter: Reporter, settings: ServerSettings, zone: record.Zone, ip: str) -> None:
+    if not settings.verify_dns:
+        reporter.note("DNS verification skipped (--no-verify-dns)")
+        return
+    servers = name_servers(settings, zone)
+    with reporter.waiting(f"Asking {len(servers)} authoritative name servers") as update:
+        dnscheck.verify(
+            servers,
+            settings.fqdn,
+            ip,
+            poll=settings.waits.poll,
+            timeout=settings.waits.dns_timeout,
+            on_progress=update,
+        )
+    reporter.step(
+        f"authoritative {'server' if len(servers) == 1 else 'servers'} "
+        f"{', '.join(map(str, servers))} answer {settings.fqdn} = {ip}"
+    )
+
+
+def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
+    """Bring the service up and the record in line; changes nothing when all is in place."""
+    # Checks that need no changes come first, so mistakes cost nothing.
+    zone = record.find_zone(aws, settings.record, settings.zone)
+    zone = record.check_inside(zone, settings.fqdn)
+    reporter.step(f"hosted zone {zone.name} ({zone.id}) holds {settings.fqdn}", changed=False)
+    subnets = network.subnets(aws, settings)
+    vpc_id = subnets[0]["VpcId"]
+    names = [s["SubnetId"] for s in subnets]
+    shown = ", ".join(names) if len(names) <= 3 else f"{len(names)} subnets"
+    reporter.step(f"{shown} in {vpc_id}", changed=False)
+    account = _account(aws)
+    region = aws.region_name
+
+    if settings.image_uri:
+        image_uri = settings.image_uri
+        reporter.step(f"image {image_uri} (given)", changed=False)
+    else:
+        with reporter.waiting(f"Pushing {settings.local_image}") as update:
+            image_uri = image.push_local_image(aws, settings, on_progress=update)
+        reporter.step(f"pushed {settings.local_image} as {image_uri}")
+
+    reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))
+    execution_policy = iam.policy(
+        "task-execution",
+        Region=region,
+        Account=account,
+        Repository=settings.repository,
+        LogGroup=settings.log_group,
+    )
+    execution_arn, role_changed = iam.ensure_role(
+        aws, settings.execution_role, "trust-ecs-tasks", execution_policy
+    )
+    reporter.step(f"task execution role {settings.execution_role}", role_changed)
+    td_arn, registered, why = ensure_task_definition(aws, settings, image_uri, execution_arn)
+    revision = td_arn.rsplit(":", 1)[-1]
+    if registered:
+        reporter.step(f"registered task definition {settings.family}:{revision} "
+                      f"(changed: {', '.join(why)})")
+    else:
+        reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
+    group_id, sg_changed = network.ensure_security_group(aws, settings, vpc_id)
+    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
+    cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
+    reporter.step(f"cluster {settings.cluster_name}", cluster_changed)
+
+    before = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
+    already_stopped = {t["taskArn"] for t in before if t.get("lastStatus") == "STOPPED"}
+    net = service.network_configuration(settings, [s["SubnetId"] for s in subnets], group_id)
+    outcome, service_changed = service.ensure_service(aws, settings, td_arn, net)
+    reporter.step(f"service {settings.service_name} {outcome}", service_changed)
+
+    if settings.follow:
+        changed = follower.ensure(
+            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id
+        )
+        reporter.step(
+            f"record follows the task: rule {settings.refresher_rule} -> function "
+            f"{settings.refresher_function}",
+            changed,
+        )
+
+    with reporter.waiting("Waiting for a running, healthy task") as update:
+        task, ip = service.wait_for_task(aws, settings, td_arn, already_stopped, update)
+    reporter.step(
+        f"task {task['taskArn'].rsplit('/', 1)[-1]} running and healthy at {ip}",
+        changed=service_changed,
+    )
+
+    current = record.current_a(aws, zone, settings.fqdn)
+    record_changed = current != ([ip], settings.ttl)
+    if record_changed:
+        change_id = record.upsert_a(aws, zone, settings.fqdn, ip, settings.ttl)
+        with reporter.waiting(f"Route 53 change {change_id} to become INSYNC"):
+            record.wait_insync(
+                aws, change_id, settings.waits.poll, settings.waits.dns_timeout
+            )
+        reporter.step(f"{settings.fqdn} A {ip} (TTL {settings.ttl}) INSYNC")
+    else:
+        reporter.step(f"{settings.fqdn} already A {ip}", changed=False)
+    _verify(reporter, settings, zone, ip)
+    return UpResult(
+        host=settings.fqdn.rstrip("."),
+        port=settings.port,
+        ip=ip,
+        task_definition_arn=td_arn,
+        registered=registered,
+        record_changed=record_changed,
+    )
+
+
+def dns_refresh(aws: Aws, settings: ServerSettings, reporter: Reporter) -> record.RefreshResult:
+    zone = record.check_inside(record.find_zone(aws, settings.record, settings.zone),
+                                settings.fqdn)
+    result = record.refresh(
+        aws,
+        cluster=settings.cluster_name,
+        service=settings.service_name,
+        record=settings.fqdn,
+        zone=zone.id,
+        ttl=settings.ttl,
+        wait_poll=settings.waits.poll,
+        wait_timeout=settings.waits.dns_timeout,
+    )
+    if result.changed:
+        reporter.step(f"{settings.fqdn} A {result.ip} (was different) INSYNC")
+    else:
+        reporter.step(f"{settings.fqdn} already A {result.ip}: no change", changed=False)
+    _verify(reporter, settings, zone, result.ip)
+    return result
+
+
+def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
+    """What runs and what DNS says, as one flat dict (the CLI shows it as a table)."""
+    current = service.describe_service(aws, settings)
+    tasks = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
+    task = ecs_tasks.newest_running(tasks)
+    stopped = ecs_tasks.last_stopped(tasks)
+    ip = ecs_tasks.task_public_ip(aws, task) if task else None
+    values: list[str] = []
+    zone_text = ""
+    if settings.record:
+        zone = record.check_inside(
+            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
+        )
+        zone_text = f"{zone.name} ({zone.id})"
+        found = record.current_a(aws, zone, settings.fqdn)
+        values = found[0] if found else []
+    return {
+        "service": settings.service_name,
+        "service status": current.get("status") if current else "absent",
+        "desired / running": (
+            f"{current.get('desiredCount')} / {current.get('runningCount')}" if current else ""
+        ),
+        "task definition": (current or {}).get("taskDefinition", "").rsplit("/", 1)[-1],
+        "task": task["taskArn"].rsplit("/", 1)[-1] if task else "none running",
+        "task state": task.get("lastStatus") if task else "",
+        "health": ecs_tasks.task_health(task) if task else "",
+        "public IP": ip or "",
+        "record": settings.fqdn if settings.record else "(no --record)",
+        "zone": zone_text,
+        "record value": ", ".join(values) or "(none)",
+        "record matches task": (
+            "yes" if ip and values == [ip] else "no" if settings.record else ""
+        ),
+        "last stop reason": (stopped.get("stoppedReason") or "") if stopped else "",
+        "log group": settings.log_group,
+    }
+
+
+def status_table(values: dict[str, Any]) -> Any:
+    return key_value_table("rendezvous server", list(values.items()))
+
+
+def down(
+    aws: Aws, settings: ServerSettings, reporter: Reporter, *, delete: bool, remove_record: bool
+) -> None:
+    ecs = aws.client("ecs")
+    current = service.describe_service(aws, settings)
+    if current is None:
+        reporter.step(f"service {settings.service_name} absent", changed=False)
+    elif delete:
+        ecs.delete_service(
+            cluster=settings.cluster_name, service=settings.service_name, force=True
+        )
+        reporter.step(f"service {settings.service_name} deleted")
+    elif current.get("desiredCount") != 0:
+        ecs.update_service(
+            cluster=settings.cluster_name, service=settings.service_name, desiredCount=0
+        )
+        reporter.step(f"service {settings.service_name} scaled to 0")
+    else:
+        reporter.step(f"service {settings.service_name} already at 0", changed=False)
+    if delete:
+        for what in follower.remove(aws, settings):
+            reporter.step(f"removed {what}")
+    if remove_record:
+        if not settings.record:
+            raise DeployError("--remove-record needs --record NAME")
+        zone = record.check_inside(
+            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
+        )
+        removed = record.delete_a(aws, zone, settings.fqdn)
+        reporter.step(f"record {settings.fqdn} {'removed' if removed else 'absent'}", removed)

@@ -1,0 +1,159 @@
+"""The ECS cluster and service, and waiting for a running, healthy task with a public IP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from deploy.aws import Aws, DeployError
+from deploy.server import tasks as ecs_tasks
+from deploy.server.settings import ServerSettings
+
+
+def ensure_cluster(aws: Aws, name: str) -> tuple[str, bool]:
+    ecs = aws.client("ecs")
+    found = ecs.describe_clusters(clusters=[name]).get("clusters", [])
+    active = [c for c in found if c.get("status") == "ACTIVE"]
+    if active:
+        return str(active[0]["clusterArn"]), False
+    return str(ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]), True
+
+
+def describe_service(aws: Aws, settings: ServerSettings) -> dict[str, Any] | None:
+    """The service when it exists and is not deleted."""
+    try:
+        found = aws.client("ecs").describe_services(
+            cluster=settings.cluster_name, services=[settings.service_name]
+        )
+    except Exception as err:
+        if "ClusterNotFound" in str(err) or "ClusterNotFound" in type(err).__name__:
+            return None
+        raise
+    for service in found.get("services", []):
+        if service.get("status") in ("ACTIVE", "DRAINING"):
+            return service
+    return None
+
+
+def network_configuration(
+    settings: ServerSettings, subnet_ids: list[str], group_id: str
+) -> dict[str, Any]:
+    return {
+        "awsvpcConfiguration": {
+            "subnets": sorted(subnet_ids),
+            "securityGroups": [group_id],
+            "assignPublicIp": "ENABLED" if settings.assign_public_ip else "DISABLED",
+        }
+    }
+
+
+def _same_network(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    a = current.get("awsvpcConfiguration", {})
+    w = wanted["awsvpcConfiguration"]
+    return (
+        sorted(a.get("subnets", [])) == w["subnets"]
+        and sorted(a.get("securityGroups", [])) == sorted(w["securityGroups"])
+        and a.get("assignPublicIp", "DISABLED") == w["assignPublicIp"]
+    )
+
+
+def ensure_service(
+    aws: Aws, settings: ServerSettings, task_definition_arn: str, network: dict[str, Any]
+) -> tuple[str, bool]:
+    """Create the service, or update it when its definition, network or count differ."""
+    ecs = aws.client("ecs")
+    current = describe_service(aws, settings)
+    if current is not None and current.get("status") == "DRAINING":
+        raise DeployError(
+            f"service {settings.service_name} is still being deleted: wait a minute and rerun"
+        )
+    if current is None:
+        ecs.create_service(
+            cluster=settings.cluster_name,
+            serviceName=settings.service_name,
+            taskDefinition=task_definition_arn,
+            desiredCount=1,
+            launchType="FARGATE",
+            networkConfiguration=network,
+            deploymentConfiguration={"minimumHealthyPercent": 0, "maximumPercent": 200},
+            propagateTags="SERVICE",
+        )
+        return "created", True
+    if (
+        current.get("taskDefinition") == task_definition_arn
+        and current.get("desiredCount") == 1
+        and _same_network(current.get("networkConfiguration", {}), network)
+    ):
+        return "unchanged", False
+    ecs.update_service(
+        cluster=settings.cluster_name,
+        service=settings.service_name,
+        taskDefinition=task_definition_arn,
+        desiredCount=1,
+        networkConfiguration=network,
+    )
+    return "updated", True
+
+
+def _service_event(aws: Aws, settings: ServerSettings) -> str:
+    service = describe_service(aws, settings) or {}
+    events = service.get("events", [])
+    return f"; the service's last event: {events[0]['message']}" if events else ""
+
+
+def wait_for_task(
+    aws: Aws,
+    settings: ServerSettings,
+    task_definition_arn: str,
+    ignore_stopped: set[str],
+    on_progress: Callable[[str], None] = lambda _text: None,
+) -> tuple[dict[str, Any], str]:
+    """Wait for a RUNNING, HEALTHY task of ``task_definition_arn`` that has a public IP.
+
+    Fails early when a task of this definition stops (not one in ``ignore_stopped``,
+    which were stopped before we began) or reports UNHEALTHY.
+    """
+    deadline = time.monotonic() + settings.waits.task_timeout
+    state = "no task yet"
+    while True:
+        tasks = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
+        ours = [t for t in tasks if t.get("taskDefinitionArn") == task_definition_arn]
+        running = [t for t in ours if ecs_tasks.is_running(t)]
+        for task in sorted(running, key=lambda t: str(t.get("startedAt", "")), reverse=True):
+            health = ecs_tasks.task_health(task)
+            short = task["taskArn"].rsplit("/", 1)[-1]
+            if health == "UNHEALTHY":
+                raise DeployError(
+                    f"task {short} is running but its health check is failing (GET /livez on "
+                    f"port {settings.http_port}): see its logs in {settings.log_group}"
+                )
+            if health != "HEALTHY":
+                state = f"task {short} running, health {health}"
+                continue
+            ip = ecs_tasks.task_public_ip(aws, task)
+            if ip:
+                return task, ip
+            state = f"task {short} healthy, waiting for its public IP"
+        stopped = [
+            t
+            for t in ours
+            if t.get("lastStatus") == "STOPPED" and t["taskArn"] not in ignore_stopped
+        ]
+        if stopped and not running:
+            raise DeployError(ecs_tasks.stopped_message(stopped[-1]))
+        if not running and ours:
+            state = f"task {ours[-1].get('lastStatus', '?').lower()}"
+        on_progress(state)
+        if time.monotonic() > deadline:
+            hint = ""
+            if "public IP" in state:
+                hint = (
+                    ": its network interface has no public IP; the subnets must route to an "
+                    "internet gateway and the service must assign a public IP"
+                )
+            raise DeployError(
+                f"no running, healthy task after {settings.waits.task_timeout:.0f} s ({state})"
+                f"{hint}{_service_event(aws, settings)}"
+            )
+        time.sleep(settings.waits.poll)

@@ -1,0 +1,93 @@
+"""What a deployment of the server should look like, independent of how it was asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_NAME = "rendezvous"
+PORT = 10000
+HTTP_PORT = 10001
+
+
+@dataclass(frozen=True)
+class Waits:
+    """Poll intervals and deadlines (seconds); short ones make the emulator tests fast."""
+
+    poll: float = 5.0
+    task_timeout: float = 600.0
+    dns_timeout: float = 180.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``server up`` needs; names default to ``name`` so several stacks can coexist."""
+
+    name: str = DEFAULT_NAME
+    record: str = ""
+    zone: str = ""
+    cluster: str = ""
+    image_uri: str = ""
+    local_image: str = "rendezvous:latest"
+    cpu: int = 1024
+    memory: int = 3072
+    port: int = PORT
+    http_port: int = HTTP_PORT
+    admin_cidr: str = ""
+    subnets: tuple[str, ...] = ()
+    assign_public_ip: bool = True
+    ttl: int = 60
+    environment: tuple[tuple[str, str], ...] = ()
+    log_retention_days: int = 14
+    follow: bool = True
+    dns_servers: tuple[str, ...] = ()
+    verify_dns: bool = True
+    waits: Waits = field(default_factory=Waits)
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster or self.name
+
+    @property
+    def service_name(self) -> str:
+        return self.name
+
+    @property
+    def family(self) -> str:
+        return self.name
+
+    @property
+    def container_name(self) -> str:
+        return "rendezvous"
+
+    @property
+    def repository(self) -> str:
+        return self.name
+
+    @property
+    def log_group(self) -> str:
+        return f"/ecs/{self.name}"
+
+    @property
+    def security_group_name(self) -> str:
+        return f"{self.name}-server"
+
+    @property
+    def execution_role(self) -> str:
+        return f"{self.name}-task-execution"
+
+    @property
+    def refresher_role(self) -> str:
+        return f"{self.name}-dns-refresher"
+
+    @property
+    def refresher_function(self) -> str:
+        return f"{self.name}-dns-refresher"
+
+    @property
+    def refresher_rule(self) -> str:
+        return f"{self.name}-task-running"
+
+    @property
+    def fqdn(self) -> str:
+        """The record name with exactly one trailing dot, lower case."""
+        return self.record.rstrip(".").lower() + "."

@@ -1,0 +1,114 @@
+"""The Fargate task definition we want, and whether the latest revision already is it.
+
+Pure functions over dicts: comparing before registering is what keeps a second ``up``
+from creating a new revision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploy.server.settings import ServerSettings
+
+LIVEZ_PROBE = (
+    "import sys, urllib.request; "
+    "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/livez', timeout=4).status"
+    " == 200 else 1)"
+)
+
+
+def desired(
+    settings: ServerSettings, image: str, execution_role_arn: str, region: str
+) -> dict[str, Any]:
+    """register_task_definition keyword arguments for the server."""
+    environment = sorted(
+        [
+            ("RENDEZVOUS_PORT", str(settings.port)),
+            ("RENDEZVOUS_HTTP_PORT", str(settings.http_port)),
+            *settings.environment,
+        ]
+    )
+    return {
+        "family": settings.family,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "cpu": str(settings.cpu),
+        "memory": str(settings.memory),
+        "executionRoleArn": execution_role_arn,
+        "containerDefinitions": [
+            {
+                "name": settings.container_name,
+                "image": image,
+                "essential": True,
+                "memory": settings.memory,
+                "portMappings": [
+                    {"containerPort": settings.port, "protocol": "tcp"},
+                    {"containerPort": settings.http_port, "protocol": "tcp"},
+                ],
+                "environment": [{"name": k, "value": v} for k, v in environment],
+                "healthCheck": {
+                    "command": [
+                        "CMD",
+                        "python3",
+                        "-c",
+                        LIVEZ_PROBE.format(port=settings.http_port),
+                    ],
+                    "interval": 15,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 15,
+                },
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": settings.log_group,
+                        "awslogs-region": region,
+                        "awslogs-stream-prefix": "server",
+                    },
+                },
+            }
+        ],
+    }
+
+
+def _normalise(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _normalise(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_normalise(v) for v in value]
+        if key in ("environment", "requiresCompatibilities"):
+            return sorted(items, key=repr)
+        return items
+    if key in ("cpu", "memory") and isinstance(value, int | str):
+        return str(value)
+    return value
+
+
+def _covers(actual: Any, wanted: Any) -> bool:
+    """True when ``actual`` holds everything in ``wanted`` (AWS adds defaults we ignore)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and _covers(actual[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_covers(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return actual == wanted
+
+
+def matches(latest: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether the latest ACTIVE revision already is the definition we would register."""
+    if latest is None or latest.get("status", "ACTIVE") != "ACTIVE":
+        return False
+    return _covers(_normalise(latest), _normalise(wanted))
+
+
+def changed_fields(latest: dict[str, Any] | None, wanted: dict[str, Any]) -> list[str]:
+    """Top-level fields that differ, to tell the user why a new revision is registered."""
+    if latest is None:
+        return ["(no revision yet)"]
+    a, w = _normalise(latest), _normalise(wanted)
+    return [k for k in w if not _covers(a.get(k), w[k])]
