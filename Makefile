@@ -27,6 +27,46 @@ test: setup
 serve: setup
 	$(VENV)/bin/rendezvous serve
 
+# The inference pipeline on this machine: generated data (once), world sizes 1, 2, 4, 8,
+# one process per rank, an in-process rendezvous server; prints the table and plot path.
+DEMO_DATA := build/demo-data
+demo: setup
+	test -f $(DEMO_DATA)/16.pt || $(VENV)/bin/rendezvous-deploy pipeline generate \
+		$(DEMO_DATA) --files 16 --samples 256
+	$(VENV)/bin/rendezvous-deploy pipeline run --local --world-size 1,2,4,8 \
+		--data $(DEMO_DATA) --results build/demo
+
+# The server image (docker/). The build needs no network: `wheels` fetches every wheel on
+# the host into docker/wheels/ (CPython 3.11 to 3.13). BASE_IMAGE=... changes the base
+# (default python:3.12-slim), RENDEZVOUS_IMAGE=... the tag (as in docker/compose.yaml).
+# `base-image` makes a local Debian base where no registry can be reached:
+#   make base-image image BASE_IMAGE=localhost/rendezvous-base:bookworm
+# (podman on our CI machines also needs CONTAINERS_CONF=$PWD/docker/containers.conf).
+.PHONY: wheels base-image
+WHEEL_PYTHONS ?= 3.11 3.12 3.13
+RENDEZVOUS_IMAGE ?= rendezvous:latest
+ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+	elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi)
+
+wheels:
+	bash docker/build-wheels.sh $(WHEEL_PYTHONS)
+
+base-image:
+	bash docker/local-base-image.sh localhost/rendezvous-base:bookworm
+
+# podman needs --format docker to keep the HEALTHCHECK (OCI images have none).
+image: wheels
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		-t $(RENDEZVOUS_IMAGE) docker
+	@$(ENGINE) image inspect --format '$(RENDEZVOUS_IMAGE) is {{.Size}} bytes' \
+		$(RENDEZVOUS_IMAGE)
+
+# The rendezvous server's load benchmark (figures for BENCHMARKS.md; takes a few minutes).
+.PHONY: bench-server
+bench-server: setup
+	$(PY) benchmarks/server_load.py --rounds 3
+
 # Debian packages the full test suite uses (CI runs this as root).
 system-deps:
 	bash .ci/system-deps
