@@ -37,9 +37,8 @@ def push_local_image(
 ) -> str:
     """Push ``settings.local_image`` to the repository; returns the pushed image URI."""
     try:
-        import docker.errors
-
         import docker
+        import docker.errors
     except ImportError as err:  # pragma: no cover - docker is in the test extra
         raise DeployError(
             "pushing needs the docker SDK (pip install docker), or pass --image-uri"

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
-import docker
 from tests.container.engine import DOCKER_DIR, podman_env, prune_build_stages
 from tests.facilities import require
 

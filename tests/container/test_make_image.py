@@ -8,9 +8,9 @@ import os
 import shutil
 import subprocess
 
+import docker
 import pytest
 
-import docker
 from tests.container.engine import REPO, podman_env, prune_build_stages
 from tests.facilities import require
 
