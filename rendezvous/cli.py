@@ -125,7 +125,18 @@ def serve(no_http: bool, **options: object) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     configure_logging(settings.log_level)
-    raise_open_files_limit()
+    limit = raise_open_files_limit()
+    if limit is not None and limit < settings.max_connections + 64:
+        log.warning(
+            "open-files limit below --max-connections",
+            extra={
+                "event": "config_warning",
+                "nofile": limit,
+                "max_connections": settings.max_connections,
+                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections, "
+                "or connections beyond the limit fail at accept()",
+            },
+        )
     try:
         loop = new_event_loop(settings.loop)
     except RuntimeError as exc:
@@ -139,16 +150,21 @@ def serve(no_http: bool, **options: object) -> None:
         loop.close()
 
 
-def raise_open_files_limit() -> None:
-    """Every waiting client holds a socket: take the whole hard limit of open files."""
+def raise_open_files_limit() -> int | None:
+    """Every waiting client holds a socket: take the whole hard limit of open files.
+
+    Returns the soft limit now in force (None where there are no such limits).
+    """
     try:
         import resource
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None if soft == resource.RLIM_INFINITY else soft
     except (ImportError, ValueError, OSError):  # pragma: no cover - not Linux
-        pass
+        return None
 
 
 async def _serve(settings: Settings) -> None:

@@ -1,54 +1,88 @@
-"""Prometheus metrics, one CollectorRegistry per server so several servers can live in
-one process (tests, the embedded server)."""
+"""Prometheus metrics as plain counters, turned into metric families only when scraped.
+
+prometheus-client's Counter.inc() and Histogram.observe() cost microseconds each, and a
+pairing touches five of them; plain integers cost nanoseconds. The collector below
+exposes the same names and types (``rendezvous_connections_total{protocol}`` ...) through
+a per-server CollectorRegistry, so several servers can live in one process.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900)
 
 
 class Metrics:
-    def __init__(self) -> None:
-        disable_created_metrics()  # the *_created series only add noise to the scrape
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.connections = Counter(
-            "rendezvous_connections",
-            "Rendezvous connections by protocol",
-            ["protocol"],
-            registry=r,
-        )
-        self.pairings = Counter(
-            "rendezvous_pairings",
-            "Completed pairings by protocol (v1, v2, or mixed: one of each)",
-            ["protocol"],
-            registry=r,
-        )
-        self.waiting = Gauge("rendezvous_waiting_clients", "Clients waiting now", registry=r)
-        self.wait_seconds = Histogram(
-            "rendezvous_pairing_wait_seconds",
-            "How long the first client of a pair waited",
-            buckets=WAIT_BUCKETS,
-            registry=r,
-        )
-        self.rejected = Counter(
-            "rendezvous_rejected",
-            "Refused requests and connections by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.expired = Counter("rendezvous_expired", "Waiting entries that timed out", registry=r)
-        self.abandoned = Counter(
-            "rendezvous_abandoned", "Waiters that hung up before pairing", registry=r
-        )
-        # Label children cached once: .labels() per event costs more than the pairing.
-        self.connections_by = {p: self.connections.labels(p) for p in ("v1", "v2", "command")}
-        self.pairings_by = {p: self.pairings.labels(p) for p in ("v1", "v2", "mixed")}
-        self._rejected_by: dict[str, Counter] = {}
+    def __init__(self, waiting: Callable[[], int] = lambda: 0) -> None:
+        self.connections = {"v1": 0, "v2": 0, "command": 0}
+        self.pairings = {"v1": 0, "v2": 0, "mixed": 0}
+        self.rejected: dict[str, int] = {}
+        self.expired = 0
+        self.abandoned = 0
+        self.waiting = waiting
+        self.wait_counts = [0] * (len(WAIT_BUCKETS) + 1)  # the last one is +Inf
+        self.wait_sum = 0.0
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
     def reject(self, reason: str) -> None:
-        child = self._rejected_by.get(reason)
-        if child is None:
-            child = self._rejected_by[reason] = self.rejected.labels(reason)
-        child.inc()
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def observe_wait(self, seconds: float) -> None:
+        self.wait_counts[bisect_left(WAIT_BUCKETS, seconds)] += 1
+        self.wait_sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "rendezvous_connections",
+            "Rendezvous requests by protocol (v1, v2, command)",
+            labels=["protocol"],
+        )
+        for protocol, count in self.connections.items():
+            family.add_metric([protocol], count)
+        yield family
+        family = CounterMetricFamily(
+            "rendezvous_pairings",
+            "Completed pairings by protocol (v1, v2, or mixed: one of each)",
+            labels=["protocol"],
+        )
+        for protocol, count in self.pairings.items():
+            family.add_metric([protocol], count)
+        yield family
+        yield GaugeMetricFamily(
+            "rendezvous_waiting_clients", "Clients waiting for their peer now", self.waiting()
+        )
+        buckets, total = [], 0
+        for bound, count in zip((*WAIT_BUCKETS, float("inf")), self.wait_counts, strict=True):
+            total += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+        yield HistogramMetricFamily(
+            "rendezvous_pairing_wait_seconds",
+            "How long the first client of a pair waited for the second",
+            buckets=buckets,
+            sum_value=self.wait_sum,
+        )
+        family = CounterMetricFamily(
+            "rendezvous_rejected",
+            "Refused requests and connections by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.rejected.items()):
+            family.add_metric([reason], count)
+        yield family
+        yield CounterMetricFamily(
+            "rendezvous_expired", "Waiting entries that timed out", self.expired
+        )
+        yield CounterMetricFamily(
+            "rendezvous_abandoned", "Waiters that hung up before pairing", self.abandoned
+        )

@@ -1,8 +1,10 @@
 """The asyncio glue around the room: accept, read one request, answer, close.
 
 Connections are ``asyncio.Protocol`` objects (no streams: a pairing must cost well
-under 60 us of CPU). Every wait is a ``loop.call_later`` timer: the request deadline,
-the waiter's expiry. The pairing decisions live in :mod:`rendezvous.room`; the wire
+under 60 us of CPU). Deadlines (the request deadline, the waiter's expiry) are kept in
+insertion-ordered dicts, one per kind of deadline, so they are ordered by expiry too; one
+``loop.call_later`` tick sweeps the expired front of each. A timer per connection would
+cost more than the rest of a pairing. The pairing decisions live in :mod:`rendezvous.room`; the wire
 encoding in :mod:`tcpunch`.
 """
 
@@ -52,11 +54,11 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "endpoint",
         "head",
+        "packed",
         "protocol",
         "reader",
         "server",
         "state",
-        "timer",
         "transport",
         "waiter",
     )
@@ -64,10 +66,10 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: RendezvousServer) -> None:
         self.server = server
         self.state = State.DONE
-        self.timer: asyncio.TimerHandle | None = None
         self.waiter: Waiter | None = None
         self.protocol = "v1"
         self.head = b""
+        self.packed: bytes | None = None
         self.transport: Any = None
 
     # -- asyncio callbacks -----------------------------------------------------------
@@ -90,11 +92,8 @@ class Connection(asyncio.Protocol):
             return
         server.connections.add(self)
         self.state = State.READING
-        server.reading += 1
+        server.deadlines_reading[self] = server.loop.time() + server.settings.request_timeout
         self.reader = RequestReader()
-        self.timer = server.loop.call_later(
-            server.settings.request_timeout, self._request_timed_out
-        )
 
     def data_received(self, data: bytes) -> None:
         if self.state is not State.READING:
@@ -133,22 +132,26 @@ class Connection(asyncio.Protocol):
                 server.refuse(self, "empty", "the connection closed without a request")
         elif self.state is State.WAITING:
             self.state = State.DONE
-            if self.timer is not None:
-                self.timer.cancel()
+            server.untrack_waiter(self)
             server.abandoned(self)
         self.waiter = None
 
     # -- helpers ---------------------------------------------------------------------
 
     @property
+    def v1_reply(self) -> bytes:
+        """This connection's endpoint as the 8-byte v1 reply (packed once)."""
+        packed = self.packed
+        if packed is None:
+            packed = self.packed = pack_endpoint(*self.endpoint)
+        return packed
+
+    @property
     def looks_v2(self) -> bool:
         return b"\0" in self.head
 
     def _end_reading(self) -> None:
-        self.server.reading -= 1
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.server.deadlines_reading.pop(self, None)
         self.state = State.DONE
 
     def _bad_request(self, exc: ProtocolError) -> None:
@@ -167,8 +170,7 @@ class Connection(asyncio.Protocol):
         self.server.refuse(self, reason, text)
         self.finish(error=True)
 
-    def _request_timed_out(self) -> None:
-        self.timer = None
+    def request_timed_out(self) -> None:
         if self.state is not State.READING:
             return
         self._end_reading()
@@ -187,9 +189,8 @@ class Connection(asyncio.Protocol):
 
     def finish(self, *, error: bool = False, payload: bytes | None = None) -> None:
         """Answer (ERROR for v2 when ``error``) and close; the connection is done."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.state is State.WAITING:
+            self.server.untrack_waiter(self)
         self.state = State.DONE
         transport = self.transport
         if transport.is_closing():
@@ -202,7 +203,6 @@ class Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The waiter's time is up: TIMEOUT (v2, may resume with its token) or close."""
-        self.timer = None
         if self.state is not State.WAITING:
             return
         waiter = self.waiter
@@ -216,6 +216,23 @@ class Connection(asyncio.Protocol):
 
 
 _ZERO = Endpoint("0.0.0.0", 0)
+
+
+def _due(deadlines: dict[Connection, float], now: float) -> list[Connection]:
+    """Take the connections whose deadline has passed off the front of ``deadlines``."""
+    due = []
+    for conn, deadline in deadlines.items():
+        if deadline > now:
+            break
+        due.append(conn)
+    for conn in due:
+        del deadlines[conn]
+    return due
+
+
+def settings_purge_interval(settings: Settings) -> float:
+    """How often forgotten reconnect tokens are dropped (half a grace, at least 1 s)."""
+    return max(1.0, settings.effective_token_grace / 2)
 
 
 def _listening_socket(host: str, port: int, settings: Settings) -> socket.socket:
@@ -251,15 +268,19 @@ class RendezvousServer:
         elif overrides:
             settings = Settings(**{**settings.__dict__, **overrides})
         self.settings = settings
-        self.metrics = Metrics()
         self.room = Room(
             max_waiting_per_ip=settings.max_waiting_per_ip,
             token_grace=settings.effective_token_grace,
         )
-        self.metrics.waiting.set_function(lambda: len(self.room))
+        self.metrics = Metrics(waiting=self.room.__len__)
+        # Deadlines by kind, each dict in insertion order = expiry order (one timeout each).
+        self.deadlines_reading: dict[Connection, float] = {}
+        self.deadlines_v1: dict[Connection, float] = {}
+        self.deadlines_v2: dict[Connection, float] = {}
+        shortest = min(settings.request_timeout, settings.peer_timeout, settings.v1_peer_timeout)
+        self.tick = min(0.5, max(0.01, shortest / 10))
         self.name_pattern = re.compile(settings.name_pattern) if settings.name_pattern else None
         self.connections: set[Connection] = set()
-        self.reading = 0
         self.pairings = 0
         self.draining = False
         self.started_at = time.time()
@@ -267,7 +288,8 @@ class RendezvousServer:
         self.http_port: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._http: Any = None
-        self._purge_timer: asyncio.TimerHandle | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._next_purge = 0.0
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # -- lifecycle -------------------------------------------------------------------
@@ -290,7 +312,8 @@ class RendezvousServer:
             except BaseException:
                 self._server.close()
                 raise
-        self._schedule_purge()
+        self._next_purge = self.loop.time() + settings_purge_interval(s)
+        self._tick_timer = self.loop.call_later(self.tick, self._on_tick)
         log.info(
             "listening",
             extra={
@@ -305,9 +328,9 @@ class RendezvousServer:
 
     async def stop(self) -> None:
         """Close everything at once (no drain)."""
-        if self._purge_timer is not None:
-            self._purge_timer.cancel()
-            self._purge_timer = None
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -348,7 +371,7 @@ class RendezvousServer:
             if conn.state is State.WAITING:
                 conn.expire()
             elif conn.state is State.READING:
-                conn._request_timed_out()
+                conn.request_timed_out()
         await self.stop()
         log.info("drained", extra={"event": "drained", "pairings": self.pairings})
 
@@ -377,13 +400,25 @@ class RendezvousServer:
             "pairings": self.pairings,
         }
 
-    def _schedule_purge(self) -> None:
-        interval = max(1.0, self.settings.effective_token_grace / 2)
-        self._purge_timer = self.loop.call_later(interval, self._purge)
+    @property
+    def reading(self) -> int:
+        """Connections whose request is not complete yet (requests in flight)."""
+        return len(self.deadlines_reading)
 
-    def _purge(self) -> None:
-        self.room.purge_tokens(self.loop.time())
-        self._schedule_purge()
+    def untrack_waiter(self, conn: Connection) -> None:
+        (self.deadlines_v2 if conn.protocol == "v2" else self.deadlines_v1).pop(conn, None)
+
+    def _on_tick(self) -> None:
+        now = self.loop.time()
+        for conn in _due(self.deadlines_reading, now):
+            conn.request_timed_out()
+        for deadlines in (self.deadlines_v1, self.deadlines_v2):
+            for conn in _due(deadlines, now):
+                conn.expire()
+        if now >= self._next_purge:
+            self.room.purge_tokens(now)
+            self._next_purge = now + settings_purge_interval(self.settings)
+        self._tick_timer = self.loop.call_later(self.tick, self._on_tick)
 
     # -- events from connections -----------------------------------------------------
 
@@ -402,13 +437,13 @@ class RendezvousServer:
 
     def handle_request(self, conn: Connection, request: Any) -> None:
         if isinstance(request, Command):
-            self.metrics.connections_by["command"].inc()
+            self.metrics.connections["command"] += 1
             self._command(conn, request)
             return
         if isinstance(request, V1Request):
             name = request.name
             token = None
-            self.metrics.connections_by["v1"].inc()
+            self.metrics.connections["v1"] += 1
             if _V1_JUNK.search(name):
                 self.refuse(conn, "junk", f"control bytes in v1 name {name[:40]!r}")
                 conn.finish(error=True)
@@ -417,25 +452,26 @@ class RendezvousServer:
             conn.protocol = "v2"
             name = request.name.encode("utf-8")
             token = request.token or None
-            self.metrics.connections_by["v2"].inc()
+            self.metrics.connections["v2"] += 1
         if self.name_pattern is not None and not self.name_pattern.fullmatch(name_text(name)):
             self.refuse(conn, "name_pattern", f"name {name_text(name)!r} does not match")
             conn.finish(error=True)
             return
-        if conn.protocol == "v1":
-            conn.transport.write(pack_endpoint(*conn.endpoint))  # v1: your endpoint, at once
         now = self.loop.time()
         room = self.room
         current = room.waiter(name)
         if current is not None and current.handle.transport.is_closing():
             # A waiter whose connection is going away is never handed out.
             room.leave(current, now)
+            self.untrack_waiter(current.handle)
             current.handle.state = State.DONE
             self.abandoned(current.handle, waiter=current)
         outcome = room.arrive(name, conn, conn.endpoint, conn.protocol, now, token)
         if isinstance(outcome, Paired):
             self._paired(conn, outcome, now)
         elif isinstance(outcome, Waiting):
+            if conn.protocol == "v1":
+                conn.transport.write(conn.v1_reply)  # v1: your own endpoint, at once
             self._waiting(conn, outcome)
         else:
             assert isinstance(outcome, Refused)
@@ -447,7 +483,7 @@ class RendezvousServer:
         other: Connection = waiter.handle
         other.waiter = None
         if other.protocol == "v1":
-            other.finish(payload=pack_endpoint(*conn.endpoint))
+            other.finish(payload=conn.v1_reply)
         else:
             other.finish(
                 payload=encode_v2_response(
@@ -455,7 +491,8 @@ class RendezvousServer:
                 )
             )
         if conn.protocol == "v1":
-            conn.finish(payload=pack_endpoint(*other.endpoint))
+            # Its own endpoint and its peer's in one write: the same 16 bytes as two.
+            conn.finish(payload=conn.v1_reply + other.v1_reply)
         else:
             conn.finish(
                 payload=encode_v2_response(
@@ -465,9 +502,9 @@ class RendezvousServer:
         kind = conn.protocol if conn.protocol == other.protocol else "mixed"
         self.pairings += 1
         metrics = self.metrics
-        metrics.pairings_by[kind].inc()
+        metrics.pairings[kind] += 1
         waited = now - waiter.since
-        metrics.wait_seconds.observe(waited)
+        metrics.observe_wait(waited)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "paired",
@@ -499,8 +536,10 @@ class RendezvousServer:
         conn.state = State.WAITING
         conn.waiter = waiter
         s = self.settings
-        timeout = s.peer_timeout if conn.protocol == "v2" else s.v1_peer_timeout
-        conn.timer = self.loop.call_later(timeout, conn.expire)
+        if conn.protocol == "v2":
+            self.deadlines_v2[conn] = waiter.since + s.peer_timeout
+        else:
+            self.deadlines_v1[conn] = waiter.since + s.v1_peer_timeout
         if conn.protocol == "v2":
             conn.send_v2(Status.WAITING, token=waiter.token)
         if log.isEnabledFor(logging.DEBUG):
@@ -551,7 +590,7 @@ class RendezvousServer:
             return
         self.room.leave(waiter, self.loop.time())  # a no-op when already gone
         conn.waiter = None
-        self.metrics.abandoned.inc()
+        self.metrics.abandoned += 1
         log.info(
             "abandoned",
             extra={
@@ -569,7 +608,7 @@ class RendezvousServer:
             return
         self.room.leave(waiter, self.loop.time())
         conn.waiter = None
-        self.metrics.expired.inc()
+        self.metrics.expired += 1
         log.info(
             "expired",
             extra={

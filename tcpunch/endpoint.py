@@ -6,6 +6,7 @@ bytes in network order, then 2 bytes of struct padding that we always send as ze
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from typing import NamedTuple
@@ -26,10 +27,17 @@ class Endpoint(NamedTuple):
         return f"{self.ip}:{self.port}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _ipv4_packed(ip: str) -> bytes:
+    # Cached: parsing with ipaddress costs several microseconds, and a server packs the
+    # same few client addresses for every pairing.
+    return ipaddress.IPv4Address(ip).packed
+
+
 def pack_ip_port(ip: str, port: int) -> bytes:
     """The 6 bytes address+port in network order (shared by v1 and v2)."""
     try:
-        packed = ipaddress.IPv4Address(ip).packed
+        packed = _ipv4_packed(ip)
     except ValueError as exc:
         raise ProtocolError(f"not an IPv4 address: {ip!r} (TCPunch carries IPv4 only)") from exc
     if not 0 <= port <= 0xFFFF:

@@ -13,7 +13,7 @@ from tests.server.wire import connect, v1, v2
 
 
 def rejected(server, reason: str) -> float:
-    return server.metrics.rejected.labels(reason)._value.get()
+    return server.metrics.rejected.get(reason, 0)
 
 
 def v2_bytes(name: bytes, token: bytes = b"", flags: bytes = b"\0\0\0\0") -> bytes:
@@ -139,7 +139,7 @@ async def test_per_ip_waiting_cap(make_server, unique):
         assert (await client.read_v2()).status is Status.WAITING
     third = await v2(server.port, unique())
     assert (await third.read_v2()).status is Status.ERROR
-    fourth = await v1(server.port, unique())
+    fourth = await connect(server.port, unique().encode())  # v1: closed, no endpoint
     assert await fourth.read_rest() == b""
     assert rejected(server, "per_ip_waiting_cap") == 2
     # Pairing with an existing waiter is not capped.
