@@ -1,1 +1,32 @@
-"""fmi_client: TCP hole punching between serverless functions and FMI-style collectives."""
+"""fmi_client: direct TCP between serverless functions through a TCPunch rendezvous server.
+
+``pair(name, host, port)`` gives a connected socket to whoever else asks for ``name``;
+``Communicator(rank, world_size, "host:port", comm_name)`` gives mpi4py-style
+send/recv and collectives over such connections; ``fmi_client.compat`` is a drop-in for
+FMI's Python module. Pure Python, no dependencies; numpy arrays travel as raw buffers
+when numpy is installed.
+"""
+
+from fmi_client.communicator import Communicator
+from fmi_client.errors import (
+    FmiClientError,
+    NameTooLong,
+    PeerLost,
+    PeerNeverArrived,
+    PunchFailed,
+    RendezvousUnreachable,
+)
+from fmi_client.punch import pair
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Communicator",
+    "FmiClientError",
+    "NameTooLong",
+    "PeerLost",
+    "PeerNeverArrived",
+    "PunchFailed",
+    "RendezvousUnreachable",
+    "pair",
+]

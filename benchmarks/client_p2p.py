@@ -1,0 +1,199 @@
+"""Point to point over a punched connection vs raw socket pairs, measured in the same run.
+
+8-byte round trip (ping-pong between two processes) and 64 MiB bandwidth (numpy arrays,
+received with recv_into a preallocated array) for: a raw TCP socket pair on loopback
+(the baseline), an AF_UNIX socketpair() (for reference), the raw socket pair() returns,
+and Communicator.send/recv (framing included). The modes are measured in interleaved
+rounds and each reports its best round, so a noisy neighbour hurts them all alike.
+
+    .venv/bin/python benchmarks/client_p2p.py [--rtt-iters 5000] [--mib 64] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import socket
+import time
+
+import client_common
+import numpy as np
+
+from fmi_client import Communicator, pair
+
+
+def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+    pos = 0
+    while pos < len(view):
+        got = sock.recv_into(view[pos:])
+        if not got:
+            raise EOFError
+        pos += got
+
+
+def tcp_socketpair() -> tuple[socket.socket, socket.socket]:
+    """Two TCP sockets connected over loopback (plain listen/connect/accept)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    for sock in (a, b):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return a, b
+
+
+class Raw:
+    """Echo side and driving side over a plain socket."""
+
+    def __init__(self, sock: socket.socket, iters: int, nbytes: int) -> None:
+        self.sock, self.iters, self.nbytes = sock, iters, nbytes
+
+    def echo(self, rounds: int) -> None:
+        buf, big = bytearray(8), np.empty(self.nbytes, dtype=np.uint8)
+        for _ in range(rounds):
+            for _ in range(self.iters):
+                recv_exact_into(self.sock, memoryview(buf))
+                self.sock.sendall(buf)
+            recv_exact_into(self.sock, memoryview(big))
+            self.sock.sendall(b"k")
+
+    def drive(self) -> tuple[float, float]:
+        msg, buf, ack = b"8bytes!!", bytearray(8), bytearray(1)
+        start = time.perf_counter()
+        for _ in range(self.iters):
+            self.sock.sendall(msg)
+            recv_exact_into(self.sock, memoryview(buf))
+        rtt = (time.perf_counter() - start) / self.iters
+        data = np.ones(self.nbytes, dtype=np.uint8)
+        start = time.perf_counter()
+        self.sock.sendall(memoryview(data))
+        recv_exact_into(self.sock, memoryview(ack))
+        return rtt, time.perf_counter() - start
+
+
+class Comm:
+    """The same exchanges through Communicator.send/recv."""
+
+    def __init__(self, comm: Communicator, iters: int, nbytes: int) -> None:
+        self.comm, self.iters, self.nbytes = comm, iters, nbytes
+
+    def echo(self, rounds: int) -> None:
+        into = np.empty(self.nbytes, dtype=np.uint8)
+        for _ in range(rounds):
+            for _ in range(self.iters):
+                self.comm.send(self.comm.recv(0), 0)
+            self.comm.recv(0, out=into)
+            self.comm.send(b"k", 0)
+
+    def drive(self) -> tuple[float, float]:
+        msg = b"8bytes!!"
+        start = time.perf_counter()
+        for _ in range(self.iters):
+            self.comm.send(msg, 1)
+            self.comm.recv(1)
+        rtt = (time.perf_counter() - start) / self.iters
+        data = np.ones(self.nbytes, dtype=np.uint8)
+        start = time.perf_counter()
+        self.comm.send(data, 1)
+        self.comm.recv(1)
+        return rtt, time.perf_counter() - start
+
+
+def child_socket(sock: socket.socket, iters: int, nbytes: int, rounds: int) -> None:
+    Raw(sock, iters, nbytes).echo(rounds)
+
+
+def child_punched(address, name: str, iters: int, nbytes: int, rounds: int) -> None:
+    with pair(name, *address, timeout=30) as sock:
+        Raw(sock, iters, nbytes).echo(rounds)
+
+
+def child_comm(address: str, name: str, iters: int, nbytes: int, rounds: int) -> None:
+    with Communicator(1, 2, address, name, timeout=30) as comm:
+        Comm(comm, iters, nbytes).echo(rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rtt-iters", type=int, default=5000)
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    nbytes, iters, rounds = args.mib * 2**20, args.rtt_iters, args.rounds
+    ctx = mp.get_context("fork")
+    from rendezvous.embedded import BackgroundServer
+
+    drivers: dict[str, Raw | Comm] = {}
+    children = []
+    closers = []
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as server:
+        for label, make in (
+            ("raw TCP socket pair on loopback (baseline)", tcp_socketpair),
+            ("raw AF_UNIX socketpair() (for reference)", socket.socketpair),
+        ):
+            a, b = make()
+            child = ctx.Process(target=child_socket, args=(b, iters, nbytes, rounds))
+            child.start()
+            b.close()
+            drivers[label] = Raw(a, iters, nbytes)
+            children.append(child)
+            closers.append(a.close)
+        name = f"bench-p2p-{time.monotonic_ns()}"
+        child = ctx.Process(
+            target=child_punched, args=((server.host, server.port), name, iters, nbytes, rounds)
+        )
+        child.start()
+        children.append(child)
+        start = time.perf_counter()
+        sock = pair(name, server.host, server.port, timeout=30)
+        pair_s = time.perf_counter() - start
+        drivers["punched socket from pair()"] = Raw(sock, iters, nbytes)
+        closers.append(sock.close)
+        name = f"bench-comm-{time.monotonic_ns()}"
+        child = ctx.Process(target=child_comm, args=(server.address, name, iters, nbytes, rounds))
+        child.start()
+        children.append(child)
+        comm = Communicator(0, 2, server.address, name, timeout=30)
+        drivers["Communicator send/recv"] = Comm(comm, iters, nbytes)
+        closers.append(comm.close)
+        best: dict[str, list[float]] = {label: [float("inf")] * 2 for label in drivers}
+        for _ in range(rounds):
+            for label, driver in drivers.items():
+                rtt, seconds = driver.drive()
+                best[label] = [min(best[label][0], rtt), min(best[label][1], seconds)]
+        for child in children:
+            child.join(timeout=60)
+        for close in closers:
+            close()
+    base_rtt, base_s = best["raw TCP socket pair on loopback (baseline)"]
+    rows = [
+        [
+            label,
+            f"{rtt * 1e6:.1f}",
+            f"{rtt / base_rtt:.2f}x",
+            f"{nbytes / seconds / 2**30:.2f}",
+            f"{base_s / seconds:.0%}",
+        ]
+        for label, (rtt, seconds) in best.items()
+    ]
+    print(client_common.machine())
+    print()
+    print(
+        client_common.table(
+            [
+                "path",
+                "8 B round trip (us)",
+                "vs baseline",
+                f"{args.mib} MiB (GiB/s)",
+                "vs baseline",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nbest of {rounds} interleaved rounds ({iters} round trips, one {args.mib} MiB "
+        f"transfer each); pair() on loopback took {pair_s * 1e3:.1f} ms incl. the peer's start"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Two processes meet at a rendezvous server and talk over a punched TCP connection.
+
+Start a server (``rendezvous serve``), then in two shells (or two Lambdas)::
+
+    python examples/hello_pair.py SERVER_HOST[:PORT] alice
+    python examples/hello_pair.py SERVER_HOST[:PORT] bob
+
+Both use the pairing name "hello"; whoever comes first waits for the other.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fmi_client import FmiClientError, pair
+
+
+def main() -> int:
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    host, _, port = sys.argv[1].partition(":")
+    me = sys.argv[2]
+    try:
+        sock = pair("hello", host, int(port or 10000), timeout=60)
+    except FmiClientError as exc:
+        print(f"pairing failed: {exc}", file=sys.stderr)
+        return 1
+    with sock:
+        print(f"connected: {sock.getsockname()} <-> {sock.getpeername()}")
+        sock.sendall(f"hello from {me}\n".encode())
+        print(sock.makefile().readline().strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

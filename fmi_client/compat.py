@@ -1,0 +1,240 @@
+"""A drop-in for FMI's Python module: ``import fmi_client.compat as fmi`` and nothing else changes.
+
+It reads FMI's ``fmi.json`` (``backends.Direct``: host, port, max_timeout in ms;
+``model.Direct.resolve_host_dns``) and maps FMI's calls, argument orders and
+``types``/``func`` descriptors onto :class:`fmi_client.Communicator`. Differences that
+fix FMI's field problems: ``max_timeout`` bounds *pairing* only (never below
+MIN_PAIRING_TIMEOUT, so a cold start is waited for) and is not applied as a socket
+timeout to data transfers; custom functions that are declared non-associative or
+non-commutative are folded strictly left to right in rank order.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fmi_client.communicator import Communicator as _Communicator
+from fmi_client.errors import FmiClientError
+
+#: Seconds a pairing may wait at least, whatever fmi.json's max_timeout says (FMI's
+#: default of 1000 ms made every cold start a failure).
+MIN_PAIRING_TIMEOUT = 60.0
+
+
+class datatypes(enum.Enum):
+    int = "int"
+    double = "double"
+    int_list = "int_list"
+    double_list = "double_list"
+
+
+class op(enum.Enum):
+    sum = "sum"
+    prod = "prod"
+    max = "max"
+    min = "min"
+    custom = "custom"
+
+
+class hints(enum.Enum):
+    fast = "fast"
+    cheap = "cheap"
+
+
+@dataclass(frozen=True)
+class types:
+    """What a call carries: ``types(datatypes.int)`` or ``types(datatypes.int_list, n)``."""
+
+    datatype: datatypes
+    num_objects: int = 1
+
+    @property
+    def is_list(self) -> bool:
+        return self.datatype in (datatypes.int_list, datatypes.double_list)
+
+    def convert(self, value: Any) -> Any:
+        """The value as FMI returns it (int, float or a list of them)."""
+        if value is None:
+            return None
+        scalar = int if self.datatype in (datatypes.int, datatypes.int_list) else float
+        if self.is_list:
+            return [scalar(v) for v in value]
+        return scalar(value)
+
+
+class func:
+    """A reduction: ``func(op.sum)`` or ``func(op.custom, f, commutative, associative)``."""
+
+    def __init__(
+        self,
+        operation: op,
+        function: Callable[[Any, Any], Any] | None = None,
+        commutative: bool = True,
+        associative: bool = True,
+    ) -> None:
+        if operation is op.custom and function is None:
+            raise ValueError("func(op.custom, ...) needs the function f(a, b) as second argument")
+        self.op = operation
+        self.function = function
+        self.commutative = commutative
+        self.associative = associative
+
+    def scalar(self) -> Callable[[Any, Any], Any]:
+        if self.op is op.custom:
+            return self.function  # type: ignore[return-value]
+        return {
+            op.sum: lambda a, b: a + b,
+            op.prod: lambda a, b: a * b,
+            op.max: max,
+            op.min: min,
+        }[self.op]
+
+    def for_type(self, kind: types) -> Callable[[Any, Any], Any]:
+        """The binary function on the values of ``kind`` (lists element-wise, as FMI)."""
+        scalar = self.scalar()
+        if kind.is_list:
+            return lambda a, b: [scalar(x, y) for x, y in zip(a, b, strict=True)]
+        return scalar
+
+
+def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except OSError as exc:
+        raise FmiClientError(f"cannot read the FMI config {os.fspath(path)!r}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise FmiClientError(f"the FMI config {os.fspath(path)!r} is not JSON: {exc}") from exc
+    direct = config.get("backends", {}).get("Direct")
+    if not direct or not direct.get("enabled", True):
+        raise FmiClientError(
+            f"{os.fspath(path)!r} has no enabled backends.Direct section; fmi_client.compat "
+            "implements FMI's Direct (TCPunch) channel only"
+        )
+    if "host" not in direct:
+        raise FmiClientError(f"{os.fspath(path)!r}: backends.Direct needs a 'host'")
+    timeout_ms = float(direct.get("max_timeout", 1000))
+    timeout = max(timeout_ms / 1000.0, MIN_PAIRING_TIMEOUT)
+    protocol = str(direct.get("protocol", "v2"))
+    return str(direct["host"]), int(direct.get("port", 10000)), timeout, protocol
+
+
+class Communicator:
+    """FMI's ``fmi.Communicator(peer_id, num_peers, config_path, comm_name, faas_memory)``."""
+
+    def __init__(
+        self,
+        peer_id: int,
+        num_peers: int,
+        config_path: str | os.PathLike[str],
+        comm_name: str,
+        faas_memory: int = 128,
+    ) -> None:
+        host, port, timeout, protocol = _read_config(config_path)
+        # model.Direct.resolve_host_dns: we always resolve host names (IPs pass through).
+        self.faas_memory = faas_memory
+        self.hint_value = hints.fast
+        self.peer_id = peer_id
+        self.num_peers = num_peers
+        self._comm = _Communicator(
+            peer_id, num_peers, f"{host}:{port}", comm_name, timeout=timeout, protocol=protocol
+        )
+
+    @property
+    def communicator(self) -> _Communicator:
+        """The underlying fmi_client.Communicator (for code that outgrows FMI's API)."""
+        return self._comm
+
+    def hint(self, value: hints) -> None:
+        """FMI picks a channel by hint; there is one channel here, so it is recorded only."""
+        self.hint_value = value
+
+    def send(self, obj: Any, dst: int, kind: types) -> None:
+        self._comm.send(kind.convert(obj), dst)
+
+    def recv(self, src: int, kind: types) -> Any:
+        return kind.convert(self._comm.recv(src))
+
+    def bcast(self, obj: Any, root: int, kind: types) -> Any:
+        mine = kind.convert(obj) if self.peer_id == root else None
+        return kind.convert(self._comm.bcast(mine, root))
+
+    def barrier(self) -> None:
+        self._comm.barrier()
+
+    def gather(self, obj: Any, root: int, kind: types) -> list[Any]:
+        """A flat list on root (lists concatenated in rank order), [] elsewhere."""
+        got = self._comm.gather(kind.convert(obj), root)
+        if got is None:
+            return []
+        if kind.is_list:
+            return [value for part in got for value in part]
+        return got
+
+    def scatter(self, objs: Any, root: int, kind: types) -> Any:
+        """Root's list split into num_peers equal parts; each rank gets its part (a list)."""
+        parts = None
+        if self.peer_id == root:
+            values = kind.convert(objs) if kind.is_list else list(objs)
+            if len(values) % self.num_peers:
+                raise ValueError(
+                    f"scatter: {len(values)} values do not split evenly over {self.num_peers} peers"
+                )
+            each = len(values) // self.num_peers
+            parts = [values[i * each : (i + 1) * each] for i in range(self.num_peers)]
+        return kind.convert(self._comm.scatter(parts, root))
+
+    def _ordered(self, how: func) -> bool:
+        return how.op is op.custom and not how.associative
+
+    def reduce(self, obj: Any, root: int, how: func, kind: types) -> Any:
+        value, fold = kind.convert(obj), how.for_type(kind)
+        if self._ordered(how):  # non-associative: strictly ((x0 f x1) f x2) ...
+            got = self._comm.gather(value, root)
+            return None if got is None else kind.convert(_fold_left(fold, got))
+        got = self._comm.reduce(value, fold, root, commutative=how.commutative)
+        return None if got is None else kind.convert(got)
+
+    def allreduce(self, obj: Any, how: func, kind: types) -> Any:
+        value, fold = kind.convert(obj), how.for_type(kind)
+        if self._ordered(how):
+            got = self._comm.gather(value, 0)
+            result = _fold_left(fold, got) if got is not None else None
+            return kind.convert(self._comm.bcast(result, 0))
+        return kind.convert(self._comm.allreduce(value, fold, commutative=how.commutative))
+
+    def scan(self, obj: Any, how: func, kind: types) -> Any:
+        value, fold = kind.convert(obj), how.for_type(kind)
+        if self._ordered(how):  # a chain: rank r folds its value onto rank r-1's prefix
+            rank = self.peer_id
+            prefix = value if rank == 0 else fold(self._comm.recv(rank - 1, 1), value)
+            if rank + 1 < self.num_peers:
+                self._comm.send(prefix, rank + 1, 1)
+            return kind.convert(prefix)
+        return kind.convert(self._comm.scan(value, fold, commutative=how.commutative))
+
+    def close(self) -> None:
+        self._comm.close()
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        comm = getattr(self, "_comm", None)
+        if comm is not None:
+            comm.close()
+
+
+def _fold_left(fold: Callable[[Any, Any], Any], values: list[Any]) -> Any:
+    result = values[0]
+    for value in values[1:]:
+        result = fold(result, value)
+    return result

@@ -1,0 +1,43 @@
+"""The exceptions fmi_client raises: one base class, one subclass per way pairing or talking fails.
+
+Each message names the pairing and the endpoints involved and says what to try, because
+the person reading it is usually looking at a Lambda log with nothing else to go on.
+"""
+
+from __future__ import annotations
+
+
+class FmiClientError(Exception):
+    """Base class of every error fmi_client raises on purpose."""
+
+
+class RendezvousUnreachable(FmiClientError):
+    """The rendezvous server could not be reached or broke off the conversation."""
+
+
+class PeerNeverArrived(FmiClientError):
+    """The deadline passed while the server was still waiting for the other side.
+
+    ``rank`` is set when a Communicator knows which rank it was waiting for.
+    """
+
+    def __init__(self, message: str, *, name: str = "", rank: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.rank = rank
+
+
+class PunchFailed(FmiClientError):
+    """Both sides were paired but no TCP connection got through their NATs in time."""
+
+
+class PeerLost(FmiClientError):
+    """An established connection to a rank ended (EOF or reset) while we needed it."""
+
+    def __init__(self, message: str, *, rank: int | None = None) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+class NameTooLong(FmiClientError, ValueError):
+    """A pairing name does not fit the wire format (v2: 99 bytes, v1: 100 bytes)."""

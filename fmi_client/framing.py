@@ -1,0 +1,97 @@
+"""The frame format on a Communicator's connections, as pure code over bytes.
+
+Every message is one frame: a fixed 20-byte header, then for numpy arrays the dtype
+string and the shape, then the payload. Arrays travel as their raw bytes so the receiver
+can ``recv_into`` a preallocated array (no pickling, no extra copy); anything else is
+pickled. ::
+
+    magic:u8 kind:u8 tag:i64 length:u64 dtype_len:u8 ndim:u8 | dtype | shape:u64*ndim | payload
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, NamedTuple
+
+try:  # numpy is optional: without it everything is pickled
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised in the Lambda layer without numpy
+    np = None  # type: ignore[assignment]
+
+MAGIC = 0xF7
+KIND_PICKLE = 0
+KIND_ARRAY = 1
+KIND_BYTES = 2
+_FIXED = FIXED_STRUCT = struct.Struct("!BBqQBB")
+FIXED_SIZE = _FIXED.size  # 20
+
+
+class FrameError(ValueError):
+    """Bytes that are not a frame of ours: the stream is out of step or not a peer."""
+
+
+class FrameHeader(NamedTuple):
+    kind: int
+    tag: int
+    length: int  # payload bytes
+    dtype_len: int
+    ndim: int
+
+    @property
+    def meta_size(self) -> int:
+        """Bytes of dtype string and shape that follow the fixed header."""
+        return self.dtype_len + 8 * self.ndim
+
+
+def is_array(obj: Any) -> bool:
+    """A numpy array that travels raw: not of objects, not structured (those are pickled)."""
+    return (
+        np is not None
+        and isinstance(obj, np.ndarray)
+        and not obj.dtype.hasobject
+        and obj.dtype.fields is None
+    )
+
+
+def encode(obj: Any, tag: int) -> tuple[bytes, memoryview | bytes]:
+    """The header bytes and the payload buffer for ``obj`` (arrays are not copied)."""
+    if is_array(obj):
+        if not obj.flags.c_contiguous:
+            obj = np.ascontiguousarray(obj)
+        dtype = obj.dtype.str.encode("ascii")
+        payload = memoryview(obj.reshape(-1)).cast("B") if obj.size else b""
+        header = (
+            _FIXED.pack(MAGIC, KIND_ARRAY, tag, obj.nbytes, len(dtype), obj.ndim)
+            + dtype
+            + struct.pack(f"!{obj.ndim}Q", *obj.shape)
+        )
+        return header, payload
+    if isinstance(obj, (bytes, bytearray)):
+        return _FIXED.pack(MAGIC, KIND_BYTES, tag, len(obj), 0, 0), bytes(obj)
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FIXED.pack(MAGIC, KIND_PICKLE, tag, len(payload), 0, 0), payload
+
+
+def decode_fixed(data: bytes | memoryview) -> FrameHeader:
+    magic, kind, tag, length, dtype_len, ndim = _FIXED.unpack(data)
+    if magic != MAGIC or kind > KIND_BYTES:
+        raise FrameError(
+            f"not an fmi_client frame (magic {magic:#x}, kind {kind}): the connection is out "
+            "of step, or the peer is not an fmi_client Communicator of this version"
+        )
+    return FrameHeader(kind, tag, length, dtype_len, ndim)
+
+
+def decode_array_meta(header: FrameHeader, meta: bytes | memoryview) -> tuple[str, tuple]:
+    """The dtype string and shape of an array frame."""
+    dtype = bytes(meta[: header.dtype_len]).decode("ascii")
+    shape = struct.unpack(f"!{header.ndim}Q", meta[header.dtype_len :])
+    return dtype, shape
+
+
+def decode_payload(header: FrameHeader, payload: bytes | memoryview) -> Any:
+    """The object of a pickle or bytes frame."""
+    if header.kind == KIND_BYTES:
+        return bytes(payload)
+    return pickle.loads(payload)

@@ -1,0 +1,71 @@
+"""``fmi-layer``: build an AWS Lambda layer zip holding fmi_client and tcpunch.
+
+Lambda unpacks a layer into /opt and puts /opt/python on sys.path, so the zip holds
+``python/fmi_client/`` and ``python/tcpunch/``: pure Python, no compiled files, no
+dependencies (numpy is used when the function has it, e.g. from another layer). The zip
+is reproducible: fixed timestamps and order, so the same sources give the same bytes.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import click
+
+PACKAGES = ("fmi_client", "tcpunch")
+#: Build-time only modules that a function never imports (and that need click).
+EXCLUDE = {"fmi_client/layer.py"}
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def layer_files() -> list[tuple[Path, str]]:
+    """(source file, path inside the zip) for every file that goes into the layer."""
+    root = Path(__file__).resolve().parent.parent
+    files = []
+    for package in PACKAGES:
+        for source in sorted((root / package).rglob("*.py")):
+            relative = source.relative_to(root).as_posix()
+            if relative not in EXCLUDE and "__pycache__" not in relative:
+                files.append((source, f"python/{relative}"))
+    return files
+
+
+def build_layer(output: Path) -> int:
+    """Write the layer zip to ``output``; returns its size in bytes."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for source, arcname in layer_files():
+            info = zipfile.ZipInfo(arcname, date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, source.read_bytes())
+    return output.stat().st_size
+
+
+@click.group(help="Build the AWS Lambda layer of fmi_client (pure Python, no dependencies).")
+def main() -> None:
+    pass
+
+
+@main.command(help="Write a layer zip (python/fmi_client, python/tcpunch) for Lambda.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("fmi-layer.zip"),
+    show_default=True,
+    help="Where to write the zip.",
+)
+def build(output: Path) -> None:
+    size = build_layer(output)
+    count = len(layer_files())
+    click.echo(f"wrote {output} ({size / 1024:.1f} KiB, {count} files)")
+    click.echo(
+        "publish it with: aws lambda publish-layer-version --layer-name fmi-client "
+        f"--zip-file fileb://{output} --compatible-runtimes python3.10 python3.11 python3.12"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""pair(): meet a peer at a TCPunch rendezvous server, then punch a direct TCP connection.
+
+The rendezvous socket is bound (with SO_REUSEADDR and SO_REUSEPORT) to an ephemeral port
+whose real number we learn with getsockname(). Once the server reports the peer's public
+endpoint we punch from that same port by TCP simultaneous open: a listener plus
+non-blocking connect() attempts, watched by one selector, first success wins. Unlike the
+original C++ client we never bind the *reported* public port, so NATs that rewrite ports
+but keep a stable mapping work too; for NATs that pick a new port per destination
+(symmetric) we give up quickly with an error that says so.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+
+from fmi_client.errors import NameTooLong, PeerNeverArrived, PunchFailed, RendezvousUnreachable
+from tcpunch import (
+    ENDPOINT_SIZE,
+    NO_TOKEN,
+    V2_RESPONSE_SIZE,
+    Endpoint,
+    ProtocolError,
+    Status,
+    decode_v2_response,
+    encode_v1_name,
+    encode_v2_request,
+    unpack_endpoint,
+)
+
+log = logging.getLogger("fmi_client")
+
+DEFAULT_PORT = 10000
+#: How long the punch phase may take once both sides are paired. Both learn about each
+#: other at the same instant, so a punch that works takes a few round trips; a NAT that
+#: blocks it will not start working later.
+PUNCH_WINDOW = 3.0
+#: Pause after a failed connect() attempt (e.g. refused because the peer's listener was
+#: not up yet); doubles up to the cap. Milliseconds, so a punch takes round trips.
+RETRY_FIRST = 0.005
+RETRY_CAP = 0.1
+#: A connect() attempt still unanswered after this long is replaced by a fresh one.
+ATTEMPT_LIFETIME = 1.0
+#: Pause between attempts to reach a server that refuses connections (it may be starting).
+SERVER_RETRY_FIRST = 0.05
+SERVER_RETRY_CAP = 1.0
+
+
+@dataclass
+class _Rendezvous:
+    sock: socket.socket
+    local: Endpoint  # our socket's real address
+    public: Endpoint  # how the server saw us
+    peer: Endpoint  # the peer's public endpoint, as the server saw it
+
+
+class _ServerClosed(Exception):
+    pass
+
+
+def _remaining(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+def _reuse_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolve(host: str, port: int, name: str) -> tuple[str, int]:
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RendezvousUnreachable(
+            f"cannot resolve the rendezvous host {host!r} for pairing {name!r}: {exc}; "
+            "check the host name (TCPunch servers speak IPv4)"
+        ) from exc
+    ip, resolved_port = infos[0][4][:2]
+    return ip, resolved_port
+
+
+def _connect_server(server: tuple[str, int], name: str, deadline: float) -> socket.socket:
+    """A connected rendezvous socket; retries refused connections until the deadline."""
+    pause = SERVER_RETRY_FIRST
+    while True:
+        sock = _reuse_socket()
+        try:
+            sock.bind(("0.0.0.0", 0))
+            sock.settimeout(max(_remaining(deadline), 0.001))
+            sock.connect(server)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if _remaining(deadline) <= pause:
+                raise RendezvousUnreachable(
+                    f"cannot reach the rendezvous server {server[0]}:{server[1]} for pairing "
+                    f"{name!r}: {exc}. Check the address and port and that the server is "
+                    "running (`rendezvous serve`) and reachable from here."
+                ) from exc
+            log.info("rendezvous server %s:%d not reachable yet (%s); retrying", *server, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, SERVER_RETRY_CAP)
+
+
+def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """Exactly ``size`` bytes; TimeoutError at the deadline, _ServerClosed on EOF."""
+    buf = bytearray()
+    while len(buf) < size:
+        remaining = _remaining(deadline)
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(size - len(buf))
+        except ConnectionError as exc:
+            raise _ServerClosed(str(exc)) from exc
+        if not chunk:
+            raise _ServerClosed(f"after {len(buf)} of {size} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def _never_arrived(name: str, server: tuple[str, int], timeout: float) -> PeerNeverArrived:
+    return PeerNeverArrived(
+        f"pairing {name!r}: no peer arrived at the rendezvous server {server[0]}:{server[1]} "
+        f"within {timeout:.1f} s. Check that the other side uses the same name and server, "
+        "or give it more time (timeout=...).",
+        name=name,
+    )
+
+
+def _lost_server(name: str, server: tuple[str, int], why: str) -> RendezvousUnreachable:
+    return RendezvousUnreachable(
+        f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} closed the "
+        f"connection before pairing ({why}). Is it a TCPunch server, and does it accept "
+        "this protocol version?"
+    )
+
+
+def _rendezvous_v1(name: str, server: tuple[str, int], deadline: float, timeout: float):
+    request = encode_v1_name(name)
+    sock = _connect_server(server, name, deadline)
+    try:
+        local = Endpoint(*sock.getsockname()[:2])
+        sock.sendall(request)
+        log.info("pairing %r: waiting at %s:%d (v1)", name, *server)
+        public = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
+        peer = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
+        return _Rendezvous(sock, local, public, peer)
+    except TimeoutError:
+        sock.close()
+        raise _never_arrived(name, server, timeout) from None
+    except _ServerClosed as exc:
+        sock.close()
+        raise _lost_server(name, server, str(exc)) from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _rendezvous_v2(name: str, server: tuple[str, int], deadline: float, timeout: float):
+    token = NO_TOKEN
+    pause = SERVER_RETRY_FIRST
+    while True:
+        request = encode_v2_request(name, token)
+        sock = _connect_server(server, name, deadline)
+        try:
+            local = Endpoint(*sock.getsockname()[:2])
+            sock.sendall(request)
+            while True:
+                response = decode_v2_response(_recv_exact(sock, V2_RESPONSE_SIZE, deadline))
+                if response.status is Status.WAITING:
+                    token = response.token or token
+                    log.info("pairing %r: waiting for the peer at %s:%d", name, *server)
+                    continue
+                if response.status is Status.PAIRED:
+                    return _Rendezvous(sock, local, response.you, response.peer)
+                if response.status is Status.TIMEOUT:
+                    token = response.token or token
+                    log.info("pairing %r: server timed out the wait; resuming", name)
+                    break
+                # ERROR: a stale or unknown token, or a request the server refused.
+                if token == NO_TOKEN:
+                    raise RendezvousUnreachable(
+                        f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} "
+                        "answered ERROR to a fresh v2 request; check the name (at most 99 "
+                        "UTF-8 bytes) and the server's logs"
+                    )
+                token = NO_TOKEN
+                break
+        except TimeoutError:
+            sock.close()
+            raise _never_arrived(name, server, timeout) from None
+        except _ServerClosed as exc:
+            sock.close()
+            if token == NO_TOKEN or _remaining(deadline) <= pause:
+                raise _lost_server(name, server, str(exc)) from None
+            time.sleep(pause)
+            pause = min(pause * 2, SERVER_RETRY_CAP)
+            continue
+        except ProtocolError as exc:
+            sock.close()
+            raise RendezvousUnreachable(
+                f"pairing {name!r}: the server {server[0]}:{server[1]} sent an invalid v2 "
+                f"response ({exc}); is it a TCPunch v2 server? Try protocol='v1'."
+            ) from exc
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+        if _remaining(deadline) <= 0:
+            raise _never_arrived(name, server, timeout)
+
+
+def _punch(rv: _Rendezvous, name: str, deadline: float) -> socket.socket:
+    """Simultaneous open from rv.local's port to rv.peer; the connected socket or PunchFailed."""
+    port = rv.local.port
+    peer = (rv.peer.ip, rv.peer.port)
+    started = time.monotonic()
+    sel = selectors.DefaultSelector()
+    listener = _reuse_socket()
+    attempt: socket.socket | None = None
+    attempt_started = 0.0
+    next_attempt = started
+    pause = RETRY_FIRST
+    winner: socket.socket | None = None
+    attempts = 0
+    last_error = "no answer"
+    try:
+        try:
+            listener.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise PunchFailed(
+                f"punch failed for pairing {name!r}: cannot listen on our rendezvous port "
+                f"{port} ({exc}); another socket holds it without SO_REUSEPORT"
+            ) from exc
+        listener.listen(8)
+        listener.setblocking(False)
+        sel.register(listener, selectors.EVENT_READ)
+        while winner is None:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if attempt is not None and now - attempt_started > ATTEMPT_LIFETIME:
+                sel.unregister(attempt)
+                attempt.close()
+                attempt = None
+                next_attempt = now
+            if attempt is None and now >= next_attempt:
+                attempt = _reuse_socket()
+                attempts += 1
+                try:
+                    attempt.bind(("0.0.0.0", port))
+                    attempt.setblocking(False)
+                    code = attempt.connect_ex(peer)
+                except OSError as exc:
+                    code = exc.errno or errno.EIO
+                if code in (0, errno.EINPROGRESS):
+                    attempt_started = now
+                    sel.register(attempt, selectors.EVENT_WRITE)
+                else:
+                    last_error = errno.errorcode.get(code, str(code))
+                    attempt.close()
+                    attempt = None
+                    next_attempt = now + pause
+                    pause = min(pause * 2, RETRY_CAP)
+            wake = deadline if attempt is not None else min(deadline, next_attempt)
+            if attempt is not None:
+                wake = min(wake, attempt_started + ATTEMPT_LIFETIME)
+            for key, _events in sel.select(max(wake - time.monotonic(), 0)):
+                if key.fileobj is listener:
+                    try:
+                        conn, addr = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    if (addr[0], addr[1]) == peer:
+                        winner = conn
+                        break
+                    conn.close()  # someone else knocked on our port; not our peer
+                elif key.fileobj is attempt:
+                    code = attempt.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    sel.unregister(attempt)
+                    if code == 0:
+                        winner, attempt = attempt, None
+                        break
+                    last_error = errno.errorcode.get(code, str(code))
+                    attempt.close()
+                    attempt = None
+                    next_attempt = time.monotonic() + pause
+                    pause = min(pause * 2, RETRY_CAP)
+    finally:
+        sel.close()
+        listener.close()
+        if attempt is not None:
+            attempt.close()
+    if winner is None:
+        elapsed = time.monotonic() - started
+        message = (
+            f"punch failed for pairing {name!r}: no TCP connection between us "
+            f"({rv.local}, seen by the server as {rv.public}) and the peer {rv.peer} "
+            f"within {elapsed:.1f} s ({attempts} connect attempts, last: {last_error})."
+        )
+        if rv.public.port != rv.local.port:
+            message += (
+                f" The server saw our port as {rv.public.port} but we are bound to port "
+                f"{rv.local.port}: our NAT rewrote the port, so it looks symmetric "
+                "(a new mapping per destination, e.g. MASQUERADE --random-fully) and hole "
+                "punching cannot get through it. Use a port-preserving NAT or a relay."
+            )
+        else:
+            message += (
+                " Our NAT kept our port; if the peer sits behind a symmetric NAT (one that "
+                "rewrites ports per destination) or a firewall, punching cannot work."
+            )
+        raise PunchFailed(message)
+    winner.setblocking(True)
+    winner.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return winner
+
+
+def pair(
+    name: str,
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    timeout: float = 120.0,
+    protocol: str = "v2",
+    punch_timeout: float = PUNCH_WINDOW,
+) -> socket.socket:
+    """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
+
+    ``timeout`` bounds everything (reaching the server, waiting for the peer, punching);
+    the punch itself gets at most ``punch_timeout`` of it. ``protocol`` is "v2" (the
+    fork's protocol, resumes after server timeouts) or "v1" (the original TCPunch, FMI's
+    server). Raises RendezvousUnreachable, PeerNeverArrived or PunchFailed. Safe to call
+    from several threads at once; nothing is left open on any path but the result.
+    """
+    if protocol not in ("v1", "v2"):
+        raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+    started = time.monotonic()
+    deadline = started + timeout
+    try:
+        if protocol == "v1":
+            encode_v1_name(name)
+        else:
+            encode_v2_request(name)
+    except ProtocolError as exc:
+        raise NameTooLong(f"pairing name {name!r} cannot be sent with {protocol}: {exc}") from exc
+    server = _resolve(host, port, name)
+    if protocol == "v1":
+        rv = _rendezvous_v1(name, server, deadline, timeout)
+    else:
+        rv = _rendezvous_v2(name, server, deadline, timeout)
+    try:
+        log.info("pairing %r: paired with %s; punching from %s", name, rv.peer, rv.local)
+        return _punch(rv, name, min(deadline, time.monotonic() + punch_timeout))
+    finally:
+        rv.sock.close()

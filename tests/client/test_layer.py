@@ -1,0 +1,71 @@
+"""The Lambda layer zip: pure Python, the python/ layout, and it works from the zip alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fmi_client.layer import build_layer, main
+
+SNIPPET = """
+import sys, threading
+sys.modules["numpy"] = None  # a bare Lambda runtime: no numpy, fmi_client must not need it
+sys.path.insert(0, sys.argv[1] + "/python")
+import fmi_client, tcpunch
+assert fmi_client.__file__.startswith(sys.argv[1]), fmi_client.__file__
+assert tcpunch.__file__.startswith(sys.argv[1]), tcpunch.__file__
+assert "click" not in sys.modules
+socks = []
+def go():
+    socks.append(fmi_client.pair("layer-" + sys.argv[4], sys.argv[2], int(sys.argv[3]), timeout=20))
+threads = [threading.Thread(target=go) for _ in range(2)]
+[t.start() for t in threads]; [t.join() for t in threads]
+socks[0].sendall(b"from the layer")
+print(socks[1].recv(64).decode())
+with fmi_client.Communicator(0, 1, sys.argv[2] + ":" + sys.argv[3], "solo") as comm:
+    print(comm.allreduce(21, "sum") * 2)
+    print(comm.bcast([1, 2.5, "x"]))
+"""
+
+
+def test_layer_is_pure_python_in_the_python_layout(tmp_path: Path) -> None:
+    out = tmp_path / "layer.zip"
+    result = CliRunner().invoke(main, ["build", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "KiB" in result.output
+    names = zipfile.ZipFile(out).namelist()
+    assert "python/fmi_client/__init__.py" in names
+    assert "python/tcpunch/v2.py" in names
+    assert all(name.startswith(("python/fmi_client/", "python/tcpunch/")) for name in names)
+    assert all(name.endswith(".py") for name in names)
+    assert "python/fmi_client/layer.py" not in names
+    again = tmp_path / "again.zip"
+    build_layer(again)
+    assert again.read_bytes() == out.read_bytes()  # reproducible
+
+
+def test_layer_works_without_the_repository(server, tmp_path: Path) -> None:
+    out = tmp_path / "layer.zip"
+    build_layer(out)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            SNIPPET,
+            str(out),
+            server.host,
+            str(server.port),
+            str(tmp_path.name),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["from the layer", "42", "[1, 2.5, 'x']"]

@@ -1,0 +1,208 @@
+"""pair() against the project's rendezvous server: v1 and v2, errors, threads, no leaks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from fmi_client import (
+    FmiClientError,
+    NameTooLong,
+    PeerNeverArrived,
+    PunchFailed,
+    RendezvousUnreachable,
+    pair,
+)
+from rendezvous.embedded import BackgroundServer
+from tcpunch import pack_endpoint
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def assert_fds_back_to(expected: int, within: float = 5.0) -> None:
+    """Our fd count returns to ``expected``; the in-process server closes its ends async."""
+    deadline = time.monotonic() + within
+    while open_fds() != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert open_fds() == expected
+
+
+def unique(what: str) -> str:
+    return f"{what}-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def pair_both(make: Callable[[int], socket.socket]) -> list[socket.socket]:
+    """Run ``make(0)`` and ``make(1)`` in two threads; the two sockets (or the error)."""
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = make(i)
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    for value in results.values():
+        if isinstance(value, BaseException):
+            for other in results.values():
+                if isinstance(other, socket.socket):
+                    other.close()
+            raise value
+    return [results[0], results[1]]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_pair_connects_the_two_sides(server, protocol: str) -> None:
+    name = unique(f"pair-{protocol}")
+    fds = open_fds()
+    a, b = pair_both(lambda i: pair(name, server.host, server.port, timeout=20, protocol=protocol))
+    try:
+        assert a.getpeername() == b.getsockname()
+        assert b.getpeername() == a.getsockname()
+        assert a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        a.sendall(b"ping from a")
+        assert b.recv(64) == b"ping from a"
+        b.sendall(b"pong")
+        assert a.recv(64) == b"pong"
+    finally:
+        a.close()
+        b.close()
+    assert_fds_back_to(fds)
+
+
+def test_many_pairings_from_threads_at_once(server) -> None:
+    """Safe from several threads: 8 pairings (16 threads) at once, no fd or thread left."""
+    fds, threads_before = open_fds(), threading.active_count()
+    names = [unique(f"threads{i}") for i in range(8)]
+    sockets: dict[tuple[int, int], socket.socket] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int, side: int) -> None:
+        try:
+            sockets[i, side] = pair(names[i], server.host, server.port, timeout=30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i in range(8) for s in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert not errors
+        assert len(sockets) == 16
+        for i in range(8):
+            sockets[i, 0].sendall(names[i].encode())
+            assert sockets[i, 1].recv(200) == names[i].encode()
+    finally:
+        for sock in sockets.values():
+            sock.close()
+    assert_fds_back_to(fds)
+    assert threading.active_count() == threads_before
+
+
+def test_v2_resumes_after_server_timeout() -> None:
+    """The server times a v2 waiter out after 0.3 s; the client resumes with its token."""
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, peer_timeout=0.3) as srv:
+        name = unique("resume")
+
+        def make(i: int) -> socket.socket:
+            if i == 1:
+                time.sleep(1.2)  # several server timeouts pass before the peer comes
+            return pair(name, srv.host, srv.port, timeout=20)
+
+        a, b = pair_both(make)
+        try:
+            a.sendall(b"x")
+            assert b.recv(1) == b"x"
+        finally:
+            a.close()
+            b.close()
+
+
+def test_unreachable_server_raises_rendezvous_unreachable() -> None:
+    holder = socket.socket()  # a bound port nobody listens on: connections are refused
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    fds = open_fds()
+    try:
+        with pytest.raises(RendezvousUnreachable) as info:
+            pair("nobody-home", "127.0.0.1", port, timeout=0.5)
+    finally:
+        holder.close()
+    assert "nobody-home" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+    assert isinstance(info.value, FmiClientError)
+    assert_fds_back_to(fds - 1)
+
+
+def test_peer_that_never_arrives_raises_peer_never_arrived(server) -> None:
+    fds = open_fds()
+    name = unique("lonely")
+    for protocol in ("v1", "v2"):
+        with pytest.raises(PeerNeverArrived) as info:
+            pair(name + protocol, server.host, server.port, timeout=0.5, protocol=protocol)
+        assert name + protocol in str(info.value)
+        assert f"{server.host}:{server.port}" in str(info.value)
+    assert_fds_back_to(fds)
+
+
+def test_names_that_do_not_fit_the_wire_are_refused(server) -> None:
+    with pytest.raises(NameTooLong, match="99"):
+        pair("n" * 100, server.host, server.port, timeout=1)
+    with pytest.raises(NameTooLong, match="100"):
+        pair("n" * 101, server.host, server.port, timeout=1, protocol="v1")
+
+
+def test_punch_failure_says_the_nat_looks_symmetric() -> None:
+    """A v1 server that reports a rewritten port for us and a dead peer endpoint.
+
+    The NAT lab (test_natlab.py) checks this through real symmetric NATs; this one runs
+    everywhere: the punch must give up within its window and explain why.
+    """
+    dead = socket.socket()  # the "peer": a bound port that refuses connections
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, (ip, port) = listener.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(pack_endpoint(ip, (port + 7) % 65536 or 1))  # "rewritten" port
+            conn.sendall(pack_endpoint("127.0.0.1", dead_port))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    fds = open_fds()
+    try:
+        with pytest.raises(PunchFailed) as info:
+            pair(
+                "sym",
+                "127.0.0.1",
+                listener.getsockname()[1],
+                timeout=10,
+                protocol="v1",
+                punch_timeout=0.5,
+            )
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+        dead.close()
+    message = str(info.value)
+    assert "symmetric" in message and "'sym'" in message
+    assert f"127.0.0.1:{dead_port}" in message
+    assert_fds_back_to(fds - 2)

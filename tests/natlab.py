@@ -1,0 +1,187 @@
+"""A NAT lab built from Linux network namespaces: two hosts behind two NAT routers.
+
+::
+
+    host_a (10.<n>.1.2) ── router_a ──┐                  ┌── router_b ── host_b (10.<n>.2.2)
+               10.<n>.1.1   198.18.<n>.2 ── public ── 198.18.<n>.3   10.<n>.2.1
+                                           198.18.<n>.1 (server)
+
+Each router masquerades its LAN behind its public address and silently drops unsolicited
+inbound traffic (FORWARD and INPUT accept only ESTABLISHED,RELATED from the public side),
+like a home router or a cloud NAT gateway. ``random_fully=True`` makes both NATs symmetric
+(``MASQUERADE --random-fully``: a new port per connection). Names carry the pid and a
+counter so concurrent runs do not collide; ``close()`` deletes every namespace even
+after failures. Needs root, ``ip`` (iproute2) and ``iptables``. The container and
+pipeline tests may reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+_counter = itertools.count()
+
+
+def available() -> bool:
+    """Whether this machine can build the lab (root, ip, iptables, namespaces)."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables"):
+        return False
+    probe = f"nlprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+    if made:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return made
+
+
+def _run(argv: Sequence[str]) -> None:
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if result.returncode:
+        raise RuntimeError(f"NAT lab: {' '.join(argv)} failed: {result.stderr.strip()}")
+
+
+class NatLab:
+    """The namespaces ``public``, ``router_a``, ``router_b``, ``host_a``, ``host_b``."""
+
+    def __init__(self, *, random_fully: bool = False) -> None:
+        index = next(_counter)
+        self.tag = f"{os.getpid()}x{index}"
+        subnet = (os.getpid() * 7 + index) % 250 + 1  # keeps concurrent labs' logs apart
+        self.random_fully = random_fully
+        self.public = f"nlpub{self.tag}"
+        self.router_a = f"nlra{self.tag}"
+        self.router_b = f"nlrb{self.tag}"
+        self.host_a = f"nlha{self.tag}"
+        self.host_b = f"nlhb{self.tag}"
+        self.server_ip = f"198.18.{subnet}.1"
+        self.router_a_public = f"198.18.{subnet}.2"
+        self.router_b_public = f"198.18.{subnet}.3"
+        self.host_a_ip = f"10.{subnet}.1.2"
+        self.host_b_ip = f"10.{subnet}.2.2"
+        self._subnet = subnet
+        self._made: list[str] = []
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.public, self.router_a, self.router_b, self.host_a, self.host_b]
+
+    def _ns(self, ns: str, *argv: str) -> None:
+        _run(["ip", "netns", "exec", ns, *argv])
+
+    def _link(self, ns1: str, if1: str, ns2: str, if2: str) -> None:
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                if1,
+                "netns",
+                ns1,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                if2,
+                "netns",
+                ns2,
+            ]
+        )
+
+    def _build(self) -> None:
+        for ns in self.namespaces:
+            _run(["ip", "netns", "add", ns])
+            self._made.append(ns)
+            self._ns(ns, "ip", "link", "set", "lo", "up")
+        n = self._subnet
+        self._ns(self.public, "ip", "link", "add", "br0", "type", "bridge")
+        self._ns(self.public, "ip", "addr", "add", f"{self.server_ip}/24", "dev", "br0")
+        self._ns(self.public, "ip", "link", "set", "br0", "up")
+        for router, host, side, router_public, host_ip in (
+            (self.router_a, self.host_a, 1, self.router_a_public, self.host_a_ip),
+            (self.router_b, self.host_b, 2, self.router_b_public, self.host_b_ip),
+        ):
+            self._link(router, "wan", self.public, f"p{side}")
+            self._ns(self.public, "ip", "link", "set", f"p{side}", "master", "br0")
+            self._ns(self.public, "ip", "link", "set", f"p{side}", "up")
+            self._ns(router, "ip", "addr", "add", f"{router_public}/24", "dev", "wan")
+            self._ns(router, "ip", "link", "set", "wan", "up")
+            self._link(router, "lan", host, "eth0")
+            self._ns(router, "ip", "addr", "add", f"10.{n}.{side}.1/24", "dev", "lan")
+            self._ns(router, "ip", "link", "set", "lan", "up")
+            self._ns(host, "ip", "addr", "add", f"{host_ip}/24", "dev", "eth0")
+            self._ns(host, "ip", "link", "set", "eth0", "up")
+            self._ns(host, "ip", "route", "add", "default", "via", f"10.{n}.{side}.1")
+            self._ns(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            masquerade = [
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-j",
+                "MASQUERADE",
+            ]
+            if self.random_fully:
+                masquerade.append("--random-fully")
+            self._ns(router, *masquerade)
+            self._ns(router, "iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT")
+            self._ns(
+                router,
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            )
+            self._ns(router, "iptables", "-P", "FORWARD", "DROP")
+            # unsolicited packets to the router's own public address are dropped too (a
+            # RST from the router would kill the peer's first punch attempt)
+            self._ns(
+                router,
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            )
+            self._ns(router, "iptables", "-A", "INPUT", "-i", "wan", "-j", "DROP")
+
+    def exec_prefix(self, ns: str) -> list[str]:
+        """The argv prefix that runs a command inside namespace ``ns``."""
+        return ["ip", "netns", "exec", ns]
+
+    def close(self) -> None:
+        """Delete every namespace this lab made (and with them its links and rules)."""
+        while self._made:
+            ns = self._made.pop()
+            with contextlib.suppress(Exception):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+    def __enter__(self) -> NatLab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
