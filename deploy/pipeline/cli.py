@@ -1,8 +1,473 @@
-"""``rendezvous-deploy pipeline ...``"""
+"""``rendezvous-deploy pipeline ...``: generate data, run locally or on AWS, report costs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import click
+
+from deploy.config import aws_options, config_option
+
+DEFAULT_RESULTS = Path("build/pipeline")
+
+
+def parse_world_sizes(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]; every entry a positive integer."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise click.BadParameter(
+                f"{part!r} is not a positive integer; give sizes like 1,2,4,8",
+                param_hint="--world-size",
+            )
+        sizes.append(int(part))
+    return sizes
+
+
+def _aws(region: str | None, endpoint_url: str | None, profile: str | None) -> Any:
+    from deploy.aws import Aws
+
+    return Aws(region=region, endpoint_url=endpoint_url, profile=profile)
+
+
+def _reporter() -> Any:
+    from deploy.progress import Reporter
+
+    return Reporter()
 
 
 @click.group()
 def pipeline() -> None:
-    """Run the inference pipeline locally or on AWS and report its performance."""
+    """Run the inference pipeline locally or on AWS and report its performance.
+
+    \b
+    Locally, in one command (data from `pipeline generate`):
+      rendezvous-deploy pipeline run --local --world-size 1,2,4,8 --data DIR
+    On AWS:
+      rendezvous-deploy pipeline up --image-uri URI      (or --build)
+      rendezvous-deploy pipeline run --payload payload.json --world-size 8,16,32
+      rendezvous-deploy pipeline report
+    """
+
+
+@pipeline.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--files", default=8, show_default=True, help="Number of .pt partitions.")
+@click.option("--samples", default=256, show_default=True, help="Samples per partition.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same data.")
+def generate(out_dir: Path, files: int, samples: int, seed: int) -> None:
+    """Write synthetic .pt partitions in the users' data format to OUT_DIR.
+
+    Files are named 1.pt .. N.pt; each holds TensorDataset(image [n,5,32,32], magnitude
+    [n,5], redshift [n]) with a relation the shipped model learnt.
+    """
+    from examples.pipeline.data import generate as write
+
+    paths = write(out_dir, files, samples, seed)
+    click.echo(f"wrote {len(paths)} partitions x {samples} samples to {out_dir}")
+
+
+@pipeline.command()
+@config_option("pipeline")
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    help="Run on this machine: one process per rank, in-process rendezvous server.",
+)
+@click.option(
+    "--world-size",
+    "world_sizes",
+    default="1,2,4,8",
+    show_default=True,
+    help="Comma-separated world sizes; each one is a full run (a sweep).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="--local: directory holding the .pt partitions.",
+)
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+    help="--local: where per-rank results, combined files and the plot go.",
+)
+@click.option("--rendezvous", help="--local: use this host:port instead of an in-process server.")
+@click.option("--batch-size", default=256, show_default=True, help="--local: samples per batch.")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="--local: your model file (state_dict of the shipped architecture, or "
+    "TorchScript taking (image, magnitude)).",
+)
+@click.option(
+    "--script",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="--local: run this Python script per rank instead of the built-in "
+    "inference (RANK and WORLD_SIZE in its environment; it writes "
+    "$S3_BUCKET/$RESULT_PATH/$RANK.json).",
+)
+@click.option(
+    "--timeout", default=600.0, show_default=True, help="Seconds one run (one world size) may take."
+)
+@click.option(
+    "--payload",
+    "payload_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="AWS: the state machine's input payload (JSON file).",
+)
+@click.option(
+    "--name",
+    default="rendezvous-pipeline",
+    show_default=True,
+    help="AWS: the name prefix `pipeline up` used.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="AWS: wait for each execution before starting the next.",
+)
+@click.option(
+    "--runs-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("pipeline-runs.json"),
+    show_default=True,
+    help="AWS: where the started executions are recorded for `pipeline report`.",
+)
+@aws_options
+def run(
+    local: bool,
+    world_sizes: str,
+    data_dir: Path | None,
+    results_dir: Path,
+    rendezvous: str | None,
+    batch_size: int,
+    model: Path | None,
+    script: Path | None,
+    timeout: float,
+    payload_file: Path | None,
+    name: str,
+    wait: bool,
+    runs_file: Path,
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+) -> None:
+    """Run the pipeline for each world size and print the performance table.
+
+    With --local: Initialize, one worker process per rank and Summarize on this
+    machine, a table (world size, wall time, per-rank time, samples/s, MAE) and a PNG
+    plot of the sweep. Without it: start one Step Functions execution per world size
+    of the deployed pipeline (see `pipeline up`) and show their progress.
+    """
+    sizes = parse_world_sizes(world_sizes)
+    if local:
+        if data_dir is None:
+            raise click.UsageError(
+                "--local needs --data DIR (make some with `rendezvous-deploy pipeline "
+                "generate DIR`)"
+            )
+        _run_local(sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout)
+        return
+    if payload_file is None:
+        raise click.UsageError("give --local to run here, or --payload FILE to run on AWS")
+    _run_aws(
+        sizes, payload_file, name, wait, runs_file, timeout, _aws(region, endpoint_url, profile)
+    )
+
+
+def _run_local(
+    sizes: list[int],
+    data_dir: Path,
+    results_dir: Path,
+    rendezvous: str | None,
+    batch_size: int,
+    model: Path | None,
+    script: Path | None,
+    timeout: float,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deploy.pipeline.local import PipelineFailed, rendezvous_endpoint, run_local
+    from deploy.pipeline.sweep import plot_sweep, sweep_rows, write_sweep
+
+    if not data_dir.is_dir() or not any(data_dir.rglob("*.pt")):
+        raise click.UsageError(
+            f"no .pt files in {data_dir}: run `rendezvous-deploy pipeline generate {data_dir}`"
+        )
+    reporter = _reporter()
+    runs = []
+    with rendezvous_endpoint(rendezvous) as endpoint:
+        reporter.step(f"rendezvous server at {endpoint}" + ("" if rendezvous else " (in process)"))
+        with Progress(
+            TextColumn("world size {task.fields[ws]:>3}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("ranks done"),
+            TimeElapsedColumn(),
+            console=reporter.console,
+            transient=False,
+        ) as progress:
+            for size in sizes:
+                task = progress.add_task("run", total=size, ws=size)
+
+                def advance(done: int, _total: int, task: Any = task) -> None:
+                    progress.update(task, completed=done)
+
+                try:
+                    runs.append(
+                        run_local(
+                            data_dir=data_dir,
+                            results_dir=results_dir,
+                            world_size=size,
+                            endpoint=endpoint,
+                            batch_size=batch_size,
+                            model=model,
+                            script=script,
+                            timeout=timeout,
+                            progress=advance,
+                        )
+                    )
+                except PipelineFailed as err:
+                    raise click.ClickException(f"world size {size}: {err}") from err
+    if script is not None:
+        reporter.step(f"script runs finished; results under {results_dir}/runs/")
+        return
+    columns, rows = sweep_rows(runs)
+    samples = ", ".join(sorted({str(r.samples) for r in runs}))
+    reporter.table(
+        f"Inference pipeline, local, one process per rank ({samples} samples)", columns, rows
+    )
+    csv_path = write_sweep(runs, results_dir / "sweep.csv")
+    reporter.note(f"table: {csv_path}")
+    reporter.note(f"combined results: {runs[-1].results_dir / 'combined_data.json'}")
+    if len(runs) > 1:
+        png = plot_sweep(runs, results_dir / "sweep.png")
+        reporter.note(f"plot: {png}")
+        click.echo(str(png))
+
+
+def _run_aws(
+    sizes: list[int],
+    payload_file: Path,
+    name: str,
+    wait: bool,
+    runs_file: Path,
+    timeout: float,
+    aws: Any,
+) -> None:
+    from deploy.pipeline import cloud
+    from examples.pipeline.payload import PayloadError, validate_payload
+
+    try:
+        payload = json.loads(payload_file.read_text())
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(
+            f"{payload_file} is not JSON: {err}", param_hint="--payload"
+        ) from err
+    try:
+        for size in sizes:  # the same check Initialize makes, before anything starts
+            validate_payload({**payload, "world_size": size})
+    except PayloadError as err:
+        raise click.ClickException(str(err)) from err
+    machine = cloud.find_state_machine(aws, cloud.PipelineNames(name).state_machine)
+    if machine is None:
+        raise click.ClickException(
+            f"no state machine named {name!r}: deploy it with `rendezvous-deploy pipeline up`"
+        )
+    reporter = _reporter()
+    started = []
+    failed = []
+    for size in sizes:
+        record = cloud.start_execution(aws, machine, payload, size)
+        started.append(record)
+        reporter.step(f"world size {size}: started {record['execution_arn']}")
+        if wait:
+            with reporter.waiting(f"world size {size}") as update:
+                described = cloud.wait_execution(aws, record["execution_arn"], timeout, update)
+            record["status"] = described["status"]
+            if described["status"] != "SUCCEEDED":
+                failed.append((size, described))
+            reporter.step(f"world size {size}: {described['status']}")
+    previous = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    runs_file.write_text(json.dumps(previous + started, indent=2))
+    reporter.note(f"executions recorded in {runs_file}; `pipeline report` reads them")
+    for size, described in failed:
+        if described["status"] in cloud.TERMINAL:
+            message = cloud.rank_failure(aws, described["executionArn"])
+            raise click.ClickException(
+                f"world size {size}: {message or cloud.failure_message(described)}"
+            )
+
+
+@pipeline.command()
+@config_option("pipeline")
+@click.option(
+    "--name",
+    default="rendezvous-pipeline",
+    show_default=True,
+    help="The name prefix `pipeline up` used.",
+)
+@click.option("--image-uri", help="Worker image already in ECR (skips building).")
+@click.option(
+    "--build",
+    is_flag=True,
+    help="Build examples/pipeline/Dockerfile with Docker and push it to ECR.",
+)
+@click.option(
+    "--worker-memory",
+    default=3008,
+    show_default=True,
+    help="Worker Lambda memory in MB (it is billed, used or not).",
+)
+@click.option("--worker-timeout", default=900, show_default=True, help="Worker timeout (s).")
+@click.option(
+    "--bucket",
+    "buckets",
+    multiple=True,
+    help="Restrict the functions' S3 access to this bucket (repeatable; default: any bucket).",
+)
+@aws_options
+def up(
+    name: str,
+    image_uri: str | None,
+    build: bool,
+    worker_memory: int,
+    worker_timeout: int,
+    buckets: tuple[str, ...],
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+) -> None:
+    """Deploy the pipeline: IAM roles, the fmi_client layer, the Initialize and Summarize
+    zip functions, the worker container function and the state machine.
+
+    Idempotent: run it again after changing code or settings; unchanged parts are left
+    alone (shown dimmed).
+    """
+    from deploy.aws import DeployError
+    from deploy.pipeline import cloud
+
+    if not image_uri and not build:
+        raise click.UsageError("give --image-uri URI (an image in ECR) or --build")
+    reporter = _reporter()
+    settings = cloud.UpSettings(
+        names=cloud.PipelineNames(name),
+        image_uri=image_uri,
+        worker_memory_mb=worker_memory,
+        worker_timeout_s=worker_timeout,
+        buckets=buckets,
+    )
+    aws = _aws(region, endpoint_url, profile)
+    try:
+        with reporter.waiting("deploying") as update:
+            deployment = cloud.up(aws, settings, reporter.step, update)
+    except DeployError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(deployment.state_machine_arn)
+
+
+@pipeline.command()
+@config_option("pipeline")
+@click.option(
+    "--name",
+    default="rendezvous-pipeline",
+    show_default=True,
+    help="The name prefix `pipeline up` used.",
+)
+@click.option(
+    "--execution",
+    "executions",
+    multiple=True,
+    help="Execution ARN to report (repeatable; default: all in --runs-file).",
+)
+@click.option(
+    "--runs-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("pipeline-runs.json"),
+    show_default=True,
+    help="Executions recorded by `pipeline run`.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build/pipeline-report"),
+    show_default=True,
+    help="Where report.md, report.csv and report.png go.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["x86_64", "arm64"]),
+    default="x86_64",
+    show_default=True,
+    help="Price list to apply.",
+)
+@aws_options
+def report(
+    name: str,
+    executions: tuple[str, ...],
+    runs_file: Path,
+    out_dir: Path,
+    arch: str,
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+) -> None:
+    """Turn the CloudWatch REPORT lines of each execution's Lambdas into the cost table.
+
+    One row per execution: world size, requests, durations, billed GB-seconds, memory
+    used and configured, cost in USD (the pricing is printed with the table). Written
+    as Markdown, CSV and a PNG plot.
+    """
+    from deploy.pipeline import cloud
+    from deploy.pipeline.report import (
+        ARM,
+        COLUMNS,
+        X86,
+        plot,
+        row_cells,
+        summarize_lines,
+        to_csv,
+        to_markdown,
+    )
+
+    arns = list(executions)
+    if not arns:
+        if not runs_file.exists():
+            raise click.UsageError(
+                f"no --execution given and {runs_file} does not exist; "
+                "start runs with `pipeline run --payload ...` first"
+            )
+        arns = [r["execution_arn"] for r in json.loads(runs_file.read_text())]
+    pricing = ARM if arch == "arm64" else X86
+    aws = _aws(region, endpoint_url, profile)
+    names = cloud.PipelineNames(name)
+    reporter = _reporter()
+    rows = []
+    with reporter.waiting("reading CloudWatch logs") as update:
+        for arn in arns:
+            update(arn.rsplit(":", 1)[-1])
+            found = cloud.collect_execution(aws, names, arn)
+            if not found["lines"]:
+                reporter.note(f"no REPORT lines yet for {found['run_id']} ({found['status']})")
+            rows.append(
+                summarize_lines(found["run_id"], found["world_size"], found["lines"], pricing)
+            )
+    rows.sort(key=lambda r: r.world_size)
+    reporter.table("Inference pipeline on AWS Lambda", COLUMNS, [row_cells(r) for r in rows])
+    reporter.note(f"pricing: {pricing.name}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(to_markdown(rows, pricing))
+    (out_dir / "report.csv").write_text(to_csv(rows))
+    png = plot(rows, out_dir / "report.png", pricing)
+    reporter.note(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {png}")
+    click.echo(str(out_dir / "report.md"))

@@ -1,0 +1,69 @@
+"""The Initialize Lambda: validate the payload, list and assign the data, hand items over.
+
+Validation comes first and covers the whole payload, so a typo fails here with every
+problem listed instead of as ``KeyError`` inside a rank after the fan-out. The Map items
+are written to storage (``{result_path}/_pipeline/items.json``) and read by the
+Distributed Map's ItemReader, so large world sizes do not hit the 256 KiB state payload
+limit. Handler: ``examples.pipeline.initialize.handler``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from examples.pipeline.payload import (
+    Payload,
+    build_items,
+    log_run,
+    natural_sorted,
+    validate_payload,
+)
+from examples.pipeline.storage import Storage, is_local, join_key, open_storage
+
+ITEMS_NAME = "_pipeline/items.json"
+
+
+def list_data(payload: Payload, data: Storage) -> list[str]:
+    """The ``.pt`` keys under data_prefix, all pages, in natural order, up to file_limit."""
+    prefix = payload.data_prefix.lstrip("/")
+    keys = [k for k in data.list(prefix) if k.endswith(".pt")]
+    keys = natural_sorted(keys)
+    if payload.file_limit is not None:
+        keys = keys[: payload.file_limit]
+    return keys
+
+
+def initialize(raw: Any) -> dict[str, Any]:
+    payload = validate_payload(raw)
+    data = open_storage(payload.data_bucket)
+    results = open_storage(payload.bucket)
+    files = list_data(payload, data)
+    if not files:
+        raise ValueError(
+            f"no .pt files under {data.describe(payload.data_prefix)}: check data_bucket "
+            "and data_prefix"
+        )
+    items = build_items(payload, files)
+    items_key = join_key(payload.result_path, ITEMS_NAME)
+    results.write(items_key, json.dumps(items).encode())
+    bucket = payload.bucket
+    items_bucket = bucket if is_local(bucket) else bucket.removeprefix("s3://").strip("/")
+    return {
+        "run_id": payload.run_id,
+        "world_size": payload.world_size,
+        "max_concurrency": max(payload.max_concurrency, payload.world_size),
+        "num_files": len(files),
+        "ranks_without_data": sum(1 for item in items if item["DATA_PATH"] is None),
+        "items_bucket": items_bucket,
+        "items_key": items_key,
+        "bucket": payload.bucket,
+        "result_path": payload.result_path,
+    }
+
+
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    """Lambda entry point: the state machine's input payload in, the Map's inputs out."""
+    result = initialize(event)
+    log_run(result["run_id"], "initialize", context)
+    return result

@@ -1,0 +1,313 @@
+"""The per-rank Lambda (the Distributed Map's child): inference, then collectives.
+
+Every rank, with or without data, joins the collectives: a barrier, then one allreduce
+that gives every rank the global count, MAE, MSE, bias, R^2 and throughput, plus which
+ranks failed. A rank whose inference failed still joins, so its peers learn about it at
+once instead of timing out; then it raises its own message. Rank 0 writes the global
+summary. A payload ``script`` replaces the built-in inference: it runs as a subprocess
+with RANK and WORLD_SIZE in its environment and its exit code decides success.
+
+Handler: ``examples.pipeline.worker.handler``. Locally: ``python -m
+examples.pipeline.worker ITEM.json`` prints the result as JSON (exit 0) or the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from examples.pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
+from examples.pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
+from examples.pipeline.storage import Storage, join_key, open_storage
+
+CommunicatorFactory = Callable[[int, int, str, str, float], AbstractContextManager[Any]]
+
+
+class RankFailed(RuntimeError):
+    """This rank failed; the message names the rank (what the execution shows)."""
+
+
+class PeerFailed(RuntimeError):
+    """Another rank failed; this rank stopped because of it."""
+
+
+def fmi_communicator(
+    rank: int, world_size: int, endpoint: str, name: str, timeout: float
+) -> AbstractContextManager[Any]:
+    import fmi_client  # deferred: script-only runs need no communicator
+
+    return fmi_client.Communicator(
+        rank, world_size, rendezvous=endpoint, comm_name=name, timeout=timeout
+    )
+
+
+def _memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _model_source(item: dict[str, Any], results: Storage) -> bytes | None:
+    """The user's model file from S3_BUCKET, or None for the shipped weights."""
+    name = str(item.get("S3_OBJECT_NAME") or "").strip("/")
+    if not name:
+        return None
+    key = join_key(name, "model.pt") if item.get("S3_OBJECT_TYPE") == "folder" else name
+    try:
+        return results.read(key)
+    except Exception as exc:
+        raise RankFailed(f"cannot read model {results.describe(key)}: {exc}") from exc
+
+
+def infer(item: dict[str, Any], data: Storage, results: Storage) -> dict[str, Any]:
+    """Run the model over this rank's files; timing and error sums, no communication."""
+    import torch
+
+    from examples.pipeline.data import load_partition
+    from examples.pipeline.model import load_model
+
+    if threads := os.environ.get("PIPELINE_TORCH_THREADS"):
+        torch.set_num_threads(int(threads))
+    model = load_model(_model_source(item, results))
+    batch_size = int(item["BATCH_SIZE"])
+    sums = np.zeros(len(SUM_FIELDS))
+    preds, trues = [], []
+    num_batches = 0
+    seconds = 0.0
+    for key in data_path_keys(item["DATA_PATH"]):
+        try:
+            image, magnitude, redshift = load_partition(data.read(key)).tensors[:3]
+        except Exception as exc:
+            raise RankFailed(f"cannot load {data.describe(key)}: {exc}") from exc
+        with torch.inference_mode():
+            for start in range(0, len(redshift), batch_size):
+                t0 = time.perf_counter()
+                stop = start + batch_size
+                pred = model(image[start:stop], magnitude[start:stop])
+                seconds += time.perf_counter() - t0
+                num_batches += 1
+                pred_np = pred.numpy()
+                true_np = redshift[start : start + batch_size].numpy()
+                sums += error_sums(pred_np, true_np)
+                preds.append(pred_np)
+                trues.append(true_np)
+    pred_all = np.concatenate(preds) if preds else np.zeros(0)
+    true_all = np.concatenate(trues) if trues else np.zeros(0)
+    return {
+        "sums": sums,
+        "num_batches": num_batches,
+        "inference_seconds": seconds,
+        "nmad": nmad(pred_all, true_all),
+    }
+
+
+def run_rank(
+    event: dict[str, Any],
+    *,
+    communicator: CommunicatorFactory = fmi_communicator,
+    remaining_s: float | None = None,
+) -> dict[str, Any]:
+    """Everything one rank does; returns its per-rank result (also written to storage)."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    item = validate_item(event)
+    rank, world_size = item["RANK"], item["WORLD_SIZE"]
+    try:
+        results = open_storage(str(item["S3_BUCKET"]))
+        data = open_storage(str(item["DATA_BUCKET"] or item["S3_BUCKET"]))
+    except ValueError as exc:
+        raise RankFailed(f"rank {rank}/{world_size}: {exc}") from exc
+    if item.get("SCRIPT"):
+        return run_script(item, results, remaining_s)
+
+    failure: Exception | None = None
+    try:
+        local = infer(item, data, results)
+    except Exception as exc:  # reported to peers, then re-raised below
+        failure = exc
+        local = {"sums": np.zeros(len(SUM_FIELDS)), "num_batches": 0, "inference_seconds": 0.0}
+        local["nmad"] = None
+
+    # One vector: the six sums, then per-rank inference seconds and failure flags, so a
+    # single sum-allreduce tells every rank the totals, the slowest rank and who failed.
+    vector = np.zeros(len(SUM_FIELDS) + 2 * world_size)
+    vector[: len(SUM_FIELDS)] = local["sums"]
+    vector[len(SUM_FIELDS) + rank] = local["inference_seconds"]
+    vector[len(SUM_FIELDS) + world_size + rank] = 1.0 if failure else 0.0
+    comm0, comm0_unix = time.perf_counter(), time.time()
+    with communicator(
+        rank, world_size, item["RENDEZVOUS_ENDPOINT"], item["COMM_NAME"], item["TIMEOUT"]
+    ) as comm:
+        connected = time.perf_counter()
+        comm.barrier()
+        barrier_done = time.perf_counter()
+        total = np.asarray(comm.allreduce(vector, op="sum"), dtype=np.float64)
+    comm_done = time.perf_counter()
+
+    failed = [r for r in range(world_size) if total[len(SUM_FIELDS) + world_size + r] > 0.5]
+    if failure is not None:
+        message = str(failure) if isinstance(failure, RankFailed) else repr(failure)
+        raise RankFailed(f"rank {rank}/{world_size} failed: {message}") from failure
+    if failed:
+        raise PeerFailed(f"rank {rank}/{world_size} stopped: rank(s) {failed} failed")
+
+    rank_seconds = total[len(SUM_FIELDS) : len(SUM_FIELDS) + world_size]
+    slowest = float(rank_seconds.max()) if world_size else 0.0
+    global_metrics = metrics_from_sums(total[: len(SUM_FIELDS)])
+    global_metrics["sample_persec"] = global_metrics["count"] / slowest if slowest > 0 else None
+    global_metrics["slowest_rank_inference_seconds"] = slowest
+    global_metrics["world_size"] = world_size
+
+    mine = metrics_from_sums(local["sums"])
+    seconds = local["inference_seconds"]
+    batches = local["num_batches"]
+    key = join_key(item["RESULT_PATH"], f"{rank}.json")
+    result = {
+        # The users' per-rank format, field for field:
+        "total_cpu_time": time.process_time() - cpu0,
+        "total_cpu_memory": _memory_mb(),
+        "execution_time": seconds / batches if batches else 0.0,
+        "num_batches": batches,
+        "batch_size": item["BATCH_SIZE"],
+        "device": "cpu",
+        "throughput_bps": batches / seconds if seconds > 0 else 0.0,
+        "sample_persec": mine["count"] / seconds if seconds > 0 else 0.0,
+        "result_path": results.describe(key),
+        "data_path": item["DATA_PATH"],
+        # Added: this rank's quality and timings, and the global figures every rank knows.
+        "rank": rank,
+        "world_size": world_size,
+        "num_samples": mine["count"],
+        "mae": mine["mae"],
+        "mse": mine["mse"],
+        "bias": mine["bias"],
+        "r2": mine["r2"],
+        "nmad": local["nmad"],
+        "inference_seconds": seconds,
+        "connect_seconds": connected - comm0,
+        "barrier_seconds": barrier_done - connected,
+        "allreduce_seconds": comm_done - barrier_done,
+        "comm_seconds": comm_done - comm0,
+        # Wall-clock bounds of the communication phase, so a benchmark can tell waiting
+        # for a slower peer (skew) from the cost of rendezvous and collectives.
+        "comm_started_at": comm0_unix,
+        "comm_finished_at": comm0_unix + (comm_done - comm0),
+        "wall_seconds": time.perf_counter() - wall0,
+        "global": global_metrics,
+    }
+    results.write(key, json.dumps(result, indent=2).encode())
+    if rank == 0:
+        summary_key = join_key(item["RESULT_PATH"], GLOBAL_SUMMARY)
+        results.write(summary_key, json.dumps(global_metrics, indent=2).encode())
+    return result
+
+
+def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None) -> dict[str, Any]:
+    """Run the user's script from S3_BUCKET as a subprocess; a non-zero exit fails the rank."""
+    rank, world_size = item["RANK"], item["WORLD_SIZE"]
+    key = str(item["SCRIPT"])
+    try:
+        source = results.read(key)
+    except Exception as exc:
+        raise RankFailed(
+            f"rank {rank}/{world_size}: cannot read script {results.describe(key)}: {exc}"
+        ) from exc
+    env = dict(os.environ)
+    env.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        RENDEZVOUS_ENDPOINT=str(item["RENDEZVOUS_ENDPOINT"]),
+        COMM_NAME=str(item["COMM_NAME"]),
+        S3_BUCKET=str(item["S3_BUCKET"]),
+        DATA_BUCKET=str(item["DATA_BUCKET"]),
+        DATA_PREFIX=str(item["DATA_PREFIX"]),
+        DATA_PATH=json.dumps(data_path_keys(item["DATA_PATH"])),
+        RESULT_PATH=str(item["RESULT_PATH"]),
+        BATCH_SIZE=str(item["BATCH_SIZE"]),
+        PIPELINE_ITEM=json.dumps(item),
+    )
+    timeout = max(1.0, (remaining_s or 3600.0) - 5.0)
+    with tempfile.TemporaryDirectory(prefix=f"pipeline-rank{rank}-") as tmp:
+        path = Path(tmp) / Path(key).name
+        path.write_bytes(source)
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(path)],
+                env=env,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RankFailed(
+                f"rank {rank}/{world_size}: script {key} ran past {timeout:.0f} s and was stopped"
+            ) from exc
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:]) or "(no stderr)"
+        raise RankFailed(
+            f"rank {rank}/{world_size}: script {key} exited with status {proc.returncode}: {tail}"
+        )
+    return {
+        "rank": rank,
+        "world_size": world_size,
+        "script": key,
+        "returncode": 0,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Lambda entry point: one Map item in, this rank's result out; failures raise."""
+    remaining = None
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        remaining = context.get_remaining_time_in_millis() / 1000.0
+    log_run(event.get("RUN_ID"), f"rank {event.get('RANK')}", context)
+    return run_rank(event, remaining_s=remaining)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m examples.pipeline.worker ITEM.json``: one rank as a local process.
+
+    Prints one JSON line: the result, or ``{"error": ..., "origin": bool}`` where origin
+    tells a rank's own failure from one caused by a peer's. Exit status 0 on success.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m examples.pipeline.worker ITEM.json", file=sys.stderr)
+        return 2
+    item = json.loads(Path(args[0]).read_text())
+    if not item.get("SCRIPT"):
+        # Like a Lambda's init phase: imports happen before the rank's timing starts.
+        import torch  # noqa: F401
+
+        import fmi_client  # noqa: F401
+    try:
+        result = run_rank(item)
+    except PeerFailed as exc:
+        print(json.dumps({"error": str(exc), "origin": False}))
+        return 1
+    except Exception as exc:  # every failure becomes the rank's message
+        message = str(exc)
+        if not isinstance(exc, RankFailed):
+            message = f"rank {item.get('RANK')}: {exc!r}"
+        print(json.dumps({"error": message, "origin": True}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

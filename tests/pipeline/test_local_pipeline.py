@@ -1,0 +1,208 @@
+"""The pipeline end to end on this machine: real processes, real rendezvous, real fmi_client.
+
+Global metrics are checked against values computed directly from the data and the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.pipeline.conftest import need_torch
+
+
+def direct_metrics(data_dir: Path) -> dict[str, float]:
+    """MAE, MSE, bias over every partition, computed here without the pipeline."""
+    import torch
+
+    from examples.pipeline.data import load_partition
+    from examples.pipeline.model import load_model
+
+    model = load_model()
+    preds, trues = [], []
+    for name in ("1.pt", "2.pt", "10.pt"):
+        image, magnitude, z = load_partition((data_dir / "parts" / name).read_bytes()).tensors
+        with torch.inference_mode():
+            preds.append(model(image, magnitude).double().numpy())
+        trues.append(z.double().numpy())
+    err = np.concatenate(preds) - np.concatenate(trues)
+    return {"count": err.size, "mae": np.abs(err).mean(), "mse": (err**2).mean(),
+            "bias": err.mean()}
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("world_size", "expected_paths"),
+    [
+        (1, [["parts/1.pt", "parts/2.pt", "parts/10.pt"]]),
+        (3, ["parts/1.pt", "parts/2.pt", "parts/10.pt"]),
+        (4, ["parts/1.pt", "parts/2.pt", "parts/10.pt", None]),  # rank 3 has no data
+    ],
+)
+def test_local_run(
+    world_size: int, expected_paths: list, tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    need_torch()
+    from deploy.pipeline.local import run_local
+
+    run = run_local(
+        data_dir=tiny_data,
+        results_dir=tmp_path / "results",
+        world_size=world_size,
+        endpoint=endpoint,
+        batch_size=16,
+        data_prefix="parts/",
+        timeout=240,
+        cpus=2,
+    )
+    direct = direct_metrics(tiny_data)
+    run_dir = run.results_dir
+
+    per_rank = [json.loads((run_dir / f"{r}.json").read_text()) for r in range(world_size)]
+    users_fields = ("total_cpu_time", "total_cpu_memory", "execution_time", "num_batches",
+                    "batch_size", "device", "throughput_bps", "sample_persec", "result_path",
+                    "data_path")
+    for rank, result in enumerate(per_rank):
+        assert all(field in result for field in users_fields)
+        assert result["rank"] == rank
+        assert result["data_path"] == expected_paths[rank]
+        assert result["batch_size"] == 16
+        assert result["device"] == "cpu"
+        assert result["result_path"] == str(run_dir / f"{rank}.json")
+        # every rank learnt the same global figures through the allreduce
+        assert result["global"]["count"] == direct["count"] == 120
+        assert result["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
+        assert result["global"]["mse"] == pytest.approx(direct["mse"], rel=1e-4)
+        assert result["global"]["bias"] == pytest.approx(direct["bias"], rel=1e-3, abs=1e-6)
+    samples = [r["num_samples"] for r in per_rank]
+    assert sum(samples) == 120
+    batches = [r["num_batches"] for r in per_rank]
+    assert batches == [3 * len(p) if isinstance(p, list) else (3 if p else 0)
+                       for p in expected_paths]  # 40 samples in batches of 16: 3 each
+    if world_size == 4:
+        assert per_rank[3]["num_samples"] == 0 and per_rank[3]["mae"] is None
+
+    combined = json.loads((run_dir / "combined_data.json").read_text())
+    assert combined == per_rank
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_samples"] == 120
+    assert summary["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
+    rank0_global = json.loads((run_dir / "global.json").read_text())
+    assert rank0_global == per_rank[0]["global"]
+    assert run.mae == pytest.approx(direct["mae"], rel=1e-4)
+    assert direct["mae"] < 0.1  # the shipped weights learnt the relation
+    assert not (run_dir / "_pipeline" / "items.json").read_text().startswith("{")
+
+
+@pytest.mark.torch
+def test_a_failing_rank_fails_the_run_with_its_message(
+    tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    need_torch()
+    from deploy.pipeline.local import PipelineFailed, run_local
+
+    data = tmp_path / "data"
+    (data / "parts").mkdir(parents=True)
+    for name in ("1.pt", "2.pt"):
+        (data / "parts" / name).write_bytes((tiny_data / "parts" / name).read_bytes())
+    (data / "parts" / "3.pt").write_bytes(b"this is not a torch file")
+    with pytest.raises(PipelineFailed) as info:
+        run_local(data_dir=data, results_dir=tmp_path / "results", world_size=3,
+                  endpoint=endpoint, data_prefix="parts/", timeout=120, cpus=2)
+    message = str(info.value)
+    assert message.startswith("rank 2/3 failed: cannot load ")
+    assert "parts/3.pt" in message
+
+
+SCRIPT_OK = """
+import json, os, pathlib
+rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+out = pathlib.Path(os.environ["S3_BUCKET"]) / os.environ["RESULT_PATH"] / f"{rank}.json"
+out.write_text(json.dumps({"rank": rank, "world_size": size,
+                           "data_path": json.loads(os.environ["DATA_PATH"])}))
+"""
+
+SCRIPT_FAILS_ON_RANK_1 = """
+import os, sys
+if os.environ["RANK"] == "1":
+    print("out of cheese", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def test_user_script_gets_rank_and_world_size(
+    tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    from deploy.pipeline.local import run_local
+
+    script = tmp_path / "infer.py"
+    script.write_text(SCRIPT_OK)
+    run = run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=2,
+                    endpoint=endpoint, data_prefix="parts/", script=script, timeout=120)
+    combined = json.loads((run.results_dir / "combined_data.json").read_text())
+    assert combined == [
+        {"rank": 0, "world_size": 2, "data_path": ["parts/1.pt", "parts/2.pt"]},
+        {"rank": 1, "world_size": 2, "data_path": ["parts/10.pt"]},
+    ]
+
+
+def test_user_script_exit_code_is_honoured(
+    tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    from deploy.pipeline.local import PipelineFailed, run_local
+
+    script = tmp_path / "infer.py"
+    script.write_text(SCRIPT_FAILS_ON_RANK_1)
+    with pytest.raises(PipelineFailed, match=r"rank 1/2: script .*infer.py exited with "
+                                             r"status 3: out of cheese"):
+        run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=2,
+                  endpoint=endpoint, data_prefix="parts/", script=script, timeout=120)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> None:
+    """`pipeline generate` then `pipeline run --local` (what `make demo` runs)."""
+    need_torch()
+    import csv
+
+    from click.testing import CliRunner
+
+    from deploy.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    made = runner.invoke(main, ["pipeline", "generate", "data", "--files", "3", "--samples",
+                                "32"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["1.pt", "2.pt", "3.pt"]
+    from examples.pipeline.model import WEIGHTS
+
+    own_model = tmp_path / "my-model.pt"  # a user's file: here a copy of the shipped one
+    own_model.write_bytes(WEIGHTS.read_bytes())
+    result = runner.invoke(main, ["pipeline", "run", "--local", "--world-size", "1,2",
+                                  "--data", "data", "--results", "out",
+                                  "--model", str(own_model)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "(96 samples)" in result.output
+    assert result.output.strip().endswith("out/sweep.png")
+    assert (tmp_path / "out" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
+    assert [r["world size"] for r in rows] == ["1", "2"]
+    assert len({r["MAE"] for r in rows}) == 1  # same data, same model, same global MAE
+    assert float(rows[0]["MAE"]) < 0.1
+    items = json.loads(next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json"))
+                       .read_text())
+    assert items[0]["S3_OBJECT_NAME"].endswith("/my-model.pt")
+    assert items[0]["S3_OBJECT_TYPE"] == "file"
+
+    missing = runner.invoke(main, ["pipeline", "run", "--local"])
+    assert missing.exit_code == 2 and "--local needs --data DIR" in missing.output
+    bad = runner.invoke(main, ["pipeline", "run", "--local", "--data", "data",
+                               "--world-size", "2,x"])
+    assert bad.exit_code == 2 and "'x' is not a positive integer" in bad.output
