@@ -67,6 +67,19 @@ image: wheels
 bench-server: setup
 	$(PY) benchmarks/server_load.py --rounds 3
 
+# The client's Lambda layer (pure Python: fmi_client + tcpunch) and its benchmarks
+# (figures for BENCHMARKS.md; client_natlab needs root, the mpi4py comparison needs
+# `apt-get install libopenmpi-dev openmpi-bin` and `pip install -e '.[bench]'`).
+.PHONY: layer bench-client
+layer: setup
+	$(VENV)/bin/fmi-layer build -o build/fmi-layer.zip
+
+bench-client: setup
+	$(PY) benchmarks/client_p2p.py --rounds 9
+	$(PY) benchmarks/client_allreduce.py
+	$(PY) benchmarks/client_mesh.py
+	$(PY) benchmarks/client_natlab.py
+
 # Debian packages the full test suite uses (CI runs this as root).
 system-deps:
 	bash .ci/system-deps
