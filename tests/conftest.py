@@ -31,7 +31,9 @@ def moto_server() -> Iterator[str]:
     Tests talk to it over real HTTP with boto3 (endpoint_url), never in-process mocks.
     Use the ``aws_env`` fixture for a clean account per test.
     """
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    # The venv's own moto first: another one on PATH may be an older release.
+    venv_exe = Path(sys.executable).with_name("moto_server")
+    exe = str(venv_exe) if venv_exe.exists() else (shutil.which("moto_server") or str(venv_exe))
     require(Path(exe).exists(), "moto_server (pip install 'moto[server]')")
     port = free_port()
     proc = subprocess.Popen(
