@@ -11,11 +11,15 @@ setup: $(STAMP)
 
 # torch==2.13.0 is the CPU build this project pins (other specs may pull CUDA wheels).
 $(STAMP): setup.cfg pyproject.toml
+	@echo "setup: [1/3] virtual environment in $(VENV)/"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
-	$(PIP) install --quiet torch==2.13.0
+	@echo "setup: [2/3] torch 2.13.0, CPU build (the largest download; pip shows progress)"
+	$(PIP) install --progress-bar on torch==2.13.0
+	@echo "setup: [3/3] this project, editable, with its server, aws, pipeline and test extras"
 	$(PIP) install --quiet -e '.[server,aws,pipeline,numpy,test]'
 	touch $@
+	@echo "setup: done; commands are in $(VENV)/bin (rendezvous, rendezvous-deploy, fmi-layer)"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,16 @@
 # Idempotent: does nothing when IMAGE already exists (set REBUILD=1 to force).
 set -euo pipefail
 image="${1:-localhost/rendezvous-base:bookworm}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The mirror this host's apt already uses (deb822 or one-line sources), unless
+# DEBIAN_MIRROR says otherwise; with neither, debootstrap's own default.
+host_mirror() {
+    local uri
+    uri="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+    [ -n "$uri" ] || uri="$(awk '$1 == "deb" && $3 ~ /^bookworm$/ {print $2; exit}' \
+        /etc/apt/sources.list 2>/dev/null || true)"
+    printf '%s' "$uri"
+}
+mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
 
 if [ "$(id -u)" != 0 ]; then
     echo "local-base-image: debootstrap needs root; run it as root or use BASE_IMAGE=python:3.12-slim" >&2
@@ -29,10 +38,10 @@ rootfs="$(mktemp -d /tmp/rendezvous-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
 echo "local-base-image: debootstrap bookworm into $rootfs (about a minute)"
 debootstrap --variant=minbase --include=python3,python3-venv,python3-pip \
-    bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
+    bookworm "$rootfs" ${mirror:+"$mirror"} >"$rootfs.log" 2>&1 || {
     tail -20 "$rootfs.log" >&2
     rm -f "$rootfs.log"
-    echo "local-base-image: debootstrap failed (is $mirror reachable?)" >&2
+    echo "local-base-image: debootstrap failed (is ${mirror:-the default Debian mirror} reachable?)" >&2
     exit 1
 }
 rm -f "$rootfs.log"

@@ -27,6 +27,19 @@ from tests.container.engine import DOCKER_DIR, podman_env, prune_build_stages
 from tests.facilities import require
 
 BASE_IMAGE = "localhost/rendezvous-base:bookworm"
+HERE = Path(__file__).parent
+
+# On a fresh machine the first test's fixtures debootstrap a base image, fetch wheels
+# and build the image (minutes), all inside that test's timeout: give these tests room.
+SETUP_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT_S))
+
+
 TEST_IMAGE = f"localhost/rendezvous-test:{os.getpid()}"
 SERVICE_START_TIMEOUT = 30.0
 
