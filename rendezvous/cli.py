@@ -1,11 +1,18 @@
-"""``rendezvous serve``: every option is also an environment variable RENDEZVOUS_<NAME>."""
+"""``rendezvous serve``: every option is also an environment variable RENDEZVOUS_<NAME>.
+
+Heavy imports (asyncio, the server, aiohttp, uvloop) wait until ``serve`` has put in its
+early signal handlers: in a container the server is PID 1, and the kernel drops a SIGTERM
+sent to PID 1 while its disposition is the default, so one sent during startup would be
+lost and the runtime would kill the process 10 s later.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
+import threading
+from types import FrameType
 
 import click
 
@@ -13,6 +20,26 @@ from rendezvous import __version__
 from rendezvous.settings import Settings
 
 log = logging.getLogger("rendezvous")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""In this order: SIGTERM's handler (visible in /proc/PID/status SigCgt) goes in last."""
+
+_early_stop: list[int] = []
+"""Stop signals received before the event loop's own handlers were in place."""
+
+
+def _record_stop(signum: int, frame: FrameType | None) -> None:
+    _early_stop.append(signum)
+
+
+def install_early_signal_handlers() -> bool:
+    """Record SIGTERM/SIGINT until the loop takes over (False where signals can't be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    _early_stop.clear()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _record_stop)
+    return True
 
 
 def _env(name: str) -> str:
@@ -115,7 +142,8 @@ def serve(no_http: bool, **options: object) -> None:
     On a signal it stops accepting, reports not-ready, lets requests in flight finish
     for up to --drain-timeout seconds, closes the rest and exits 0.
     """
-    from rendezvous.logs import configure_logging
+    install_early_signal_handlers()
+    from rendezvous.logs import configure_logging, flush_logs
     from rendezvous.loops import new_event_loop
 
     if no_http:
@@ -144,10 +172,12 @@ def serve(no_http: bool, **options: object) -> None:
     try:
         loop.run_until_complete(_serve(settings))
     except OSError as exc:
+        flush_logs()
         click.echo(f"rendezvous: cannot listen: {exc}", err=True)
         sys.exit(1)
     finally:
         loop.close()
+        flush_logs()  # buffered lines go out before any traceback or exit
 
 
 def raise_open_files_limit() -> int | None:
@@ -168,18 +198,32 @@ def raise_open_files_limit() -> int | None:
 
 
 async def _serve(settings: Settings) -> None:
+    import asyncio
+
+    from rendezvous.logs import flush_logs
     from rendezvous.server import RendezvousServer
 
     server = RendezvousServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Handlers first: a signal that arrives while starting still means a clean exit.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # The loop's handlers take over from the early ones; a signal that arrived before
+    # (recorded) or arrives while starting still means a clean exit.
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
+        if _early_stop:
+            log.info(
+                "stopped before listening",
+                extra={
+                    "event": "stopped_early",
+                    "signal": signal.Signals(_early_stop[0]).name,
+                },
+            )
+            return
         await server.start()
+        flush_logs()  # "listening" is what supervisors and tests wait for
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     await server.drain()

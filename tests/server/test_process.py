@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from rendezvous import __version__
 from tcpunch import Status, decode_v2_response, encode_v2_request
 from tests.conftest import free_port
+from tests.facilities import require
 
 CMD = [sys.executable, "-m", "rendezvous"]
 
@@ -185,3 +187,108 @@ def test_pairing_is_logged_as_one_json_line():
     assert paired["pairing"] == name and paired["protocol"] == "v1"
     assert paired["waiter"].startswith("127.0.0.1:") and paired["newcomer"].startswith("127.")
     assert paired["wait_seconds"] > 0
+
+
+def test_every_paired_line_survives_sigterm():
+    """Lines are written in batches: the ones still buffered at SIGTERM go out at exit."""
+    pairs = 40
+    with running("--port", "0", "--no-http") as (proc, rec):
+        port = rec["port"]
+        names = [f"flush_{os.getpid()}_{i}" for i in range(pairs)]
+        for name in names:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as a:
+                a.sendall(name.encode())
+                a.recv(8, socket.MSG_WAITALL)  # a is waiting
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as b:
+                    b.sendall(name.encode())
+                    assert len(b.recv(16, socket.MSG_WAITALL)) == 16
+        proc.send_signal(signal.SIGTERM)  # at once: the last lines are still buffered
+        assert proc.wait(timeout=15) == 0
+        lines = [json.loads(line) for line in proc.stderr]  # every line whole JSON
+    paired = [entry["pairing"] for entry in lines if entry.get("event") == "paired"]
+    assert sorted(paired) == sorted(names)
+    assert lines[-1]["event"] == "drained" and lines[-1]["pairings"] == pairs
+
+
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether ``pid`` has a handler for SIGTERM (the SigCgt mask in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & SIGTERM_BIT)
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def wait_for_sigterm_handler(proc: subprocess.Popen, pid: int | None = None) -> None:
+    deadline = time.monotonic() + 20
+    while not catches_sigterm(pid or proc.pid):
+        assert proc.poll() is None, f"exited before handling signals: {proc.returncode}"
+        assert time.monotonic() < deadline, "no SIGTERM handler within 20 s"
+        time.sleep(0.001)
+
+
+def test_sigterm_during_startup_exits_zero_without_listening():
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CMD, "serve", "--host", "127.0.0.1", "--port", str(port), "--http-port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        wait_for_sigterm_handler(proc)  # the early handler: before the heavy imports
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        events = [json.loads(line).get("event") for line in proc.stderr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+    # The early handler is in place about a second (the heavy imports) before the loop's
+    # own: the signal lands in between, so the server never listens.
+    assert events == ["stopped_early"], events
+
+
+def test_sigterm_to_pid_1_during_startup_exits_zero():
+    """As PID 1 (a container), a SIGTERM with no handler in place is dropped by the kernel."""
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare")
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child",
+         *CMD, "serve", "--host", "127.0.0.1", "--port", "0", "--no-http"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=clean_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        server = None
+        while server is None:  # unshare's child is the server, PID 1 in its namespace
+            assert proc.poll() is None, f"unshare exited: {proc.returncode}"
+            assert time.monotonic() < deadline, "no server process under unshare"
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as children:
+                pids = children.read().split()
+            server = int(pids[0]) if pids else None
+            if server is None:
+                time.sleep(0.001)
+        with open(f"/proc/{server}/status") as status:
+            nspid = next(line for line in status if line.startswith("NSpid:"))
+        assert nspid.split()[-1] == "1", nspid
+        wait_for_sigterm_handler(proc, server)
+        os.kill(server, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        events = [json.loads(line).get("event") for line in proc.stderr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+    assert events == ["stopped_early"], events

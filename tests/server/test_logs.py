@@ -1,0 +1,274 @@
+"""The JSON log lines: same output as python-json-logger's formatter, written in batches
+that never lose or split a line (timer, WARNING, capacity, no loop, close, exit)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from pythonjsonlogger.json import JsonFormatter
+
+from rendezvous.logs import BufferedLineHandler, JsonLineFormatter, configure_logging
+
+FORMAT = {
+    "fmt": "{asctime}{levelname}{message}",
+    "style": "{",
+    "rename_fields": {"asctime": "time", "levelname": "level", "message": "msg"},
+}
+PAIRED = {
+    "event": "paired",
+    "pairing": "p\u00e9_1",
+    "protocol": "mixed",
+    "waiter": "127.0.0.1:40000",
+    "newcomer": "127.0.0.1:40001",
+    "wait_seconds": 0.000123,
+}
+
+
+class CountingStream(io.StringIO):
+    """A real text stream that also counts write() calls (one per batch expected)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.getvalue().splitlines()]
+
+
+def record(msg: object = "paired", level: int = logging.INFO, **extra: object) -> logging.LogRecord:
+    return logging.getLogger("t").makeRecord("t", level, "f.py", 1, msg, (), None, extra=extra)
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest):
+    """A private logger per test (the ``rendezvous`` logger belongs to the server)."""
+    log = logging.getLogger(f"test_logs.{request.node.name}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield log
+    for handler in log.handlers:
+        handler.close()
+    log.handlers.clear()
+
+
+def attach(log: logging.Logger, **kwargs: object) -> tuple[BufferedLineHandler, CountingStream]:
+    stream = CountingStream()
+    handler = BufferedLineHandler(stream, **kwargs)  # type: ignore[arg-type]
+    handler.setFormatter(JsonLineFormatter(**FORMAT))
+    log.addHandler(handler)
+    return handler, stream
+
+
+async def written(stream: CountingStream, count: int, deadline: float = 10.0) -> list[dict]:
+    """Let the loop run until ``count`` lines are in ``stream`` (bounded)."""
+    end = time.monotonic() + deadline
+    while len(stream.getvalue().splitlines()) < count:
+        assert time.monotonic() < end, f"only {stream.getvalue().count(chr(10))} lines written"
+        await asyncio.sleep(0.005)
+    return stream.lines()
+
+
+# -- the formatter ------------------------------------------------------------------------
+
+
+def test_formatter_output_is_json_formatters():
+    ours, theirs = JsonLineFormatter(**FORMAT), JsonFormatter(**FORMAT)
+    cases = [
+        record(**PAIRED),
+        record("a %s message", level=logging.WARNING),
+        record({"event": "as_dict", "n": 1}),
+        record("no extras"),
+    ]
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        crash = record("internal error", level=logging.ERROR, event="internal_error")
+        crash.exc_info = sys.exc_info()
+    cases.append(crash)
+    for rec in cases:
+        mine, ref = ours.format(rec), theirs.format(rec)
+        assert mine == ref  # byte for byte: same fields, order, separators and time
+        assert json.loads(mine)["msg"] == rec.getMessage() or isinstance(rec.msg, dict)
+    assert "ValueError: boom" in json.loads(ours.format(crash))["exc_info"]
+
+
+def test_cached_time_follows_the_clock():
+    formatter = JsonLineFormatter(**FORMAT)
+    first, later = record(), record()
+    later.created = first.created + 3601.5
+    later.msecs = 500.0
+    plain = logging.Formatter()
+    for rec in (first, later, first):
+        assert formatter.formatTime(rec) == plain.formatTime(rec)
+    assert formatter.formatTime(first, "%Y") == time.strftime("%Y", time.localtime(first.created))
+
+
+def test_generic_options_still_work():
+    formatter = JsonLineFormatter(**FORMAT, static_fields={"service": "rendezvous"})
+    out = json.loads(formatter.format(record(**PAIRED)))
+    assert out["service"] == "rendezvous" and out["pairing"] == PAIRED["pairing"]
+
+
+# -- the handler --------------------------------------------------------------------------
+
+
+async def test_info_lines_wait_for_the_timer_and_go_out_in_one_write(logger):
+    _, stream = attach(logger, interval=0.05)
+    for i in range(20):
+        logger.info("paired", extra={**PAIRED, "pairing": f"n{i}"})
+    assert stream.getvalue() == ""  # buffered, not yet written
+    lines = await written(stream, 20)
+    assert [line["pairing"] for line in lines] == [f"n{i}" for i in range(20)]
+    assert stream.writes == 1
+
+
+async def test_warning_writes_everything_before_it_at_once(logger):
+    _, stream = attach(logger, interval=60)
+    logger.info("paired", extra=PAIRED)
+    logger.warning("refused", extra={"event": "refused", "reason": "junk"})
+    assert [line["event"] for line in stream.lines()] == ["paired", "refused"]
+    assert stream.writes == 1
+
+
+async def test_a_full_buffer_is_written_at_once(logger):
+    handler, stream = attach(logger, interval=60, capacity=8)
+    for i in range(20):
+        logger.info("paired", extra={**PAIRED, "pairing": f"n{i}"})
+    assert len(stream.lines()) == 16 and stream.writes == 2
+    handler.flush()
+    assert [line["pairing"] for line in stream.lines()] == [f"n{i}" for i in range(20)]
+
+
+def test_without_a_running_loop_each_line_is_written_at_once(logger):
+    _, stream = attach(logger, interval=60)
+    logger.info("paired", extra=PAIRED)
+    assert stream.lines()[0]["event"] == "paired"
+    logger.debug("waiting", extra={"event": "waiting"})
+    assert len(stream.lines()) == 2
+
+
+def test_lines_left_by_a_closed_loop_go_out_with_the_next_loop(logger):
+    handler, stream = attach(logger, interval=60)
+
+    async def one(name: str) -> None:
+        logger.info("paired", extra={**PAIRED, "pairing": name})
+
+    asyncio.run(one("first"))  # its timer dies with its loop
+    assert stream.getvalue() == ""
+
+    async def second() -> list[dict]:
+        handler.interval = 0.01
+        await one("second")
+        return await written(stream, 2)
+
+    assert [line["pairing"] for line in asyncio.run(second())] == ["first", "second"]
+
+
+def test_close_writes_what_is_buffered(logger):
+    handler, stream = attach(logger, interval=60)
+
+    async def log_some() -> None:
+        for i in range(5):
+            logger.info("paired", extra={**PAIRED, "pairing": f"n{i}"})
+
+    asyncio.run(log_some())
+    assert stream.getvalue() == ""
+    handler.close()
+    assert len(stream.lines()) == 5
+
+
+async def test_threads_and_the_loop_never_split_a_line(logger):
+    _, stream = attach(logger, interval=0.01, capacity=7)
+    per_thread, threads = 300, 4
+
+    def spam(t: int) -> None:
+        for i in range(per_thread):
+            logger.info("paired", extra={**PAIRED, "pairing": f"t{t}_{i}"})
+
+    workers = [threading.Thread(target=spam, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        for i in range(per_thread):  # the loop thread logs too, buffered
+            logger.info("paired", extra={**PAIRED, "pairing": f"loop_{i}"})
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+    assert not any(worker.is_alive() for worker in workers)
+    lines = await written(stream, per_thread * (threads + 1))  # each one parses whole
+    names = [line["pairing"] for line in lines]
+    assert len(set(names)) == len(names) == per_thread * (threads + 1)
+
+
+def test_a_broken_stream_does_not_raise(logger):
+    stream = CountingStream()
+    handler = BufferedLineHandler(stream)
+    handler.setFormatter(JsonLineFormatter(**FORMAT))
+    logger.addHandler(handler)
+    stream.close()
+    logger.warning("refused", extra={"event": "refused"})  # must not raise
+    assert handler.lines == []
+
+
+def test_configure_logging_replaces_and_closes_the_old_handler():
+    log = logging.getLogger("rendezvous")
+    saved = log.handlers[:], log.level, log.propagate
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved_switches = {name: getattr(logging, name) for name in switches}
+    first, second = CountingStream(), CountingStream()
+    try:
+        configure_logging("INFO", stream=first)
+        log.info("one", extra={"event": "one"})
+        configure_logging("WARNING", stream=second)
+        log.info("dropped", extra={"event": "dropped"})
+        log.warning("two", extra={"event": "two"})
+        assert [line["event"] for line in first.lines()] == ["one"]
+        assert [line["event"] for line in second.lines()] == ["two"]
+        assert len(log.handlers) == 1
+    finally:
+        for handler in log.handlers:
+            handler.close()
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+        for name, value in saved_switches.items():
+            setattr(logging, name, value)
+
+
+# -- the process: nothing lost at exit ----------------------------------------------------
+
+CRASH = textwrap.dedent(
+    """
+    import asyncio, logging
+    from rendezvous.logs import configure_logging
+    configure_logging("INFO")
+    log = logging.getLogger("rendezvous")
+
+    async def main():
+        for i in range(200):
+            log.info("paired", extra={"event": "paired", "pairing": f"c{i}"})
+        raise RuntimeError("crash with lines buffered")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_crashing_process_still_writes_every_buffered_line():
+    out = subprocess.run([sys.executable, "-c", CRASH], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "crash with lines buffered" in out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [line["pairing"] for line in lines] == [f"c{i}" for i in range(200)]
