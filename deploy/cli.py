@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import click
 
-from deploy.pipeline.cli import pipeline
-from deploy.server.cli import server
 from rendezvous import __version__
+from rendezvous.extras import require_extra
+
+# Checked before the command modules import them: a clear pip command, not a traceback.
+require_extra("rendezvous-deploy", "aws", ("boto3", "rich", "dns"))
+
+from deploy.pipeline.cli import pipeline  # noqa: E402
+from deploy.server.cli import server  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

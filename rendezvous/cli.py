@@ -17,7 +17,10 @@ from types import FrameType
 import click
 
 from rendezvous import __version__
+from rendezvous.extras import require_extra
 from rendezvous.settings import Settings
+
+SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
 
 log = logging.getLogger("rendezvous")
 
@@ -143,6 +146,7 @@ def serve(no_http: bool, **options: object) -> None:
     for up to --drain-timeout seconds, closes the rest and exits 0.
     """
     install_early_signal_handlers()
+    require_extra("rendezvous serve", "server", SERVER_MODULES)
     from rendezvous.logs import configure_logging, flush_logs
     from rendezvous.loops import new_event_loop
 

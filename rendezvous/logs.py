@@ -52,6 +52,15 @@ class JsonLineFormatter(JsonFormatter):
             self._time_second = second
         return self.default_msec_format % (self._time_text, record.msecs)
 
+
+class UtcJsonLineFormatter(JsonLineFormatter):
+    """ISO-8601 UTC timestamps (``2026-11-22T01:06:42.780Z``): log collectors (CloudWatch,
+    Loki) and people in other time zones read them without guessing the server's zone."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
@@ -147,10 +156,15 @@ class BufferedLineHandler(logging.StreamHandler):
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> BufferedLineHandler:
-    """Send the ``rendezvous`` logger's records to ``stream`` (stderr) as JSON lines."""
+    """Send the ``rendezvous`` logger's records to ``stream`` (stderr) as JSON lines.
+
+    Meant for the ``rendezvous serve`` process, which it owns: it also turns off
+    logging's process-wide caller/thread/process lookups. Programs that embed the server
+    (``BackgroundServer``) keep their own logging setup and do not call this.
+    """
     handler = BufferedLineHandler(stream or sys.stderr)
     handler.setFormatter(
-        JsonLineFormatter(
+        UtcJsonLineFormatter(
             "{asctime}{levelname}{message}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "message": "msg"},

@@ -4,9 +4,11 @@ that never lose or split a line (timer, WARNING, capacity, no loop, close, exit)
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -272,3 +274,20 @@ def test_a_crashing_process_still_writes_every_buffered_line():
     assert out.returncode == 1 and "crash with lines buffered" in out.stderr
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     assert [line["pairing"] for line in lines] == [f"c{i}" for i in range(200)]
+
+
+def test_log_time_is_iso8601_utc():
+    stream = io.StringIO()
+    handler = configure_logging("INFO", stream=stream)
+    try:
+        before = time.time()
+        logging.getLogger("rendezvous.test").warning("clock")
+        handler.flush()
+    finally:
+        handler.close()
+    stamp = json.loads(stream.getvalue().splitlines()[-1])["time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+    assert abs(parsed.timestamp() - before) < 5
