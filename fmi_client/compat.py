@@ -7,6 +7,10 @@ fix FMI's field problems: ``max_timeout`` bounds *pairing* only (never below
 MIN_PAIRING_TIMEOUT, so a cold start is waited for) and is not applied as a socket
 timeout to data transfers; custom functions that are declared non-associative or
 non-commutative are folded strictly left to right in rank order.
+
+FMI's Lambdas meet at the original TCPunch server, which speaks protocol v1 only, so v1
+is the default here; ``backends.Direct.protocol: "v2"`` in fmi.json (or the keyword
+``protocol="v2"``) selects the fork's protocol, which the project's server also speaks.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from fmi_client.errors import FmiClientError
 #: Seconds a pairing may wait at least, whatever fmi.json's max_timeout says (FMI's
 #: default of 1000 ms made every cold start a failure).
 MIN_PAIRING_TIMEOUT = 60.0
+#: FMI's server (the original TCPunch) speaks v1 only; an unchanged worker must too.
+DEFAULT_PROTOCOL = "v1"
+PROTOCOLS = ("v1", "v2")
 
 
 class datatypes(enum.Enum):
@@ -120,12 +127,21 @@ def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str]:
         raise FmiClientError(f"{os.fspath(path)!r}: backends.Direct needs a 'host'")
     timeout_ms = float(direct.get("max_timeout", 1000))
     timeout = max(timeout_ms / 1000.0, MIN_PAIRING_TIMEOUT)
-    protocol = str(direct.get("protocol", "v2"))
+    protocol = direct.get("protocol", DEFAULT_PROTOCOL)
+    if protocol not in PROTOCOLS:
+        raise FmiClientError(
+            f'{os.fspath(path)!r}: backends.Direct.protocol must be "v1" (the original '
+            f"TCPunch server, FMI's) or \"v2\" (the fork's), not {protocol!r}"
+        )
     return str(direct["host"]), int(direct.get("port", 10000)), timeout, protocol
 
 
 class Communicator:
-    """FMI's ``fmi.Communicator(peer_id, num_peers, config_path, comm_name, faas_memory)``."""
+    """FMI's ``fmi.Communicator(peer_id, num_peers, config_path, comm_name, faas_memory)``.
+
+    ``protocol`` ("v1" or "v2", a keyword FMI does not have) overrides fmi.json's
+    ``backends.Direct.protocol``; without either it is "v1", what FMI's server speaks.
+    """
 
     def __init__(
         self,
@@ -134,8 +150,14 @@ class Communicator:
         config_path: str | os.PathLike[str],
         comm_name: str,
         faas_memory: int = 128,
+        *,
+        protocol: str | None = None,
     ) -> None:
-        host, port, timeout, protocol = _read_config(config_path)
+        host, port, timeout, configured = _read_config(config_path)
+        if protocol is None:
+            protocol = configured
+        elif protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
         # model.Direct.resolve_host_dns: we always resolve host names (IPs pass through).
         self.faas_memory = faas_memory
         self.hint_value = hints.fast

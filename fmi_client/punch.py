@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import selectors
 import socket
 import time
@@ -48,6 +49,13 @@ ATTEMPT_LIFETIME = 1.0
 #: Pause between attempts to reach a server that refuses connections (it may be starting).
 SERVER_RETRY_FIRST = 0.05
 SERVER_RETRY_CAP = 1.0
+#: Liveness of punched connections (seconds, probes): an idle connection whose peer vanished
+#: (a frozen Lambda, a host gone from the network) fails after about IDLE + INTERVAL * COUNT.
+KEEPALIVE_IDLE = 15
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 4
+#: A v1 wait the server ended is rejoined only if at least this much of the deadline is left.
+MIN_REJOIN = 0.05
 
 
 @dataclass
@@ -59,7 +67,11 @@ class _Rendezvous:
 
 
 class _ServerClosed(Exception):
-    pass
+    """EOF or reset from the server; ``received`` bytes of the awaited reply had come."""
+
+    def __init__(self, why: str, received: int) -> None:
+        super().__init__(why)
+        self.received = received
 
 
 def _remaining(deadline: float) -> float:
@@ -123,18 +135,26 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
         try:
             chunk = sock.recv(size - len(buf))
         except ConnectionError as exc:
-            raise _ServerClosed(str(exc)) from exc
+            raise _ServerClosed(f"{exc} after {len(buf)} of {size} bytes", len(buf)) from exc
         if not chunk:
-            raise _ServerClosed(f"after {len(buf)} of {size} bytes")
+            raise _ServerClosed(f"EOF after {len(buf)} of {size} bytes", len(buf))
         buf += chunk
     return bytes(buf)
 
 
-def _never_arrived(name: str, server: tuple[str, int], timeout: float) -> PeerNeverArrived:
+def _never_arrived(
+    name: str, server: tuple[str, int], timeout: float, v1_expiries: int = 0
+) -> PeerNeverArrived:
+    rejoined = (
+        f" The v1 server ended our wait {v1_expiries} time(s) (its own wait limit); we "
+        "rejoined each time until our deadline."
+        if v1_expiries
+        else ""
+    )
     return PeerNeverArrived(
         f"pairing {name!r}: no peer arrived at the rendezvous server {server[0]}:{server[1]} "
-        f"within {timeout:.1f} s. Check that the other side uses the same name and server, "
-        "or give it more time (timeout=...).",
+        f"within {timeout:.1f} s.{rejoined} Check that the other side uses the same name and "
+        "server, or give it more time (timeout=...).",
         name=name,
     )
 
@@ -147,25 +167,82 @@ def _lost_server(name: str, server: tuple[str, int], why: str) -> RendezvousUnre
     )
 
 
-def _rendezvous_v1(name: str, server: tuple[str, int], deadline: float, timeout: float):
-    request = encode_v1_name(name)
-    sock = _connect_server(server, name, deadline)
+def _garbage(name: str, server: tuple[str, int], what: str) -> RendezvousUnreachable:
+    return RendezvousUnreachable(
+        f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} answered with "
+        f"something that is not a TCPunch v1 reply ({what}). Is it a TCPunch server? "
+        "Try protocol='v2' if it is the fork's server."
+    )
+
+
+def _v1_no_more_data(sock: socket.socket) -> bool:
+    """Whether nothing follows the peer's endpoint yet: a v1 server sends 16 bytes and closes."""
+    sock.setblocking(False)
     try:
-        local = Endpoint(*sock.getsockname()[:2])
-        sock.sendall(request)
-        log.info("pairing %r: waiting at %s:%d (v1)", name, *server)
-        public = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
-        peer = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
-        return _Rendezvous(sock, local, public, peer)
-    except TimeoutError:
+        return not sock.recv(1, socket.MSG_PEEK)
+    except OSError:  # nothing yet (EAGAIN), or a reset: neither makes the reply wrong
+        return True
+
+
+def _rendezvous_v1(name: str, server: tuple[str, int], deadline: float, timeout: float):
+    """Wait at a v1 server, rejoining whenever the server ends a wait that went on too long.
+
+    A v1 server answers our own endpoint at once, the peer's when it comes, then closes.
+    When its wait limit passes it just closes: EOF after our endpoint means "rejoin", not
+    "broken server". EOF before our endpoint, a partial reply, or bytes after the reply do
+    mean the far end is not a TCPunch v1 server.
+    """
+    request = encode_v1_name(name)
+    expiries = 0
+    pause = SERVER_RETRY_FIRST
+    while True:
+        sock = _connect_server(server, name, deadline)
+        joined = time.monotonic()
+        try:
+            local = Endpoint(*sock.getsockname()[:2])
+            try:
+                sock.sendall(request)
+            except ConnectionError as exc:
+                raise _lost_server(name, server, f"sending the name: {exc}") from None
+            log.info("pairing %r: waiting at %s:%d (v1)", name, *server)
+            try:
+                public = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
+            except _ServerClosed as exc:
+                raise _lost_server(name, server, str(exc)) from None
+            if public.port == 0:
+                raise _garbage(name, server, f"our own endpoint {public} has port 0")
+            try:
+                reply = _recv_exact(sock, ENDPOINT_SIZE, deadline)
+            except _ServerClosed as exc:
+                if exc.received:
+                    raise _garbage(name, server, f"a partial peer endpoint: {exc}") from None
+                reply = None
+            if reply is not None:
+                peer = unpack_endpoint(reply)
+                if peer.port == 0 or peer.ip == "0.0.0.0":
+                    raise _garbage(name, server, f"peer endpoint {peer}")
+                if not _v1_no_more_data(sock):
+                    raise _garbage(name, server, "more than two 8-byte endpoints")
+                return _Rendezvous(sock, local, public, peer)
+        except TimeoutError:
+            sock.close()
+            raise _never_arrived(name, server, timeout, expiries) from None
+        except BaseException:
+            sock.close()
+            raise
         sock.close()
-        raise _never_arrived(name, server, timeout) from None
-    except _ServerClosed as exc:
-        sock.close()
-        raise _lost_server(name, server, str(exc)) from None
-    except BaseException:
-        sock.close()
-        raise
+        # The server ended our wait (its v1 wait limit): rejoin under the same name.
+        expiries += 1
+        waited = time.monotonic() - joined
+        short = waited < SERVER_RETRY_CAP  # a server that ends waits at once: do not hammer it
+        if _remaining(deadline) <= (pause if short else 0) + MIN_REJOIN:
+            raise _never_arrived(name, server, timeout, expiries)
+        log.info("pairing %r: the v1 server ended our wait after %.1f s; rejoining", name, waited)
+        if short:
+            time.sleep(pause)
+            pause = min(pause * 2, SERVER_RETRY_CAP)
+        else:
+            pause = SERVER_RETRY_FIRST
 
 
 def _rendezvous_v2(name: str, server: tuple[str, int], deadline: float, timeout: float):
@@ -328,6 +405,44 @@ def _punch(rv: _Rendezvous, name: str, deadline: float) -> socket.socket:
     return winner
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """TCP keepalive (and optionally TCP_USER_TIMEOUT) settings for a punched socket."""
+
+    idle: float = KEEPALIVE_IDLE
+    interval: float = KEEPALIVE_INTERVAL
+    count: int = KEEPALIVE_COUNT
+    user_timeout: float | None = None
+
+    def check(self) -> None:
+        if self.idle < 1 or self.interval < 1:
+            raise ValueError(
+                f"keepalive_idle and keepalive_interval are whole seconds >= 1, not "
+                f"{self.idle!r} and {self.interval!r}"
+            )
+        if not 1 <= self.count <= 127:
+            raise ValueError(f"keepalive_count must be in 1..127 (Linux), not {self.count!r}")
+        if self.user_timeout is not None and self.user_timeout <= 0:
+            raise ValueError(
+                f"user_timeout must be positive seconds or None, not {self.user_timeout!r}"
+            )
+
+    def apply(self, sock: socket.socket) -> None:
+        """Set what this platform has (Linux: all; macOS: no TCP_USER_TIMEOUT)."""
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle_option = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
+        for option, value in (
+            (idle_option, math.ceil(self.idle)),
+            (getattr(socket, "TCP_KEEPINTVL", None), math.ceil(self.interval)),
+            (getattr(socket, "TCP_KEEPCNT", None), self.count),
+        ):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        if self.user_timeout is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            milliseconds = max(1, math.ceil(self.user_timeout * 1000))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+
+
 def pair(
     name: str,
     host: str,
@@ -336,17 +451,40 @@ def pair(
     timeout: float = 120.0,
     protocol: str = "v2",
     punch_timeout: float = PUNCH_WINDOW,
+    keepalive: bool = True,
+    keepalive_idle: float = KEEPALIVE_IDLE,
+    keepalive_interval: float = KEEPALIVE_INTERVAL,
+    keepalive_count: int = KEEPALIVE_COUNT,
+    user_timeout: float | None = None,
 ) -> socket.socket:
     """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
 
     ``timeout`` bounds everything (reaching the server, waiting for the peer, punching);
     the punch itself gets at most ``punch_timeout`` of it. ``protocol`` is "v2" (the
     fork's protocol, resumes after server timeouts) or "v1" (the original TCPunch, FMI's
-    server). Raises RendezvousUnreachable, PeerNeverArrived or PunchFailed. Safe to call
-    from several threads at once; nothing is left open on any path but the result.
+    server; when it ends a long wait we rejoin until ``timeout``). Raises
+    RendezvousUnreachable, PeerNeverArrived or PunchFailed. Safe to call from several
+    threads at once; nothing is left open on any path but the result.
+
+    With ``keepalive`` (the default) the socket sends TCP keepalive probes after
+    ``keepalive_idle`` s of silence, every ``keepalive_interval`` s, and gives up after
+    ``keepalive_count`` unanswered ones, so a peer that vanished (frozen, unplugged) makes a
+    waiting recv() fail with an OSError (about 35 s with the defaults) instead of blocking
+    forever. ``user_timeout`` (seconds, Linux TCP_USER_TIMEOUT, off by default) also
+    bounds how long sent data may stay unacknowledged, but it then replaces
+    ``keepalive_count`` and it resets the connection when the peer, alive, stops reading
+    for that long with our data queued (a zero window): only set it above the longest
+    pause of a peer that does not read.
     """
     if protocol not in ("v1", "v2"):
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+    liveness = (
+        Liveness(keepalive_idle, keepalive_interval, keepalive_count, user_timeout)
+        if keepalive
+        else None
+    )
+    if liveness is not None:
+        liveness.check()
     started = time.monotonic()
     deadline = started + timeout
     try:
@@ -363,6 +501,13 @@ def pair(
         rv = _rendezvous_v2(name, server, deadline, timeout)
     try:
         log.info("pairing %r: paired with %s; punching from %s", name, rv.peer, rv.local)
-        return _punch(rv, name, min(deadline, time.monotonic() + punch_timeout))
+        sock = _punch(rv, name, min(deadline, time.monotonic() + punch_timeout))
     finally:
         rv.sock.close()
+    if liveness is not None:
+        try:
+            liveness.apply(sock)
+        except BaseException:
+            sock.close()
+            raise
+    return sock

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import fmi_client.compat as fmi
 from fmi_client import FmiClientError
-from tests.client.ranks import run_ranks
+from tests.client.ranks import REPO, RankResult, run_ranks
+from tests.conftest import free_port
+from tests.facilities import require
 
 
-def write_config(path: Path, host: str, port: int) -> Path:
+def write_config(path: Path, host: str, port: int, **direct: object) -> Path:
+    """FMI's fmi.json as FMI's users write it (extra ``direct`` keys only when given)."""
     config = {
         "backends": {
-            "Direct": {"enabled": True, "host": host, "port": port, "max_timeout": 1000},
+            "Direct": {
+                "enabled": True,
+                "host": host,
+                "port": port,
+                "max_timeout": 1000,
+                **direct,
+            },
         },
         "model": {"Direct": {"resolve_host_dns": True}},
     }
@@ -23,15 +38,88 @@ def write_config(path: Path, host: str, port: int) -> Path:
     return path
 
 
-def test_fmi_style_worker_runs_unchanged(server, tmp_path: Path) -> None:
-    size = 3
-    config = write_config(tmp_path / "fmi.json", server.host, server.port)
-    # the worker uses comm_name "fmi_pair" like FMI's examples; keep runs apart per pid
-    results = run_ranks(
+def run_fmi_workers(config: Path, size: int = 3) -> list[RankResult]:
+    # the worker uses comm_name "fmi_pair" like FMI's examples
+    return run_ranks(
         lambda rank: ["-m", "tests.client.fmi_style_worker", str(config), str(rank), str(size)],
         size,
         timeout=90,
     )
+
+
+@pytest.fixture(scope="module")
+def reference_v1_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """benchmarks/server_reference.c (the original TCPunch server's design, v1 only); its port.
+
+    Like the original it serves one connection at a time and stalls on a client that sends
+    nothing, so the readiness probe sends a throwaway name.
+    """
+    require(shutil.which("gcc") is not None, "gcc (to build the v1-only reference server)")
+    binary = tmp_path_factory.mktemp("v1server") / "server_reference"
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(binary), str(REPO / "benchmarks" / "server_reference.c")],
+        check=True,
+        timeout=120,
+    )
+    port = free_port()
+    proc = subprocess.Popen([str(binary), str(port)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.sendall(b"probe_%d" % os.getpid())
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the v1 reference server did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_fmi_style_worker_runs_unchanged(server, tmp_path: Path) -> None:
+    """Against the project's server (it speaks v1 and v2), with fmi.json choosing v2."""
+    size = 3
+    config = write_config(tmp_path / "fmi.json", server.host, server.port, protocol="v2")
+    results = run_fmi_workers(config, size)
+    assert_fmi_semantics(results, size)
+
+
+def test_fmi_style_worker_runs_unchanged_against_a_v1_only_server(
+    reference_v1_server: int, tmp_path: Path
+) -> None:
+    """FMI's deployed servers speak v1 only: an fmi.json without a protocol must just work."""
+    size = 3
+    config = write_config(tmp_path / "fmi.json", "127.0.0.1", reference_v1_server)
+    results = run_fmi_workers(config, size)
+    assert_fmi_semantics(results, size)
+
+
+def protocol_of(*args: object, **kwargs: object) -> str:
+    """The rendezvous protocol a compat Communicator would pair with (it pairs lazily)."""
+    with fmi.Communicator(*args, **kwargs) as comm:  # type: ignore[arg-type]
+        return comm.communicator.protocol
+
+
+def test_protocol_comes_from_fmi_json_or_the_keyword(tmp_path: Path) -> None:
+    plain = write_config(tmp_path / "plain.json", "127.0.0.1", 1)
+    v2 = write_config(tmp_path / "v2.json", "127.0.0.1", 1, protocol="v2")
+    assert protocol_of(0, 2, plain, "p") == "v1"  # what FMI's server speaks
+    assert protocol_of(0, 2, v2, "p") == "v2"
+    assert protocol_of(0, 2, v2, "p", protocol="v1") == "v1"
+    assert protocol_of(0, 2, plain, "p", 512, protocol="v2") == "v2"
+    bad = write_config(tmp_path / "bad.json", "127.0.0.1", 1, protocol="v3")
+    with pytest.raises(FmiClientError, match=r"backends\.Direct\.protocol"):
+        fmi.Communicator(0, 2, bad, "p")
+    with pytest.raises(ValueError, match="'v1' or 'v2'"):
+        fmi.Communicator(0, 2, plain, "p", protocol="V2")
+
+
+def assert_fmi_semantics(results: list[RankResult], size: int) -> None:
+    """What FMI's documented semantics give for tests/client/fmi_style_worker.py."""
     assert all(r.returncode == 0 for r in results), [r.stderr[-1500:] for r in results]
     out = {r.rank: r.json()["out"] for r in results}
     assert out[1]["recv_int"] == 42 and isinstance(out[1]["recv_int"], int)

@@ -7,7 +7,10 @@ naming the symmetric NAT. Needs root (CI runs as root and must not skip these).
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from fmi_client.punch import PUNCH_WINDOW
 from tests import natlab
 from tests.client.ranks import REPO, python_env, run_ranks
 from tests.facilities import require
@@ -114,3 +118,93 @@ def test_symmetric_nats_fail_fast_with_punch_failed(lab_available) -> None:
     for side in (a, b):
         assert side["ok"] is False and side["error"] == "PunchFailed", side
         assert "symmetric" in side["text"]
+        # "fail fast": within the punch window (plus the wait for the other side to start),
+        # far below pair()'s own 30 s deadline
+        assert side["elapsed_s"] < PUNCH_WINDOW + 2.0, side
+
+
+# One side of the liveness test: pair with short keepalive settings, then either wait in
+# recv() for data that never comes ("waiter") or just stay up until stdin closes.
+LIVENESS_PEER = """
+import json, sys, time
+from fmi_client import pair
+host, port, name, role = sys.argv[1:5]
+sock = pair(name, host, int(port), timeout=30, keepalive_idle=1, keepalive_interval=1,
+            keepalive_count=2)
+print(json.dumps({"paired": True}), flush=True)
+if role == "waiter":
+    started = time.monotonic()
+    try:
+        data = sock.recv(1)
+        report = {"error": None, "data": data.hex()}
+    except OSError as exc:
+        report = {"error": type(exc).__name__, "errno": exc.errno, "text": str(exc)}
+    report["elapsed_s"] = time.monotonic() - started
+    print(json.dumps(report), flush=True)
+else:
+    sys.stdin.read()
+"""
+
+
+def read_json_line(proc: subprocess.Popen, deadline: float, what: str) -> dict:
+    """The next JSON line ``proc`` prints, or AssertionError at the deadline."""
+    remaining = deadline - time.monotonic()
+    ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
+    if not ready:
+        raise AssertionError(f"{what}: no output within the deadline")
+    line = proc.stdout.readline()
+    if not line.startswith("{"):
+        raise AssertionError(f"{what}: printed {line!r}; stderr: {proc.stderr.read()[-1500:]}")
+    return json.loads(line)
+
+
+def test_peer_whose_link_is_cut_is_detected_by_keepalive(lab_available) -> None:
+    """host_b's link goes down while host_a waits in recv(): keepalive ends the wait.
+
+    Without keepalive nothing would ever arrive (no FIN, no RST) and recv() would block
+    forever; with probes every second and 2 allowed misses it fails within seconds.
+    """
+    name = f"natlab-liveness-{os.getpid()}"
+    procs: list[subprocess.Popen] = []
+    with natlab.NatLab() as lab, lab_server(lab) as port:
+        try:
+            for host, role in ((lab.host_a, "waiter"), (lab.host_b, "vanisher")):
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            *lab.exec_prefix(host),
+                            sys.executable,
+                            "-c",
+                            LIVENESS_PEER,
+                            lab.server_ip,
+                            str(port),
+                            name,
+                            role,
+                        ],
+                        cwd=REPO,
+                        env=python_env(),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            deadline = time.monotonic() + 40
+            for proc, role in zip(procs, ("waiter", "vanisher"), strict=True):
+                assert read_json_line(proc, deadline, role)["paired"]
+            subprocess.run(
+                [*lab.exec_prefix(lab.host_b), "ip", "link", "set", "eth0", "down"],
+                check=True,
+                timeout=30,
+            )
+            report = read_json_line(procs[0], time.monotonic() + 30, "waiter after the cut")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    stream.close()
+    assert report["error"] is not None, report  # an OSError, which Channel turns into PeerLost
+    assert report["errno"] in (errno.ETIMEDOUT, errno.EHOSTUNREACH), report
+    assert report["elapsed_s"] < 15, report  # keepalive: about 1 s idle + 2 probes 1 s apart

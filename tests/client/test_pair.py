@@ -20,6 +20,7 @@ from fmi_client import (
 )
 from rendezvous.embedded import BackgroundServer
 from tcpunch import pack_endpoint
+from tests.facilities import require
 
 
 def open_fds() -> int:
@@ -206,3 +207,155 @@ def test_punch_failure_says_the_nat_looks_symmetric() -> None:
     assert "symmetric" in message and "'sym'" in message
     assert f"127.0.0.1:{dead_port}" in message
     assert_fds_back_to(fds - 2)
+
+
+def test_v1_rejoins_when_the_server_ends_its_wait() -> None:
+    """A v1 server closes a wait after 0.5 s; the client rejoins and still meets its peer."""
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, v1_peer_timeout=0.5) as srv:
+        name = unique("v1-rejoin")
+
+        def make(i: int) -> socket.socket:
+            if i == 1:
+                time.sleep(1.3)  # two of the server's waits end before the peer comes
+            return pair(name, srv.host, srv.port, timeout=20, protocol="v1")
+
+        a, b = pair_both(make)
+        try:
+            a.sendall(b"rejoined")
+            assert b.recv(16) == b"rejoined"
+        finally:
+            a.close()
+            b.close()
+
+
+def test_v1_wait_ended_by_the_server_until_our_deadline_is_peer_never_arrived() -> None:
+    """Not RendezvousUnreachable: the server answered, only the peer did not come."""
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, v1_peer_timeout=0.5) as srv:
+        name = unique("v1-expiry")
+        fds = open_fds()
+        started = time.monotonic()
+        with pytest.raises(PeerNeverArrived) as info:
+            pair(name, srv.host, srv.port, protocol="v1", timeout=2)
+        waited = time.monotonic() - started
+        assert_fds_back_to(fds)
+    message = str(info.value)
+    assert repr(name) in message and f"{srv.host}:{srv.port}" in message
+    assert "ended our wait" in message and info.value.name == name
+    assert waited > 1.5  # it kept rejoining instead of giving up at the first expiry
+
+
+class FakeV1Server:
+    """A listener that answers one connection with fixed bytes, then closes it."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            conn.recv(100)
+            if self.reply:
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.thread.join(timeout=15)
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (b"", "closed the connection before pairing"),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "not a TCPunch v1 reply"),
+        (pack_endpoint("127.0.0.1", 40000) + b"abc", "partial peer endpoint"),
+        (pack_endpoint("127.0.0.1", 0), "port 0"),
+    ],
+    ids=["closes-at-once", "http", "partial", "port-zero"],
+)
+def test_v1_server_that_closes_at_once_or_sends_garbage_is_unreachable(
+    reply: bytes, says: str
+) -> None:
+    fake = FakeV1Server(reply)
+    fds = open_fds()
+    try:
+        with pytest.raises(RendezvousUnreachable) as info:
+            pair("garbage-test", "127.0.0.1", fake.port, protocol="v1", timeout=5)
+    finally:
+        fake.close()
+    assert says in str(info.value) and "'garbage-test'" in str(info.value)
+    assert_fds_back_to(fds - 1)  # the fake's listener is closed too
+
+
+def tcp_option(sock: socket.socket, name: str) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+
+
+def test_punched_sockets_have_keepalive_by_default(server) -> None:
+    require(
+        all(hasattr(socket, n) for n in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")),
+        "Linux TCP keepalive socket options",
+    )
+    name = unique("keepalive")
+    a, b = pair_both(lambda i: pair(name, server.host, server.port, timeout=20))
+    try:
+        for sock in (a, b):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert tcp_option(sock, "TCP_KEEPIDLE") == 15
+            assert tcp_option(sock, "TCP_KEEPINTVL") == 5
+            assert tcp_option(sock, "TCP_KEEPCNT") == 4
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # off by default: it kills slow readers
+                assert tcp_option(sock, "TCP_USER_TIMEOUT") == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_keepalive_and_user_timeout_are_configurable(server) -> None:
+    require(hasattr(socket, "TCP_USER_TIMEOUT"), "Linux TCP_USER_TIMEOUT")
+    name = unique("keepalive-custom")
+
+    def make(i: int) -> socket.socket:
+        if i == 1:
+            return pair(name, server.host, server.port, timeout=20, keepalive=False)
+        return pair(
+            name,
+            server.host,
+            server.port,
+            timeout=20,
+            keepalive_idle=2,
+            keepalive_interval=1.5,  # whole seconds on the wire: rounded up
+            keepalive_count=3,
+            user_timeout=7.5,
+        )
+
+    a, b = pair_both(make)
+    try:
+        assert a.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert tcp_option(a, "TCP_KEEPIDLE") == 2
+        assert tcp_option(a, "TCP_KEEPINTVL") == 2
+        assert tcp_option(a, "TCP_KEEPCNT") == 3
+        assert tcp_option(a, "TCP_USER_TIMEOUT") == 7500
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"keepalive_idle": 0}, {"keepalive_count": 0}, {"keepalive_count": 200}, {"user_timeout": 0}],
+)
+def test_bad_keepalive_settings_are_refused_before_any_traffic(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        pair("never-sent", "127.0.0.1", 1, timeout=1, **bad)
