@@ -11,8 +11,6 @@ import base64
 import hashlib
 import io
 import json
-import re
-import string
 import tempfile
 import time
 import zipfile
@@ -22,8 +20,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from deploy import roles
 from deploy.aws import Aws, DeployError, error_code
 from deploy.pipeline.report import ReportLine, parse_report_line
+from deploy.roles import policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 ASL = REPO_ROOT / "examples" / "pipeline" / "statemachine.asl.json"
@@ -145,43 +145,16 @@ def definition(initialize_arn: str, worker_arn: str, summarize_arn: str) -> dict
 
 # -- IAM -----------------------------------------------------------------------------------
 # The roles' policies live in deploy/iam/pipeline-*.json (one source of truth, also read by
-# the policy tests). ``${Key}`` placeholders take a string; a list element that is exactly
-# ``"${Key}"`` takes a list of strings, spliced in (the S3 resources depend on --bucket).
+# the policy tests), filled and applied by deploy.roles, which the server uses too.
+# ``${Key}`` placeholders take a string; a list element that is exactly ``"${Key}"`` takes
+# a list of strings, spliced in (the S3 resources depend on --bucket).
 
-POLICY_DIR = REPO_ROOT / "deploy" / "iam"
 LAMBDA_TRUST = "trust-lambda"
 STATES_TRUST = "pipeline-trust-states"
 LAMBDA_POLICY = "pipeline-lambda"
 STATES_POLICY = "pipeline-states"
 ITEMS_FILE = "_pipeline/items.json"  # Initialize's ITEMS_NAME; the only key the Map reads
-_WHOLE_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
-
-
-def _fill(node: Any, values: dict[str, str | list[str]]) -> Any:
-    if isinstance(node, dict):
-        return {key: _fill(value, values) for key, value in node.items()}
-    if isinstance(node, list):
-        out: list[Any] = []
-        for element in node:
-            whole = _WHOLE_PLACEHOLDER.fullmatch(element) if isinstance(element, str) else None
-            if whole and isinstance(values.get(whole.group(1)), list):
-                out.extend(values[whole.group(1)])
-            else:
-                out.append(_fill(element, values))
-        return out
-    if isinstance(node, str):
-        scalars = {k: v for k, v in values.items() if isinstance(v, str)}
-        return string.Template(node).substitute(scalars)
-    return node
-
-
-def policy(name: str, **values: str | list[str]) -> dict[str, Any]:
-    """deploy/iam/<name>.json with its placeholders filled; a missing value is an error."""
-    document = json.loads((POLICY_DIR / f"{name}.json").read_text())
-    try:
-        return dict(_fill(document, values))
-    except KeyError as err:
-        raise DeployError(f"{name}.json needs a value for ${{{err.args[0]}}}") from err
+ROLE_DESCRIPTION = "made by rendezvous-deploy pipeline up"
 
 
 def s3_location(text: str) -> tuple[str, str]:
@@ -255,22 +228,8 @@ def states_policy(
 def ensure_role(
     aws: Aws, name: str, trust: dict[str, Any], inline: dict[str, Any]
 ) -> tuple[str, bool]:
-    """A role with the ``trust`` policy and one inline policy named after it."""
-    iam = aws.client("iam")
-    changed = False
-    try:
-        role = iam.get_role(RoleName=name)["Role"]
-    except Exception as err:
-        if error_code(err) != "NoSuchEntity":
-            raise
-        role = iam.create_role(
-            RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(trust),
-            Description="made by rendezvous-deploy pipeline up",
-        )["Role"]
-        changed = True
-    iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(inline))
-    return str(role["Arn"]), changed
+    """A role with the ``trust`` policy and one inline policy named after it; (arn, changed)."""
+    return roles.ensure_role(aws, name, trust, inline, description=ROLE_DESCRIPTION)
 
 
 # -- Lambda ----------------------------------------------------------------------------------

@@ -45,12 +45,31 @@ def subnets(aws: Aws, settings: ServerSettings) -> list[dict[str, Any]]:
     return sorted(found, key=lambda s: s["SubnetId"])
 
 
+# The tag every security group `up` creates carries. deploy/iam/deployer.json lets the
+# deployer create groups only with it and add rules only to groups that have it, so the
+# deploying identity cannot open ports on anyone else's groups.
+MANAGED_BY_TAG = "rendezvous:managed-by"
+MANAGED_BY = "rendezvous-deploy"
+
+
+def managed(group: dict[str, Any]) -> bool:
+    """Whether ``group`` (as describe_security_groups returns it) carries our tag."""
+    return any(
+        t.get("Key") == MANAGED_BY_TAG and t.get("Value") == MANAGED_BY
+        for t in group.get("Tags", [])
+    )
+
+
 def _wanted_rules(settings: ServerSettings, vpc_cidr: str) -> list[tuple[int, str]]:
     return [(settings.port, "0.0.0.0/0"), (settings.http_port, settings.admin_cidr or vpc_cidr)]
 
 
 def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tuple[str, bool]:
-    """A group open on the rendezvous port to all, the HTTP port only to admin_cidr."""
+    """A group open on the rendezvous port to all, the HTTP port only to admin_cidr.
+
+    Created with the MANAGED_BY_TAG tag (TagSpecifications: no separate CreateTags call);
+    rules are added only to a group that has it, as the deployer policy allows.
+    """
     ec2 = aws.client("ec2")
     found = ec2.describe_security_groups(
         Filters=[
@@ -67,8 +86,15 @@ def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tu
             Description=f"rendezvous server {settings.name}: TCP {settings.port} public, "
             f"{settings.http_port} admin only",
             VpcId=vpc_id,
+            TagSpecifications=[
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}],
+                }
+            ],
         )["GroupId"]
-        group = {"GroupId": group_id, "IpPermissions": []}
+        group = {"GroupId": group_id, "IpPermissions": [],
+                 "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}]}
         changed = True
     vpc_cidr = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
     have = {
@@ -78,6 +104,15 @@ def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tu
         for r in p.get("IpRanges", [])
     }
     missing = [rule for rule in _wanted_rules(settings, vpc_cidr) if rule not in have]
+    if missing and not managed(group):
+        raise DeployError(
+            f"security group {group['GroupId']} ({settings.security_group_name}) lacks "
+            f"rules {', '.join(f'{port} from {cidr}' for port, cidr in missing)} and was not "
+            f"made by rendezvous-deploy (no tag {MANAGED_BY_TAG}={MANAGED_BY}), so "
+            f"deploy/iam/deployer.json does not let the deployer change it. Tag it (aws ec2 "
+            f"create-tags --resources {group['GroupId']} --tags "
+            f"Key={MANAGED_BY_TAG},Value={MANAGED_BY}) or delete it, then run up again"
+        )
     if missing:
         ec2.authorize_security_group_ingress(
             GroupId=group["GroupId"],

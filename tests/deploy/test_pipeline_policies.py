@@ -46,7 +46,7 @@ IAM_DIR = ROOT / "deploy" / "iam"
 PIPELINE_FILES = sorted(IAM_DIR.glob("pipeline-*.json"))
 # What `pipeline up / run / report` runs: the pipeline package and the ECR push it borrows.
 DEPLOY_CODE = [*sorted((ROOT / "deploy" / "pipeline").glob("*.py")),
-               ROOT / "deploy" / "server" / "image.py"]
+               ROOT / "deploy" / "server" / "image.py", ROOT / "deploy" / "roles.py"]
 FUNCTION_CODE = sorted((ROOT / "examples" / "pipeline").glob("*.py"))
 # Checked by AWS on the deployer's behalf, not called through boto3: passing the roles,
 # attaching the layer (CreateFunction), Lambda granting itself pulls from the worker's
@@ -137,7 +137,8 @@ def test_deployer_policy_allows_exactly_what_up_run_and_report_call() -> None:
     needed = static_actions(DEPLOY_CODE)
     assert len(needed) > 20, sorted(needed)  # the scan found the code's calls
     assert {"states:StartExecution", "lambda:PublishLayerVersion", "logs:FilterLogEvents",
-            "iam:PutRolePolicy", "states:ListMapRuns"} <= needed
+            "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy",
+            "states:ListMapRuns"} <= needed
     missing = sorted(a for a in needed if not covers(policy, a))
     assert not missing, f"add to deploy/iam/pipeline-deployer.json: {missing}"
     unused = sorted(policy - needed - IMPLIED_DEPLOYER)
@@ -157,8 +158,9 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
         assert resource_allows(policy, "logs:FilterLogEvents", group)
     for role in (names.lambda_role, names.states_role):
         role_arn = f"arn:aws:iam::{ACCOUNT}:role/{role}"
-        assert resource_allows(policy, "iam:PutRolePolicy", role_arn)
-        assert resource_allows(policy, "iam:PassRole", role_arn)
+        for action in ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy",
+                       "iam:PassRole"):
+            assert resource_allows(policy, action, role_arn), (action, role_arn)
     machine = f"arn:aws:states:{arn}:stateMachine:{names.state_machine}"
     assert resource_allows(policy, "states:CreateStateMachine", machine)
     assert resource_allows(policy, "states:StartExecution", machine)
@@ -345,7 +347,7 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     policy = allowed(deployer(name))
     outside = sorted(a for a in aws.actions if not covers(policy, a))
     assert not outside, outside
-    assert {"sts:GetCallerIdentity", "iam:CreateRole", "iam:PutRolePolicy",
+    assert {"sts:GetCallerIdentity", "iam:CreateRole", "iam:PutRolePolicy", "iam:GetRolePolicy",
             "lambda:PublishLayerVersion", "lambda:CreateFunction",
             "lambda:UpdateFunctionConfiguration", "lambda:UpdateFunctionCode",
             "lambda:GetFunctionConfiguration", "states:CreateStateMachine",

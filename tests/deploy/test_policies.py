@@ -17,17 +17,20 @@ import boto3
 import pytest
 
 from deploy.refresher.handler import handler
-from deploy.server import commands, follower, iam
+from deploy.server import commands, follower, iam, network
+from deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
-from tests.deploy.policyscan import SERVICES, allowed, covers, static_actions
+from tests.deploy.policyscan import SERVICES, allowed, covers, resource_allows, static_actions
 from tests.deploy.test_follow import task_state_change
 from tests.deploy.world import clients
 
 ROOT = Path(__file__).resolve().parents[2]
 IAM_DIR = ROOT / "deploy" / "iam"
-# Called by the docker engine during a push, or by AWS on our behalf, not by boto3.
+# Called by the docker engine during a push, or by AWS on our behalf, not by boto3
+# (ec2:CreateTags: create_security_group with TagSpecifications).
 IMPLIED_DEPLOYER = {
     "iam:PassRole",
+    "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
@@ -37,7 +40,8 @@ IMPLIED_DEPLOYER = {
 }
 
 
-DEPLOY_CODE = [*sorted((ROOT / "deploy" / "server").glob("*.py")), ROOT / "deploy" / "aws.py"]
+DEPLOY_CODE = [*sorted((ROOT / "deploy" / "server").glob("*.py")), ROOT / "deploy" / "aws.py",
+               ROOT / "deploy" / "roles.py"]
 FUNCTION_CODE = [ROOT / name for name in follower.FUNCTION_FILES]
 FILL = {
     "Region": "us-east-1",
@@ -48,6 +52,7 @@ FILL = {
     "Function": "rendezvous-dns-refresher",
     "Repository": "rendezvous",
     "LogGroup": "/ecs/rendezvous",
+    "Prefix": "rendezvous",
 }
 
 
@@ -129,3 +134,161 @@ def test_recorded_actions_of_a_full_run_are_found_by_the_scan(
     handler(task_state_change(task, cluster_arn, "rendezvous", "RUNNING"), None, aws=fn_aws)
     runtime = allowed(iam.policy("refresher", **FILL))
     assert fn_aws.actions and fn_aws.actions <= runtime, sorted(fn_aws.actions - runtime)
+
+
+# -- least privilege of the deployer ---------------------------------------------------------
+
+# Actions IAM cannot scope to a resource (the Service Authorization Reference lists no
+# resource type for them): the only ones a deployer.json statement may allow on "*"
+# without a condition.
+WITHOUT_RESOURCE_TYPES = {
+    "sts:GetCallerIdentity",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeNetworkInterfaces",
+    "ecr:GetAuthorizationToken",
+    "logs:DescribeLogGroups",
+    "ecs:DescribeTaskDefinition",
+    "route53:ListHostedZones",
+}
+# Actions on "*" whose only resource type is one we cannot name (ListTasks authorises on a
+# container instance, which Fargate has none of), narrowed by a condition key instead.
+SCOPED_BY_CONDITION = {"ecs:ListTasks": "ecs:cluster"}
+ACCOUNT = FILL["Account"]
+REGION = FILL["Region"]
+
+
+def deployer(prefix: str = "team-a", zone: str = "Z123", record: str = "rdv.example.com"
+             ) -> dict[str, Any]:
+    return iam.policy("deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix,
+                      HostedZoneId=zone, RecordName=record)
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def test_only_actions_without_resource_types_are_allowed_on_everything() -> None:
+    policy = deployer()
+    on_everything: set[str] = set()
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow" or "*" not in _listed(statement["Resource"]):
+            continue
+        assert _listed(statement["Resource"]) == ["*"], statement["Sid"]
+        actions = set(_listed(statement["Action"]))
+        if "Condition" in statement:
+            assert actions <= set(SCOPED_BY_CONDITION), f"scope these: {actions}"
+            keys = {key for test in statement["Condition"].values() for key in test}
+            assert keys == {SCOPED_BY_CONDITION[a] for a in actions}, statement["Sid"]
+        else:
+            on_everything |= actions
+    assert on_everything == WITHOUT_RESOURCE_TYPES
+    assert static_actions(DEPLOY_CODE) >= WITHOUT_RESOURCE_TYPES  # each one is really used
+
+
+def test_every_resource_names_the_service_of_its_actions() -> None:
+    for statement in deployer()["Statement"]:
+        services = {a.split(":")[0] for a in _listed(statement["Action"])}
+        for resource in _listed(statement["Resource"]):
+            if resource != "*":
+                assert {resource.split(":")[2]} == services, (statement["Sid"], resource)
+                assert "${" not in resource and ":*:*:" not in resource, resource
+
+
+def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None:
+    prefix = "team-a"
+    policy = deployer(prefix)
+    settings = ServerSettings(name=prefix, record="rdv.example.com")
+    arn = f"{REGION}:{ACCOUNT}"
+    cluster = settings.cluster_name
+    inside = {
+        "ecs:CreateCluster": f"arn:aws:ecs:{arn}:cluster/{cluster}",
+        "ecs:RegisterTaskDefinition": f"arn:aws:ecs:{arn}:task-definition/{settings.family}:7",
+        "ecs:UpdateService": f"arn:aws:ecs:{arn}:service/{cluster}/{settings.service_name}",
+        "ecs:DeleteService": f"arn:aws:ecs:{arn}:service/{cluster}/{settings.service_name}",
+        "ecs:CreateService": f"arn:aws:ecs:{arn}:service/{cluster}/{settings.service_name}",
+        "ecs:DescribeTasks": f"arn:aws:ecs:{arn}:task/{cluster}/0123456789abcdef",
+        "logs:CreateLogGroup": f"arn:aws:logs:{arn}:log-group:{settings.log_group}",
+        "logs:PutRetentionPolicy": f"arn:aws:logs:{arn}:log-group:{settings.log_group}:*",
+        "ecr:CreateRepository": f"arn:aws:ecr:{arn}:repository/{settings.repository}",
+        "route53:ChangeResourceRecordSets": "arn:aws:route53:::hostedzone/Z123",
+        "route53:GetChange": "arn:aws:route53:::change/C0123",
+        "iam:UpdateAssumeRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.execution_role}",
+        "iam:GetRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.refresher_role}",
+        "lambda:UpdateFunctionCode":
+            f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
+        "events:PutRule": f"arn:aws:events:{arn}:rule/{settings.refresher_rule}",
+        "ec2:AuthorizeSecurityGroupIngress": f"arn:aws:ec2:{arn}:security-group/sg-1",
+    }
+    for action, resource in inside.items():
+        assert resource_allows(policy, action, resource), (action, resource)
+    outside = {
+        "ecs:UpdateService": [f"arn:aws:ecs:{arn}:service/prod/api",
+                              f"arn:aws:ecs:{arn}:service/{cluster}/api",
+                              f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{cluster}/{prefix}"],
+        "ecs:DeleteService": [f"arn:aws:ecs:{arn}:service/prod/{prefix}"],
+        "ecs:RegisterTaskDefinition": [f"arn:aws:ecs:{arn}:task-definition/payroll:1"],
+        "logs:CreateLogGroup": [f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll",
+                                f"arn:aws:logs:{arn}:log-group:/ecs/payroll"],
+        "logs:PutRetentionPolicy": [f"arn:aws:logs:{arn}:log-group:/ecs/payroll:*"],
+        "route53:ChangeResourceRecordSets": ["arn:aws:route53:::hostedzone/ZOTHER"],
+        "iam:PutRolePolicy": [f"arn:aws:iam::{ACCOUNT}:role/admin",
+                              "arn:aws:iam::999999999999:role/team-a-task-execution"],
+        "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/payroll"],
+    }
+    for action, resources in outside.items():
+        for resource in resources:
+            assert not resource_allows(policy, action, resource), (action, resource)
+    # Each role is passable only as what it is, and only to the service that uses it.
+    passes = {s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
+              for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]}
+    assert passes == {
+        f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-task-execution": "ecs-tasks.amazonaws.com",
+        f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-dns-refresher": "lambda.amazonaws.com",
+    }
+
+
+def test_deployer_changes_only_the_a_record_of_its_name() -> None:
+    policy = deployer(record="rdv.example.com")
+    denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert {s["Resource"] for s in denies} == {"arn:aws:route53:::hostedzone/Z123"}
+    conditions = {key: values for s in denies
+                  for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()}
+    assert conditions == {
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["rdv.example.com"],
+        "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
+    }
+
+
+def test_security_group_rules_only_on_groups_the_code_tags() -> None:
+    """The tag the code puts on its group is the tag the policy asks for, in all three
+    places: creating (request tag), tagging (only during CreateSecurityGroup), and
+    opening ports (resource tag)."""
+    policy = deployer()
+    tag = network.MANAGED_BY_TAG
+    by_action: dict[str, list[dict[str, Any]]] = {}
+    for statement in policy["Statement"]:
+        for action in _listed(statement["Action"]):
+            by_action.setdefault(action, []).append(statement)
+
+    (authorize,) = by_action["ec2:AuthorizeSecurityGroupIngress"]
+    assert authorize["Condition"] == {
+        "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}}
+    (tagging,) = by_action["ec2:CreateTags"]
+    assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
+    creating = {s["Resource"]: s.get("Condition") for s in by_action["ec2:CreateSecurityGroup"]}
+    group_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"
+    assert creating[group_arn] == {
+        "StringEquals": {f"aws:RequestTag/{tag}": network.MANAGED_BY}}
+    assert set(creating) == {group_arn, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/*"}
+    # The code creates the group with that tag in the same call (no separate CreateTags).
+    source = (ROOT / "deploy" / "server" / "network.py").read_text()
+    assert "TagSpecifications" in source and "create_tags" not in source
+
+
+def test_deployer_policy_covers_the_role_updates() -> None:
+    policy = allowed(deployer())
+    assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
+            "ec2:CreateTags"} <= policy
+    assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy"} <= static_actions(DEPLOY_CODE)
