@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import tempfile
 import time
 import zipfile
@@ -28,6 +29,8 @@ from deploy.roles import policy
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 ASL = REPO_ROOT / "examples" / "pipeline" / "statemachine.asl.json"
 DOCKERFILE = "examples/pipeline/Dockerfile"
+# The image installs from wheels fetched on the host: the build itself needs no network.
+WHEELS_SCRIPT = "examples/pipeline/build-wheels.sh"
 HANDLER_FILES = (
     "examples/__init__.py",
     "examples/pipeline/__init__.py",
@@ -320,6 +323,15 @@ def build_and_push_worker(
 
     client = docker.from_env()
     local = f"{names.repository}:latest"
+    on_progress(f"fetching torch and numpy wheels on this host ({WHEELS_SCRIPT})")
+    fetched = subprocess.run(
+        ["bash", str(REPO_ROOT / WHEELS_SCRIPT)], capture_output=True, text=True, check=False
+    )
+    if fetched.returncode != 0:
+        raise DeployError(
+            f"fetching the worker image's wheels failed ({WHEELS_SCRIPT}):\n"
+            f"{fetched.stderr.strip()[-2000:]}"
+        )
     on_progress(f"building {local} from {DOCKERFILE}")
     try:
         client.images.build(path=str(REPO_ROOT), dockerfile=DOCKERFILE, tag=local, rm=True)
