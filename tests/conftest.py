@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.facilities import require
+from tests.processes import free_port, moto_process
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for servers that cannot take port 0)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]  # re-exported: tests import it from here
 
 
 @pytest.fixture(scope="session")
@@ -31,35 +20,8 @@ def moto_server() -> Iterator[str]:
     Tests talk to it over real HTTP with boto3 (endpoint_url), never in-process mocks.
     Use the ``aws_env`` fixture for a clean account per test.
     """
-    # The venv's own moto first: another one on PATH may be an older release.
-    venv_exe = Path(sys.executable).with_name("moto_server")
-    exe = str(venv_exe) if venv_exe.exists() else (shutil.which("moto_server") or str(venv_exe))
-    require(Path(exe).exists(), "moto_server (pip install 'moto[server]')")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start within 30 s") from None
-                time.sleep(0.1)
+    with moto_process() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from fmi_client.punch import PUNCH_WINDOW
 from tests import natlab
 from tests.client.ranks import REPO, python_env, run_ranks
 from tests.facilities import require
+from tests.processes import stop
 
 pytestmark = pytest.mark.netns
 
@@ -63,12 +64,7 @@ def lab_server(lab: natlab.NatLab) -> Iterator[int]:
             time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         proc.stderr.close()
 
 

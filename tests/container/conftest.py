@@ -25,6 +25,7 @@ import pytest
 
 from tests.container.engine import DOCKER_DIR, podman_env, prune_build_stages
 from tests.facilities import require
+from tests.processes import stop
 
 BASE_IMAGE = "localhost/rendezvous-base:bookworm"
 HERE = Path(__file__).parent
@@ -45,12 +46,7 @@ SERVICE_START_TIMEOUT = 30.0
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
+    stop(proc, grace=15)
 
 
 @pytest.fixture(scope="session")

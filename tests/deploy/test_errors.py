@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +17,7 @@ from deploy.server.record import find_zone
 from tests.conftest import free_port
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
+from tests.processes import moto_process
 
 
 def test_hosted_zone_not_found(stack: Stack, quiet: Any) -> None:
@@ -120,30 +116,8 @@ def test_unreachable_dns_server_is_reported(stack: Stack, quiet: Any) -> None:
 @pytest.fixture
 def enforcing_moto() -> Iterator[str]:
     """A separate moto server with IAM enforcement after the first three (setup) calls."""
-    exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable),
-                                                      "moto_server")
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
+    with moto_process(env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_missing_permission_names_the_action(

@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +27,6 @@ from deploy.cli import main
 from deploy.pipeline import cli as pipeline_cli
 from deploy.pipeline import cloud
 from deploy.pipeline.cloud import PipelineNames
-from tests.conftest import free_port
 from tests.deploy.policyscan import (
     SERVICES,
     allowed,
@@ -40,6 +36,7 @@ from tests.deploy.policyscan import (
     static_actions,
 )
 from tests.facilities import require
+from tests.processes import moto_process
 
 ROOT = Path(__file__).resolve().parents[2]
 IAM_DIR = ROOT / "deploy" / "iam"
@@ -439,35 +436,13 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     environment's moto (>= 5.2.5), as older ones miscompute signatures of S3 listings
     with a prefix when they check them.
     """
-    exe = Path(sys.executable).with_name("moto_server")
-    require(exe.exists(), f"moto_server next to {sys.executable} (pip install 'moto[server]')")
-    port = free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start within 30 s") from None
-                time.sleep(0.1)
+    with moto_process() as url:
         for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
                            "AWS_REGION": REGION}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_the_role_up_attaches_lets_the_handlers_run_and_nothing_more(

@@ -26,6 +26,7 @@ import dns.rdatatype
 
 from tests.conftest import free_port
 from tests.facilities import require
+from tests.processes import stop as stop_process
 
 
 def clients(endpoint: str) -> dict[str, Any]:
@@ -260,12 +261,7 @@ zone:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 
