@@ -4,7 +4,9 @@
 received with recv_into a preallocated array) for: a raw TCP socket pair on loopback
 (the baseline), an AF_UNIX socketpair() (for reference), the raw socket pair() returns,
 and Communicator.send/recv (framing included). The modes are measured in interleaved
-rounds and each reports its best round, so a noisy neighbour hurts them all alike.
+rounds and each reports its best round, so a noisy neighbour hurts them all alike. The
+driving process's CPU time per round trip (process_time: user + kernel) is also shown:
+it is what framing adds, and scheduling noise barely moves it.
 
     .venv/bin/python benchmarks/client_p2p.py [--rtt-iters 5000] [--mib 64] [--rounds 5]
 """
@@ -56,18 +58,19 @@ class Raw:
             recv_exact_into(self.sock, memoryview(big))
             self.sock.sendall(b"k")
 
-    def drive(self) -> tuple[float, float]:
+    def drive(self) -> tuple[float, float, float]:
         msg, buf, ack = b"8bytes!!", bytearray(8), bytearray(1)
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         for _ in range(self.iters):
             self.sock.sendall(msg)
             recv_exact_into(self.sock, memoryview(buf))
         rtt = (time.perf_counter() - start) / self.iters
+        cpu = (time.process_time() - cpu) / self.iters
         data = np.ones(self.nbytes, dtype=np.uint8)
         start = time.perf_counter()
         self.sock.sendall(memoryview(data))
         recv_exact_into(self.sock, memoryview(ack))
-        return rtt, time.perf_counter() - start
+        return rtt, time.perf_counter() - start, cpu
 
 
 class Comm:
@@ -84,18 +87,19 @@ class Comm:
             self.comm.recv(0, out=into)
             self.comm.send(b"k", 0)
 
-    def drive(self) -> tuple[float, float]:
+    def drive(self) -> tuple[float, float, float]:
         msg = b"8bytes!!"
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         for _ in range(self.iters):
             self.comm.send(msg, 1)
             self.comm.recv(1)
         rtt = (time.perf_counter() - start) / self.iters
+        cpu = (time.process_time() - cpu) / self.iters
         data = np.ones(self.nbytes, dtype=np.uint8)
         start = time.perf_counter()
         self.comm.send(data, 1)
         self.comm.recv(1)
-        return rtt, time.perf_counter() - start
+        return rtt, time.perf_counter() - start, cpu
 
 
 def child_socket(sock: socket.socket, iters: int, nbytes: int, rounds: int) -> None:
@@ -155,25 +159,27 @@ def main() -> None:
         comm = Communicator(0, 2, server.address, name, timeout=30)
         drivers["Communicator send/recv"] = Comm(comm, iters, nbytes)
         closers.append(comm.close)
-        best: dict[str, list[float]] = {label: [float("inf")] * 2 for label in drivers}
+        best: dict[str, list[float]] = {label: [float("inf")] * 3 for label in drivers}
         for _ in range(rounds):
             for label, driver in drivers.items():
-                rtt, seconds = driver.drive()
-                best[label] = [min(best[label][0], rtt), min(best[label][1], seconds)]
+                best[label] = [
+                    min(old, new) for old, new in zip(best[label], driver.drive(), strict=True)
+                ]
         for child in children:
             child.join(timeout=60)
         for close in closers:
             close()
-    base_rtt, base_s = best["raw TCP socket pair on loopback (baseline)"]
+    base_rtt, base_s, base_cpu = best["raw TCP socket pair on loopback (baseline)"]
     rows = [
         [
             label,
             f"{rtt * 1e6:.1f}",
             f"{rtt / base_rtt:.2f}x",
+            f"{cpu * 1e6:.1f} (+{(cpu - base_cpu) * 1e6:.1f})",
             f"{nbytes / seconds / 2**30:.2f}",
             f"{base_s / seconds:.0%}",
         ]
-        for label, (rtt, seconds) in best.items()
+        for label, (rtt, seconds, cpu) in best.items()
     ]
     print(client_common.machine())
     print()
@@ -183,6 +189,7 @@ def main() -> None:
                 "path",
                 "8 B round trip (us)",
                 "vs baseline",
+                "driver CPU per round trip (us, + over baseline)",
                 f"{args.mib} MiB (GiB/s)",
                 "vs baseline",
             ],

@@ -2,14 +2,17 @@
 
 Small frames are read with one recv() into a reusable buffer; array payloads go straight
 from the sender's array (memoryview) into a preallocated receiving array (recv_into).
-Frames whose tag nobody asked for yet are decoded and queued per tag.
+Frames whose tag nobody asked for yet are decoded and queued per tag. An exchange (both
+ranks send to each other at once) runs full duplex in this thread: the socket goes
+non-blocking and whenever a receive would block we poll() and push more of our own frame,
+so both directions of the link move at the same time without a helper thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
-import threading
 from collections import defaultdict, deque
 from typing import Any
 
@@ -25,6 +28,9 @@ READ_CHUNK = 256 * 1024
 SMALL_FRAME = 64 * 1024
 #: Below this, an exchange sends before it receives: the socket buffer absorbs the frame.
 SMALL_EXCHANGE = 32 * 1024
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLERR = select.POLLERR | select.POLLHUP | getattr(select, "POLLNVAL", 0)
 
 
 class Channel:
@@ -39,6 +45,12 @@ class Channel:
         self._start = 0  # unread bytes are _buf[_start:_end]
         self._end = 0
         self._queued: defaultdict[int, deque[Any]] = defaultdict(deque)
+        self._sendall = sock.sendall
+        self._recv_into = sock.recv_into
+        # while an exchange runs: the rest of our frame still to send (None otherwise)
+        self._pending: list[memoryview] | None = None
+        self._poller: Any = None
+        self._op_timeout: float | None = None
         self.closed = False
 
     # -- sending -------------------------------------------------------------------------
@@ -46,7 +58,7 @@ class Channel:
     def send(self, obj: Any, tag: int) -> None:
         if type(obj) is bytes and len(obj) <= SMALL_FRAME:  # the latency-critical case
             try:
-                self.sock.sendall(_pack_fixed(MAGIC, KIND_BYTES, tag, len(obj), 0, 0) + obj)
+                self._sendall(_pack_fixed(MAGIC, KIND_BYTES, tag, len(obj), 0, 0) + obj)
             except OSError as exc:
                 raise self._lost(f"sending to it failed ({exc})") from exc
             return
@@ -66,7 +78,8 @@ class Channel:
 
     def _lost(self, what: str) -> PeerLost:
         if "timed out" in what:
-            what += f" after op_timeout={self.sock.gettimeout():g} s without data"
+            limit = self.sock.gettimeout() if self._pending is None else self._op_timeout
+            what += f" after op_timeout={limit or 0:g} s without data"
         return PeerLost(
             f"rank {self.me}: the connection to rank {self.peer} broke: {what}. Rank "
             f"{self.peer} probably died or closed its communicator; see its logs.",
@@ -88,6 +101,9 @@ class Channel:
         while end - start < need:
             try:
                 got = recv_into(view[end:])
+            except BlockingIOError:  # only during an exchange: push our frame meanwhile
+                self._wait_readable()
+                continue
             except OSError as exc:
                 self._end = end
                 raise self._lost(f"receiving failed ({exc})") from exc
@@ -118,6 +134,9 @@ class Channel:
                 # MSG_WAITALL: the kernel fills the rest in one call (one wake-up, not one
                 # per segment); it may still return early (signal), hence the loop
                 got = recv_into(dest[pos:], 0, _WAITALL)
+            except BlockingIOError:  # only during an exchange: push our frame meanwhile
+                self._wait_readable()
+                continue
             except OSError as exc:
                 raise self._lost(f"receiving failed ({exc})") from exc
             if not got:
@@ -131,7 +150,7 @@ class Channel:
             stop = start + FIXED_SIZE + length
             if magic == MAGIC and kind == KIND_BYTES and stop <= end:
                 self._start = stop
-                return tag, bytes(self._buf[start + FIXED_SIZE : stop])
+                return tag, self._view[start + FIXED_SIZE : stop].tobytes()
         header = framing.decode_fixed(self._take(FIXED_SIZE))
         if header.kind == KIND_ARRAY:
             dtype, shape = framing.decode_array_meta(header, bytes(self._take(header.meta_size)))
@@ -161,7 +180,24 @@ class Channel:
 
     def recv(self, tag: int, out: Any = None) -> Any:
         """The next object with ``tag``; arrays land in ``out`` when it fits (same layout)."""
-        if self._queued:
+        if not self._queued:  # fast path: a small bytes frame for this tag, in one recv()
+            start, end = self._start, self._end
+            if start == end and self._pending is None:
+                try:
+                    end = self._recv_into(self._view)
+                except OSError as exc:
+                    raise self._lost(f"receiving failed ({exc})") from exc
+                if not end:
+                    raise self._lost("it closed the connection (EOF)")
+                start = self._start = 0
+                self._end = end
+            if end - start >= FIXED_SIZE:
+                magic, kind, got_tag, length, _, _ = _unpack_fixed(self._buf, start)
+                stop = start + FIXED_SIZE + length
+                if magic == MAGIC and kind == KIND_BYTES and got_tag == tag and stop <= end:
+                    self._start = stop
+                    return self._view[start + FIXED_SIZE : stop].tobytes()
+        else:
             queue = self._queued.get(tag)
             if queue:
                 obj = queue.popleft()
@@ -179,34 +215,80 @@ class Channel:
     def exchange(self, obj: Any, tag: int, out: Any = None) -> Any:
         """Send ``obj`` and receive the peer's object at the same time (both sides call it).
 
-        A frame small enough for the socket buffers is sent first; a bigger one (array or
-        pickle) is sent from a helper thread while we receive, or both sides would block
-        in send() with full buffers.
+        A frame small enough for the socket buffers is sent first. A bigger one is sent
+        while we receive: the socket goes non-blocking, and every time the receive would
+        block we poll() for both directions and send as much of our frame as the kernel
+        takes (no thread; sending before receiving would deadlock with full buffers).
         """
         header, payload = framing.encode(obj, tag)
         if len(payload) <= SMALL_EXCHANGE:
             self._send_frame(header, payload)
             return self.recv(tag, out)
-        failure: list[BaseException] = []
-
-        def send() -> None:
-            try:
-                self._send_frame(header, payload)
-            except BaseException as exc:  # handed to the caller below
-                failure.append(exc)
-
-        sender = threading.Thread(target=send, name=f"fmi-send-{self.me}-{self.peer}")
-        sender.start()
+        sock = self.sock
+        timeout = sock.gettimeout()
+        pending = [memoryview(header), memoryview(payload).cast("B")]
+        self._pending = pending
+        self._op_timeout = timeout
+        self._poller = select.poll()
+        self._poller.register(sock.fileno(), _POLLIN | _POLLOUT)
         try:
+            sock.setblocking(False)
+            self._push()
             result = self.recv(tag, out)
+            while pending:  # the peer's frame is in; finish ours
+                writable = self._poll(_POLLOUT) & _POLLOUT
+                self._push()  # on an error or hang-up, send() raises PeerLost saying which
+                if pending and not writable:
+                    raise self._lost("it hung up before taking all of our data")
         except BaseException:
-            self.close()  # unblocks the sender
-            sender.join()
+            if pending:  # half a frame went out: the stream is out of step for good
+                self.close()
             raise
-        sender.join()
-        if failure:
-            raise failure[0]
+        finally:
+            self._pending = None
+            self._poller = None
+            if not self.closed:
+                sock.settimeout(timeout)
         return result
+
+    def _push(self) -> None:
+        """Send as much of the pending frame as the socket takes now (never blocks)."""
+        pending = self._pending
+        send = self.sock.send
+        while pending:
+            view = pending[0]
+            try:
+                sent = send(view)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                raise self._lost(f"sending to it failed ({exc})") from exc
+            if sent == len(view):
+                pending.pop(0)
+            else:
+                pending[0] = view[sent:]
+                return
+
+    def _poll(self, events: int) -> int:
+        """Wait (up to the op timeout) until the socket is ready for ``events``."""
+        poller = self._poller
+        poller.modify(self.sock.fileno(), events)
+        limit = self._op_timeout  # the socket's own timeout reads 0.0 while non-blocking
+        ready = poller.poll(None if limit is None else max(1, int(limit * 1000)))
+        if not ready:
+            raise self._lost("the exchange timed out")
+        return ready[0][1]
+
+    def _wait_readable(self) -> None:
+        """Block until there is data to read, sending our pending frame meanwhile."""
+        if self._pending is None:  # a non-blocking socket outside an exchange
+            raise self._lost("receiving failed (the socket is non-blocking)")
+        while True:
+            events = self._poll(_POLLIN | _POLLOUT if self._pending else _POLLIN)
+            if events & _POLLOUT:
+                self._push()
+            if events & (_POLLIN | _POLLERR):
+                return
 
     def close(self) -> None:
         if not self.closed:

@@ -403,9 +403,19 @@ class Communicator:
         result = ops.combine(op, left, right)
         return result, is_array(result) and result is not left and result is not right
 
-    def allreduce(self, obj: Any, op: ops.Op = "sum", *, commutative: bool = True) -> Any:
-        """Every rank's ``obj`` folded with ``op`` in rank order, on every rank."""
+    def allreduce(
+        self, obj: Any, op: ops.Op = "sum", *, commutative: bool = True, out: Any = None
+    ) -> Any:
+        """Every rank's ``obj`` folded with ``op`` in rank order, on every rank.
+
+        For an array, ``out`` (same dtype and size, C-contiguous, writeable, not sharing
+        memory with ``obj``) receives the result and is returned, like mpi4py's
+        ``Allreduce(sendbuf, recvbuf)``: large arrays then need no fresh result array
+        (whose first touch of every page costs more than the sum). Any other ``out`` is
+        ignored and a new object is returned.
+        """
         op = ops.check(op)
+        into = _usable_out(out, obj)
         with self._guard():
             pof2 = 1 << (self.size.bit_length() - 1)
             if (
@@ -415,8 +425,12 @@ class Communicator:
                 and obj.size >= pof2
                 and self.size > 1
             ):
-                return self._allreduce_large(obj, op)
-            return self._allreduce_doubling(obj, op)
+                return self._allreduce_large(obj, op, into)
+            result = self._allreduce_doubling(obj, op)
+        if into is not None and is_array(result) and result.size == into.size:
+            into.reshape(-1)[...] = result.reshape(-1)
+            return into
+        return result
 
     def _allreduce_doubling(self, obj: Any, op: ops.Op) -> Any:
         """Recursive doubling; extra ranks (non-power-of-two) fold into a neighbour first."""
@@ -450,18 +464,31 @@ class Communicator:
             acc = acc.copy()
         return acc
 
-    def _allreduce_large(self, array: Any, op: ops.Op) -> Any:
-        """Reduce-scatter (recursive halving) + allgather (recursive doubling), in place."""
+    def _allreduce_large(self, array: Any, op: ops.Op, out: Any = None) -> Any:
+        """Reduce-scatter (recursive halving) + allgather (recursive doubling).
+
+        Every exchange is full duplex (Channel.exchange). The input is never copied: the
+        first step sends from it and folds it with what arrives straight into the result,
+        whose other half the allgather fills later.
+        """
         n, rank = self.size, self.rank
-        acc = np.array(array, order="C", copy=True).reshape(-1)
+        src = np.ascontiguousarray(array).reshape(-1)  # a view unless array is strided
+        if out is not None:  # checked by _usable_out
+            acc = out.reshape(-1)
+            shaped = out
+        else:
+            acc = np.empty(src.size, dtype=src.dtype)
+            shaped = acc.reshape(array.shape)
         pof2 = 1 << (n.bit_length() - 1)
         rem = n - pof2
         if rank < 2 * rem and rank % 2 == 0:
-            self._send(acc, rank + 1)
-            return self._recv(rank + 1, out=acc).reshape(array.shape)
+            self._send(src, rank + 1)
+            self._recv(rank + 1, out=acc)
+            return shaped
         if rank < 2 * rem:
-            other = self._recv(rank - 1)
-            ops.combine(op, other, acc, out=acc)
+            other = self._recv(rank - 1, out=acc)
+            ops.combine(op, other, src, out=acc)
+            src = acc
             newrank = rank // 2
         else:
             newrank = rank - rem
@@ -475,13 +502,15 @@ class Communicator:
             dst = newdst * 2 + 1 if newdst < rem else newdst + rem
             mid = (lo + hi) // 2
             keep, give = ((lo, mid), (mid, hi)) if newrank < newdst else ((mid, hi), (lo, mid))
-            mine = acc[edges[keep[0]] : edges[keep[1]]]
+            start, stop = edges[keep[0]], edges[keep[1]]
+            mine, into = src[start:stop], acc[start:stop]
             theirs = scratch[: mine.size]
-            theirs = self._exchange(acc[edges[give[0]] : edges[give[1]]], dst, out=theirs)
+            theirs = self._exchange(src[edges[give[0]] : edges[give[1]]], dst, out=theirs)
             if newdst < newrank:
-                ops.combine(op, theirs, mine, out=mine)
+                ops.combine(op, theirs, mine, out=into)
             else:
-                ops.combine(op, mine, theirs, out=mine)
+                ops.combine(op, mine, theirs, out=into)
+            src = acc  # from the second step on, everything we hold is in acc
             steps.append((dst, keep, give))
             lo, hi = keep
             mask <<= 1
@@ -492,7 +521,7 @@ class Communicator:
                 into[...] = got
         if rank < 2 * rem:
             self._send(acc, rank - 1)
-        return acc.reshape(array.shape)
+        return shaped
 
     def _scratch(self, size: int, dtype: Any) -> Any:
         """A reusable receive buffer (fresh 32 MiB buffers cost page faults every call)."""
@@ -544,6 +573,22 @@ class Communicator:
             f"Communicator(rank={self.rank}, world_size={self.size}, "
             f"rendezvous='{self.host}:{self.port}', comm_name={self.comm_name!r})"
         )
+
+
+def _usable_out(out: Any, obj: Any) -> Any:
+    """``out`` if an array result of ``obj`` may be written into it, else None."""
+    if (
+        out is not None
+        and is_array(out)
+        and is_array(obj)
+        and out.dtype == obj.dtype
+        and out.size == obj.size
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and not np.shares_memory(out, obj)
+    ):
+        return out
+    return None
 
 
 class _Guard:

@@ -90,6 +90,15 @@ def main() -> int:
         got = comm.allreduce(mine, "sum")
         check(np.allclose(got, np.sum([array(r, LARGE) for r in ranks], axis=0)), "large sum")
         check(np.array_equal(mine, array(rank, LARGE)), "allreduce left the input unchanged")
+        into = np.full_like(mine, -1.0)
+        got = comm.allreduce(mine, "sum", out=into)
+        expect = np.sum([array(r, LARGE) for r in ranks], axis=0)
+        check(got is into and np.allclose(got, expect), "large sum into out=")
+        strided = array(rank, 2 * LARGE)[::2]  # not contiguous: sent from a contiguous copy
+        got = comm.allreduce(strided, "max", out=strided)  # out aliases the input: ignored
+        expect = np.max([array(r, 2 * LARGE)[::2] for r in ranks], axis=0)
+        check(got is not strided and np.array_equal(got, expect), "strided, aliasing out=")
+        check(np.array_equal(strided, array(rank, 2 * LARGE)[::2]), "aliased input unchanged")
         ints = np.arange(40_003, dtype=np.int32).reshape(-1, 1) * (rank + 1)
         got = comm.allreduce(ints, "max")
         check(got.shape == ints.shape and np.array_equal(got, ints // (rank + 1) * n), "large max")
