@@ -79,10 +79,18 @@ layer: setup
 	$(VENV)/bin/fmi-layer build -o build/fmi-layer.zip
 
 bench-client: setup
-	$(PY) benchmarks/client_p2p.py --rounds 9
+	$(PY) benchmarks/client_p2p.py --rounds 15 --rtt-iters 2000
+	$(PY) benchmarks/client_exchange.py
 	$(PY) benchmarks/client_allreduce.py
 	$(PY) benchmarks/client_mesh.py
 	$(PY) benchmarks/client_natlab.py
+
+# The local pipeline's share of time in rendezvous + collectives (about 3 minutes).
+.PHONY: bench-pipeline
+bench-pipeline: setup
+	$(PY) benchmarks/pipeline_share.py --repeat 3
+
+bench: bench-server bench-client bench-pipeline
 
 # Debian packages the full test suite uses (CI runs this as root).
 system-deps:

@@ -10,7 +10,9 @@ Summarize) through an in-process rendezvous server, on generated data. Per run:
   arrival at the communication phase to the last rank leaving it;
 - waiting: how long the first rank to arrive waited for the last (skew: on a 2-core
   machine with 8 processes this is CPU contention, not communication);
-- share = comm / slowest rank's handler time (target: < 5 % at world size 8).
+- comm share = comm / slowest rank's handler time (target: < 5 % at world size 8);
+- of wall = comm / the run's wall time, and comm + waiting / wall time (the strictest
+  reading: every second any rank spent not computing, as a share of the whole run).
 
 Medians over ``--repeat`` runs; prints a Markdown table for BENCHMARKS.md.
 """
@@ -76,18 +78,29 @@ def main() -> None:
                 )
                 print(f"world size {size}: done", file=sys.stderr)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip() or "unknown"
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
-          f"commit {commit}; {args.files} files x {args.samples} samples, batch "
-          f"{args.batch_size}; medians of {args.repeat} runs.\n")
-    print("| world size | wall (s) | slowest rank (s) | inference (s) | comm (s) | "
-          "waiting for peers (s) | comm share | samples/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "unknown"
+    )
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
+        f"commit {commit}; {args.files} files x {args.samples} samples, batch "
+        f"{args.batch_size}; medians of {args.repeat} runs.\n"
+    )
+    print(
+        "| world size | wall (s) | slowest rank (s) | inference (s) | comm (s) | "
+        "waiting for peers (s) | comm share | comm of wall | comm+waiting of wall | samples/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size, wall, rank, infer, comm, wait, share, sps in rows:
-        print(f"| {size} | {wall:.2f} | {rank:.2f} | {infer:.2f} | {comm:.3f} | {wait:.2f} | "
-              f"{100 * share:.1f}% | {sps:.0f} |")
+        print(
+            f"| {size} | {wall:.2f} | {rank:.2f} | {infer:.2f} | {comm:.3f} | {wait:.2f} | "
+            f"{100 * share:.1f}% | {100 * comm / wall:.1f}% | {100 * (comm + wait) / wall:.1f}% | "
+            f"{sps:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ def round_robin(world_size: int) -> list[list[tuple[int, int]]]:
 class Communicator:
     """Rank ``rank`` of ``world_size`` ranks that meet at the ``rendezvous`` server.
 
+    ``rendezvous`` is ``"host:port"``; ``comm_name`` names this job's communicator and
+    must differ between jobs that share a server (it has no default for that reason: two
+    jobs with the same name would pair their ranks with each other).
+
     ``timeout`` bounds each pairing: a rank that has not arrived by then (a cold start
     gone wrong) raises PeerNeverArrived naming it. ``protocol`` is the rendezvous
     protocol ("v2" or "v1"). ``op_timeout`` (seconds, default none) bounds every wait
@@ -77,8 +81,8 @@ class Communicator:
         self,
         rank: int,
         world_size: int,
-        rendezvous: str = f"127.0.0.1:{DEFAULT_PORT}",
-        comm_name: str = "fmi_client",
+        rendezvous: str,
+        comm_name: str,
         *,
         timeout: float = 120.0,
         protocol: str = "v2",
@@ -592,7 +596,13 @@ def _usable_out(out: Any, obj: Any) -> Any:
 
 
 class _Guard:
-    """Turns a failure inside a collective into a closed communicator (see _abort)."""
+    """Turns any failure inside a collective into a closed communicator (see _abort).
+
+    Not only network errors: a user op that raises, a frame that does not decode, an
+    interrupt. A rank that leaves a collective half done would leave its peers waiting
+    for a message that never comes; closing its connections makes them raise PeerLost.
+    (Argument errors are raised before a collective starts and break nothing.)
+    """
 
     def __init__(self, comm: Communicator) -> None:
         self.comm = comm
@@ -601,7 +611,7 @@ class _Guard:
         return None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is not None and isinstance(exc, (FmiClientError, OSError)):
+        if exc is not None:
             self.comm._abort(exc)
 
 

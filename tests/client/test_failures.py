@@ -108,3 +108,40 @@ def test_big_pickled_objects_do_not_deadlock_an_exchange(server) -> None:
     for r in range(2):
         got = results[r]
         assert isinstance(got, bytes) and got[:2] == b"\x00\x01" and len(got) == big + 2
+
+
+def test_a_rank_whose_op_raises_releases_its_peers(server) -> None:
+    """Rank 1's reduction op raises mid-allreduce and rank 1 keeps its communicator open
+    (it caught the error): ranks 0 and 2 must still raise PeerLost at once instead of
+    waiting for rank 1 (no op_timeout is set)."""
+    name = f"opfails-{os.getpid()}"
+    address = f"{server.host}:{server.port}"
+    outcome: dict[int, BaseException | None] = {}
+    peers_done = threading.Barrier(3, timeout=20)  # ranks 0 and 2, then rank 1 reads it
+
+    def failing_add(a: int, b: int) -> int:
+        raise ArithmeticError("rank 1 cannot add")
+
+    def rank(r: int) -> None:
+        op = failing_add if r == 1 else (lambda a, b: a + b)
+        with Communicator(r, 3, address, name, timeout=20) as comm:
+            comm.barrier()
+            try:
+                comm.allreduce(r, op)
+                outcome[r] = None
+            except BaseException as exc:  # recorded, asserted below
+                outcome[r] = exc
+            # Everyone waits here with the communicator still open: only the failing
+            # rank's own abort can have released the others.
+            peers_done.wait()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a rank was left waiting"
+    assert not peers_done.broken, "ranks 0 and 2 stayed blocked while rank 1 was open"
+    assert isinstance(outcome[1], ArithmeticError)
+    for r in (0, 2):
+        assert isinstance(outcome[r], PeerLost), (r, outcome[r])
