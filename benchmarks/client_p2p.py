@@ -6,7 +6,9 @@ received with recv_into a preallocated array) for: a raw TCP socket pair on loop
 and Communicator.send/recv (framing included). The modes are measured in interleaved
 rounds and each reports its best round, so a noisy neighbour hurts them all alike. The
 driving process's CPU time per round trip (process_time: user + kernel) is also shown:
-it is what framing adds, and scheduling noise barely moves it.
+it is what framing adds, and scheduling noise barely moves it. With two or more CPUs the
+driver runs on one and every echo process on another (sched_setaffinity), so that no mode
+is favoured by where the scheduler happened to put its echo process.
 
     .venv/bin/python benchmarks/client_p2p.py [--rtt-iters 5000] [--mib 64] [--rounds 5]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import socket
 import time
 
@@ -102,16 +105,28 @@ class Comm:
         return rtt, time.perf_counter() - start, cpu
 
 
+DRIVER_CPU, ECHO_CPU = 0, 1
+
+
+def pin(cpu: int) -> None:
+    """Run this process on ``cpu`` alone (when the machine has more than one)."""
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 def child_socket(sock: socket.socket, iters: int, nbytes: int, rounds: int) -> None:
+    pin(ECHO_CPU)
     Raw(sock, iters, nbytes).echo(rounds)
 
 
 def child_punched(address, name: str, iters: int, nbytes: int, rounds: int) -> None:
+    pin(ECHO_CPU)
     with pair(name, *address, timeout=30) as sock:
         Raw(sock, iters, nbytes).echo(rounds)
 
 
 def child_comm(address: str, name: str, iters: int, nbytes: int, rounds: int) -> None:
+    pin(ECHO_CPU)
     with Communicator(1, 2, address, name, timeout=30) as comm:
         Comm(comm, iters, nbytes).echo(rounds)
 
@@ -159,6 +174,7 @@ def main() -> None:
         comm = Communicator(0, 2, server.address, name, timeout=30)
         drivers["Communicator send/recv"] = Comm(comm, iters, nbytes)
         closers.append(comm.close)
+        pin(DRIVER_CPU)  # after the children forked: they pin themselves to ECHO_CPU
         best: dict[str, list[float]] = {label: [float("inf")] * 3 for label in drivers}
         for _ in range(rounds):
             for label, driver in drivers.items():
