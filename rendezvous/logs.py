@@ -8,14 +8,21 @@ lines and writes them in one ``write()`` per event-loop tick of ``FLUSH_INTERVAL
 seconds instead of one per line; WARNING and above, a full buffer, a log call from outside
 the event loop, ``flush_logs()`` and interpreter exit (``logging.shutdown``) write at once,
 so no line is lost on a clean exit and lines never interleave.
+
+:func:`log_event` is the hot path (the server's ``paired`` line): where the logger is set
+up as :func:`configure_logging` does it, it builds the very line the formatter would,
+without a ``LogRecord``, and hands it to the same handler; anywhere else it is
+``logger.log(level, msg, extra=fields)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
+from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
@@ -32,8 +39,12 @@ class JsonLineFormatter(JsonFormatter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         encoder = JsonEncoder()
-        kwargs.setdefault("json_serializer", lambda data, **_: encoder.encode(data))
+        own = None if "json_serializer" in kwargs else (lambda data, **_: encoder.encode(data))
+        if own is not None:
+            kwargs["json_serializer"] = own
         super().__init__(*args, **kwargs)
+        # event_line() stands in for our own serializer only (plain json, ensure_ascii).
+        self._own_serializer = own
         rename = self.rename_fields
         self._required_keys = [(field, rename.get(field, field)) for field in self._required_fields]
         self._lean = not (
@@ -41,16 +52,34 @@ class JsonLineFormatter(JsonFormatter):
         )
         self._time_second = -1
         self._time_text = ""
+        # event_line() covers the configure_logging() set-up: time, level and message
+        # (renamed or not), extras not renamed, plain JSON from our own serializer.
+        self._required_out = {key for _, key in self._required_keys}
+        self._time_slots = self._required_fields.count("asctime")
+        self._templates: dict[tuple[str, ...], str] = {}
+        self._event_lines = (
+            type(self) is UtcJsonLineFormatter
+            and self._lean
+            and own is not None
+            and self.json_indent is None
+            and set(self._required_fields) <= {"asctime", "levelname", "message"}
+            and set(rename) <= set(self._required_fields)
+            and len(self._required_out) == len(self._required_fields)
+        )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """``logging.Formatter.formatTime`` with the strftime done once per second."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.time_text(record.created, record.msecs)
+
+    def time_text(self, created: float, msecs: float) -> str:
+        """The ``asctime`` text of a record created at ``created`` (``msecs`` past it)."""
+        second = int(created)
         if second != self._time_second:
             self._time_text = time.strftime(self.default_time_format, self.converter(second))
             self._time_second = second
-        return self.default_msec_format % (self._time_text, record.msecs)
+        return self.default_msec_format % (self._time_text, msecs)
 
 
 class UtcJsonLineFormatter(JsonLineFormatter):
@@ -78,6 +107,80 @@ class UtcJsonLineFormatter(JsonLineFormatter):
         for key, value in attrs.items():
             if key not in skip and not (type(key) is str and key.startswith("_")):
                 log_data[rename.get(key, key)] = value
+
+    def event_line(
+        self, levelname: str, msg: str, fields: dict[str, Any], created: float, msecs: float
+    ) -> str | None:
+        """What :meth:`format` returns for a record of ``msg`` (a str without %-args) with
+        ``fields`` as its extras, or None where this formatter's set-up is not the plain one
+        (then the caller must log a real record)."""
+        if (
+            not self._event_lines
+            or self.prefix
+            or self.datefmt is not None
+            or self.json_serializer is not self._own_serializer
+        ):
+            return None
+        key = (levelname, msg, *fields)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._event_template(levelname, msg, fields)
+            if len(self._templates) >= 256:  # bounded: callers use a few fixed shapes
+                self._templates.clear()
+            self._templates[key] = template
+        if not template:
+            return None
+        try:
+            values = [
+                encode_basestring_ascii(value) if type(value) is str else _json_scalar(value)
+                for value in fields.values()
+            ]
+        except TypeError:
+            return None  # a value plain JSON does not cover: the formatter decides
+        if self._time_slots:
+            time_json = encode_basestring_ascii(self.time_text(created, msecs))
+            return template % (*((time_json,) * self._time_slots), *values)
+        return template % tuple(values)
+
+    def _event_template(self, levelname: str, msg: str, fields: dict[str, Any]) -> str:
+        """The line for these fields as a %-template (time and values as ``%s``), or ""
+        when an extra's name is one the formatter would drop or that clashes."""
+        parts = []
+        for field, key in self._required_keys:
+            if field == "asctime":
+                value = "%s"
+            elif field == "levelname":
+                value = encode_basestring_ascii(levelname).replace("%", "%%")
+            else:
+                value = encode_basestring_ascii(msg).replace("%", "%%")
+            parts.append(encode_basestring_ascii(key).replace("%", "%%") + ": " + value)
+        for key in fields:
+            if (
+                type(key) is not str
+                or key in self._skip_fields
+                or key.startswith("_")
+                or key in self._required_out
+            ):
+                return ""
+            parts.append(encode_basestring_ascii(key).replace("%", "%%") + ": %s")
+        return "{" + ", ".join(parts) + "}"
+
+
+def _json_scalar(value: Any) -> str:
+    """``json.dumps(value)`` for str, int, finite float, bool and None; TypeError else."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is float:
+        if math.isfinite(value):
+            return float.__repr__(value)
+    elif kind is int:
+        return int.__repr__(value)
+    elif value is None:
+        return "null"
+    elif kind is bool:
+        return "true" if value else "false"
+    raise TypeError(f"{kind.__name__} is left to the formatter")
 
 
 class BufferedLineHandler(logging.StreamHandler):
@@ -113,9 +216,17 @@ class BufferedLineHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
+        self.add_line(line, record.levelno)
+
+    def emit_line(self, line: str, levelno: int) -> None:
+        """Buffer one already formatted line (without terminator) as :meth:`emit` would."""
+        with self.lock:  # what Handler.handle() holds around emit()
+            self.add_line(line + self.terminator, levelno)
+
+    def add_line(self, line: str, levelno: int) -> None:
         lines = self.lines
         lines.append(line)
-        if record.levelno >= self.flush_level or len(lines) >= self.capacity:
+        if levelno >= self.flush_level or len(lines) >= self.capacity:
             self.flush()
             return
         if self._timer is not None and not self._timer_loop.is_closed():  # type: ignore[union-attr]
@@ -183,6 +294,49 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> Buff
     logging.logProcesses = False
     logging.logMultiprocessing = False
     return handler
+
+
+if sys.version_info >= (3, 13):
+
+    def _record_time() -> tuple[float, float]:
+        """``LogRecord.created`` and ``.msecs`` as this Python computes them."""
+        ns = time.time_ns()
+        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+
+else:
+
+    def _record_time() -> tuple[float, float]:
+        """``LogRecord.created`` and ``.msecs`` as this Python computes them."""
+        ct = time.time()
+        return ct, int((ct - int(ct)) * 1000) + 0.0
+
+
+def log_event(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """``logger.log(level, msg, extra=fields)``, for less where it can be.
+
+    When ``logger`` has exactly one handler, a :class:`BufferedLineHandler` with a plain
+    :class:`UtcJsonLineFormatter` (the :func:`configure_logging` set-up: no filters, no
+    propagation), the line is built here, byte for byte as the formatter would, and
+    buffered by that handler; no ``LogRecord`` is made. Otherwise the record is logged.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handlers = logger.handlers
+    if len(handlers) == 1 and not (logger.filters or logger.propagate or logger.disabled):
+        handler = handlers[0]
+        formatter = handler.formatter
+        if (
+            type(handler) is BufferedLineHandler
+            and level >= handler.level
+            and not handler.filters
+            and isinstance(formatter, UtcJsonLineFormatter)
+        ):
+            created, msecs = _record_time()
+            line = formatter.event_line(logging.getLevelName(level), msg, fields, created, msecs)
+            if line is not None:
+                handler.emit_line(line, level)
+                return
+    logger.log(level, msg, extra=fields, stacklevel=2)
 
 
 def flush_logs() -> None:

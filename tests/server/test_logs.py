@@ -291,3 +291,186 @@ def test_log_time_is_iso8601_utc():
         tzinfo=datetime.timezone.utc
     )
     assert abs(parsed.timestamp() - before) < 5
+
+
+# -- log_event: the paired line without a LogRecord ----------------------------------------
+
+EVENT_FIELDS = [
+    PAIRED,
+    {**PAIRED, "pairing": 'q"uote\\back\nnew\x01ctl\u2028 100% %s %(x)s \ud83d\ude00'},
+    {**PAIRED, "protocol": "v1", "wait_seconds": 0.0},
+    {**PAIRED, "wait_seconds": 1e-07},
+    {**PAIRED, "wait_seconds": 123456.654321},
+    {"event": "mixed", "n": 3, "big": 2**70, "neg": -1.5, "yes": True, "no": False, "none": None},
+    {},
+]
+
+
+def fast_and_slow(formatter, fields, created: float, msg: str = "paired"):
+    rec = record(msg, **fields)
+    rec.created, rec.msecs = created, int((created - int(created)) * 1000) + 0.0
+    line = formatter.event_line("INFO", msg, fields, rec.created, rec.msecs)
+    return line, formatter.format(rec)
+
+
+def test_event_line_is_the_formatters_line_byte_for_byte():
+    from rendezvous.logs import UtcJsonLineFormatter
+
+    formatter = UtcJsonLineFormatter(**FORMAT)
+    stamps = [time.time(), 1763776000.0, 1763776000.9999, 1763776059.0005, 1893456000.5]
+    for created in stamps:
+        for fields in EVENT_FIELDS:
+            for msg in ("paired", "50% done \u00e9"):
+                fast, slow = fast_and_slow(formatter, fields, created, msg)
+                assert fast == slow, (fields, created)
+
+
+def test_event_line_leaves_other_setups_and_values_to_the_formatter():
+    from rendezvous.logs import UtcJsonLineFormatter
+
+    plain = UtcJsonLineFormatter(**FORMAT)
+    created = time.time()
+    for fields in ({"x": [1]}, {"x": float("nan")}, {"_private": 1}, {"time": "clash"}):
+        assert fast_and_slow(plain, fields, created)[0] is None
+    others = [
+        UtcJsonLineFormatter(**FORMAT, static_fields={"service": "rendezvous"}),
+        UtcJsonLineFormatter(**FORMAT, prefix="LOG "),
+        UtcJsonLineFormatter(**FORMAT, json_serializer=json.dumps),
+        UtcJsonLineFormatter("{asctime}{name}{message}", style="{"),
+        UtcJsonLineFormatter(**{**FORMAT, "rename_fields": {"event": "kind"}}),
+    ]
+    for formatter in others:
+        assert formatter.event_line("INFO", "paired", PAIRED, created, 0.0) is None
+
+
+def configured(logger: logging.Logger) -> tuple[BufferedLineHandler, CountingStream]:
+    from rendezvous.logs import UtcJsonLineFormatter
+
+    stream = CountingStream()
+    handler = BufferedLineHandler(stream)
+    handler.setFormatter(UtcJsonLineFormatter(**FORMAT))
+    logger.handlers[:] = [handler]  # only ours, as configure_logging leaves it (not pytest's)
+    return handler, stream
+
+
+def test_log_event_writes_what_logger_info_writes_without_a_record(logger, monkeypatch):
+    from rendezvous.logs import log_event
+
+    handler, stream = configured(logger)
+    monkeypatch.setattr(time, "time", lambda: 1763776000.2345)
+    logger.info("paired", extra=PAIRED)
+    handler.flush()
+    slow = stream.getvalue()
+
+    def no_records(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("log_event made a LogRecord on the configure_logging set-up")
+
+    monkeypatch.setattr(logger, "makeRecord", no_records)
+    log_event(logger, logging.INFO, "paired", PAIRED)
+    handler.flush()
+    assert stream.getvalue() == slow + slow  # the same bytes, terminator included
+    assert slow.count("\n") == 1
+
+
+def test_log_event_honours_levels_filters_and_other_handlers(logger):
+    from rendezvous.logs import log_event
+
+    handler, stream = configured(logger)
+    logger.setLevel(logging.WARNING)
+    log_event(logger, logging.INFO, "paired", {"event": "below_logger_level"})
+    logger.setLevel(logging.DEBUG)
+    handler.setLevel(logging.WARNING)
+    log_event(logger, logging.INFO, "paired", {"event": "below_handler_level"})
+    handler.setLevel(logging.NOTSET)
+    drop = logging.Filter("elsewhere")
+    logger.addFilter(drop)
+    log_event(logger, logging.INFO, "paired", {"event": "filtered_out"})
+    logger.removeFilter(drop)
+    log_event(logger, logging.INFO, "paired", {"event": "kept"})
+    handler.flush()
+    assert [line["event"] for line in stream.lines()] == ["kept"]
+
+    second = CountingStream()
+    extra = logging.StreamHandler(second)
+    extra.setFormatter(JsonLineFormatter(**FORMAT))
+    logger.addHandler(extra)  # two handlers: the record path, each gets the line
+    log_event(logger, logging.INFO, "paired", {"event": "both"})
+    handler.flush()
+    assert [line["event"] for line in stream.lines()] == ["kept", "both"]
+    assert [line["event"] for line in second.lines()] == ["both"]
+
+
+async def test_log_event_lines_are_batched_and_written_on_close(logger):
+    from rendezvous.logs import log_event
+
+    handler, stream = configured(logger)
+    for i in range(5):
+        log_event(logger, logging.INFO, "paired", {**PAIRED, "pairing": f"n{i}"})
+    assert stream.writes == 0  # buffered like any INFO line
+    handler.close()
+    assert [line["pairing"] for line in stream.lines()] == [f"n{i}" for i in range(5)]
+    assert stream.writes == 1
+    logger.removeHandler(handler)
+
+
+LOG_EVENT_EXIT = textwrap.dedent(
+    """
+    import asyncio, logging
+    from rendezvous.logs import configure_logging, log_event
+    configure_logging("INFO")
+    log = logging.getLogger("rendezvous")
+
+    async def main():
+        for i in range(200):
+            log_event(log, logging.INFO, "paired", {"event": "paired", "pairing": f"c{i}"})
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_log_event_lines_buffered_at_exit_are_written():
+    out = subprocess.run(
+        [sys.executable, "-c", LOG_EVENT_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [line["pairing"] for line in lines] == [f"c{i}" for i in range(200)]
+
+
+async def test_a_pairing_logs_one_paired_line_in_the_formatters_format(make_server, unique):
+    from tests.server.wire import v1
+
+    log = logging.getLogger("rendezvous")
+    saved = log.handlers[:], log.level, log.propagate
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved_switches = {name: getattr(logging, name) for name in switches}
+    stream = CountingStream()
+    handler = configure_logging("INFO", stream=stream)
+    try:
+        server = await make_server(http_port=None)
+        name = unique("log\u00e9")
+        a = await v1(server.port, name)
+        b = await v1(server.port, name)
+        assert len(await b.read_rest()) == 8 and len(await a.read_rest()) == 8  # the peers
+        await a.close()
+        await b.close()
+        handler.flush()
+        raw = [line for line in stream.getvalue().splitlines() if '"paired"' in line]
+        assert len(raw) == 1, stream.getvalue()
+        line = json.loads(raw[0])
+        assert list(line) == [
+            "time", "level", "msg", "event", "pairing", "protocol", "waiter", "newcomer",
+            "wait_seconds",
+        ]  # fmt: skip
+        assert json.dumps(line) == raw[0]  # plain json.dumps spacing and escapes
+        assert line["pairing"] == name and line["protocol"] == "v1"
+        assert line["waiter"] == "{}:{}".format(*a.local)
+        assert line["newcomer"] == "{}:{}".format(*b.local)
+        assert line["level"] == "INFO" and line["msg"] == "paired"
+        assert 0 <= line["wait_seconds"] < 30
+    finally:
+        handler.close()
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+        for switch, value in saved_switches.items():
+            setattr(logging, switch, value)
