@@ -6,9 +6,10 @@ received with recv_into a preallocated array) for: a raw TCP socket pair on loop
 and Communicator.send/recv (framing included). The modes are measured in interleaved
 rounds and each reports its best round, so a noisy neighbour hurts them all alike. The
 driving process's CPU time per round trip (process_time: user + kernel) is also shown:
-it is what framing adds, and scheduling noise barely moves it. With two or more CPUs the
-driver runs on one and every echo process on another (sched_setaffinity), so that no mode
-is favoured by where the scheduler happened to put its echo process.
+it is what framing adds, and scheduling noise barely moves it. The driver and every echo
+process are pinned to the same CPU (sched_setaffinity), so that no mode is favoured by
+where the scheduler happened to put its echo process; the same CPU, not two, because on
+a VM a wake-up across vCPUs costs tens of microseconds and would drown what we measure.
 
     .venv/bin/python benchmarks/client_p2p.py [--rtt-iters 5000] [--mib 64] [--rounds 5]
 """
@@ -105,13 +106,12 @@ class Comm:
         return rtt, time.perf_counter() - start, cpu
 
 
-DRIVER_CPU, ECHO_CPU = 0, 1
+DRIVER_CPU = ECHO_CPU = 0
 
 
 def pin(cpu: int) -> None:
-    """Run this process on ``cpu`` alone (when the machine has more than one)."""
-    if len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {cpu})
+    """Run this process on ``cpu`` alone."""
+    os.sched_setaffinity(0, {cpu})
 
 
 def child_socket(sock: socket.socket, iters: int, nbytes: int, rounds: int) -> None:
