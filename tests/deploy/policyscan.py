@@ -60,6 +60,22 @@ def static_actions(paths: list[Path]) -> set[str]:
     return actions
 
 
+def checked_statements(document: dict[str, Any]) -> list[tuple[dict[str, Any], set[str]]]:
+    """Each statement of an IAM policy document with its actions, after asserting the
+    document's shape: version, effects, action syntax, and services this project uses."""
+    assert document["Version"] == "2012-10-17"
+    statements = []
+    for statement in document["Statement"]:
+        assert statement["Effect"] in ("Allow", "Deny")
+        actions = statement["Action"]
+        listed = {actions} if isinstance(actions, str) else set(actions)
+        for action in listed:
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z*]+", action), action
+            assert action.split(":")[0] in SERVICES, action
+        statements.append((statement, listed))
+    return statements
+
+
 def allowed(policy: dict[str, Any]) -> set[str]:
     """Every action (or pattern) an Allow statement of ``policy`` names."""
     actions = set()

@@ -20,7 +20,13 @@ from deploy.refresher.handler import handler
 from deploy.server import commands, follower, iam, network
 from deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
-from tests.deploy.policyscan import SERVICES, allowed, covers, resource_allows, static_actions
+from tests.deploy.policyscan import (
+    allowed,
+    checked_statements,
+    covers,
+    resource_allows,
+    static_actions,
+)
 from tests.deploy.test_follow import task_state_change
 from tests.deploy.world import clients
 
@@ -62,14 +68,7 @@ SERVER_FILES = sorted(p for p in IAM_DIR.glob("*.json") if not p.name.startswith
 
 @pytest.mark.parametrize("path", SERVER_FILES, ids=lambda p: p.name)
 def test_policy_files_are_valid_json_policies(path: Path) -> None:
-    document = json.loads(path.read_text())
-    assert document["Version"] == "2012-10-17"
-    for statement in document["Statement"]:
-        assert statement["Effect"] in ("Allow", "Deny")
-        actions = statement["Action"]
-        for action in [actions] if isinstance(actions, str) else actions:
-            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z*]+", action), action
-            assert action.split(":")[0] in SERVICES, action
+    checked_statements(json.loads(path.read_text()))
     placeholders = set(re.findall(r"\$\{(\w+)\}", path.read_text()))
     assert placeholders <= set(FILL), placeholders - set(FILL)
     filled = iam.policy(path.stem, **FILL)
