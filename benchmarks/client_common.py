@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def tcp_socketpair() -> tuple[socket.socket, socket.socket]:
+    """Two TCP sockets connected over loopback (plain listen/connect/accept), NODELAY:
+    the raw baseline the punched connections are set against."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    for sock in (a, b):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return a, b

@@ -28,15 +28,6 @@ from fmi_client.channel import Channel
 SIZES = [256 << 10, 8 << 20]  # float32 elements: 1 MiB and 32 MiB each way
 
 
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        a = socket.create_connection(listener.getsockname())
-        b, _ = listener.accept()
-    for sock in (a, b):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return a, b
-
-
 def threaded_exchange(sock: socket.socket, data: np.ndarray, into: np.ndarray) -> None:
     sender = threading.Thread(target=sock.sendall, args=(memoryview(data).cast("B"),))
     sender.start()
@@ -75,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args()
-    modes = {"baseline": tcp_pair(), "exchange": tcp_pair()}
+    modes = {"baseline": client_common.tcp_socketpair(), "exchange": client_common.tcp_socketpair()}
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=side, args=(modes, 1, args.reps, queue))

@@ -37,16 +37,6 @@ def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
         pos += got
 
 
-def tcp_socketpair() -> tuple[socket.socket, socket.socket]:
-    """Two TCP sockets connected over loopback (plain listen/connect/accept)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        a = socket.create_connection(listener.getsockname())
-        b, _ = listener.accept()
-    for sock in (a, b):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return a, b
-
-
 class Raw:
     """Echo side and driving side over a plain socket."""
 
@@ -146,7 +136,7 @@ def main() -> None:
     closers = []
     with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as server:
         for label, make in (
-            ("raw TCP socket pair on loopback (baseline)", tcp_socketpair),
+            ("raw TCP socket pair on loopback (baseline)", client_common.tcp_socketpair),
             ("raw AF_UNIX socketpair() (for reference)", socket.socketpair),
         ):
             a, b = make()
