@@ -30,7 +30,7 @@ class Reporter:
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"  {text}")
+            self.console.print(f"  {text}", soft_wrap=True)  # paths stay whole
 
     @contextmanager
     def waiting(self, text: str) -> Iterator[Callable[[str], None]]:
