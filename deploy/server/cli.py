@@ -1,4 +1,4 @@
-"""``rendezvous-deploy server ...``: up, dns-refresh, status, down."""
+"""``rendezvous-deploy server ...``: up, dns-refresh, status, down, policy."""
 
 from __future__ import annotations
 
@@ -184,3 +184,44 @@ def down(delete: bool, remove_record: bool, **params: Any) -> None:
 
     aws, settings = _settings(params)
     run_down(aws, settings, Reporter(), delete=delete, remove_record=remove_record)
+
+
+@server.command()
+@click.option("--account", required=True, help="Your 12-digit AWS account id.")
+@click.option("--region", required=True, help="The region `up` deploys to, e.g. eu-west-1.")
+@click.option(
+    "--name", default=DEFAULT_NAME, show_default=True, help="The name prefix `up` uses (--name)."
+)
+@click.option("--hosted-zone-id", required=True, help="The Route 53 zone of the record (Z...).")
+@click.option("--record", required=True, help="The server's record, e.g. rdv.example.com.")
+def policy(account: str, region: str, name: str, hosted_zone_id: str, record: str) -> None:
+    """Print the least-privilege IAM policy for whoever runs `server up`, filled in.
+
+    It is deploy/iam/deployer.json with your account, region, name prefix, zone and
+    record; no AWS call is made. Attach it, for example:
+
+    \b
+      rendezvous-deploy server policy --account 123456789012 --region eu-west-1 \\
+          --hosted-zone-id Z0123456789 --record rdv.example.com > deployer.json
+      aws iam put-user-policy --user-name me --policy-name rendezvous-deployer \\
+          --policy-document file://deployer.json
+    """
+    import json
+    import re
+
+    from deploy import roles
+
+    if not re.fullmatch(r"\d{12}", account):
+        raise click.BadParameter(
+            f"{account!r} is not a 12-digit account id", param_hint="--account"
+        )
+    zone = hosted_zone_id.rsplit("/", 1)[-1]  # accepts "/hostedzone/Z..." as the API prints it
+    document = roles.policy(
+        "deployer",
+        Region=region,
+        Account=account,
+        Prefix=name,
+        HostedZoneId=zone,
+        RecordName=record.lower().rstrip("."),  # how Route 53 normalises record names
+    )
+    click.echo(json.dumps(document, indent=2))
