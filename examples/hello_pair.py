@@ -13,16 +13,21 @@ from __future__ import annotations
 import sys
 
 from fmi_client import FmiClientError, pair
+from fmi_client.address import parse_rendezvous
 
 
 def main() -> int:
     if len(sys.argv) != 3:
         print(__doc__)
         return 2
-    host, _, port = sys.argv[1].partition(":")
+    try:
+        host, port = parse_rendezvous(sys.argv[1])
+    except ValueError as exc:
+        print(f"hello_pair.py: {exc}", file=sys.stderr)
+        return 2
     me = sys.argv[2]
     try:
-        sock = pair("hello", host, int(port or 10000), timeout=60)
+        sock = pair("hello", host, port, timeout=60)
     except FmiClientError as exc:
         print(f"pairing failed: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from fmi_client.errors import (
     PeerLost,
     PeerNeverArrived,
     PunchFailed,
+    RendezvousRefused,
     RendezvousUnreachable,
 )
 from fmi_client.punch import pair
@@ -27,6 +28,7 @@ __all__ = [
     "PeerLost",
     "PeerNeverArrived",
     "PunchFailed",
+    "RendezvousRefused",
     "RendezvousUnreachable",
     "pair",
 ]

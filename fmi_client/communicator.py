@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fmi_client import ops
+from fmi_client.address import check_int, parse_rendezvous
 from fmi_client.channel import Channel
 from fmi_client.errors import (
     FmiClientError,
@@ -28,7 +29,7 @@ from fmi_client.errors import (
     PunchFailed,
 )
 from fmi_client.framing import is_array, np
-from fmi_client.punch import DEFAULT_PORT, PUNCH_WINDOW, pair
+from fmi_client.punch import PUNCH_WINDOW, pair
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
 
 log = logging.getLogger("fmi_client")
@@ -36,16 +37,6 @@ log = logging.getLogger("fmi_client")
 #: Arrays at least this large (and reduced with a named op) use reduce-scatter + allgather.
 LARGE_ALLREDUCE = 64 * 1024
 _COLL = -1  # the tag of collective traffic; user tags are >= 0
-
-
-def _parse_rendezvous(rendezvous: str) -> tuple[str, int]:
-    host, sep, port = rendezvous.rpartition(":")
-    if not sep:
-        return rendezvous, DEFAULT_PORT
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ValueError(f"rendezvous must be 'host:port', got {rendezvous!r}") from None
 
 
 def round_robin(world_size: int) -> list[list[tuple[int, int]]]:
@@ -66,9 +57,10 @@ def round_robin(world_size: int) -> list[list[tuple[int, int]]]:
 class Communicator:
     """Rank ``rank`` of ``world_size`` ranks that meet at the ``rendezvous`` server.
 
-    ``rendezvous`` is ``"host:port"``; ``comm_name`` names this job's communicator and
-    must differ between jobs that share a server (it has no default for that reason: two
-    jobs with the same name would pair their ranks with each other).
+    ``rendezvous`` is ``"host:port"`` (``"host"`` alone means port 10000); ``comm_name``
+    names this job's communicator and must differ between jobs that share a server (it
+    has no default for that reason: two jobs with the same name would pair their ranks
+    with each other). ``rank`` and ``world_size`` are ints (bools are refused).
 
     ``timeout`` bounds each pairing: a rank that has not arrived by then (a cold start
     gone wrong) raises PeerNeverArrived naming it. ``protocol`` is the rendezvous
@@ -89,6 +81,8 @@ class Communicator:
         punch_timeout: float = PUNCH_WINDOW,
         op_timeout: float | None = None,
     ) -> None:
+        rank = check_int(rank, "rank")
+        world_size = check_int(world_size, "world_size")
         if world_size < 1:
             raise ValueError(f"world_size must be at least 1, got {world_size}")
         if not 0 <= rank < world_size:
@@ -98,7 +92,7 @@ class Communicator:
         self.rank = rank
         self.size = world_size
         self.comm_name = comm_name
-        self.host, self.port = _parse_rendezvous(rendezvous)
+        self.host, self.port = parse_rendezvous(rendezvous)
         self.timeout = timeout
         self.protocol = protocol
         self.punch_timeout = punch_timeout

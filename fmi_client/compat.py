@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
 
@@ -133,7 +134,12 @@ def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str]:
             f'{os.fspath(path)!r}: backends.Direct.protocol must be "v1" (the original '
             f"TCPunch server, FMI's) or \"v2\" (the fork's), not {protocol!r}"
         )
-    return str(direct["host"]), int(direct.get("port", 10000)), timeout, protocol
+    try:
+        host = check_host(direct["host"], "backends.Direct.host")
+        port = check_port(direct.get("port", DEFAULT_PORT), "backends.Direct.port")
+    except (TypeError, ValueError) as exc:
+        raise FmiClientError(f"{os.fspath(path)!r}: {exc}") from None
+    return host, port, timeout, protocol
 
 
 class Communicator:

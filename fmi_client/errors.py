@@ -15,6 +15,10 @@ class RendezvousUnreachable(FmiClientError):
     """The rendezvous server could not be reached or broke off the conversation."""
 
 
+class RendezvousRefused(FmiClientError):
+    """The rendezvous server was reached but refused this request (a policy, a cap, a rule)."""
+
+
 class PeerNeverArrived(FmiClientError):
     """The deadline passed while the server was still waiting for the other side.
 

@@ -14,12 +14,20 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import re
 import selectors
 import socket
 import time
 from dataclasses import dataclass
 
-from fmi_client.errors import NameTooLong, PeerNeverArrived, PunchFailed, RendezvousUnreachable
+from fmi_client.address import DEFAULT_PORT, check_host, check_port
+from fmi_client.errors import (
+    NameTooLong,
+    PeerNeverArrived,
+    PunchFailed,
+    RendezvousRefused,
+    RendezvousUnreachable,
+)
 from tcpunch import (
     ENDPOINT_SIZE,
     NO_TOKEN,
@@ -35,7 +43,9 @@ from tcpunch import (
 
 log = logging.getLogger("fmi_client")
 
-DEFAULT_PORT = 10000
+#: What the server takes for junk rather than a v1 name (it closes such connections).
+_V1_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 #: How long the punch phase may take once both sides are paired. Both learn about each
 #: other at the same instant, so a punch that works takes a few round trips; a NAT that
 #: blocks it will not start working later.
@@ -167,6 +177,24 @@ def _lost_server(name: str, server: tuple[str, int], why: str) -> RendezvousUnre
     )
 
 
+def _refused(name: str, server: tuple[str, int], what: str) -> RendezvousRefused:
+    return RendezvousRefused(
+        f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} refused the request "
+        f"({what}). Likely reasons: its --name-pattern does not match this name; this IP "
+        "address already has --max-waiting-per-ip clients waiting; the server is full "
+        "(--max-connections); or the name breaks the name rules (v2: at most 99 UTF-8 bytes; "
+        "v1: at most 100 bytes, no control characters). The server's log says which."
+    )
+
+
+def _http_port(name: str, server: tuple[str, int]) -> RendezvousUnreachable:
+    return RendezvousUnreachable(
+        f"pairing {name!r}: {server[0]}:{server[1]}: this port answers HTTP: it is the "
+        "server's HTTP port (/health, /metrics), not the rendezvous port (10000 by default, "
+        "`rendezvous serve --port`)."
+    )
+
+
 def _garbage(name: str, server: tuple[str, int], what: str) -> RendezvousUnreachable:
     return RendezvousUnreachable(
         f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} answered with "
@@ -206,9 +234,14 @@ def _rendezvous_v1(name: str, server: tuple[str, int], deadline: float, timeout:
                 raise _lost_server(name, server, f"sending the name: {exc}") from None
             log.info("pairing %r: waiting at %s:%d (v1)", name, *server)
             try:
-                public = unpack_endpoint(_recv_exact(sock, ENDPOINT_SIZE, deadline))
+                first = _recv_exact(sock, ENDPOINT_SIZE, deadline)
             except _ServerClosed as exc:
+                if exc.received == 0:
+                    raise _refused(name, server, f"it closed the connection: {exc}") from None
                 raise _lost_server(name, server, str(exc)) from None
+            if first.startswith(b"HTTP/"):
+                raise _http_port(name, server)
+            public = unpack_endpoint(first)
             if public.port == 0:
                 raise _garbage(name, server, f"our own endpoint {public} has port 0")
             try:
@@ -253,9 +286,24 @@ def _rendezvous_v2(name: str, server: tuple[str, int], deadline: float, timeout:
         sock = _connect_server(server, name, deadline)
         try:
             local = Endpoint(*sock.getsockname()[:2])
-            sock.sendall(request)
+            try:
+                sock.sendall(request)
+            except ConnectionError as exc:
+                if token == NO_TOKEN:
+                    raise _refused(name, server, f"it closed the connection: {exc}") from None
+                raise _ServerClosed(str(exc), 0) from exc
+            answered = False
             while True:
-                response = decode_v2_response(_recv_exact(sock, V2_RESPONSE_SIZE, deadline))
+                try:
+                    raw = _recv_exact(sock, V2_RESPONSE_SIZE, deadline)
+                except _ServerClosed as exc:
+                    if token == NO_TOKEN and not answered and exc.received == 0:
+                        raise _refused(name, server, f"it closed the connection: {exc}") from None
+                    raise
+                if raw.startswith(b"HTTP/"):
+                    raise _http_port(name, server)
+                answered = True
+                response = decode_v2_response(raw)
                 if response.status is Status.WAITING:
                     token = response.token or token
                     log.info("pairing %r: waiting for the peer at %s:%d", name, *server)
@@ -268,11 +316,7 @@ def _rendezvous_v2(name: str, server: tuple[str, int], deadline: float, timeout:
                     break
                 # ERROR: a stale or unknown token, or a request the server refused.
                 if token == NO_TOKEN:
-                    raise RendezvousUnreachable(
-                        f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} "
-                        "answered ERROR to a fresh v2 request; check the name (at most 99 "
-                        "UTF-8 bytes) and the server's logs"
-                    )
+                    raise _refused(name, server, "it answered ERROR to a fresh v2 request")
                 token = NO_TOKEN
                 break
         except TimeoutError:
@@ -463,7 +507,9 @@ def pair(
     the punch itself gets at most ``punch_timeout`` of it. ``protocol`` is "v2" (the
     fork's protocol, resumes after server timeouts) or "v1" (the original TCPunch, FMI's
     server; when it ends a long wait we rejoin until ``timeout``). Raises
-    RendezvousUnreachable, PeerNeverArrived or PunchFailed. Safe to call from several
+    RendezvousUnreachable, RendezvousRefused (the server answered but turned the request
+    down), PeerNeverArrived or PunchFailed; ValueError for a port outside 1..65535, an
+    empty host or a v1 name with control characters. Safe to call from several
     threads at once; nothing is left open on any path but the result.
 
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
@@ -478,6 +524,8 @@ def pair(
     """
     if protocol not in ("v1", "v2"):
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+    host = check_host(host)
+    port = check_port(port)
     liveness = (
         Liveness(keepalive_idle, keepalive_interval, keepalive_count, user_timeout)
         if keepalive
@@ -487,6 +535,11 @@ def pair(
         liveness.check()
     started = time.monotonic()
     deadline = started + timeout
+    if protocol == "v1" and isinstance(name, str) and _V1_CONTROL.search(name):
+        raise ValueError(
+            f"pairing name {name!r} contains control characters, which v1 servers refuse as "
+            "junk; use printable characters only"
+        )
     try:
         if protocol == "v1":
             encode_v1_name(name)

@@ -8,8 +8,10 @@ lost and the runtime would kill the process 10 s later.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from types import FrameType
@@ -177,11 +179,66 @@ def serve(no_http: bool, **options: object) -> None:
         loop.run_until_complete(_serve(settings))
     except OSError as exc:
         flush_logs()
-        click.echo(f"rendezvous: cannot listen: {exc}", err=True)
+        click.echo(f"rendezvous: {describe_listen_error(settings, exc)}", err=True)
         sys.exit(1)
     finally:
         loop.close()
         flush_logs()  # buffered lines go out before any traceback or exit
+
+
+def _probe_bind(host: str, port: int) -> None:
+    """Bind (and close) a socket as the server would; raises what the server's bind raised."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+
+
+def _listen_problem(host: str, port: int, exc: OSError, host_flag: str, port_flag: str) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"cannot listen on {where} ({host_flag}): {host!r} is not an IP address or a host "
+            f"name that resolves ({exc.strerror}); check {host_flag} (e.g. 0.0.0.0 for every "
+            "interface)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where} ({port_flag}): address already in use; stop the "
+            f"other process or choose another {port_flag}"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {where} ({host_flag}): this machine has no address {host}; "
+            f"check {host_flag} (e.g. 0.0.0.0 for every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where} ({port_flag}): permission denied; ports below 1024 "
+            f"need root or CAP_NET_BIND_SERVICE, or choose another {port_flag}"
+        )
+    return f"cannot listen on {where} ({host_flag}/{port_flag}): {exc}"
+
+
+def describe_listen_error(settings: Settings, exc: OSError) -> str:
+    """Which address and flag a failed start tripped on, found by binding each again.
+
+    The server closes what it opened when start() fails, so a probe fails exactly where
+    the server did (unless another process changed things in between).
+    """
+    listeners = [(settings.host, settings.port, "--host", "--port")]
+    if settings.http_port is not None:
+        host_flag = "--http-host" if settings.http_host else "--host"
+        listeners.append(
+            (settings.http_host or settings.host, settings.http_port, host_flag, "--http-port")
+        )
+    for host, port, host_flag, port_flag in listeners:
+        try:
+            _probe_bind(host, port)
+        except OSError as probe:
+            return _listen_problem(host, port, probe, host_flag, port_flag)
+    return f"cannot listen: {exc}"
 
 
 def raise_open_files_limit() -> int | None:

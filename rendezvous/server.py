@@ -186,17 +186,27 @@ class Connection(asyncio.Protocol):
         self.server.refuse(self, reason, text)
         self.finish(error=True)
 
-    def request_timed_out(self) -> None:
+    def request_timed_out(self, *, drained: float | None = None) -> None:
+        """Refuse a request still incomplete at its deadline, or at the end of a drain
+        (``drained``: the drain's timeout), so the log says which of the two cut it off."""
         if self.state is not READING:
             return
         self._end_reading()
         self.protocol = "v2" if self.looks_v2 else "v1"
-        self.server.refuse(
-            self,
-            "request_timeout",
-            f"no complete request within {self.server.settings.request_timeout:g} s "
-            f"({self.reader.buffered} bytes)",
-        )
+        if drained is not None:
+            self.server.refuse(
+                self,
+                "drain",
+                f"request still incomplete when the drain ended after {drained:g} s "
+                f"({self.reader.buffered} bytes); the server is shutting down",
+            )
+        else:
+            self.server.refuse(
+                self,
+                "request_timeout",
+                f"no complete request within {self.server.settings.request_timeout:g} s "
+                f"({self.reader.buffered} bytes)",
+            )
         self.finish(error=True)
 
     def send_v2(self, status: Status, peer: Endpoint | None = None, token: str | None = None):
@@ -343,7 +353,18 @@ class RendezvousServer:
                 "port": self.port,
                 "http_port": self.http_port,
                 "loop": type(self.loop).__module__,
+                "loop_setting": s.loop,
                 "version": __version__,
+                # the effective settings, so an operator sees RENDEZVOUS_* took effect
+                "peer_timeout": s.peer_timeout,
+                "v1_peer_timeout": s.v1_peer_timeout,
+                "request_timeout": s.request_timeout,
+                "token_grace": s.effective_token_grace,
+                "max_connections": s.max_connections,
+                "max_waiting_per_ip": s.max_waiting_per_ip,
+                "name_pattern": s.name_pattern,
+                "allow_delete_pairs": s.allow_delete_pairs,
+                "drain_timeout": s.drain_timeout,
             },
         )
 
@@ -392,7 +413,7 @@ class RendezvousServer:
             if conn.state is WAITING:
                 conn.expire()
             elif conn.state is READING:
-                conn.request_timed_out()
+                conn.request_timed_out(drained=timeout)
         await self.stop()
         log.info("drained", extra={"event": "drained", "pairings": self.pairings})
 
@@ -532,19 +553,18 @@ class RendezvousServer:
             # the endpoints as str(Endpoint) gives them, without two calls.
             waiter_ip, waiter_port = other.endpoint
             newcomer_ip, newcomer_port = conn.endpoint
-            log_event(
-                log,
-                logging.INFO,
-                "paired",
-                {
-                    "event": "paired",
-                    "pairing": name_text(waiter.name),
-                    "protocol": kind,
-                    "waiter": f"{waiter_ip}:{waiter_port}",
-                    "newcomer": f"{newcomer_ip}:{newcomer_port}",
-                    "wait_seconds": round(waited, 6),
-                },
-            )
+            fields = {
+                "event": "paired",
+                "pairing": name_text(waiter.name),
+                "protocol": kind,
+                "waiter": f"{waiter_ip}:{waiter_port}",
+                "newcomer": f"{newcomer_ip}:{newcomer_port}",
+                "wait_seconds": round(waited, 6),
+            }
+            if kind == "mixed":  # which side spoke which (a v1 FMI rank meeting a v2 one)
+                fields["waiter_protocol"] = other.protocol
+                fields["newcomer_protocol"] = conn.protocol
+            log_event(log, logging.INFO, "paired", fields)
 
     def _waiting(self, conn: Connection, outcome: Waiting) -> None:
         waiter = outcome.waiter

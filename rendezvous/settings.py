@@ -38,6 +38,17 @@ class Settings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_connections < 1 or self.max_waiting_per_ip < 1:
             raise ValueError("max_connections and max_waiting_per_ip must be at least 1")
+        for flag, port in (("--port", self.port), ("--http-port", self.http_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{flag} must be in 0..65535 (0: any free port), got {port}")
+        if self.http_port is not None and self.http_port == self.port != 0:
+            http_host = self.http_host or self.host
+            wildcard = ("0.0.0.0", "::", "")
+            if http_host == self.host or http_host in wildcard or self.host in wildcard:
+                raise ValueError(
+                    f"--port and --http-port are both {self.port} on the same address: give "
+                    "the HTTP port another number (default 10001), or --no-http"
+                )
         if self.name_pattern is not None:
             try:
                 re.compile(self.name_pattern)

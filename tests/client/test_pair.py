@@ -15,6 +15,7 @@ from fmi_client import (
     NameTooLong,
     PeerNeverArrived,
     PunchFailed,
+    RendezvousRefused,
     RendezvousUnreachable,
     pair,
 )
@@ -276,8 +277,8 @@ class FakeV1Server:
 @pytest.mark.parametrize(
     ("reply", "says"),
     [
-        (b"", "closed the connection before pairing"),
-        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "not a TCPunch v1 reply"),
+        (b"", "refused the request"),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "it is the server's HTTP port"),
         (pack_endpoint("127.0.0.1", 40000) + b"abc", "partial peer endpoint"),
         (pack_endpoint("127.0.0.1", 0), "port 0"),
     ],
@@ -288,8 +289,10 @@ def test_v1_server_that_closes_at_once_or_sends_garbage_is_unreachable(
 ) -> None:
     fake = FakeV1Server(reply)
     fds = open_fds()
+    # a close before any byte is how servers refuse (caps, junk names): RendezvousRefused
+    expected = RendezvousRefused if not reply else RendezvousUnreachable
     try:
-        with pytest.raises(RendezvousUnreachable) as info:
+        with pytest.raises(expected) as info:
             pair("garbage-test", "127.0.0.1", fake.port, protocol="v1", timeout=5)
     finally:
         fake.close()

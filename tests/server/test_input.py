@@ -160,3 +160,30 @@ async def test_extra_bytes_from_a_waiter_are_ignored(server, unique):
     assert (await b.read_v2()).peer == a.local
     await a.close()
     await b.close()
+
+
+async def test_partial_request_cut_off_by_drain_is_logged_as_drain(make_server):
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("rendezvous")
+    keep = Keep(logging.WARNING)
+    log.addHandler(keep)
+    try:
+        server = await make_server(request_timeout=30)
+        client = await connect(server.port, encode_v2_request("drained")[:10])
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(server.drain(timeout=0.2), 10)
+        assert await client.read_rest(timeout=3) is not None
+        await client.close()
+    finally:
+        log.removeHandler(keep)
+    assert rejected(server, "drain") == 1 and rejected(server, "request_timeout") == 0
+    refused = [r for r in records if getattr(r, "event", None) == "refused"]
+    assert [r.reason for r in refused] == ["drain"]
+    assert "drain ended after 0.2 s" in refused[0].detail
+    assert "no complete request" not in refused[0].detail

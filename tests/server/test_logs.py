@@ -474,3 +474,31 @@ async def test_a_pairing_logs_one_paired_line_in_the_formatters_format(make_serv
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         for switch, value in saved_switches.items():
             setattr(logging, switch, value)
+
+
+async def test_a_mixed_pairing_says_which_side_spoke_which(make_server, unique):
+    from tests.server.wire import v1, v2
+
+    log = logging.getLogger("rendezvous")
+    saved = log.handlers[:], log.level, log.propagate
+    stream = CountingStream()
+    handler = configure_logging("INFO", stream=stream)
+    try:
+        server = await make_server(http_port=None)
+        name = unique("mixed")
+        a = await v2(server.port, name)
+        assert (await a.read_v2()).status.name == "WAITING"
+        b = await v1(server.port, name)
+        assert len(await b.read_rest()) == 8 and (await a.read_v2()).status.name == "PAIRED"
+        await a.close()
+        await b.close()
+        handler.flush()
+        raw = [line for line in stream.getvalue().splitlines() if '"paired"' in line]
+        assert len(raw) == 1, stream.getvalue()
+        line = json.loads(raw[0])
+        assert json.dumps(line) == raw[0]  # the fast path, byte for byte the formatter's
+        assert line["protocol"] == "mixed"
+        assert line["waiter_protocol"] == "v2" and line["newcomer_protocol"] == "v1"
+    finally:
+        handler.close()
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
