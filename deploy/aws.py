@@ -11,6 +11,7 @@ which IAM action was refused, and so that the actions a command used are recorde
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,9 @@ class Aws:
     def session(self) -> Any:
         import boto3  # deferred: boto3 is the optional `aws` extra
 
-        return boto3.Session(profile_name=self.profile, region_name=self.region)
+        # boto3 reads only AWS_DEFAULT_REGION; the AWS CLI and SDKs also honour AWS_REGION.
+        region = self.region or os.environ.get("AWS_REGION") or None
+        return boto3.Session(profile_name=self.profile, region_name=region)
 
     @property
     def region_name(self) -> str:

@@ -32,6 +32,11 @@ class Reporter:
         if not self.quiet:
             self.console.print(f"  {text}", soft_wrap=True)  # paths stay whole
 
+    def warn(self, text: str) -> None:
+        """Something looks wrong but the command goes on: say so, in yellow."""
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+
     @contextmanager
     def waiting(self, text: str) -> Iterator[Callable[[str], None]]:
         """A spinner labelled ``text``; the yielded function updates its detail line."""

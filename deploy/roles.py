@@ -121,6 +121,12 @@ def ensure_role(
     return str(role["Arn"]), changed
 
 
+def placeholders(name: str) -> list[str]:
+    """The ``${Key}`` names in deploy/iam/<name>.json, in order of first use."""
+    text = (POLICY_DIR / f"{name}.json").read_text()
+    return list(dict.fromkeys(re.findall(r"\$\{(\w+)\}", text)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.roles deployer Region=eu-west-1 Account=... > policy.json``:
     print a policy file filled in, ready for ``aws iam put-user-policy``."""
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         document = policy(args.name, **values)
     except DeployError as err:
-        print(f"{err}: pass it as KEY=VALUE", file=sys.stderr)
+        needed = " ".join(f"{key}=..." for key in placeholders(args.name))
+        sys.stderr.write(f"{err}: pass it as KEY=VALUE (all its placeholders: {needed})\n")
         return 2
     print(json.dumps(document, indent=2))
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from deploy.config import aws_options, config_option
+from deploy.errors import friendly
 
 DEFAULT_RESULTS = Path("build/pipeline")
 
@@ -55,10 +56,29 @@ def pipeline() -> None:
 
 @pipeline.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--files", default=8, show_default=True, help="Number of .pt partitions.")
-@click.option("--samples", default=256, show_default=True, help="Samples per partition.")
+@click.option(
+    "--files",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of .pt partitions.",
+)
+@click.option(
+    "--samples",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Samples per partition.",
+)
 @click.option("--seed", default=0, show_default=True, help="Same seed, same data.")
-def generate(out_dir: Path, files: int, samples: int, seed: int) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete the .pt files already in OUT_DIR first (without it, a directory that "
+    "holds .pt files is refused, so two data sets never mix).",
+)
+@friendly
+def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) -> None:
     """Write synthetic .pt partitions in the users' data format to OUT_DIR.
 
     Files are named 1.pt .. N.pt; each holds TensorDataset(image [n,5,32,32], magnitude
@@ -66,6 +86,15 @@ def generate(out_dir: Path, files: int, samples: int, seed: int) -> None:
     """
     from examples.pipeline.data import generate as write
 
+    old = sorted(out_dir.rglob("*.pt")) if out_dir.is_dir() else []
+    if old and not force:
+        raise click.ClickException(
+            f"{out_dir} already holds {len(old)} .pt file(s) (e.g. {old[0]}): a run reads "
+            "every .pt file under --data, so the data sets would mix. Pick an empty "
+            "directory, or pass --force to delete them first."
+        )
+    for path in old:
+        path.unlink()
     paths = write(out_dir, files, samples, seed)
     click.echo(f"wrote {len(paths)} partitions x {samples} samples to {out_dir}")
 
@@ -143,6 +172,7 @@ def generate(out_dir: Path, files: int, samples: int, seed: int) -> None:
     help="AWS: where the started executions are recorded for `pipeline report`.",
 )
 @aws_options
+@friendly
 def run(
     local: bool,
     world_sizes: str,
@@ -169,6 +199,15 @@ def run(
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
     sizes = parse_world_sizes(world_sizes)
+    if rendezvous is not None:
+        from examples.pipeline.payload import validate_endpoint
+
+        if validate_endpoint(rendezvous):
+            raise click.BadParameter(
+                f"expected host:port with a port 1-65535, e.g. 127.0.0.1:10000; "
+                f"got {rendezvous!r}",
+                param_hint="--rendezvous",
+            )
     if local:
         if data_dir is None:
             raise click.UsageError(
@@ -249,10 +288,14 @@ def _run_local(
     csv_path = write_sweep(runs, results_dir / "sweep.csv")
     reporter.note(f"table: {csv_path}")
     reporter.note(f"combined results: {runs[-1].results_dir / 'combined_data.json'}")
+    stale = results_dir / "sweep.png"
+    stale.unlink(missing_ok=True)  # an old plot must not pass for this sweep's
     if len(runs) > 1:
-        png = plot_sweep(runs, results_dir / "sweep.png")
+        png = plot_sweep(runs, stale)
         reporter.note(f"plot: {png}")
         click.echo(str(png))
+    else:
+        reporter.note("no plot: a sweep plot needs two or more world sizes (--world-size 1,2,4)")
 
 
 def _run_aws(
@@ -273,6 +316,12 @@ def _run_aws(
         raise click.BadParameter(
             f"{payload_file} is not JSON: {err}", param_hint="--payload"
         ) from err
+    if not isinstance(payload, dict):
+        raise click.BadParameter(
+            f"{payload_file}: the payload must be a JSON object ({{\"bucket\": ...}}), "
+            f"got a JSON {type(payload).__name__}",
+            param_hint="--payload",
+        )
     try:
         for size in sizes:  # the same check Initialize makes, before anything starts
             validate_payload({**payload, "world_size": size})
@@ -336,6 +385,7 @@ def _run_aws(
     help="Restrict the functions' S3 access to this bucket (repeatable; default: any bucket).",
 )
 @aws_options
+@friendly
 def up(
     name: str,
     image_uri: str | None,
@@ -412,6 +462,7 @@ def up(
     help="Price list to apply.",
 )
 @aws_options
+@friendly
 def report(
     name: str,
     executions: tuple[str, ...],
@@ -447,21 +498,27 @@ def report(
                 f"no --execution given and {runs_file} does not exist; "
                 "start runs with `pipeline run --payload ...` first"
             )
-        arns = [r["execution_arn"] for r in json.loads(runs_file.read_text())]
+        arns = _recorded_executions(runs_file)
     pricing = ARM if arch == "arm64" else X86
     aws = _aws(region, endpoint_url, profile)
     names = cloud.PipelineNames(name)
     reporter = _reporter()
     rows = []
+    empty = []
     with reporter.waiting("reading CloudWatch logs") as update:
         for arn in arns:
             update(arn.rsplit(":", 1)[-1])
-            found = cloud.collect_execution(aws, names, arn)
+            found = _collect(cloud, aws, names, arn)
             if not found["lines"]:
-                reporter.note(f"no REPORT lines yet for {found['run_id']} ({found['status']})")
+                empty.append((arn, found["status"]))
             rows.append(
                 summarize_lines(found["run_id"], found["world_size"], found["lines"], pricing)
             )
+    for arn, status in empty:
+        reporter.warn(
+            f"no REPORT lines yet for {arn} ({status}): still running, or logs not "
+            "delivered yet; its row shows zeros"
+        )
     rows.sort(key=lambda r: r.world_size)
     reporter.table("Inference pipeline on AWS Lambda", COLUMNS, [row_cells(r) for r in rows])
     reporter.note(f"pricing: {pricing.name}")
@@ -471,3 +528,34 @@ def report(
     png = plot(rows, out_dir / "report.png", pricing)
     reporter.note(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {png}")
     click.echo(str(out_dir / "report.md"))
+
+
+def _recorded_executions(runs_file: Path) -> list[str]:
+    """The execution ARNs `pipeline run` recorded, or a message naming what is wrong."""
+    hint = "fix or delete it, or pass --execution ARN"
+    try:
+        records = json.loads(runs_file.read_text())
+    except json.JSONDecodeError as err:
+        raise click.ClickException(f"{runs_file} is not valid JSON ({err}): {hint}") from err
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("execution_arn"), str) for r in records
+    ):
+        raise click.ClickException(
+            f"{runs_file} is not a list of recorded runs (objects with execution_arn): {hint}"
+        )
+    return [r["execution_arn"] for r in records]
+
+
+def _collect(cloud: Any, aws: Any, names: Any, arn: str) -> dict[str, Any]:
+    """cloud.collect_execution, with a clear message for an execution that is not there."""
+    from deploy.aws import error_code
+
+    try:
+        return dict(cloud.collect_execution(aws, names, arn))
+    except Exception as err:
+        if error_code(err) in ("ExecutionDoesNotExist", "InvalidArn"):
+            raise click.ClickException(
+                f"execution {arn} does not exist in this account/region "
+                f"({error_code(err)}): check --execution, --runs-file and --region"
+            ) from err
+        raise

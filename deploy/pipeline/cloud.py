@@ -308,20 +308,14 @@ def ensure_function(aws: Aws, name: str, spec: dict[str, Any]) -> tuple[str, boo
 
 
 def build_and_push_worker(
-    aws: Aws, names: PipelineNames, on_progress: Callable[[str], None]
+    aws: Aws, names: PipelineNames, on_progress: Callable[[str], None], client: Any = None
 ) -> str:
     """Build examples/pipeline/Dockerfile and push it to ECR; returns the image URI."""
-    try:
-        import docker
-    except ImportError as err:
-        raise DeployError(
-            "building needs the docker SDK (pip install docker), or pass --image-uri"
-        ) from err
     from types import SimpleNamespace
 
-    from deploy.server.image import push_local_image
+    from deploy.server.image import connect_docker, push_local_image
 
-    client = docker.from_env()
+    client = client or connect_docker()
     local = f"{names.repository}:latest"
     on_progress(f"fetching torch and numpy wheels on this host ({WHEELS_SCRIPT})")
     fetched = subprocess.run(
@@ -356,6 +350,12 @@ def up(
 ) -> Deployment:
     """Roles, layer, three functions and the state machine, each created or updated."""
     names = settings.names
+    # Before anything is created: a missing Docker engine must cost nothing.
+    docker = None
+    if not settings.image_uri:
+        from deploy.server.image import connect_docker
+
+        docker = connect_docker()
     account = aws.client("sts").get_caller_identity()["Account"]
     region = aws.region_name
 
@@ -397,7 +397,7 @@ def up(
         )
         step(f"zip function {name}", changed)
 
-    image_uri = settings.image_uri or build_and_push_worker(aws, names, on_progress)
+    image_uri = settings.image_uri or build_and_push_worker(aws, names, on_progress, docker)
     arns[names.worker], changed = ensure_function(
         aws,
         names.worker,

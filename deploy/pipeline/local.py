@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import examples
+from deploy.aws import DeployError
 from examples.pipeline.initialize import initialize
 from examples.pipeline.summarize import summarize
 
@@ -172,8 +174,9 @@ def run_ranks(
             for rank, proc in enumerate(procs):
                 if rank not in outcomes and proc.poll() is not None:
                     outcomes[rank] = _outcome(rank, proc)
-                    if progress:
-                        progress(len(outcomes), world_size)
+                    if progress:  # failed ranks are not "done"
+                        done = sum(1 for o in outcomes.values() if not o.error)
+                        progress(done, world_size)
             failures = [o for o in outcomes.values() if o.error]
             own = [o for o in failures if o.origin]
             if own:
@@ -196,10 +199,26 @@ def run_ranks(
                     stream.close()
 
 
+def probe_endpoint(address: str, timeout: float = 3.0) -> None:
+    """Fail at once when nothing accepts TCP connections at ``host:port``: otherwise every
+    rank would wait out its own rendezvous timeout before saying so."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise DeployError(
+            f"no rendezvous server reachable at {address} ({err.__class__.__name__}: {err}): "
+            "start one there, or leave out --rendezvous to use an in-process server"
+        ) from err
+
+
 @contextlib.contextmanager
 def rendezvous_endpoint(address: str | None) -> Iterator[str]:
-    """The given ``host:port``, or an in-process server on a free loopback port."""
+    """The given ``host:port`` (checked to accept connections), or an in-process server on a
+    free loopback port."""
     if address:
+        probe_endpoint(address)
         yield address
         return
     from rendezvous.embedded import BackgroundServer

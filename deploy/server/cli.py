@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from deploy.aws import Aws, DeployError
+from deploy.aws import Aws
 from deploy.config import aws_options, config_option, env_name
+from deploy.errors import friendly as _friendly
 from deploy.progress import Reporter
 from deploy.server.dnscheck import parse_server
 from deploy.server.settings import DEFAULT_NAME, ServerSettings, Waits
@@ -80,24 +80,6 @@ def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
             raise click.BadParameter(str(err), param_hint="--dns-server") from None
     settings = ServerSettings(waits=waits, environment=tuple(environment), **params)
     return aws, settings
-
-
-def _friendly(func: F) -> F:
-    """Turn known failures into one clear line and exit status 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DeployError as err:
-            raise click.ClickException(str(err)) from err
-        except Exception as err:
-            module = type(err).__module__
-            if module.startswith(("botocore", "boto3")):
-                raise click.ClickException(f"AWS call failed: {err}") from err
-            raise
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group()

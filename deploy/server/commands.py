@@ -90,6 +90,7 @@ def _verify(reporter: Reporter, settings: ServerSettings, zone: record.Zone, ip:
 def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     """Bring the service up and the record in line; changes nothing when all is in place."""
     # Checks that need no changes come first, so mistakes cost nothing.
+    docker = None if settings.image_uri else image.connect_docker()
     zone = record.find_zone(aws, settings.record, settings.zone)
     zone = record.check_inside(zone, settings.fqdn)
     reporter.step(f"hosted zone {zone.name} ({zone.id}) holds {settings.fqdn}", changed=False)
@@ -106,7 +107,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"image {image_uri} (given)", changed=False)
     else:
         with reporter.waiting(f"Pushing {settings.local_image}") as update:
-            image_uri = image.push_local_image(aws, settings, on_progress=update)
+            image_uri = image.push_local_image(
+                aws, settings, on_progress=update, docker_client=docker
+            )
         reporter.step(f"pushed {settings.local_image} as {image_uri}")
 
     reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))

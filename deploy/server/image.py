@@ -7,11 +7,38 @@ is the local image id, so the task definition changes exactly when the image doe
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from typing import Any
 
 from deploy.aws import Aws, DeployError
 from deploy.server.settings import ServerSettings
+
+
+def connect_docker() -> Any:
+    """A docker SDK client for DOCKER_HOST (or the default socket), checked to be reachable.
+
+    Called before any AWS resource is made, so a missing engine costs nothing.
+    """
+    try:
+        import docker
+    except ImportError as err:  # pragma: no cover - docker is in the test extra
+        raise DeployError(
+            "pushing needs the docker SDK (pip install docker), or pass --image-uri"
+        ) from err
+    host = os.environ.get("DOCKER_HOST") or "unset"
+    client = None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as err:
+        if client is not None:
+            client.close()
+        raise DeployError(
+            f"no Docker or podman engine reachable (DOCKER_HOST={host}): start one, or pass "
+            f"--image-uri with an image already in ECR"
+        ) from err
+    return client
 
 
 def ensure_repository(aws: Aws, name: str) -> tuple[str, bool]:
@@ -36,15 +63,10 @@ def push_local_image(
     docker_client: Any = None,
 ) -> str:
     """Push ``settings.local_image`` to the repository; returns the pushed image URI."""
-    try:
-        import docker
-        import docker.errors
-    except ImportError as err:  # pragma: no cover - docker is in the test extra
-        raise DeployError(
-            "pushing needs the docker SDK (pip install docker), or pass --image-uri"
-        ) from err
+    import docker.errors
+
+    client = docker_client or connect_docker()
     repository_uri, _ = ensure_repository(aws, settings.repository)
-    client = docker_client or docker.from_env()
     try:
         image = client.images.get(settings.local_image)
     except docker.errors.ImageNotFound as err:

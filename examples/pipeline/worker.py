@@ -154,7 +154,11 @@ def run_rank(
 
     failed = [r for r in range(world_size) if total[len(SUM_FIELDS) + world_size + r] > 0.5]
     if failure is not None:
-        message = str(failure) if isinstance(failure, RankFailed) else repr(failure)
+        message = (
+            str(failure)
+            if isinstance(failure, RankFailed)
+            else f"{type(failure).__name__}: {failure}"
+        )
         raise RankFailed(f"rank {rank}/{world_size} failed: {message}") from failure
     if failed:
         raise PeerFailed(f"rank {rank}/{world_size} stopped: rank(s) {failed} failed")
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every failure becomes the rank's message
         message = str(exc)
         if not isinstance(exc, RankFailed):
-            message = f"rank {item.get('RANK')}: {exc!r}"
+            message = f"rank {item.get('RANK')}: {type(exc).__name__}: {exc}"
         print(json.dumps({"error": message, "origin": True}))
         return 1
     print(json.dumps(result))
