@@ -36,7 +36,7 @@ serve: setup
 DEMO_DATA := build/demo-data
 demo: setup
 	test -f $(DEMO_DATA)/16.pt || $(VENV)/bin/rendezvous-deploy pipeline generate \
-		$(DEMO_DATA) --files 16 --samples 256
+		$(DEMO_DATA) --files 16 --samples 256 --force
 	$(VENV)/bin/rendezvous-deploy pipeline run --local --world-size 1,2,4,8 \
 		--data $(DEMO_DATA) --results build/demo
 
