@@ -10,8 +10,25 @@ import click
 
 from deploy.config import aws_options, config_option
 from deploy.errors import friendly
+from deploy.pipeline import DEFAULT_PREFIX, RUNS_FILE
 
 DEFAULT_RESULTS = Path("build/pipeline")
+
+
+def name_option(help_text: str) -> Any:
+    """--name: the resource prefix, with one default for every pipeline command."""
+    return click.option("--name", default=DEFAULT_PREFIX, show_default=True, help=help_text)
+
+
+def runs_file_option(help_text: str) -> Any:
+    """--runs-file: where `run` records executions and `report` finds them."""
+    return click.option(
+        "--runs-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=RUNS_FILE,
+        show_default=True,
+        help=help_text,
+    )
 
 
 def parse_world_sizes(text: str) -> list[int]:
@@ -152,25 +169,14 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="AWS: the state machine's input payload (JSON file).",
 )
-@click.option(
-    "--name",
-    default="rendezvous-pipeline",
-    show_default=True,
-    help="AWS: the name prefix `pipeline up` used.",
-)
+@name_option("AWS: the name prefix `pipeline up` used.")
 @click.option(
     "--wait/--no-wait",
     default=True,
     show_default=True,
     help="AWS: wait for each execution before starting the next.",
 )
-@click.option(
-    "--runs-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("pipeline-runs.json"),
-    show_default=True,
-    help="AWS: where the started executions are recorded for `pipeline report`.",
-)
+@runs_file_option("AWS: where the started executions are recorded for `pipeline report`.")
 @aws_options
 @friendly
 def run(
@@ -359,12 +365,7 @@ def _run_aws(
 
 @pipeline.command()
 @config_option("pipeline")
-@click.option(
-    "--name",
-    default="rendezvous-pipeline",
-    show_default=True,
-    help="The name prefix `pipeline up` used.",
-)
+@name_option("The name prefix `pipeline up` used.")
 @click.option("--image-uri", help="Worker image already in ECR (skips building).")
 @click.option(
     "--build",
@@ -427,25 +428,14 @@ def up(
 
 @pipeline.command()
 @config_option("pipeline")
-@click.option(
-    "--name",
-    default="rendezvous-pipeline",
-    show_default=True,
-    help="The name prefix `pipeline up` used.",
-)
+@name_option("The name prefix `pipeline up` used.")
 @click.option(
     "--execution",
     "executions",
     multiple=True,
     help="Execution ARN to report (repeatable; default: all in --runs-file).",
 )
-@click.option(
-    "--runs-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("pipeline-runs.json"),
-    show_default=True,
-    help="Executions recorded by `pipeline run`.",
-)
+@runs_file_option("Executions recorded by `pipeline run`.")
 @click.option(
     "--out",
     "out_dir",

@@ -23,6 +23,7 @@ from typing import Any
 
 from deploy import roles
 from deploy.aws import Aws, DeployError, error_code
+from deploy.pipeline import DEFAULT_PREFIX
 from deploy.pipeline.report import ReportLine, parse_report_line
 from deploy.roles import policy
 
@@ -47,7 +48,7 @@ Step = Callable[[str, bool], None]  # (what happened, whether anything changed)
 class PipelineNames:
     """Every AWS resource name, derived from one prefix."""
 
-    prefix: str = "rendezvous-pipeline"
+    prefix: str = DEFAULT_PREFIX
 
     @property
     def initialize(self) -> str:
