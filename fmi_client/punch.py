@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import re
 import selectors
 import socket
 import time
@@ -31,6 +30,7 @@ from fmi_client.errors import (
 from tcpunch import (
     ENDPOINT_SIZE,
     NO_TOKEN,
+    V1_CONTROL_BYTES,
     V2_RESPONSE_SIZE,
     Endpoint,
     ProtocolError,
@@ -42,9 +42,6 @@ from tcpunch import (
 )
 
 log = logging.getLogger("fmi_client")
-
-#: What the server takes for junk rather than a v1 name (it closes such connections).
-_V1_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: How long the punch phase may take once both sides are paired. Both learn about each
 #: other at the same instant, so a punch that works takes a few round trips; a NAT that
@@ -535,7 +532,7 @@ def pair(
         liveness.check()
     started = time.monotonic()
     deadline = started + timeout
-    if protocol == "v1" and isinstance(name, str) and _V1_CONTROL.search(name):
+    if protocol == "v1" and isinstance(name, str) and V1_CONTROL_BYTES.search(name.encode()):
         raise ValueError(
             f"pairing name {name!r} contains control characters, which v1 servers refuse as "
             "junk; use printable characters only"

@@ -25,6 +25,7 @@ from rendezvous.metrics import Metrics
 from rendezvous.room import Paired, Refused, Room, Waiter, Waiting
 from rendezvous.settings import Settings
 from tcpunch import (
+    V1_CONTROL_BYTES,
     V2_REQUEST_SIZE,
     Command,
     Endpoint,
@@ -40,8 +41,6 @@ from tcpunch import (
 from tcpunch.request import name_text
 
 log = logging.getLogger("rendezvous")
-
-_V1_JUNK = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class State(enum.Enum):
@@ -487,7 +486,7 @@ class RendezvousServer:
             name = request.name
             token = None
             self.metrics.connections["v1"] += 1
-            if _V1_JUNK.search(name):
+            if V1_CONTROL_BYTES.search(name):
                 self.refuse(conn, "junk", f"control bytes in v1 name {name[:40]!r}")
                 conn.finish(error=True)
                 return

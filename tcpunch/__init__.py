@@ -14,7 +14,7 @@ from tcpunch.request import (
     V1Request,
     V2Request,
 )
-from tcpunch.v1 import V1_MAX_NAME, encode_v1_name
+from tcpunch.v1 import V1_CONTROL_BYTES, V1_MAX_NAME, encode_v1_name
 from tcpunch.v2 import (
     NO_TOKEN,
     V2_NAME_FIELD,
@@ -32,6 +32,7 @@ from tcpunch.v2 import (
 __all__ = [
     "ENDPOINT_SIZE",
     "NO_TOKEN",
+    "V1_CONTROL_BYTES",
     "V1_MAX_NAME",
     "V2_NAME_FIELD",
     "V2_REQUEST_SIZE",

@@ -6,9 +6,15 @@ name is whatever arrived in the first segment; it never contains a NUL byte.
 
 from __future__ import annotations
 
+import re
+
 from tcpunch.errors import ProtocolError
 
 V1_MAX_NAME = 100
+
+V1_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+"""Control bytes (C0 and DEL): a v1 "name" holding them is junk (a probe, a stray
+protocol), which our server refuses; clients check names against the same rule."""
 
 
 def encode_v1_name(name: str | bytes) -> bytes:

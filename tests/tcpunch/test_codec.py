@@ -275,3 +275,20 @@ def test_reader_eof_messages():
 def test_reader_v2_malformed_raises_from_decode():
     with pytest.raises(ProtocolError, match="not UTF-8"):
         RequestReader().feed(_v2(b"\xff"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "junk"),
+    [
+        (b"fmi_pair3_5", False),
+        ("caf\u00e9-\u4e2d".encode(), False),  # multi-byte UTF-8 never holds bytes < 0x80
+        (b"tab\tname", True),
+        (b"line\n", True),
+        (b"del\x7f", True),
+        (b"\x00", True),
+    ],
+)
+def test_v1_control_bytes_rule(raw: bytes, junk: bool) -> None:
+    from tcpunch import V1_CONTROL_BYTES
+
+    assert (V1_CONTROL_BYTES.search(raw) is not None) is junk
