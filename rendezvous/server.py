@@ -26,11 +26,11 @@ from rendezvous.room import Paired, Refused, Room, Waiter, Waiting
 from rendezvous.settings import Settings
 from tcpunch import (
     V1_CONTROL_BYTES,
-    V2_REQUEST_SIZE,
     Command,
     Endpoint,
     NeedMoreData,
     ProtocolError,
+    Reason,
     RequestReader,
     Status,
     V1Request,
@@ -171,18 +171,9 @@ class Connection(asyncio.Protocol):
 
     def _bad_request(self, exc: ProtocolError) -> None:
         self._end_reading()
-        text = str(exc)
         if self.looks_v2:
             self.protocol = "v2"
-            if self.reader.buffered > V2_REQUEST_SIZE:
-                reason = "oversized"
-            elif "UTF-8" in text:
-                reason = "not_utf8"
-            else:
-                reason = "malformed"
-        else:
-            reason = "oversized" if self.reader.buffered > 100 else "malformed"
-        self.server.refuse(self, reason, text)
+        self.server.refuse(self, _REFUSAL_REASONS.get(exc.reason, "malformed"), str(exc))
         self.finish(error=True)
 
     def request_timed_out(self, *, drained: float | None = None) -> None:
@@ -239,6 +230,9 @@ class Connection(asyncio.Protocol):
             )
         self.finish(payload=payload)
 
+
+# Refusal reasons (metric labels) by the codec's reason code; every other code is "malformed".
+_REFUSAL_REASONS = {Reason.OVERSIZED: "oversized", Reason.NOT_UTF8: "not_utf8"}
 
 _ZERO = Endpoint("0.0.0.0", 0)
 _PAIRED = Status.PAIRED  # enum members as globals: cheaper to read (see READING)

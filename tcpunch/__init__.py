@@ -6,7 +6,7 @@ byte vectors. Kept dependency-free because it ships in the client's Lambda layer
 """
 
 from tcpunch.endpoint import ENDPOINT_SIZE, Endpoint, pack_endpoint, unpack_endpoint
-from tcpunch.errors import ProtocolError
+from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 from tcpunch.request import (
     Command,
     NeedMoreData,
@@ -40,8 +40,11 @@ __all__ = [
     "V2_TOKEN_FIELD",
     "Command",
     "Endpoint",
+    "LocalProtocolError",
     "NeedMoreData",
     "ProtocolError",
+    "Reason",
+    "RemoteProtocolError",
     "RequestReader",
     "Status",
     "V1Request",

@@ -11,7 +11,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from tcpunch.errors import ProtocolError
+from tcpunch.errors import LocalProtocolError, Reason, RemoteProtocolError
 
 ENDPOINT_SIZE = 8
 _STRUCT = struct.Struct("!4sH2x")
@@ -39,16 +39,20 @@ def pack_ip_port(ip: str, port: int) -> bytes:
     try:
         packed = _ipv4_packed(ip)
     except ValueError as exc:
-        raise ProtocolError(f"not an IPv4 address: {ip!r} (TCPunch carries IPv4 only)") from exc
+        raise LocalProtocolError(
+            f"not an IPv4 address: {ip!r} (TCPunch carries IPv4 only)", Reason.BAD_ENDPOINT
+        ) from exc
     if not 0 <= port <= 0xFFFF:
-        raise ProtocolError(f"port {port} is outside 0..65535")
+        raise LocalProtocolError(f"port {port} is outside 0..65535", Reason.BAD_ENDPOINT)
     return packed + port.to_bytes(2, "big")
 
 
 def unpack_ip_port(data: bytes) -> Endpoint:
     """Inverse of :func:`pack_ip_port` over exactly 6 bytes."""
     if len(data) != 6:
-        raise ProtocolError(f"an address+port takes 6 bytes, got {len(data)}")
+        raise RemoteProtocolError(
+            f"an address+port takes 6 bytes, got {len(data)}", Reason.WRONG_SIZE
+        )
     return Endpoint(str(ipaddress.IPv4Address(data[:4])), int.from_bytes(data[4:6], "big"))
 
 
@@ -65,6 +69,8 @@ def pack_endpoint(ip: str, port: int) -> bytes:
 def unpack_endpoint(data: bytes) -> Endpoint:
     """Parse an 8-byte v1 reply; the padding is ignored, as the C client does."""
     if len(data) != ENDPOINT_SIZE:
-        raise ProtocolError(f"a v1 endpoint takes {ENDPOINT_SIZE} bytes, got {len(data)}")
+        raise RemoteProtocolError(
+            f"a v1 endpoint takes {ENDPOINT_SIZE} bytes, got {len(data)}", Reason.WRONG_SIZE
+        )
     raw_ip, port = _STRUCT.unpack(data)
     return Endpoint(str(ipaddress.IPv4Address(raw_ip)), port)

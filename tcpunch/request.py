@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tcpunch.errors import ProtocolError
+from tcpunch.errors import ProtocolError, Reason, RemoteProtocolError
 from tcpunch.v1 import V1_MAX_NAME
 from tcpunch.v2 import V2_NAME_FIELD, V2_REQUEST_SIZE, V2Request, decode_v2_request
 
@@ -65,7 +65,9 @@ def classify_v1(name: bytes) -> V1Request | Command:
     if name.startswith(REMOVE_PAIR_PREFIX):
         target = name[len(REMOVE_PAIR_PREFIX) :]
         if not target:
-            raise ProtocolError("remove_pair_ needs a pairing name after the prefix")
+            raise RemoteProtocolError(
+                "remove_pair_ needs a pairing name after the prefix", Reason.BAD_COMMAND
+            )
         return Command("remove_pair", target)
     return V1Request(name)
 
@@ -94,7 +96,9 @@ class RequestReader:
 
     def feed(self, data: bytes) -> Request | _NeedMoreData:
         if self._done:
-            raise ProtocolError(f"{len(data)} unexpected bytes after the request")
+            raise RemoteProtocolError(
+                f"{len(data)} unexpected bytes after the request", Reason.TRAILING_BYTES
+            )
         self._buffer += data
         buffer = self._buffer
         if not buffer:
@@ -103,15 +107,17 @@ class RequestReader:
             if len(buffer) < V2_REQUEST_SIZE:
                 return NeedMoreData
             if len(buffer) > V2_REQUEST_SIZE:
-                raise ProtocolError(
-                    f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(buffer)} or more"
+                raise RemoteProtocolError(
+                    f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(buffer)} or more",
+                    Reason.OVERSIZED,
                 )
             self._done = True
             return decode_v2_request(bytes(buffer))
         if len(buffer) > V1_MAX_NAME:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 f"a v1 pairing name is at most {V1_MAX_NAME} bytes and has no NUL; "
-                f"got {len(buffer)} bytes"
+                f"got {len(buffer)} bytes",
+                Reason.OVERSIZED,
             )
         self._done = True
         return classify_v1(bytes(buffer))
@@ -119,7 +125,10 @@ class RequestReader:
     def eof(self) -> ProtocolError:
         """The error an end of stream before a complete request amounts to."""
         if not self._buffer:
-            return ProtocolError("the connection closed without sending a request")
-        return ProtocolError(
-            f"the connection closed after {len(self._buffer)} bytes of an incomplete request"
+            return RemoteProtocolError(
+                "the connection closed without sending a request", Reason.CLOSED
+            )
+        return RemoteProtocolError(
+            f"the connection closed after {len(self._buffer)} bytes of an incomplete request",
+            Reason.CLOSED,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from tcpunch.errors import ProtocolError
+from tcpunch.errors import LocalProtocolError, Reason
 
 V1_MAX_NAME = 100
 
@@ -21,9 +21,14 @@ def encode_v1_name(name: str | bytes) -> bytes:
     """The bytes a v1 client sends; refuses what the original server could not read."""
     raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
     if not raw:
-        raise ProtocolError("a pairing name must not be empty")
+        raise LocalProtocolError("a pairing name must not be empty", Reason.EMPTY_NAME)
     if len(raw) > V1_MAX_NAME:
-        raise ProtocolError(f"a v1 pairing name is at most {V1_MAX_NAME} bytes, got {len(raw)}")
+        raise LocalProtocolError(
+            f"a v1 pairing name is at most {V1_MAX_NAME} bytes, got {len(raw)}",
+            Reason.NAME_TOO_LONG,
+        )
     if b"\0" in raw:
-        raise ProtocolError("a v1 pairing name must not contain a NUL byte")
+        raise LocalProtocolError(
+            "a v1 pairing name must not contain a NUL byte", Reason.NUL_IN_NAME
+        )
     return raw

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from tcpunch.endpoint import Endpoint, pack_ip_port, unpack_ip_port
-from tcpunch.errors import ProtocolError
+from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 
 V2_NAME_FIELD = 100
 V2_TOKEN_FIELD = 37
@@ -34,25 +34,27 @@ class Status(enum.IntEnum):
 def _cstring(field: bytes, what: str) -> bytes:
     end = field.find(b"\0")
     if end < 0:
-        raise ProtocolError(f"the {what} field is not NUL-terminated")
+        raise RemoteProtocolError(f"the {what} field is not NUL-terminated", Reason.NOT_TERMINATED)
     return field[:end]
 
 
 def _encode_cstring(value: bytes, size: int, what: str) -> bytes:
     if b"\0" in value:
-        raise ProtocolError(f"the {what} must not contain a NUL byte")
+        raise LocalProtocolError(f"the {what} must not contain a NUL byte", Reason.NUL_IN_NAME)
     if len(value) > size - 1:
-        raise ProtocolError(f"the {what} is at most {size - 1} bytes, got {len(value)}")
+        raise LocalProtocolError(
+            f"the {what} is at most {size - 1} bytes, got {len(value)}", Reason.NAME_TOO_LONG
+        )
     return value.ljust(size, b"\0")
 
 
-def _check_token(token: str) -> str:
+def _check_token(token: str, error: type[ProtocolError] = LocalProtocolError) -> str:
     if token == NO_TOKEN:
         return token
     try:
         return str(uuid.UUID(token))
     except ValueError as exc:
-        raise ProtocolError(f"the reconnect token {token!r} is not a UUID") from exc
+        raise error(f"the reconnect token {token[:40]!r} is not a UUID", Reason.BAD_TOKEN) from exc
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class V2Request:
 def encode_v2_request(name: str, token: str = NO_TOKEN, flags: int = 0) -> bytes:
     raw_name = name.encode("utf-8")
     if not raw_name:
-        raise ProtocolError("a pairing name must not be empty")
+        raise LocalProtocolError("a pairing name must not be empty", Reason.EMPTY_NAME)
     token = _check_token(token)
     return (
         _encode_cstring(raw_name, V2_NAME_FIELD, "pairing name")
@@ -79,20 +81,24 @@ def encode_v2_request(name: str, token: str = NO_TOKEN, flags: int = 0) -> bytes
 def decode_v2_request(data: bytes) -> V2Request:
     """Parse exactly 141 bytes; every malformation raises ProtocolError saying which."""
     if len(data) != V2_REQUEST_SIZE:
-        raise ProtocolError(f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(data)}")
+        raise RemoteProtocolError(
+            f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(data)}", Reason.WRONG_SIZE
+        )
     raw_name = _cstring(data[:V2_NAME_FIELD], "pairing name")
     if not raw_name:
-        raise ProtocolError("the pairing name is empty")
+        raise RemoteProtocolError("the pairing name is empty", Reason.EMPTY_NAME)
     try:
         name = raw_name.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"the pairing name is not UTF-8: {raw_name[:40]!r}") from exc
+        raise RemoteProtocolError(
+            f"the pairing name is not UTF-8: {raw_name[:40]!r}", Reason.NOT_UTF8
+        ) from exc
     token_field = data[V2_NAME_FIELD : V2_NAME_FIELD + V2_TOKEN_FIELD]
     raw_token = _cstring(token_field, "reconnect token")
     try:
-        token = _check_token(raw_token.decode("ascii"))
+        token = _check_token(raw_token.decode("ascii"), RemoteProtocolError)
     except UnicodeDecodeError as exc:
-        raise ProtocolError("the reconnect token is not ASCII") from exc
+        raise RemoteProtocolError("the reconnect token is not ASCII", Reason.BAD_TOKEN) from exc
     (flags,) = struct.unpack("!I", data[V2_NAME_FIELD + V2_TOKEN_FIELD :])
     return V2Request(name=name, token=token, flags=flags)
 
@@ -118,15 +124,17 @@ def encode_v2_response(response: V2Response) -> bytes:
 
 def decode_v2_response(data: bytes) -> V2Response:
     if len(data) != V2_RESPONSE_SIZE:
-        raise ProtocolError(f"a v2 response is {V2_RESPONSE_SIZE} bytes, got {len(data)}")
+        raise RemoteProtocolError(
+            f"a v2 response is {V2_RESPONSE_SIZE} bytes, got {len(data)}", Reason.WRONG_SIZE
+        )
     try:
         status = Status(data[0])
     except ValueError as exc:
-        raise ProtocolError(f"unknown v2 status {data[0]}") from exc
+        raise RemoteProtocolError(f"unknown v2 status {data[0]}", Reason.UNKNOWN_STATUS) from exc
     raw_token = _cstring(data[13:50], "reconnect token")
     return V2Response(
         status=status,
         you=unpack_ip_port(data[1:7]),
         peer=unpack_ip_port(data[7:13]),
-        token=_check_token(raw_token.decode("ascii", "replace")),
+        token=_check_token(raw_token.decode("ascii", "replace"), RemoteProtocolError),
     )
