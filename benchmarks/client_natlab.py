@@ -1,6 +1,6 @@
 """Time to punch through the NAT lab (two hosts behind two masquerading NAT routers).
 
-Builds the lab of tests/natlab.py (root needed), runs the server on its public side and
+Builds the lab of testbed/natlab.py (root needed), runs the server on its public side and
 pairs host A with host B ``--runs`` times. Reports the punch phase alone (from the
 server's PAIRED to a connected socket, measured inside pair()) and the whole pair()
 call of the later side, against the lab's TCP connect time to the server (one round
@@ -49,9 +49,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     sys.path.insert(0, str(client_common.REPO))
-    from tests import natlab
-    from tests.client.ranks import python_env
-    from tests.client.test_natlab import lab_server
+    from testbed import natlab
+    from testbed.natlab import lab_server
+    from testbed.procs import python_env
 
     if not natlab.available():
         sys.exit("the NAT lab needs root, ip, iptables and network namespaces")

@@ -8,9 +8,34 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.processes import free_port, moto_process
+from tests.processes import moto_process
 
-__all__ = ["free_port"]  # re-exported: tests import it from here
+
+def _environment() -> dict[str, str]:
+    """os.environ less pytest's own PYTEST_CURRENT_TEST (it changes per test phase)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_environment() -> Iterator[None]:
+    """Every test leaves os.environ and the working directory as it found them.
+
+    Tests change the environment only through ``monkeypatch`` (undone before this check
+    runs); anything else would leak into the tests after it.
+    """
+    environ, cwd = _environment(), os.getcwd()
+    yield
+    after = _environment()
+    changed = sorted(
+        key for key in environ.keys() | after.keys() if environ.get(key) != after.get(key)
+    )
+    for key in changed:
+        if key in environ:
+            os.environ[key] = environ[key]
+        else:
+            del os.environ[key]
+    os.chdir(cwd)
+    assert not changed, f"the test changed environment variables it did not restore: {changed}"
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +63,5 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    os.environ.pop("AWS_CONFIG_FILE", None)
+    monkeypatch.delenv("AWS_CONFIG_FILE", raising=False)
     return moto_server

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -11,24 +10,10 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from testbed.procs import free_port, stop
 from tests.facilities import require
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for servers that cannot take port 0)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen, grace: float = 10) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process either way."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+__all__ = ["free_port", "running", "stop"]
 
 
 @contextlib.contextmanager

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from testbed.procs import REPO, python_env
 
 
 @dataclass
@@ -26,12 +24,6 @@ class RankResult:
         if not lines:
             raise AssertionError(f"rank {self.rank} printed no result; stderr:\n{self.stderr}")
         return json.loads(lines[-1])
-
-
-def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
 
 
 def run_ranks(

@@ -15,8 +15,8 @@ import pytest
 
 import fmi_client.compat as fmi
 from fmi_client import FmiClientError
+from testbed.procs import free_port
 from tests.client.ranks import REPO, RankResult, run_ranks
-from tests.conftest import free_port
 from tests.facilities import require
 
 

@@ -14,58 +14,16 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from fmi_client.punch import PUNCH_WINDOW
-from tests import natlab
+from testbed import natlab
+from testbed.natlab import lab_server
 from tests.client.ranks import REPO, python_env, run_ranks
 from tests.facilities import require
-from tests.processes import stop
 
 pytestmark = pytest.mark.netns
-
-
-@contextmanager
-def lab_server(lab: natlab.NatLab) -> Iterator[int]:
-    """The project's server in the lab's public namespace; yields its port."""
-    port = 10000
-    proc = subprocess.Popen(
-        [
-            *lab.exec_prefix(lab.public),
-            sys.executable,
-            "-m",
-            "rendezvous",
-            "serve",
-            "--host",
-            lab.server_ip,
-            "--port",
-            str(port),
-            "--no-http",
-        ],
-        cwd=REPO,
-        env=python_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        probe = [
-            *lab.exec_prefix(lab.public),
-            sys.executable,
-            "-c",
-            f"import socket; socket.create_connection(('{lab.server_ip}', {port}), 1)",
-        ]
-        while subprocess.run(probe, capture_output=True).returncode:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"lab server did not start: {proc.stderr.read()!r}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        stop(proc)
-        proc.stderr.close()
 
 
 def run_pair(lab: natlab.NatLab, port: int, protocol: str) -> list[dict]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
+from testbed.procs import free_port
 from tests.container import rawclient
 from tests.container.engine import DOCKER_DIR, podman_env
 from tests.facilities import require

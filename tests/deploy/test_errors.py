@@ -14,7 +14,7 @@ from deploy.aws import Aws, DeployError, MissingPermission
 from deploy.server import commands
 from deploy.server.dnscheck import parse_server
 from deploy.server.record import find_zone
-from tests.conftest import free_port
+from testbed.procs import free_port
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
 from tests.processes import moto_process

@@ -20,6 +20,7 @@ from deploy.refresher.handler import handler
 from deploy.server import commands, follower, iam, network
 from deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
+from tests.deploy.events import task_state_change
 from tests.deploy.policyscan import (
     allowed,
     checked_statements,
@@ -27,7 +28,6 @@ from tests.deploy.policyscan import (
     resource_allows,
     static_actions,
 )
-from tests.deploy.test_follow import task_state_change
 from tests.deploy.world import clients
 
 ROOT = Path(__file__).resolve().parents[2]

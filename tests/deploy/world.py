@@ -24,7 +24,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from tests.conftest import free_port
+from testbed.procs import free_port
 from tests.facilities import require
 from tests.processes import stop as stop_process
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from deploy.cli import main
 from deploy.pipeline.local import PipelineFailed, run_ranks
-from tests.conftest import free_port
+from testbed.procs import free_port
 from tests.pipeline.conftest import need_torch
 
 PAYLOAD = {

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.server.test_process import CMD, clean_env
+from tests.server.serverproc import CMD, clean_env
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,7 +77,7 @@ def test_address_this_machine_lacks_is_named() -> None:
 
 
 def test_listening_line_carries_the_effective_settings() -> None:
-    from tests.server.test_process import running
+    from tests.server.serverproc import running
 
     env = clean_env(
         RENDEZVOUS_PEER_TIMEOUT="7.5",

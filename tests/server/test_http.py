@@ -10,8 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rendezvous import __version__
 from tcpunch import Status, encode_v2_request
-from tests.server.test_pairing import wait_for
-from tests.server.wire import connect, v1, v2
+from tests.server.wire import connect, v1, v2, wait_for
 
 
 async def get(server, path: str) -> tuple[int, str]:

@@ -8,8 +8,7 @@ import logging
 import pytest
 
 from tcpunch import V2_REQUEST_SIZE, Status, encode_v2_request, pack_endpoint
-from tests.server.test_pairing import wait_for
-from tests.server.wire import connect, v1, v2
+from tests.server.wire import connect, v1, v2, wait_for
 
 
 def rejected(server, reason: str) -> float:

@@ -6,16 +6,7 @@ import asyncio
 import socket
 
 from tcpunch import Endpoint, Status, pack_endpoint
-from tests.server.wire import connect, v1, v2
-
-
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    """Poll ``condition`` until true; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+from tests.server.wire import connect, v1, v2, wait_for
 
 
 async def test_v1_pair_byte_exact(server, unique):

@@ -8,62 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from rendezvous import __version__
 from tcpunch import Status, decode_v2_response, encode_v2_request
-from tests.conftest import free_port
+from testbed.procs import free_port
 from tests.facilities import require
-
-CMD = [sys.executable, "-m", "rendezvous"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RENDEZVOUS_")}
-    env.pop("PORT", None)
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def running(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple]:
-    """Start ``rendezvous serve``; yield (process, listening-log-record)."""
-    proc = subprocess.Popen(
-        [*CMD, "serve", "--host", "127.0.0.1", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env if env is not None else clean_env(),
-    )
-    try:
-        deadline = time.monotonic() + 20
-        record = None
-        while record is None:
-            assert time.monotonic() < deadline, "server did not log 'listening' in 20 s"
-            line = proc.stderr.readline()
-            assert line, f"server exited early: {proc.wait(timeout=5)}"
-            entry = json.loads(line)
-            if entry.get("event") == "listening":
-                record = entry
-        yield proc, record
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.stderr.close()
-
-
-def http_get(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+from tests.server.serverproc import CMD, clean_env, http_get, running
 
 
 def test_version_and_help():

@@ -81,3 +81,12 @@ async def v1(port: int, name: bytes | str) -> Client:
 
 async def v2(port: int, name: str, token: str = "") -> Client:
     return await connect(port, encode_v2_request(name, token))
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    """Poll ``condition`` until true; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

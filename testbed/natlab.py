@@ -11,8 +11,8 @@ inbound traffic (FORWARD and INPUT accept only ESTABLISHED,RELATED from the publ
 like a home router or a cloud NAT gateway. ``random_fully=True`` makes both NATs symmetric
 (``MASQUERADE --random-fully``: a new port per connection). Names carry the pid and a
 counter so concurrent runs do not collide; ``close()`` deletes every namespace even
-after failures. Needs root, ``ip`` (iproute2) and ``iptables``. The container and
-pipeline tests may reuse it.
+after failures. Needs root, ``ip`` (iproute2) and ``iptables``. ``lab_server`` runs the
+project's server on the public side. Tests and benchmarks share it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from testbed.procs import REPO, python_env, stop
 
 _counter = itertools.count()
 
@@ -185,3 +190,43 @@ class NatLab:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@contextmanager
+def lab_server(lab: NatLab) -> Iterator[int]:
+    """The project's server in the lab's public namespace; yields its port."""
+    port = 10000
+    proc = subprocess.Popen(
+        [
+            *lab.exec_prefix(lab.public),
+            sys.executable,
+            "-m",
+            "rendezvous",
+            "serve",
+            "--host",
+            lab.server_ip,
+            "--port",
+            str(port),
+            "--no-http",
+        ],
+        cwd=REPO,
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        probe = [
+            *lab.exec_prefix(lab.public),
+            sys.executable,
+            "-c",
+            f"import socket; socket.create_connection(('{lab.server_ip}', {port}), 1)",
+        ]
+        while subprocess.run(probe, capture_output=True).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"lab server did not start: {proc.stderr.read()!r}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        stop(proc)
+        proc.stderr.close()
