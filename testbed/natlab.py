@@ -8,11 +8,14 @@
 
 Each router masquerades its LAN behind its public address and silently drops unsolicited
 inbound traffic (FORWARD and INPUT accept only ESTABLISHED,RELATED from the public side),
-like a home router or a cloud NAT gateway. ``random_fully=True`` makes both NATs symmetric
-(``MASQUERADE --random-fully``: a new port per connection). Names carry the pid and a
-counter so concurrent runs do not collide; ``close()`` deletes every namespace even
-after failures. Needs root, ``ip`` (iproute2) and ``iptables``. ``lab_server`` runs the
-project's server on the public side. Tests and benchmarks share it.
+like a home router or a cloud NAT gateway; ``unsolicited="reset"`` makes a router answer
+them with a reset instead, as a Linux router with no INPUT rules does.
+``random_fully=True`` makes a NAT symmetric (``MASQUERADE --random-fully``: a new port
+per connection). Both take one value for both routers or a pair (router_a, router_b).
+Names carry the pid and a counter so concurrent runs do not collide; ``close()``
+deletes every namespace even after failures. Needs root, ``ip`` (iproute2) and
+``iptables``. ``lab_server`` runs the project's server on the public side. Tests and
+benchmarks share it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,23 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal, TypeVar
 
 from testbed.procs import REPO, python_env, stop
 
 _counter = itertools.count()
+
+Unsolicited = Literal["drop", "reset"]
+"""What a router does with an unsolicited inbound SYN to its public address."""
+
+T = TypeVar("T")
+
+
+def _per_router(value: T | tuple[T, T]) -> tuple[T, T]:
+    """One setting for both routers, or (router_a's, router_b's)."""
+    if isinstance(value, tuple):
+        return value
+    return (value, value)
 
 
 def available() -> bool:
@@ -52,11 +68,20 @@ def _run(argv: Sequence[str]) -> None:
 class NatLab:
     """The namespaces ``public``, ``router_a``, ``router_b``, ``host_a``, ``host_b``."""
 
-    def __init__(self, *, random_fully: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        random_fully: bool | tuple[bool, bool] = False,
+        unsolicited: Unsolicited | tuple[Unsolicited, Unsolicited] = "drop",
+    ) -> None:
         index = next(_counter)
         self.tag = f"{os.getpid()}x{index}"
         subnet = (os.getpid() * 7 + index) % 250 + 1  # keeps concurrent labs' logs apart
-        self.random_fully = random_fully
+        self.random_fully = _per_router(random_fully)
+        self.unsolicited = _per_router(unsolicited)
+        for mode in self.unsolicited:
+            if mode not in ("drop", "reset"):
+                raise ValueError(f"unsolicited must be 'drop' or 'reset', got {mode!r}")
         self.public = f"nlpub{self.tag}"
         self.router_a = f"nlra{self.tag}"
         self.router_b = f"nlrb{self.tag}"
@@ -114,6 +139,7 @@ class NatLab:
             (self.router_a, self.host_a, 1, self.router_a_public, self.host_a_ip),
             (self.router_b, self.host_b, 2, self.router_b_public, self.host_b_ip),
         ):
+            random_fully, unsolicited = self.random_fully[side - 1], self.unsolicited[side - 1]
             self._link(router, "wan", self.public, f"p{side}")
             self._ns(self.public, "ip", "link", "set", f"p{side}", "master", "br0")
             self._ns(self.public, "ip", "link", "set", f"p{side}", "up")
@@ -137,7 +163,7 @@ class NatLab:
                 "-j",
                 "MASQUERADE",
             ]
-            if self.random_fully:
+            if random_fully:
                 masquerade.append("--random-fully")
             self._ns(router, *masquerade)
             self._ns(router, "iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT")
@@ -156,8 +182,13 @@ class NatLab:
                 "ACCEPT",
             )
             self._ns(router, "iptables", "-P", "FORWARD", "DROP")
-            # unsolicited packets to the router's own public address are dropped too (a
-            # RST from the router would kill the peer's first punch attempt)
+            if unsolicited == "reset":
+                # Nothing guards the router's own ports: its kernel answers an unsolicited
+                # SYN with a reset, which may also close the conntrack entry the sender's
+                # own NAT had just opened (what a plain Linux router does).
+                continue
+            # "drop": unsolicited packets to the router's own public address are dropped
+            # silently, like a home router or a cloud NAT gateway
             self._ns(
                 router,
                 "iptables",

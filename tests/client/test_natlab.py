@@ -162,3 +162,31 @@ def test_peer_whose_link_is_cut_is_detected_by_keepalive(lab_available) -> None:
     assert report["error"] is not None, report  # an OSError, which Channel turns into PeerLost
     assert report["errno"] in (errno.ETIMEDOUT, errno.EHOSTUNREACH), report
     assert report["elapsed_s"] < 15, report  # keepalive: about 1 s idle + 2 probes 1 s apart
+
+
+PROBE_SYN = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], 47000), timeout=1.5).close()
+    print("open")
+except ConnectionRefusedError:
+    print("reset")
+except OSError:
+    print("silent")
+"""
+
+
+@pytest.mark.parametrize("mode", ["drop", "reset"])
+def test_lab_routers_answer_unsolicited_syns_as_configured(mode):
+    """The lab is as unfriendly as it claims: a SYN from outside to a router's own public
+    address is dropped silently ("drop") or answered with a reset ("reset")."""
+    require(natlab.available(), "root, ip, iptables and network namespaces (NAT lab)")
+    with natlab.NatLab(unsolicited=mode) as lab:
+        for router_ip in (lab.router_a_public, lab.router_b_public):
+            out = subprocess.run(
+                [*lab.exec_prefix(lab.public), sys.executable, "-c", PROBE_SYN, router_ip],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert out.stdout.strip() == ("silent" if mode == "drop" else "reset"), out
