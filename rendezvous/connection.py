@@ -264,10 +264,9 @@ class Connection(asyncio.Protocol):
             )
         self.finish(error=True)
 
-    def send_v2(
-        self, status: Status, peer: Endpoint | None = None, token: str | None = None
-    ) -> None:
-        response = V2Response(status, self.endpoint, peer or _ZERO, token or "")
+    def send_v2(self, status: Status, token: str | None = None) -> None:
+        """A v2 response without a peer (WAITING, ERROR)."""
+        response = V2Response(status, self.endpoint, _ZERO, token or "")
         self.transport.write(encode_v2_response(response))
 
     def finish(self, *, error: bool = False, payload: bytes | None = None) -> None:

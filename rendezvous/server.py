@@ -28,12 +28,12 @@ from rendezvous.status import Health
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["READING", "WAITING", "RendezvousServer", "settings_purge_interval"]
+__all__ = ["RendezvousServer"]
 
 log = logging.getLogger("rendezvous")
 
 
-def settings_purge_interval(settings: Settings) -> float:
+def _token_purge_interval(settings: Settings) -> float:
     """How often forgotten reconnect tokens are dropped (half a grace, at least 1 s)."""
     return max(1.0, settings.effective_token_grace / 2)
 
@@ -134,7 +134,7 @@ class RendezvousServer:
             except BaseException:
                 self._server.close()
                 raise
-        self._next_purge = loop.time() + settings_purge_interval(s)
+        self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
         log.info(
             "listening",
@@ -246,5 +246,5 @@ class RendezvousServer:
             conn.expire()
         if now >= self._next_purge:
             self.room.purge_tokens(now)
-            self._next_purge = now + settings_purge_interval(self.settings)
+            self._next_purge = now + _token_purge_interval(self.settings)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
