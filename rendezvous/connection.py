@@ -98,6 +98,12 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (CLOSED, _ABORT): CLOSED,
 }
 
+# The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
+# where the table has no row (two tuple indexings instead of hashing a tuple key).
+_NEXT: tuple[tuple[State | None, ...], ...] = tuple(
+    tuple(TRANSITIONS.get((state, event)) for state in State) for event in Event
+)
+
 
 class InvalidTransition(RuntimeError):
     """An event the table does not allow in the connection's state: a bug of ours."""
@@ -136,10 +142,10 @@ class Connection(asyncio.Protocol):
         Leaving READING or WAITING takes the connection off that state's deadlines.
         """
         old = self.state
-        try:
-            self.state = TRANSITIONS[old, event]
-        except KeyError:
-            raise InvalidTransition(f"{event.name} is not allowed in {old.name}") from None
+        new = _NEXT[event][old]
+        if new is None:
+            raise InvalidTransition(f"{event.name} is not allowed in {old.name}")
+        self.state = new
         if old is READING:
             self.dispatcher.deadlines.reading.pop(self, None)
         elif old is WAITING:
@@ -207,6 +213,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         dispatcher = self.dispatcher
         dispatcher.connections.discard(self)
+        if self.state is CLOSED:  # the common case, we closed it: (CLOSED, LOST) is a no-op
+            self.waiter = None
+            return
         left = self._apply(_LOST)
         if left is READING:
             if self.reader.buffered:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rendezvous.connection import Connection
 from rendezvous.deadlines import Deadlines
@@ -65,7 +66,8 @@ class Dispatcher:
     # -- requests --------------------------------------------------------------------
 
     def _v1(self, conn: Connection, request: Request) -> None:
-        assert isinstance(request, V1Request)
+        if TYPE_CHECKING:  # _HANDLERS chose this by type
+            assert isinstance(request, V1Request)
         name = request.name
         self.metrics.connections["v1"] += 1
         if V1_CONTROL_BYTES.search(name):
@@ -75,7 +77,8 @@ class Dispatcher:
         self._arrive(conn, name, None)
 
     def _v2(self, conn: Connection, request: Request) -> None:
-        assert isinstance(request, V2Request)
+        if TYPE_CHECKING:  # _HANDLERS chose this by type
+            assert isinstance(request, V2Request)
         conn.protocol = "v2"
         self.metrics.connections["v2"] += 1
         self._arrive(conn, request.name.encode("utf-8"), request.token or None)
@@ -183,7 +186,8 @@ class Dispatcher:
             )
 
     def _command(self, conn: Connection, command: Request) -> None:
-        assert isinstance(command, Command)
+        if TYPE_CHECKING:  # _HANDLERS chose this by type
+            assert isinstance(command, Command)
         self.metrics.connections["command"] += 1
         now = self.time()
         if command.kind == "delete_pairs":
