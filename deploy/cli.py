@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rendezvous import __version__
-from rendezvous.extras import require_extra
+from rendezvous.optional_deps import require_extra
 
 # Checked before the command modules import them: a clear pip command, not a traceback.
 require_extra("rendezvous-deploy", "aws", ("boto3", "rich", "dns"))

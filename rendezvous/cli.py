@@ -14,12 +14,15 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import click
+from click.decorators import FC
 
 from rendezvous import __version__
-from rendezvous.extras import require_extra
+from rendezvous.optional_deps import require_extra
 from rendezvous.settings import Settings
 
 SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
@@ -51,7 +54,7 @@ def _env(name: str) -> str:
     return "RENDEZVOUS_" + name.upper().replace("-", "_")
 
 
-def _option(name: str, **kwargs):
+def _option(name: str, **kwargs: Any) -> Callable[[FC], FC]:
     envvar = kwargs.pop("envvar", _env(name))
     return click.option(f"--{name}", envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
@@ -141,7 +144,7 @@ def main() -> None:
     default="INFO",
     help="JSON log lines at this level and above go to stderr (INFO: one per pairing).",
 )
-def serve(no_http: bool, **options: object) -> None:
+def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one per option
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
 
     On a signal it stops accepting, reports not-ready, lets requests in flight finish
@@ -149,13 +152,13 @@ def serve(no_http: bool, **options: object) -> None:
     """
     install_early_signal_handlers()
     require_extra("rendezvous serve", "server", SERVER_MODULES)
+    from rendezvous.event_loop import new_event_loop
     from rendezvous.logs import configure_logging, flush_logs
-    from rendezvous.loops import new_event_loop
 
     if no_http:
         options["http_port"] = None
     try:
-        settings = Settings(**options)  # type: ignore[arg-type]
+        settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     configure_logging(settings.log_level)

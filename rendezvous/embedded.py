@@ -13,7 +13,7 @@ import contextlib
 import threading
 from typing import Any
 
-from rendezvous.loops import new_event_loop
+from rendezvous.event_loop import new_event_loop
 from rendezvous.server import RendezvousServer
 from rendezvous.settings import Settings
 
@@ -48,13 +48,16 @@ class BackgroundServer:
         if not self._started.wait(timeout=30):
             self.close()
             raise RuntimeError("the rendezvous server did not start within 30 s")
-        if self._error is not None:
+        error = self._start_error()
+        if error is not None:
             self._thread.join(timeout=10)
             self._loop.close()
             self._closed = True
-            raise RuntimeError(f"the rendezvous server failed to start: {self._error}") from (
-                self._error
-            )
+            raise RuntimeError(f"the rendezvous server failed to start: {error}") from error
+
+    def _start_error(self) -> BaseException | None:
+        """What the server thread failed with (set there, after ``__init__`` set None)."""
+        return self._error
 
     @property
     def address(self) -> str:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-if TYPE_CHECKING:
-    from rendezvous.server import RendezvousServer
+from rendezvous.status import ServerStatus
 
 
-def build_app(server: RendezvousServer) -> web.Application:
+def build_app(server: ServerStatus) -> web.Application:
     async def livez(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -36,7 +33,7 @@ def build_app(server: RendezvousServer) -> web.Application:
     return app
 
 
-async def start_http(server: RendezvousServer, host: str, port: int) -> tuple[Any, int]:
+async def start_http(server: ServerStatus, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the app on ``host:port`` (0 = any free port); returns (runner, bound port)."""
     runner = web.AppRunner(build_app(server), access_log=None, handle_signals=False)
     await runner.setup()
@@ -46,5 +43,7 @@ async def start_http(server: RendezvousServer, host: str, port: int) -> tuple[An
     except BaseException:
         await runner.cleanup()
         raise
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, bound
+    for address in runner.addresses:  # the bound (host, port, ...) of each socket
+        return runner, int(address[1])
+    await runner.cleanup()
+    raise RuntimeError(f"the HTTP endpoint on {host}:{port} has no listening socket")

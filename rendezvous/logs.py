@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from json.encoder import encode_basestring_ascii
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
@@ -35,6 +35,7 @@ FLUSH_CAPACITY = 512
 
 
 class JsonLineFormatter(JsonFormatter):
+    default_msec_format: str = logging.Formatter.default_msec_format or "%s,%03d"
     """``JsonFormatter`` with the same output, at less cost per record."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -86,7 +87,7 @@ class UtcJsonLineFormatter(JsonLineFormatter):
     """ISO-8601 UTC timestamps (``2026-11-22T01:06:42.780Z``): log collectors (CloudWatch,
     Loki) and people in other time zones read them without guessing the server's zone."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 
@@ -183,7 +184,13 @@ def _json_scalar(value: Any) -> str:
     raise TypeError(f"{kind.__name__} is left to the formatter")
 
 
-class BufferedLineHandler(logging.StreamHandler):
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:  # not subscriptable at run time before Python 3.11
+    _StreamHandler = logging.StreamHandler
+
+
+class BufferedLineHandler(_StreamHandler):
     """Whole lines, written together: one ``write()`` per flush, not one per line.
 
     Lines logged on a running event loop wait up to ``interval`` seconds (a
@@ -220,7 +227,9 @@ class BufferedLineHandler(logging.StreamHandler):
 
     def emit_line(self, line: str, levelno: int) -> None:
         """Buffer one already formatted line (without terminator) as :meth:`emit` would."""
-        with self.lock:  # what Handler.handle() holds around emit()
+        lock = self.lock
+        assert lock is not None  # Handler.__init__ creates it
+        with lock:  # what Handler.handle() holds around emit()
             self.add_line(line + self.terminator, levelno)
 
     def add_line(self, line: str, levelno: int) -> None:
@@ -229,7 +238,8 @@ class BufferedLineHandler(logging.StreamHandler):
         if levelno >= self.flush_level or len(lines) >= self.capacity:
             self.flush()
             return
-        if self._timer is not None and not self._timer_loop.is_closed():  # type: ignore[union-attr]
+        timer_loop = self._timer_loop
+        if self._timer is not None and timer_loop is not None and not timer_loop.is_closed():
             return  # a write is already due
         try:
             loop = asyncio.get_running_loop()

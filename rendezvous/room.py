@@ -1,9 +1,9 @@
 """The pairing logic: who waits under which name, with no I/O and an explicit clock.
 
-The server's connections are opaque ``handle`` objects here; the room decides, the glue
-in :mod:`rendezvous.server` sends bytes and closes sockets. Names are keyed as bytes: a
-v1 name is raw bytes and a v2 name is UTF-8 encoded, so a v1 and a v2 client that use
-the same name pair with each other.
+The server's connections are opaque ``handle`` objects here (the room is generic in
+their type); the room decides, :mod:`rendezvous.dispatch` sends bytes and closes
+sockets. Names are keyed as bytes: a v1 name is raw bytes and a v2 name is UTF-8
+encoded, so a v1 and a v2 client that use the same name pair with each other.
 """
 
 from __future__ import annotations
@@ -11,40 +11,43 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Generic, Literal, TypeVar
 
 from tcpunch import Endpoint
 
-Protocol = Literal["v1", "v2"]
+# The TCPunch wire protocol version a client spoke (not an ``asyncio.Protocol``).
+ProtocolVersion = Literal["v1", "v2"]
+
+H = TypeVar("H")  # the handle: whatever the server keeps per connection
 
 
 @dataclass(eq=False)
-class Waiter:
+class Waiter(Generic[H]):
     """One waiting entry. ``token`` is set for v2 waiters only."""
 
     name: bytes
-    handle: Any
+    handle: H
     endpoint: Endpoint
-    protocol: Protocol
+    protocol: ProtocolVersion
     since: float
     token: str | None = None
 
 
 @dataclass(frozen=True)
-class Paired:
+class Paired(Generic[H]):
     """The arrival pairs with ``waiter``, which has left the room."""
 
-    waiter: Waiter
+    waiter: Waiter[H]
     token: str | None = None  # the newcomer's token (v2 reconnects keep theirs)
 
 
 @dataclass(frozen=True)
-class Waiting:
+class Waiting(Generic[H]):
     """The arrival now waits as ``waiter``; ``replaced`` is the older connection of the
     same token that it displaced (the glue closes it)."""
 
-    waiter: Waiter
-    replaced: Waiter | None = None
+    waiter: Waiter[H]
+    replaced: Waiter[H] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,13 @@ class Refused:
     detail: str
 
 
-Outcome = Paired | Waiting | Refused
+Outcome = Paired[H] | Waiting[H] | Refused
 
 
 @dataclass
-class _TokenRecord:
+class _TokenRecord(Generic[H]):
     name: bytes
-    waiter: Waiter | None  # the connection currently waiting with this token
+    waiter: Waiter[H] | None  # the connection currently waiting with this token
     valid_until: float | None  # None while its waiter waits
 
 
@@ -70,7 +73,7 @@ def new_token() -> str:
 
 
 @dataclass
-class Room:
+class Room(Generic[H]):
     """Waiting entries, reconnect tokens and the per-source-IP waiting cap.
 
     ``token_grace`` is how long a token stays valid after its waiter left without
@@ -81,16 +84,16 @@ class Room:
     max_waiting_per_ip: int = 1000
     token_grace: float = 60.0
     token_factory: Callable[[], str] = new_token
-    _waiting: dict[bytes, Waiter] = field(default_factory=dict)
+    _waiting: dict[bytes, Waiter[H]] = field(default_factory=dict)
     _per_ip: dict[str, int] = field(default_factory=dict)
-    _tokens: dict[str, _TokenRecord] = field(default_factory=dict)
+    _tokens: dict[str, _TokenRecord[H]] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def waiter(self, name: bytes) -> Waiter | None:
+    def waiter(self, name: bytes) -> Waiter[H] | None:
         return self._waiting.get(name)
 
     def waiting_from(self, ip: str) -> int:
@@ -105,17 +108,17 @@ class Room:
     def arrive(
         self,
         name: bytes,
-        handle: Any,
+        handle: H,
         endpoint: Endpoint,
-        protocol: Protocol,
+        protocol: ProtocolVersion,
         now: float,
         token: str | None = None,
-    ) -> Outcome:
+    ) -> Outcome[H]:
         """Pair with the waiter under ``name`` or wait: atomic, one waiter per name.
 
         ``token`` is a v2 reconnect token (None or "" for a fresh arrival).
         """
-        replaced: Waiter | None = None
+        replaced: Waiter[H] | None = None
         if token:
             record = self._tokens.get(token)
             if record is None or (record.valid_until is not None and now > record.valid_until):
@@ -160,7 +163,7 @@ class Room:
 
     # -- departures ------------------------------------------------------------------
 
-    def leave(self, waiter: Waiter, now: float) -> bool:
+    def leave(self, waiter: Waiter[H], now: float) -> bool:
         """The waiter left without pairing (timeout, hang-up, removal).
 
         Its token stays valid for ``token_grace`` more seconds. Returns False when the
@@ -176,14 +179,14 @@ class Room:
                 record.valid_until = now + self.token_grace
         return True
 
-    def remove_name(self, name: bytes, now: float) -> Waiter | None:
+    def remove_name(self, name: bytes, now: float) -> Waiter[H] | None:
         """The ``remove_pair_<name>`` command: drop one waiting entry, if any."""
         waiter = self._waiting.get(name)
         if waiter is not None:
             self.leave(waiter, now)
         return waiter
 
-    def clear(self, now: float) -> list[Waiter]:
+    def clear(self, now: float) -> list[Waiter[H]]:
         """The ``delete_pairs`` command: drop every waiting entry."""
         waiters = list(self._waiting.values())
         for waiter in waiters:
@@ -201,7 +204,7 @@ class Room:
             del self._tokens[key]
         return len(stale)
 
-    def _remove(self, waiter: Waiter) -> None:
+    def _remove(self, waiter: Waiter[H]) -> None:
         del self._waiting[waiter.name]
         count = self._per_ip[waiter.endpoint.ip] - 1
         if count:

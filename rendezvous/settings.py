@@ -4,7 +4,7 @@ tests all build, so every knob has one name and one default."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 LoopKind = Literal["auto", "asyncio", "uvloop"]
@@ -60,7 +60,3 @@ class Settings:
     @property
     def effective_token_grace(self) -> float:
         return self.peer_timeout if self.token_grace is None else self.token_grace
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in fields(cls)}

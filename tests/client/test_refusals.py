@@ -19,8 +19,8 @@ from fmi_client import (
     pair,
 )
 from fmi_client.address import check_port, parse_rendezvous
+from rendezvous.connection import WAITING
 from rendezvous.embedded import BackgroundServer
-from rendezvous.server import WAITING
 
 
 def unique(what: str) -> str:

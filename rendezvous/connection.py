@@ -1,0 +1,327 @@
+"""One rendezvous connection as an ``asyncio.Protocol``, with its states in one table.
+
+A connection is accepted, reads one request, is dispatched (answered at once, or parked
+as a waiter), and closes. Which state follows which event is written down once, in
+``TRANSITIONS`` (as h11's ``_state.py`` does); ``Connection._apply`` is the only place
+that changes ``state``. An event the table does not list for a state is a bug of ours
+and raises. New kinds of connections (a relay session) or new ways to end (a probe that
+vanishes before ``connection_made``) are new rows here and new handlers in
+:mod:`rendezvous.dispatch`.
+
+No streams and no timer per connection: a pairing must cost well under 60 us of CPU.
+Deadlines live in :mod:`rendezvous.deadlines`; decisions in :mod:`rendezvous.dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from rendezvous.room import ProtocolVersion, Waiter
+from tcpunch import (
+    Endpoint,
+    NeedMoreData,
+    ProtocolError,
+    Reason,
+    RequestReader,
+    Status,
+    V2Response,
+    encode_v2_response,
+    pack_endpoint,
+)
+
+if TYPE_CHECKING:
+    from rendezvous.dispatch import Dispatcher
+    from tcpunch.request import _NeedMoreData
+
+log = logging.getLogger("rendezvous")
+
+
+class State(enum.IntEnum):
+    """Where a connection is. IntEnum: the table's keys hash in C, not in Python."""
+
+    NEW = 0  # created by the loop; connection_made not yet run
+    READING = 1  # accepted; its request is not complete yet
+    DISPATCHING = 2  # its request is complete and being decided on
+    WAITING = 3  # parked in the room until a peer, its deadline or a hang-up
+    CLOSED = 4  # answered, refused or gone; nothing more happens
+
+
+class Event(enum.IntEnum):
+    """What happens to a connection."""
+
+    ACCEPT = 0  # connection_made let it in
+    REFUSE = 1  # connection_made turned it away (cap, not IPv4)
+    REQUEST = 2  # a complete request was read
+    PARK = 3  # dispatch made it a waiter
+    ANSWER = 4  # the last bytes (if any) are written and it is closed
+    LOST = 5  # the peer hung up, or its transport is closing under us
+    ABORT = 6  # the server stops: closed without an answer
+
+
+# The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
+# CPython 3.11) and the per-connection path tests the state a dozen times.
+NEW = State.NEW
+READING = State.READING
+DISPATCHING = State.DISPATCHING
+WAITING = State.WAITING
+CLOSED = State.CLOSED
+_ACCEPT = Event.ACCEPT
+_REFUSE = Event.REFUSE
+_REQUEST = Event.REQUEST
+_PARK = Event.PARK
+_ANSWER = Event.ANSWER
+_LOST = Event.LOST
+_ABORT = Event.ABORT
+
+# Every allowed (state, event) and the state it leads to; nothing else is allowed.
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (NEW, _ACCEPT): READING,
+    (NEW, _REFUSE): CLOSED,
+    (NEW, _LOST): CLOSED,
+    (NEW, _ABORT): CLOSED,
+    (READING, _REQUEST): DISPATCHING,
+    (READING, _ANSWER): CLOSED,  # refused: malformed, over-long, timed out, drained
+    (READING, _LOST): CLOSED,  # hung up before a complete request
+    (READING, _ABORT): CLOSED,
+    (DISPATCHING, _PARK): WAITING,
+    (DISPATCHING, _ANSWER): CLOSED,  # paired as the newcomer, refused, or a command
+    (DISPATCHING, _LOST): CLOSED,
+    (DISPATCHING, _ABORT): CLOSED,
+    (WAITING, _ANSWER): CLOSED,  # paired, expired, replaced or removed
+    (WAITING, _LOST): CLOSED,  # hung up while waiting: abandoned
+    (WAITING, _ABORT): CLOSED,
+    (CLOSED, _ANSWER): CLOSED,  # an internal error after the answer: close again, no-op
+    (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
+    (CLOSED, _ABORT): CLOSED,
+}
+
+# The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
+# where the table has no row (two tuple indexings instead of hashing a tuple key).
+_NEXT: tuple[tuple[State | None, ...], ...] = tuple(
+    tuple(TRANSITIONS.get((state, event)) for state in State) for event in Event
+)
+
+
+class InvalidTransition(RuntimeError):
+    """An event the table does not allow in the connection's state: a bug of ours."""
+
+
+class Connection(asyncio.Protocol):
+    """One rendezvous connection: reads a request, then waits or pairs, then closes."""
+
+    __slots__ = (
+        "dispatcher",
+        "endpoint",
+        "head",
+        "packed",
+        "protocol",
+        "reader",
+        "state",
+        "transport",
+        "waiter",
+    )
+
+    endpoint: Endpoint
+    reader: RequestReader
+    transport: asyncio.Transport
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.state = NEW
+        self.waiter: Waiter[Connection] | None = None
+        self.protocol: ProtocolVersion = "v1"
+        self.head = b""
+        self.packed: bytes | None = None
+
+    def _apply(self, event: Event) -> State:
+        """Move to the state the table gives for ``event``; returns the state left.
+
+        Leaving READING or WAITING takes the connection off that state's deadlines.
+        """
+        old = self.state
+        new = _NEXT[event][old]
+        if new is None:
+            raise InvalidTransition(f"{event.name} is not allowed in {old.name}")
+        self.state = new
+        if old is READING:
+            self.dispatcher.deadlines.reading.pop(self, None)
+        elif old is WAITING:
+            self.dispatcher.deadlines.untrack_waiter(self)
+        return old
+
+    # -- asyncio callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if TYPE_CHECKING:  # a stream transport; no isinstance on the hot path
+            assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        dispatcher = self.dispatcher
+        peer = transport.get_extra_info("peername")
+        ip = peer[0]
+        if ":" in ip and ip.startswith("::ffff:"):
+            ip = ip[7:]
+        self.endpoint = _new_endpoint(Endpoint, (ip, peer[1]))
+        connections = dispatcher.connections
+        if len(connections) >= dispatcher.max_connections:
+            self._apply(_REFUSE)
+            dispatcher.refuse(self, "connection_cap", "the server's connection cap is reached")
+            transport.abort()
+            return
+        if ":" in ip:
+            self._apply(_REFUSE)
+            dispatcher.refuse(self, "not_ipv4", "TCPunch carries IPv4 endpoints only")
+            transport.abort()
+            return
+        connections.add(self)
+        self._apply(_ACCEPT)
+        dispatcher.deadlines.reading[self] = dispatcher.time() + dispatcher.request_timeout
+        self.reader = RequestReader()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is not READING:
+            return  # clients send nothing after their request; ignore, never buffer
+        # ``head`` (for telling v1 from v2 in refusals) only matters for requests that
+        # are not complete after this read: remembered then, not on the common path.
+        try:
+            request = self.reader.feed(data)
+        except ProtocolError as exc:
+            self._remember_head(data)
+            self._bad_request(exc)
+            return
+        if request is NeedMoreData:
+            self._remember_head(data)
+            return
+        if TYPE_CHECKING:  # narrowed by the ``is`` above, which mypy cannot see
+            assert not isinstance(request, _NeedMoreData)
+        self._apply(_REQUEST)
+        dispatcher = self.dispatcher
+        try:
+            dispatcher.dispatch(self, request)
+        except Exception:  # the server never dies of one request
+            log.exception("internal error", extra={"event": "internal_error"})
+            dispatcher.metrics.reject("internal_error")
+            if self.waiter is not None:
+                dispatcher.abandoned(self)
+            self.finish(error=True)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: a client that hung up cannot be answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        dispatcher = self.dispatcher
+        dispatcher.connections.discard(self)
+        if self.state is CLOSED:  # the common case, we closed it: (CLOSED, LOST) is a no-op
+            self.waiter = None
+            return
+        left = self._apply(_LOST)
+        if left is READING:
+            if self.reader.buffered:
+                dispatcher.refuse(self, "incomplete", str(self.reader.eof()))
+            else:
+                dispatcher.refuse(self, "empty", "the connection closed without a request")
+        elif left is WAITING:
+            dispatcher.abandoned(self)
+        self.waiter = None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @property
+    def v1_reply(self) -> bytes:
+        """This connection's endpoint as the 8-byte v1 reply (packed once)."""
+        packed = self.packed
+        if packed is None:
+            packed = self.packed = pack_endpoint(*self.endpoint)
+        return packed
+
+    def _remember_head(self, data: bytes) -> None:
+        if len(self.head) < 100:
+            self.head = (self.head + data)[:100]
+
+    @property
+    def looks_v2(self) -> bool:
+        return b"\0" in self.head
+
+    def _bad_request(self, exc: ProtocolError) -> None:
+        if self.looks_v2:
+            self.protocol = "v2"
+        self.dispatcher.refuse(self, _REFUSAL_REASONS.get(exc.reason, "malformed"), str(exc))
+        self.finish(error=True)
+
+    def request_timed_out(self, *, drained: float | None = None) -> None:
+        """Refuse a request still incomplete at its deadline, or at the end of a drain
+        (``drained``: the drain's timeout), so the log says which of the two cut it off."""
+        if self.state is not READING:
+            return
+        self.protocol = "v2" if self.looks_v2 else "v1"
+        dispatcher = self.dispatcher
+        if drained is not None:
+            dispatcher.refuse(
+                self,
+                "drain",
+                f"request still incomplete when the drain ended after {drained:g} s "
+                f"({self.reader.buffered} bytes); the server is shutting down",
+            )
+        else:
+            dispatcher.refuse(
+                self,
+                "request_timeout",
+                f"no complete request within {dispatcher.request_timeout:g} s "
+                f"({self.reader.buffered} bytes)",
+            )
+        self.finish(error=True)
+
+    def send_v2(self, status: Status, token: str | None = None) -> None:
+        """A v2 response without a peer (WAITING, ERROR)."""
+        response = V2Response(status, self.endpoint, _ZERO, token or "")
+        self.transport.write(encode_v2_response(response))
+
+    def finish(self, *, error: bool = False, payload: bytes | None = None) -> None:
+        """Answer (ERROR for v2 when ``error``) and close; the connection is done."""
+        self._apply(_ANSWER)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if payload is not None:
+            transport.write(payload)
+        elif error and self.protocol == "v2":
+            self.send_v2(Status.ERROR)
+        transport.close()
+
+    def lost(self) -> State:
+        """Its transport is closing under us (connection_lost will follow); returns the
+        state it left."""
+        return self._apply(_LOST)
+
+    def abort(self) -> State:
+        """Close at once without an answer (the server stops); returns the state left."""
+        left = self._apply(_ABORT)
+        self.transport.abort()
+        return left
+
+    def expire(self) -> None:
+        """The waiter's time is up: TIMEOUT (v2, may resume with its token) or close."""
+        if self.state is not WAITING:
+            return
+        waiter = self.waiter
+        self.dispatcher.expired(self)
+        payload = None
+        if self.protocol == "v2" and waiter is not None:
+            payload = encode_v2_response(
+                V2Response(Status.TIMEOUT, self.endpoint, _ZERO, waiter.token or "")
+            )
+        self.finish(payload=payload)
+
+    def park(self, waiter: Waiter[Connection]) -> None:
+        """Dispatch made it a waiter (the caller sets its deadline)."""
+        self._apply(_PARK)
+        self.waiter = waiter
+
+
+# Refusal reasons (metric labels) by the codec's reason code; every other code is "malformed".
+_REFUSAL_REASONS = {Reason.OVERSIZED: "oversized", Reason.NOT_UTF8: "not_utf8"}
+
+_ZERO = Endpoint("0.0.0.0", 0)
+_new_endpoint = tuple.__new__  # Endpoint(ip, port) without NamedTuple's Python __new__
