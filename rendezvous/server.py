@@ -296,7 +296,12 @@ class RendezvousServer:
             max_waiting_per_ip=settings.max_waiting_per_ip,
             token_grace=settings.effective_token_grace,
         )
-        self.metrics = Metrics(waiting=self.room.__len__)
+        self.metrics = Metrics(
+            waiting=self.room.__len__,
+            open_connections=lambda: len(self.connections),
+            max_connections=settings.max_connections,
+            ready=lambda: self.ready,
+        )
         # Deadlines by kind, each dict in insertion order = expiry order (one timeout each).
         self.deadlines_reading: dict[Connection, float] = {}
         self.deadlines_v1: dict[Connection, float] = {}
