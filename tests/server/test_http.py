@@ -88,6 +88,32 @@ async def test_two_servers_in_one_process_have_separate_metrics(make_server, uni
     await a.close()
 
 
+async def test_capacity_and_readiness_gauges(make_server, unique):
+    """open/max connections and ready follow the server: ready drops to 0 at the cap."""
+    server = await make_server(max_connections=2)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 0
+    assert m[("rendezvous_max_connections", ())] == 2
+    assert m[("rendezvous_ready", ())] == 1
+    a = await v1(server.port, unique())
+    await wait_for(lambda: len(server.room) == 1)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 1
+    assert m[("rendezvous_ready", ())] == 1
+    b = await v1(server.port, unique())
+    await wait_for(lambda: len(server.room) == 2)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 2
+    assert m[("rendezvous_ready", ())] == 0
+    assert (await get(server, "/readyz"))[0] == 503
+    await a.close()
+    await b.close()
+    await wait_for(lambda: not server.connections)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 0
+    assert m[("rendezvous_ready", ())] == 1
+
+
 async def test_drain_finishes_requests_in_flight_and_closes_the_rest(make_server, unique):
     server = await make_server(request_timeout=5)
     name = unique()
