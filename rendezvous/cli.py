@@ -14,7 +14,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 
@@ -25,6 +27,8 @@ from rendezvous.settings import Settings
 SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
 
 log = logging.getLogger("rendezvous")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """In this order: SIGTERM's handler (visible in /proc/PID/status SigCgt) goes in last."""
@@ -51,7 +55,7 @@ def _env(name: str) -> str:
     return "RENDEZVOUS_" + name.upper().replace("-", "_")
 
 
-def _option(name: str, **kwargs):
+def _option(name: str, **kwargs: Any) -> Callable[[_F], _F]:
     envvar = kwargs.pop("envvar", _env(name))
     return click.option(f"--{name}", envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
@@ -140,6 +144,18 @@ def main() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     help="JSON log lines at this level and above go to stderr (INFO: one per pairing).",
+)
+@_option(
+    "emf-interval",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Every this many seconds, print the metrics to stdout as one CloudWatch Embedded "
+    "Metric Format line (CloudWatch Logs turns them into metrics, e.g. on Fargate); 0: off.",
+)
+@_option(
+    "emf-namespace",
+    default="Rendezvous",
+    help="CloudWatch namespace of the EMF metrics.",
 )
 def serve(no_http: bool, **options: object) -> None:
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
@@ -265,6 +281,15 @@ async def _serve(settings: Settings) -> None:
     from rendezvous.server import RendezvousServer
 
     server = RendezvousServer(settings)
+    emf = None
+    if settings.emf_interval > 0:
+        from rendezvous.emf import EmfWriter, read_metrics
+
+        emf = EmfWriter(
+            lambda: read_metrics(server.metrics),
+            settings.emf_interval,
+            namespace=settings.emf_namespace,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The loop's handlers take over from the early ones; a signal that arrived before
@@ -282,9 +307,13 @@ async def _serve(settings: Settings) -> None:
             )
             return
         await server.start()
+        if emf is not None:
+            emf.start(loop)
         flush_logs()  # "listening" is what supervisors and tests wait for
         await stop.wait()
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     await server.drain()
+    if emf is not None:
+        emf.stop()  # the last interval, drain included

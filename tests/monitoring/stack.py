@@ -51,13 +51,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def rendezvous_server(log: Path, *args: str) -> Iterator[Server]:
+def rendezvous_server(
+    log: Path, *args: str, stdout: int = subprocess.DEVNULL, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """``rendezvous serve`` on free loopback ports; its JSON log goes to ``log``."""
     with log.open("w") as sink:
         proc = subprocess.Popen(
             [*SERVE, "--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args],
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=sink,
+            env=env,
+            text=True,
         )
     found: dict[str, Any] = {}
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tcpunch import Status
+from tests.monitoring.load import drive_load
 from tests.monitoring.stack import (
     DASHBOARD,
     MONITORING,
@@ -33,7 +33,6 @@ from tests.monitoring.stack import (
     rendezvous_server,
     tool,
 )
-from tests.server.wire import connect, v1, v2
 
 RATE_INTERVAL = "1m"
 RANGE = "5m"
@@ -73,33 +72,6 @@ def concrete(expr: str, instance: str) -> str:
 
 
 COMPARISON = re.compile(r"^(?P<query>.+?)\s*(?:==|!=|>=|<=|>|<)\s*[0-9.eE+-]+\s*$", re.DOTALL)
-
-
-async def drive_load(port: int) -> None:
-    """Three pairings (v1, v2, mixed), an oversized request, an expiry, an abandoned wait."""
-    stamp = f"{time.time_ns()}"
-    a = await v1(port, f"obs_v1_{stamp}")
-    b = await v1(port, f"obs_v1_{stamp}")
-    await a.read_endpoint()
-    await b.read_endpoint()
-    c = await v2(port, f"obs_v2_{stamp}")
-    assert (await c.read_v2()).status is Status.WAITING
-    await asyncio.sleep(0.05)  # a wait long enough to land above the first bucket
-    d = await v2(port, f"obs_v2_{stamp}")
-    assert (await d.read_v2()).status is Status.PAIRED
-    assert (await c.read_v2()).status is Status.PAIRED
-    e = await v1(port, f"obs_mixed_{stamp}")
-    f = await v2(port, f"obs_mixed_{stamp}")
-    assert (await f.read_v2()).status is Status.PAIRED
-    g = await connect(port, b"x" * 150)  # oversized: refused
-    assert await g.closed_without_data()
-    h = await v2(port, f"obs_expires_{stamp}")
-    assert (await h.read_v2()).status is Status.WAITING
-    assert (await h.read_v2(timeout=5)).status is Status.TIMEOUT
-    i = await v1(port, f"obs_abandons_{stamp}")
-    await i.close()
-    for client in (a, b, c, d, e, f, g, h):
-        await client.close()
 
 
 @pytest.fixture(scope="module")
