@@ -157,6 +157,11 @@ def main() -> None:
     default="Rendezvous",
     help="CloudWatch namespace of the EMF metrics.",
 )
+@_option(
+    "emf-service",
+    default="rendezvous",
+    help="Value of the EMF metrics' Service dimension (one per deployment).",
+)
 def serve(no_http: bool, **options: object) -> None:
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
 
@@ -289,6 +294,7 @@ async def _serve(settings: Settings) -> None:
             lambda: read_metrics(server.metrics),
             settings.emf_interval,
             namespace=settings.emf_namespace,
+            service=settings.emf_service,
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
     env = clean_env(RENDEZVOUS_EMF_INTERVAL="0.3")
     args = ("--peer-timeout", "0.5", "--drain-timeout", "2", "--emf-namespace", "RvTest")
+    args += ("--emf-service", "team-a")
     with rendezvous_server(
         tmp_path / "server.log", *args, stdout=subprocess.PIPE, env=env
     ) as server:
@@ -49,7 +50,7 @@ def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
     for doc in documents:
         (directive,) = doc["_aws"]["CloudWatchMetrics"]
         assert directive["Namespace"] == "RvTest"
-        assert directive["Dimensions"] == [["Service"]] and doc["Service"] == "rendezvous"
+        assert directive["Dimensions"] == [["Service"]] and doc["Service"] == "team-a"
         names = [m["Name"] for m in directive["Metrics"]]
         assert names[: len(SERIES)] == [s.name for s in SERIES]
     stamps = [doc["_aws"]["Timestamp"] for doc in documents]
@@ -82,6 +83,7 @@ def test_no_emf_lines_by_default(tmp_path) -> None:
         (("--emf-interval", "-1"), "--emf-interval"),
         (("--emf-namespace", "AWS/ECS"), "--emf-namespace"),
         (("--emf-namespace", ""), "--emf-namespace"),
+        (("--emf-service", ""), "--emf-service"),
     ],
 )
 def test_bad_emf_options_are_usage_errors(args, complaint) -> None:
