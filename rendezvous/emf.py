@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rendezvous.metrics import Metrics
+
+log = logging.getLogger("rendezvous")
 
 DEFAULT_NAMESPACE = "Rendezvous"
 SERVICE_DIMENSION = "Service"
@@ -107,7 +110,7 @@ class EmfWriter:
     def document(self) -> dict[str, object]:
         """The next EMF document: counters since the previous one, gauges now."""
         current = dict(self.read())
-        previous, self._previous = self._previous, current
+        previous = self._previous
         root: dict[str, object] = {SERVICE_DIMENSION: self.service, "event": "emf_metrics"}
         definitions = []
         for series in SERIES:
@@ -131,6 +134,7 @@ class EmfWriter:
                 }
             ],
         }
+        self._previous = current  # only once the document is whole: a failure loses nothing
         return root
 
     def emit(self) -> None:
@@ -143,7 +147,17 @@ class EmfWriter:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        self.emit()
+        try:
+            self.emit()
+        except OSError as exc:  # stdout closed: nobody will read further lines
+            log.warning(
+                "EMF output failed; no more EMF lines",
+                extra={"event": "emf_stopped", "error": str(exc)},
+            )
+            self._timer = None
+            return
+        except Exception:  # a bad value must not end the metrics for good
+            log.exception("EMF line failed", extra={"event": "emf_error"})
         # fixed steps from the start, so lines do not drift later and later
         self._next = max(self._next + self.interval, self._loop.time())
         self._timer = self._loop.call_at(self._next, self._tick)

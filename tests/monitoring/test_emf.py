@@ -141,6 +141,44 @@ async def test_writer_runs_on_the_loop_and_writes_a_last_line_at_stop() -> None:
     assert len(lines) == periodic + 1
 
 
+async def test_a_failing_line_is_logged_and_the_next_one_still_comes(caplog) -> None:
+    source, lines = Source(), []
+    broken = {"on": True}
+
+    def read() -> dict[str, float]:
+        if broken["on"]:
+            broken["on"] = False
+            return {}  # no values at all: the document cannot be built
+        return source()
+
+    writer = EmfWriter(source, 0.05, write=lines.append)
+    writer.read = read
+    source.values["Pairings"] = 3  # counted in the line after the failed one
+    writer.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.3)
+    writer.stop()
+    assert [r for r in caplog.records if getattr(r, "event", "") == "emf_error"]
+    assert len(lines) >= 2 and all(violations(line) == [] for line in lines)
+    assert sum(json.loads(line)["Pairings"] for line in lines) == 3
+
+
+async def test_closed_output_stops_the_writer_with_one_warning(caplog) -> None:
+    calls = []
+
+    def write(line: str) -> None:
+        calls.append(line)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    writer = EmfWriter(Source(), 0.02, write=write)
+    writer.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.2)
+    assert len(calls) == 1
+    stopped = [r for r in caplog.records if getattr(r, "event", "") == "emf_stopped"]
+    assert len(stopped) == 1
+    writer.stop()  # nothing scheduled any more: no further write
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     ("mutate", "rule"),
     [
