@@ -315,6 +315,15 @@ async def _serve(settings: Settings) -> None:
         await server.start()
         if emf is not None:
             emf.start(loop)
+            log.info(
+                "EMF metrics on stdout",
+                extra={
+                    "event": "emf_on",
+                    "interval": settings.emf_interval,
+                    "namespace": settings.emf_namespace,
+                    "service": settings.emf_service,
+                },
+            )
         flush_logs()  # "listening" is what supervisors and tests wait for
         await stop.wait()
     finally:

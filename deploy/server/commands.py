@@ -7,17 +7,8 @@ from typing import Any
 
 from deploy.aws import Aws, DeployError
 from deploy.progress import Reporter, key_value_table
-from deploy.server import (
-    dnscheck,
-    follower,
-    iam,
-    image,
-    monitoring,
-    network,
-    record,
-    service,
-    taskdef,
-)
+from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
+from deploy.server import monitoring as cloudwatch
 from deploy.server import tasks as ecs_tasks
 from deploy.server.settings import ServerSettings
 
@@ -137,9 +128,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     td_arn, registered, why = ensure_task_definition(aws, settings, image_uri, execution_arn)
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
-        reporter.step(
-            f"registered task definition {settings.family}:{revision} (changed: {', '.join(why)})"
-        )
+        reporter.step(f"registered task definition {settings.family}:{revision} "
+                      f"(changed: {', '.join(why)})")
     else:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
     group_id, sg_changed = network.ensure_security_group(aws, settings, vpc_id)
@@ -163,7 +153,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
             changed,
         )
 
-    for line, changed in monitoring.ensure(aws, settings, account):
+    for line, changed in cloudwatch.ensure(aws, settings, account):
         reporter.step(line, changed)
 
     with reporter.waiting("Waiting for a running, healthy task") as update:
@@ -178,7 +168,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     if record_changed:
         change_id = record.upsert_a(aws, zone, settings.fqdn, ip, settings.ttl)
         with reporter.waiting(f"Route 53 change {change_id} to become INSYNC"):
-            record.wait_insync(aws, change_id, settings.waits.poll, settings.waits.dns_timeout)
+            record.wait_insync(
+                aws, change_id, settings.waits.poll, settings.waits.dns_timeout
+            )
         reporter.step(f"{settings.fqdn} A {ip} (TTL {settings.ttl}) INSYNC")
     else:
         reporter.step(f"{settings.fqdn} already A {ip}", changed=False)
@@ -194,7 +186,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 
 
 def dns_refresh(aws: Aws, settings: ServerSettings, reporter: Reporter) -> record.RefreshResult:
-    zone = record.check_inside(record.find_zone(aws, settings.record, settings.zone), settings.fqdn)
+    zone = record.check_inside(record.find_zone(aws, settings.record, settings.zone),
+                                settings.fqdn)
     result = record.refresh(
         aws,
         cluster=settings.cluster_name,
@@ -248,7 +241,7 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         ),
         "last stop reason": (stopped.get("stoppedReason") or "") if stopped else "",
         "log group": settings.log_group,
-        **monitoring.last_hour(aws, settings),
+        **cloudwatch.last_hour(aws, settings),
     }
 
 
@@ -264,7 +257,9 @@ def down(
     if current is None:
         reporter.step(f"service {settings.service_name} absent", changed=False)
     elif delete:
-        ecs.delete_service(cluster=settings.cluster_name, service=settings.service_name, force=True)
+        ecs.delete_service(
+            cluster=settings.cluster_name, service=settings.service_name, force=True
+        )
         reporter.step(f"service {settings.service_name} deleted")
     elif current.get("desiredCount") != 0:
         ecs.update_service(
@@ -276,7 +271,7 @@ def down(
     if delete:
         for what in follower.remove(aws, settings):
             reporter.step(f"removed {what}")
-    for what in monitoring.remove(aws, settings):  # an idle service's alarms would ring
+    for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
         reporter.step(f"removed {what}")
     if remove_record:
         if not settings.record:

@@ -43,6 +43,9 @@ def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
         out, _ = server.proc.communicate(timeout=20)
         assert server.proc.returncode == 0
     lines = out.splitlines()
+    logged = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    (on,) = [entry for entry in logged if entry.get("event") == "emf_on"]
+    assert (on["interval"], on["namespace"], on["service"]) == (0.3, "RvTest", "team-a")
     assert len(lines) >= 4, out  # periodic lines, not only the one at exit
     for line in lines:
         assert violations(line) == [], line
