@@ -19,6 +19,26 @@ from prometheus_client.core import (
     Metric,
 )
 
+REFUSAL_REASONS = (
+    "bad_token",
+    "connection_cap",
+    "delete_pairs_disabled",
+    "drain",
+    "empty",
+    "incomplete",
+    "internal_error",
+    "junk",
+    "malformed",
+    "name_pattern",
+    "not_ipv4",
+    "not_utf8",
+    "oversized",
+    "per_ip_waiting_cap",
+    "request_timeout",
+)
+"""Every reason the server refuses for, exported at 0 from the start: Prometheus's rate()
+cannot see a series' first increase, so a reason that first appears at 1 would be missed."""
+
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900)
 
 
@@ -34,7 +54,7 @@ class Metrics:
     ) -> None:
         self.connections = {"v1": 0, "v2": 0, "command": 0}
         self.pairings = {"v1": 0, "v2": 0, "mixed": 0}
-        self.rejected: dict[str, int] = {}
+        self.rejected: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.expired = 0
         self.abandoned = 0
         self.waiting = waiting

@@ -110,13 +110,13 @@ class Prometheus:
             time.sleep(0.25)
 
 
-def write_config(directory: Path, target: str) -> Path:
+def write_config(directory: Path, target: str, rules: Path = RULES) -> Path:
     config = directory / "prometheus.yml"
     config.write_text(
         json.dumps(  # JSON is YAML: no quoting surprises in paths
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
+                "rule_files": [str(rules)],
                 "scrape_configs": [
                     {"job_name": "rendezvous", "static_configs": [{"targets": [target]}]}
                 ],
@@ -127,10 +127,10 @@ def write_config(directory: Path, target: str) -> Path:
 
 
 @contextlib.contextmanager
-def prometheus(directory: Path, target: str) -> Iterator[Prometheus]:
+def prometheus(directory: Path, target: str, rules: Path = RULES) -> Iterator[Prometheus]:
     """A Prometheus scraping ``target`` every second, storage and config in ``directory``."""
     exe = tool("prometheus")
-    config = write_config(directory, target)
+    config = write_config(directory, target, rules)
     port = free_port()
     log = (directory / "prometheus.log").open("w")
     proc = subprocess.Popen(

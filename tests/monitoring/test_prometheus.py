@@ -103,6 +103,8 @@ def test_dashboard_query_returns_data(stack, title: str, expr: str) -> None:
     assert result, f"panel {title!r}: {expr!r} returned no data"
     values = [float(sample["value"][1]) for sample in result]
     assert not all(math.isnan(v) for v in values), f"panel {title!r}: only NaN from {expr!r}"
+    if "rate(" in expr or "increase(" in expr:  # the load happened inside the window
+        assert max(v for v in values if not math.isnan(v)) > 0, f"{title!r}: all 0 ({expr!r})"
 
 
 def test_dashboard_covers_every_exported_metric(stack) -> None:

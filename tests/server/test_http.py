@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rendezvous import __version__
@@ -154,3 +155,23 @@ async def test_drain_gives_v2_waiters_timeout_and_ends_early(make_server, unique
     timeout = await waiter.read_v2()
     assert timeout.status is Status.TIMEOUT and timeout.token == token
     await waiter.close()
+
+
+def test_every_refusal_reason_is_exported_from_the_start():
+    """A reason the code refuses for but REFUSAL_REASONS lacks would appear at 1, and
+    Prometheus's rate() never sees a series' first increase (alerts would miss it)."""
+    import re
+    from pathlib import Path
+
+    from rendezvous import server as server_module
+    from rendezvous.metrics import REFUSAL_REASONS, Metrics
+
+    used = {"malformed", *server_module._REFUSAL_REASONS.values()}
+    for path in Path(server_module.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        used |= set(re.findall(r'(?:refuse\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"', text))
+    assert len(used) >= 10, sorted(used)  # the scan finds the calls
+    assert used == set(REFUSAL_REASONS)
+    m = samples(generate_latest(Metrics().registry).decode())
+    for reason in REFUSAL_REASONS:
+        assert m[("rendezvous_rejected_total", (("reason", reason),))] == 0
