@@ -43,11 +43,15 @@ class MissingPermission(DeployError):
         )
 
 
+IAM_PREFIX = {"monitoring": "cloudwatch"}
+"""Signing names whose IAM service prefix differs (CloudWatch signs as "monitoring")."""
+
+
 def iam_action(client: Any, operation_name: str) -> str:
-    """The IAM action for a boto3 operation: ``<signing name>:<OperationName>``."""
+    """The IAM action for a boto3 operation: ``<IAM prefix>:<OperationName>``."""
     model = client.meta.service_model
     prefix = model.signing_name or model.endpoint_prefix
-    return f"{prefix}:{operation_name}"
+    return f"{IAM_PREFIX.get(prefix, prefix)}:{operation_name}"
 
 
 def error_code(err: Exception) -> str:

@@ -29,6 +29,7 @@ SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
 
 log = logging.getLogger("rendezvous")
 
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """In this order: SIGTERM's handler (visible in /proc/PID/status SigCgt) goes in last."""
 
@@ -143,6 +144,23 @@ def main() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     help="JSON log lines at this level and above go to stderr (INFO: one per pairing).",
+)
+@_option(
+    "emf-interval",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Every this many seconds, print the metrics to stdout as one CloudWatch Embedded "
+    "Metric Format line (CloudWatch Logs turns them into metrics, e.g. on Fargate); 0: off.",
+)
+@_option(
+    "emf-namespace",
+    default="Rendezvous",
+    help="CloudWatch namespace of the EMF metrics.",
+)
+@_option(
+    "emf-service",
+    default="rendezvous",
+    help="Value of the EMF metrics' Service dimension (one per deployment).",
 )
 def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one per option
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
@@ -268,6 +286,16 @@ async def _serve(settings: Settings) -> None:
     from rendezvous.server import RendezvousServer
 
     server = RendezvousServer(settings)
+    emf = None
+    if settings.emf_interval > 0:
+        from rendezvous.emf import EmfWriter, read_metrics
+
+        emf = EmfWriter(
+            lambda: read_metrics(server.metrics),
+            settings.emf_interval,
+            namespace=settings.emf_namespace,
+            service=settings.emf_service,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The loop's handlers take over from the early ones; a signal that arrived before
@@ -285,9 +313,22 @@ async def _serve(settings: Settings) -> None:
             )
             return
         await server.start()
+        if emf is not None:
+            emf.start(loop)
+            log.info(
+                "EMF metrics on stdout",
+                extra={
+                    "event": "emf_on",
+                    "interval": settings.emf_interval,
+                    "namespace": settings.emf_namespace,
+                    "service": settings.emf_service,
+                },
+            )
         flush_logs()  # "listening" is what supervisors and tests wait for
         await stop.wait()
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     await server.drain()
+    if emf is not None:
+        emf.stop()  # the last interval, drain included

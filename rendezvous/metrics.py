@@ -19,17 +19,48 @@ from prometheus_client.core import (
     Metric,
 )
 
+REFUSAL_REASONS = (
+    "bad_token",
+    "connection_cap",
+    "delete_pairs_disabled",
+    "drain",
+    "empty",
+    "incomplete",
+    "internal_error",
+    "junk",
+    "malformed",
+    "name_pattern",
+    "not_ipv4",
+    "not_utf8",
+    "oversized",
+    "per_ip_waiting_cap",
+    "request_timeout",
+)
+"""Every reason the server refuses for, exported at 0 from the start: Prometheus's rate()
+cannot see a series' first increase, so a reason that first appears at 1 would be missed."""
+
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900)
 
 
 class Metrics:
-    def __init__(self, waiting: Callable[[], int] = lambda: 0) -> None:
+    """The server's counters; gauges are read through callables when scraped."""
+
+    def __init__(
+        self,
+        waiting: Callable[[], int] = lambda: 0,
+        open_connections: Callable[[], int] = lambda: 0,
+        max_connections: int = 0,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.connections = {"v1": 0, "v2": 0, "command": 0}
         self.pairings = {"v1": 0, "v2": 0, "mixed": 0}
-        self.rejected: dict[str, int] = {}
+        self.rejected: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.expired = 0
         self.abandoned = 0
         self.waiting = waiting
+        self.open_connections = open_connections
+        self.max_connections = max_connections
+        self.ready = ready
         self.wait_counts = [0] * (len(WAIT_BUCKETS) + 1)  # the last one is +Inf
         self.wait_sum = 0.0
         self.registry = CollectorRegistry()
@@ -61,6 +92,21 @@ class Metrics:
         yield family
         yield GaugeMetricFamily(
             "rendezvous_waiting_clients", "Clients waiting for their peer now", self.waiting()
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_open_connections",
+            "Open rendezvous connections, all states (reading, waiting)",
+            self.open_connections(),
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_max_connections",
+            "The connection cap (--max-connections); beyond it connections are refused",
+            self.max_connections,
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_ready",
+            "1 when /readyz says ready, 0 when draining or at the connection cap",
+            1 if self.ready() else 0,
         )
         buckets, total = [], 0
         for bound, count in zip((*WAIT_BUCKETS, float("inf")), self.wait_counts, strict=True):

@@ -83,6 +83,10 @@ class RendezvousServer:
         self._next_purge = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None  # the running one, at start()
         self.dispatcher = Dispatcher(settings)
+        metrics = self.dispatcher.metrics  # the gauges only the server can answer
+        metrics.open_connections = self.dispatcher.connections.__len__
+        metrics.max_connections = settings.max_connections
+        metrics.ready = lambda: self.ready
 
     # -- what the connections share (read by the tests and the HTTP side) ------------
 

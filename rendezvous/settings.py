@@ -31,11 +31,25 @@ class Settings:
     backlog: int = 4096
     loop: LoopKind = "auto"
     log_level: str = "INFO"
+    emf_interval: float = 0.0  # seconds between CloudWatch EMF lines on stdout; 0: none
+    emf_namespace: str = "Rendezvous"
+    emf_service: str = "rendezvous"  # the value of the EMF metrics' Service dimension
 
     def __post_init__(self) -> None:
         for name in ("peer_timeout", "v1_peer_timeout", "request_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.emf_interval < 0:
+            raise ValueError(f"--emf-interval must be 0 (off) or positive, got {self.emf_interval}")
+        if not re.fullmatch(r"[A-Za-z0-9._#:/ -]{1,255}", self.emf_namespace) or (
+            self.emf_namespace.startswith("AWS/")
+        ):
+            raise ValueError(
+                f"--emf-namespace {self.emf_namespace!r} is not a CloudWatch namespace: use "
+                "1-255 letters, digits and . - _ / # : or space, not starting with AWS/"
+            )
+        if not 0 < len(self.emf_service) <= 1024:
+            raise ValueError("--emf-service must be 1-1024 characters")
         if self.max_connections < 1 or self.max_waiting_per_ip < 1:
             raise ValueError("max_connections and max_waiting_per_ip must be at least 1")
         for flag, port in (("--port", self.port), ("--http-port", self.http_port)):

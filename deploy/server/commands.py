@@ -8,6 +8,7 @@ from typing import Any
 from deploy.aws import Aws, DeployError
 from deploy.progress import Reporter, key_value_table
 from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
+from deploy.server import monitoring as cloudwatch
 from deploy.server import tasks as ecs_tasks
 from deploy.server.settings import ServerSettings
 
@@ -152,6 +153,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
             changed,
         )
 
+    for line, changed in cloudwatch.ensure(aws, settings, account):
+        reporter.step(line, changed)
+
     with reporter.waiting("Waiting for a running, healthy task") as update:
         task, ip = service.wait_for_task(aws, settings, td_arn, already_stopped, update)
     reporter.step(
@@ -237,6 +241,7 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         ),
         "last stop reason": (stopped.get("stoppedReason") or "") if stopped else "",
         "log group": settings.log_group,
+        **cloudwatch.last_hour(aws, settings),
     }
 
 
@@ -266,6 +271,8 @@ def down(
     if delete:
         for what in follower.remove(aws, settings):
             reporter.step(f"removed {what}")
+    for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
+        reporter.step(f"removed {what}")
     if remove_record:
         if not settings.record:
             raise DeployError("--remove-record needs --record NAME")

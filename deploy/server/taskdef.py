@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.server import monitoring
 from deploy.server.settings import ServerSettings
 
 LIVEZ_PROBE = (
@@ -21,10 +22,12 @@ def desired(
     settings: ServerSettings, image: str, execution_role_arn: str, region: str
 ) -> dict[str, Any]:
     """register_task_definition keyword arguments for the server."""
+    given = {key for key, _ in settings.environment}  # --env wins over our EMF defaults
     environment = sorted(
         [
             ("RENDEZVOUS_PORT", str(settings.port)),
             ("RENDEZVOUS_HTTP_PORT", str(settings.http_port)),
+            *[(k, v) for k, v in monitoring.task_environment(settings) if k not in given],
             *settings.environment,
         ]
     )

@@ -17,6 +17,8 @@ from typing import Any
 
 import boto3
 
+from deploy.aws import IAM_PREFIX
+
 # API operation -> the IAM action AWS checks for it, where the two names differ.
 AUTHORISED_AS = {
     "s3:ListObjectsV2": "s3:ListBucket",
@@ -26,7 +28,7 @@ AUTHORISED_AS = {
 }
 # Every service prefix a policy file in deploy/iam may name.
 SERVICES = ("ecs", "ec2", "ecr", "route53", "logs", "iam", "lambda", "events", "sts",
-            "states", "s3")
+            "states", "s3", "cloudwatch")
 
 
 def authorised_as(action: str) -> str:
@@ -55,6 +57,7 @@ def static_actions(paths: list[Path]) -> set[str]:
             client = boto3.client(service, region_name="us-east-1")
             mapping = client.meta.method_to_api_mapping
             prefix = client.meta.service_model.signing_name
+            prefix = IAM_PREFIX.get(prefix, prefix)
             for name in method_names([path]) & set(mapping):
                 actions.add(authorised_as(f"{prefix}:{mapping[name]}"))
     return actions

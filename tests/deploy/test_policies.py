@@ -150,6 +150,7 @@ WITHOUT_RESOURCE_TYPES = {
     "logs:DescribeLogGroups",
     "ecs:DescribeTaskDefinition",
     "route53:ListHostedZones",
+    "cloudwatch:GetMetricData",
 }
 # Actions on "*" whose only resource type is one we cannot name (ListTasks authorises on a
 # container instance, which Fargate has none of), narrowed by a condition key instead.

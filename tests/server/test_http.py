@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rendezvous import __version__
@@ -87,6 +88,32 @@ async def test_two_servers_in_one_process_have_separate_metrics(make_server, uni
     await a.close()
 
 
+async def test_capacity_and_readiness_gauges(make_server, unique):
+    """open/max connections and ready follow the server: ready drops to 0 at the cap."""
+    server = await make_server(max_connections=2)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 0
+    assert m[("rendezvous_max_connections", ())] == 2
+    assert m[("rendezvous_ready", ())] == 1
+    a = await v1(server.port, unique())
+    await wait_for(lambda: len(server.room) == 1)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 1
+    assert m[("rendezvous_ready", ())] == 1
+    b = await v1(server.port, unique())
+    await wait_for(lambda: len(server.room) == 2)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 2
+    assert m[("rendezvous_ready", ())] == 0
+    assert (await get(server, "/readyz"))[0] == 503
+    await a.close()
+    await b.close()
+    await wait_for(lambda: not server.connections)
+    m = samples((await get(server, "/metrics"))[1])
+    assert m[("rendezvous_open_connections", ())] == 0
+    assert m[("rendezvous_ready", ())] == 1
+
+
 async def test_drain_finishes_requests_in_flight_and_closes_the_rest(make_server, unique):
     server = await make_server(request_timeout=5)
     name = unique()
@@ -127,3 +154,23 @@ async def test_drain_gives_v2_waiters_timeout_and_ends_early(make_server, unique
     timeout = await waiter.read_v2()
     assert timeout.status is Status.TIMEOUT and timeout.token == token
     await waiter.close()
+
+
+def test_every_refusal_reason_is_exported_from_the_start():
+    """A reason the code refuses for but REFUSAL_REASONS lacks would appear at 1, and
+    Prometheus's rate() never sees a series' first increase (alerts would miss it)."""
+    import re
+    from pathlib import Path
+
+    from rendezvous import server as server_module
+    from rendezvous.metrics import REFUSAL_REASONS, Metrics
+
+    used = {"malformed", *server_module._REFUSAL_REASONS.values()}
+    for path in Path(server_module.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        used |= set(re.findall(r'(?:refuse\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"', text))
+    assert len(used) >= 10, sorted(used)  # the scan finds the calls
+    assert used == set(REFUSAL_REASONS)
+    m = samples(generate_latest(Metrics().registry).decode())
+    for reason in REFUSAL_REASONS:
+        assert m[("rendezvous_rejected_total", (("reason", reason),))] == 0

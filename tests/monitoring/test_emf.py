@@ -1,0 +1,205 @@
+"""CloudWatch EMF lines: checked against the format's rules, from a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from rendezvous.emf import SERIES, EmfWriter
+from tests.monitoring.emf_spec import violations
+from tests.monitoring.load import EXPECTED, drive_load
+from tests.monitoring.stack import SERVE, rendezvous_server
+
+COUNTERS = {
+    "Pairings": "pairings",
+    "Requests": "requests",
+    "Refusals": "refusals",
+    "Expirations": "expirations",
+    "AbandonedWaits": "abandoned",
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENDEZVOUS_")}
+    env.pop("PORT", None)
+    return {**env, **extra}
+
+
+def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
+    env = clean_env(RENDEZVOUS_EMF_INTERVAL="0.3")
+    args = ("--peer-timeout", "0.5", "--drain-timeout", "2", "--emf-namespace", "RvTest")
+    args += ("--emf-service", "team-a")
+    with rendezvous_server(
+        tmp_path / "server.log", *args, stdout=subprocess.PIPE, env=env
+    ) as server:
+        asyncio.run(drive_load(server.port))
+        time.sleep(1)  # a few more intervals
+        server.proc.terminate()
+        out, _ = server.proc.communicate(timeout=20)
+        assert server.proc.returncode == 0
+    lines = out.splitlines()
+    logged = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    (on,) = [entry for entry in logged if entry.get("event") == "emf_on"]
+    assert (on["interval"], on["namespace"], on["service"]) == (0.3, "RvTest", "team-a")
+    assert len(lines) >= 4, out  # periodic lines, not only the one at exit
+    for line in lines:
+        assert violations(line) == [], line
+    documents = [json.loads(line) for line in lines]
+    for doc in documents:
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "RvTest"
+        assert directive["Dimensions"] == [["Service"]] and doc["Service"] == "team-a"
+        names = [m["Name"] for m in directive["Metrics"]]
+        assert names[: len(SERIES)] == [s.name for s in SERIES]
+    stamps = [doc["_aws"]["Timestamp"] for doc in documents]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] / 1000 - time.time()) < 60
+    for name, key in COUNTERS.items():  # deltas: their sum is the total
+        assert sum(doc[name] for doc in documents) == EXPECTED[key], name
+        assert all(doc[name] >= 0 for doc in documents)
+    waits = [doc["PairingWaitMean"] for doc in documents if "PairingWaitMean" in doc]
+    assert waits and all(w >= 0 for w in waits) and max(waits) > 0
+    assert max(doc["ConnectionsUsed"] for doc in documents) >= 0
+    assert documents[0]["Ready"] == 1
+    assert documents[-1]["Ready"] == 0  # the last line is written after the drain
+    assert documents[-1]["OpenConnections"] == 0 and documents[-1]["WaitingClients"] == 0
+
+
+def test_no_emf_lines_by_default(tmp_path) -> None:
+    with rendezvous_server(
+        tmp_path / "server.log", "--peer-timeout", "0.5", stdout=subprocess.PIPE, env=clean_env()
+    ) as server:
+        asyncio.run(drive_load(server.port))
+        server.proc.terminate()
+        out, _ = server.proc.communicate(timeout=20)
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--emf-interval", "-1"), "--emf-interval"),
+        (("--emf-namespace", "AWS/ECS"), "--emf-namespace"),
+        (("--emf-namespace", ""), "--emf-namespace"),
+        (("--emf-service", ""), "--emf-service"),
+    ],
+)
+def test_bad_emf_options_are_usage_errors(args, complaint) -> None:
+    run = subprocess.run(
+        [*SERVE, "--port", "0", "--http-port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(),
+    )
+    assert run.returncode == 2 and complaint in run.stderr, run.stderr
+
+
+class Source:
+    """Metric values a test sets by hand (the writer only ever calls it)."""
+
+    def __init__(self) -> None:
+        self.values = {s.name: 0.0 for s in SERIES} | {"_wait_sum": 0.0, "_wait_count": 0}
+
+    def __call__(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+def test_counters_are_deltas_gauges_are_levels_and_wait_is_the_interval_mean() -> None:
+    source = Source()
+    lines: list[str] = []
+    writer = EmfWriter(source, 60, write=lines.append, clock=lambda: 1_700_000_000.5)
+    source.values |= {"Pairings": 4, "WaitingClients": 7, "_wait_sum": 2.0, "_wait_count": 4}
+    writer.emit()
+    source.values |= {"Pairings": 6, "WaitingClients": 2, "_wait_sum": 5.0, "_wait_count": 6}
+    writer.emit()
+    writer.emit()
+    first, second, third = (json.loads(line) for line in lines)
+    assert first["_aws"]["Timestamp"] == 1_700_000_000_500
+    assert (first["Pairings"], second["Pairings"], third["Pairings"]) == (4, 2, 0)
+    assert (first["WaitingClients"], second["WaitingClients"]) == (7, 2)
+    assert first["PairingWaitMean"] == 0.5 and second["PairingWaitMean"] == 1.5
+    assert "PairingWaitMean" not in third  # no pairings: no mean, not a made-up 0
+    names = [m["Name"] for m in third["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert "PairingWaitMean" not in names
+    for line in lines:
+        assert violations(line) == []
+
+
+async def test_writer_runs_on_the_loop_and_writes_a_last_line_at_stop() -> None:
+    lines: list[str] = []
+    writer = EmfWriter(Source(), 0.05, write=lines.append)
+    writer.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.3)
+    periodic = len(lines)
+    writer.stop()
+    assert periodic >= 2 and len(lines) == periodic + 1
+    writer.stop()  # a second stop writes nothing more
+    await asyncio.sleep(0.1)
+    assert len(lines) == periodic + 1
+
+
+async def test_a_failing_line_is_logged_and_the_next_one_still_comes(caplog) -> None:
+    source, lines = Source(), []
+    broken = {"on": True}
+
+    def read() -> dict[str, float]:
+        if broken["on"]:
+            broken["on"] = False
+            return {}  # no values at all: the document cannot be built
+        return source()
+
+    writer = EmfWriter(source, 0.05, write=lines.append)
+    writer.read = read
+    source.values["Pairings"] = 3  # counted in the line after the failed one
+    writer.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.3)
+    writer.stop()
+    assert [r for r in caplog.records if getattr(r, "event", "") == "emf_error"]
+    assert len(lines) >= 2 and all(violations(line) == [] for line in lines)
+    assert sum(json.loads(line)["Pairings"] for line in lines) == 3
+
+
+async def test_closed_output_stops_the_writer_with_one_warning(caplog) -> None:
+    calls = []
+
+    def write(line: str) -> None:
+        calls.append(line)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    writer = EmfWriter(Source(), 0.02, write=write)
+    writer.start(asyncio.get_running_loop())
+    await asyncio.sleep(0.2)
+    assert len(calls) == 1
+    stopped = [r for r in caplog.records if getattr(r, "event", "") == "emf_stopped"]
+    assert len(stopped) == 1
+    writer.stop()  # nothing scheduled any more: no further write
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "rule"),
+    [
+        (lambda d: d.pop("_aws"), "no _aws"),
+        (lambda d: d["_aws"].update(Timestamp="now"), "Timestamp"),
+        (lambda d: d["_aws"]["CloudWatchMetrics"][0].update(Extra=1), "does not define"),
+        (lambda d: d.pop("Pairings"), "metric Pairings"),
+        (lambda d: d.update(Service=3), "dimension 'Service'"),
+        (lambda d: d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0].update(Unit="Pairs"), "Unit"),
+        (lambda d: d["_aws"]["CloudWatchMetrics"][0].update(Metrics=[]), "1-100"),
+        (lambda d: d.update(Pairings=[1] * 101), "metric Pairings"),
+    ],
+)
+def test_the_spec_checker_catches_each_broken_rule(mutate, rule) -> None:
+    lines: list[str] = []
+    EmfWriter(Source(), 1, write=lines.append).emit()
+    document = json.loads(lines[0])
+    assert violations(lines[0]) == []
+    mutate(document)
+    found = violations(json.dumps(document))
+    assert any(rule in problem for problem in found), found
