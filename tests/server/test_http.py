@@ -162,11 +162,11 @@ def test_every_refusal_reason_is_exported_from_the_start():
     import re
     from pathlib import Path
 
-    from rendezvous import server as server_module
+    from rendezvous import connection as connection_module
     from rendezvous.metrics import REFUSAL_REASONS, Metrics
 
-    used = {"malformed", *server_module._REFUSAL_REASONS.values()}
-    for path in Path(server_module.__file__).parent.glob("*.py"):
+    used = {"malformed", *connection_module._REFUSAL_REASONS.values()}
+    for path in Path(connection_module.__file__).parent.glob("*.py"):
         text = path.read_text()
         used |= set(re.findall(r'(?:refuse\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"', text))
     assert len(used) >= 10, sorted(used)  # the scan finds the calls
