@@ -36,6 +36,7 @@ HANDLER_FILES = (
     "examples/__init__.py",
     "examples/pipeline/__init__.py",
     "examples/pipeline/payload.py",
+    "examples/pipeline/results.py",
     "examples/pipeline/storage.py",
     "examples/pipeline/initialize.py",
     "examples/pipeline/summarize.py",

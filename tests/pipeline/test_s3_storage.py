@@ -98,15 +98,18 @@ def test_summarize_uses_the_trailing_slash(s3) -> None:
     s3.create_bucket(Bucket="results")
     for run, ranks in (("runs/1", 2), ("runs/10", 3)):
         for rank in range(ranks):
-            body = json.dumps({"rank": rank, "run": run, "num_samples": 5})
+            body = json.dumps({"num_batches": 1, "rendezvous": {"rank": rank, "run": run,
+                                                                "num_samples": 5}})
             s3.put_object(Bucket="results", Key=f"{run}/{rank}.json", Body=body)
     summary = summarize_handler({"bucket": "results", "result_path": "runs/1", "world_size": 2})
     combined = json.loads(
         s3.get_object(Bucket="results", Key="runs/1/combined_data.json")["Body"].read()
     )
-    assert combined == [{"rank": 0, "run": "runs/1", "num_samples": 5},
-                        {"rank": 1, "run": "runs/1", "num_samples": 5}]
-    assert summary["num_samples"] == 10
+    assert combined == [
+        {"num_batches": 1, "rendezvous": {"rank": r, "run": "runs/1", "num_samples": 5}}
+        for r in (0, 1)
+    ]
+    assert summary["num_samples"] == 10 and summary["num_batches"] == 2
     assert summary["combined_path"] == "s3://results/runs/1/combined_data.json"
     stored = json.loads(s3.get_object(Bucket="results", Key="runs/1/summary.json")["Body"].read())
     assert stored["ranks"] == 2
@@ -132,14 +135,15 @@ def test_whole_run_on_s3(s3, tiny_data: Path, endpoint: str, tmp_path: Path) -> 
     )
     items = json.loads(s3.get_object(Bucket="results", Key=init["items_key"])["Body"].read())
     results = run_ranks(items, tmp_path / "items", timeout=240, cpus=2)
-    assert [r["num_samples"] for r in results] == [80, 40]
+    assert [r["rendezvous"]["num_samples"] for r in results] == [80, 40]
     summary = summarize_handler(init, None)
     assert summary["num_samples"] == 120
     assert summary["global"]["count"] == 120
     rank1 = json.loads(s3.get_object(Bucket="results", Key="r/7/1.json")["Body"].read())
-    assert rank1["result_path"] == "s3://results/r/7/1.json"
+    assert rank1["result_path"] == "r/7"  # the run's prefix, as the users' workers write it
+    assert rank1["rendezvous"]["result_file"] == "s3://results/r/7/1.json"
     assert rank1["data_path"] == "parts/10.pt"
     combined = json.loads(
         s3.get_object(Bucket="results", Key="r/7/combined_data.json")["Body"].read()
     )
-    assert [c["rank"] for c in combined] == [0, 1]
+    assert [c["rendezvous"]["rank"] for c in combined] == [0, 1]
