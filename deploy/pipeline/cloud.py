@@ -123,12 +123,13 @@ def handler_zip() -> bytes:
 
 
 def layer_zip() -> bytes:
-    """fmi_client and tcpunch under ``python/``, built by fmi_client's ``fmi-layer``."""
+    """fmi_client and tcpunch under ``python/``, built by fmi_client's ``fmi-layer``, with
+    the top-level ``fmi`` module (``--fmi-module``) so FMI-style code runs unchanged."""
     from fmi_client.layer import build_layer
 
     with tempfile.TemporaryDirectory(prefix="fmi-layer-") as tmp:
         path = Path(tmp) / "layer.zip"
-        build_layer(path)
+        build_layer(path, fmi_module=True)
         return path.read_bytes()
 
 

@@ -223,3 +223,39 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
                             "cause": cause}) == (
         "States.ExceedToleratedFailureThreshold: rank 2/8 failed: cannot load s3://d/p/3.pt"
     )
+
+
+def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """The layer `up` publishes holds the `fmi` module, and a payload naming the users'-style
+    worker in `script` starts an execution that hands it to every rank unchanged."""
+    with zipfile.ZipFile(io.BytesIO(layer_zip())) as archive:
+        assert "python/fmi.py" in archive.namelist()
+        shim = archive.read("python/fmi.py").decode()
+    assert "sys.modules[__name__] = _compat" in shim
+    name = "pl-fmi"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    payload_file = tmp_path / "payload.json"
+    payload = {
+        "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+        "result_path": "runs/fmi", "world_size": 2, "script": "scripts/fmi_worker.py",
+        "rendezvous_endpoint": "rendezvous.example.org:10000",
+    }
+    payload_file.write_text(json.dumps(payload))
+    runs_file = tmp_path / "runs.json"
+    invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+            "--world-size", "3", "--no-wait", "--runs-file", str(runs_file)], aws_env)
+    run = json.loads(runs_file.read_text())[0]
+    sent = json.loads(
+        client("stepfunctions", aws_env).describe_execution(executionArn=run["execution_arn"])[
+            "input"
+        ]
+    )
+    assert sent["script"] == "scripts/fmi_worker.py" and sent["world_size"] == 3
+    from examples.pipeline.payload import build_items, validate_payload
+
+    items = build_items(validate_payload(sent), ["parts/1.pt", "parts/2.pt", "parts/3.pt"])
+    assert [(i["SCRIPT"], i["RANK"], i["WORLD_SIZE"]) for i in items] == [
+        ("scripts/fmi_worker.py", r, 3) for r in range(3)
+    ]

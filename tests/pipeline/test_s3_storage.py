@@ -147,3 +147,45 @@ def test_whole_run_on_s3(s3, tiny_data: Path, endpoint: str, tmp_path: Path) -> 
         s3.get_object(Bucket="results", Key="r/7/combined_data.json")["Body"].read()
     )
     assert [c["rendezvous"]["rank"] for c in combined] == [0, 1]
+
+
+@pytest.mark.torch
+def test_fmi_worker_in_the_script_slot_on_s3(
+    s3, tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    """The users'-style worker (``import fmi``) as the payload's ``script``, read from S3,
+    reading data from and writing their JSON to S3, as the Lambda worker runs it."""
+    need_torch()
+    from deploy.pipeline.local import run_ranks
+    from examples.pipeline.results import format_problems
+
+    s3.create_bucket(Bucket="data")
+    s3.create_bucket(Bucket="results")
+    for name in ("1.pt", "2.pt", "10.pt"):
+        body = (tiny_data / "parts" / name).read_bytes()
+        s3.put_object(Bucket="data", Key=f"parts/{name}", Body=body)
+    worker = Path(__file__).resolve().parents[2] / "examples" / "pipeline" / "fmi_worker.py"
+    s3.put_object(Bucket="results", Key="scripts/fmi_worker.py", Body=worker.read_bytes())
+    init = initialize_handler(
+        payload(world_size=3, rendezvous_endpoint=endpoint, batch_size=16, result_path="r/fmi",
+                script="scripts/fmi_worker.py"),
+        None,
+    )
+    items = json.loads(s3.get_object(Bucket="results", Key=init["items_key"])["Body"].read())
+    assert {item["SCRIPT"] for item in items} == {"scripts/fmi_worker.py"}
+    results = run_ranks(items, tmp_path / "items", timeout=240, cpus=2)
+    assert [r["rendezvous"]["script"] for r in results] == ["scripts/fmi_worker.py"] * 3
+    summarize_handler(init, None)
+
+    def read(key: str) -> object:
+        return json.loads(s3.get_object(Bucket="results", Key=key)["Body"].read())
+
+    combined = read("r/fmi/combined_data.json")
+    assert isinstance(combined, list)
+    assert [format_problems(r) for r in combined] == [[], [], []]
+    assert [r["data_path"] for r in combined] == ["parts/1.pt", "parts/2.pt", "parts/10.pt"]
+    assert {r["result_path"] for r in combined} == {"r/fmi"}
+    reduced = read("r/fmi/reduce.json")
+    assert reduced["sum total_cpu_time (seconds)"] == pytest.approx(  # type: ignore[index]
+        sum(r["total_cpu_time (seconds)"] for r in combined), rel=1e-12
+    )
