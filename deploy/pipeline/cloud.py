@@ -587,4 +587,5 @@ def collect_execution(aws: Aws, names: PipelineNames, execution_arn: str) -> dic
         "status": described["status"],
         "world_size": int(payload.get("world_size") or 0),
         "lines": lines,
+        "input": payload,
     }

@@ -22,6 +22,12 @@ SUMMARY = "summary.json"
 _RANK_FILE = re.compile(r"(\d+)\.json")
 
 
+def archive_key(prefix: str, run_id: str) -> str:
+    """Where Summarize keeps this run's own copy of combined_data.json (`pipeline report`
+    reads it, so a sweep that reuses one result_path still reports every run)."""
+    return join_key(prefix, "_pipeline", "runs", run_id, COMBINED)
+
+
 def summarize(event: dict[str, Any]) -> dict[str, Any]:
     problems = [
         f"missing field {k!r}"
@@ -46,7 +52,10 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
             f"{storage.describe(prefix)}: ranks {shown}"
         )
     combined = [json.loads(storage.read(by_rank[r])) for r in range(world_size)]
-    storage.write(prefix + COMBINED, json.dumps(combined, indent=2).encode())
+    body = json.dumps(combined, indent=2).encode()
+    storage.write(prefix + COMBINED, body)
+    if event.get("run_id"):  # kept per run: a later run with the same result_path may
+        storage.write(archive_key(prefix, str(event["run_id"])), body)  # overwrite the above
 
     global_metrics: dict[str, Any] | None = None
     try:

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from deploy.cli import main
 from deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
+from tests.pipeline.users_format import USERS_RESULT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
 
@@ -164,9 +165,35 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
             logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)],
         )
 
+    # What the runs would have stored: each run's per-rank objects (the users' format) and
+    # its data files, 0.5 MiB partitions for world size 2 and 1.5 MiB for world size 3.
+    s3 = client("s3", aws_env)
+    for bucket in ("results", "data"):
+        s3.create_bucket(Bucket=bucket)
+    for run in runs:
+        ws, rid = run["world_size"], run["run_id"]
+        combined = []
+        for rank in range(ws):
+            key = f"parts/{ws}-{rank}.pt"
+            s3.put_object(Bucket="data", Key=key, Body=b"\0" * ((2 * ws - 3) * 2**19))
+            combined.append({**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
+                             "throughput_bps": 1e6 * (rank + 1), "data_path": key,
+                             "result_path": "runs/x"})
+        s3.put_object(Bucket="results", Key=f"runs/x/_pipeline/runs/{rid}/combined_data.json",
+                      Body=json.dumps(combined).encode())
+
     out_dir = tmp_path / "report"
     invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),
             "--out", str(out_dir)], aws_env)
+    figures = list(csv.DictReader((out_dir / "runs.csv").open()))
+    costs = {row["world size"]: row["cost (USD)"] for row in csv.DictReader(
+        (out_dir / "report.csv").open())}
+    assert [(r["world size"], r["partition (MB)"], r["ranks"]) for r in figures] == [
+        ("2", "0.5", "2"), ("3", "1.5", "3")]
+    assert [float(r["total CPU time (s)"]) for r in figures] == [20.5, 31.0]  # mean per rank
+    assert [float(r["throughput (Mbit/s)"]) for r in figures] == [3.0, 6.0]  # sum over ranks
+    assert all(r["cost (USD)"] == costs[r["world size"]] for r in figures)
+    assert "| total CPU time (s) |" in (out_dir / "report.md").read_text()
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
     assert [int(r["world size"]) for r in rows] == [2, 3]
     for row in rows:
