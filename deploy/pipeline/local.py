@@ -62,6 +62,12 @@ class LocalRun:
         return [ours(r) for r in self.ranks]
 
     @property
+    def combined(self) -> list[dict[str, Any]]:
+        """The run's combined_data.json: the users' per-rank objects."""
+        data = json.loads((self.results_dir / "combined_data.json").read_text())
+        return data if isinstance(data, list) else []
+
+    @property
     def max_rank_seconds(self) -> float:
         return max((r.get("wall_seconds") or 0.0) for r in self.added)
 

@@ -209,6 +209,8 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     assert [r["world size"] for r in rows] == ["1", "2"]
     assert len({r["MAE"] for r in rows}) == 1  # same data, same model, same global MAE
     assert float(rows[0]["MAE"]) < 0.1
+    for row in rows:  # the users' figures, from each run's combined_data.json
+        assert float(row["total CPU time (s)"]) > 0 and float(row["throughput (Mbit/s)"]) > 0
     items = json.loads(next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json"))
                        .read_text())
     assert items[0]["S3_OBJECT_NAME"].endswith("/my-model.pt")
