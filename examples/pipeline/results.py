@@ -87,13 +87,15 @@ def format_problems(record: Any) -> list[str]:
 
 def ours(record: Mapping[str, Any]) -> dict[str, Any]:
     """The pipeline's own fields of a per-rank object ({} for a user script's object)."""
+    if not isinstance(record, Mapping):
+        return {}
     extra = record.get(OURS)
     return dict(extra) if isinstance(extra, Mapping) else {}
 
 
 def number(record: Mapping[str, Any], key: str) -> float:
     """A users' numeric field as float, 0.0 when absent or not a number."""
-    value = record.get(key)
+    value = record.get(key) if isinstance(record, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
     return float(value)

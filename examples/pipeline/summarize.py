@@ -62,7 +62,7 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
         global_metrics = json.loads(storage.read(prefix + GLOBAL_SUMMARY))
     except Exception:  # scripts write no global summary; derive what we can
         global_metrics = None
-    added = [ours(r) if isinstance(r, dict) else {} for r in combined]
+    added = [ours(r) for r in combined]
     summary = {
         "run_id": event.get("run_id"),
         "world_size": world_size,
