@@ -508,7 +508,7 @@ def report(
             row = summarize_lines(found["run_id"], found["world_size"], found["lines"], pricing)
             rows.append(row)
             cost = row.cost_usd if found["lines"] else None
-            runs.append(_figures(figures, aws.client("s3"), found, cost, unread))
+            runs.append(_figures(figures, aws, found, cost, unread))
     for arn, status in empty:
         reporter.warn(
             f"no REPORT lines yet for {arn} ({status}): still running, or logs not "
@@ -535,15 +535,13 @@ def report(
 
 
 def _figures(
-    figures: Any, s3: Any, found: dict[str, Any], cost: float | None, unread: list[Any]
+    figures: Any, aws: Any, found: dict[str, Any], cost: float | None, unread: list[Any]
 ) -> Any:
     """The users' figures of one execution from its results; why not, added to ``unread``."""
     payload = found.get("input") or {}
-    combined, why = figures.read_run(payload, found["run_id"], s3)
+    combined, partition, why = figures.read_run(payload, found["run_id"], aws)
     if why:
         unread.append((found["run_id"], why))
-    sizes = figures.data_sizes(payload, s3) if combined else {}
-    partition = figures.partition_mb(combined, sizes) if combined else None
     return figures.run_figures(
         found["run_id"], found["world_size"], combined, cost_usd=cost, partition=partition
     )

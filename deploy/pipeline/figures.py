@@ -15,12 +15,11 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from examples.pipeline.payload import data_path_keys
 from examples.pipeline.results import (
     CPU_MEMORY,
     CPU_TIME,
@@ -29,10 +28,8 @@ from examples.pipeline.results import (
     number,
     trimmed_mean,
 )
-from examples.pipeline.storage import Storage, join_key, open_storage, run_prefix
+from examples.pipeline.storage import is_local, open_storage, run_prefix
 from examples.pipeline.summarize import COMBINED, SUMMARY, archive_key
-
-MIB = 1024 * 1024  # the users' "100 MB" partitions hold 100 MiB (5,113 samples)
 
 
 @dataclass(frozen=True)
@@ -41,18 +38,12 @@ class RunFigures:
 
     label: str
     world_size: int
-    partition_mb: float | None  # mean size of the run's .pt files
+    partition_mb: float | None  # mean size of the run's .pt files (MiB, the users' MB)
     ranks: int  # per-rank objects read
     cpu_seconds: float | None  # mean total_cpu_time (seconds) per rank, outliers dropped
     throughput_bps: float | None  # sum over ranks
     memory_mb: float | None  # sum of total_cpu_memory (MB) over ranks
     cost_usd: float | None
-
-
-def partition_mb(combined: Sequence[Mapping[str, Any]], sizes: Mapping[str, int]) -> float | None:
-    """Mean size in MB (MiB, as the users count) of the files the ranks' data_path names."""
-    found = [sizes[k] for r in combined for k in data_path_keys(r.get("data_path")) if k in sizes]
-    return round(statistics.fmean(found) / MIB, 1) if found else None
 
 
 def run_figures(
@@ -78,47 +69,51 @@ def run_figures(
     )
 
 
-def read_run(
-    payload: Mapping[str, Any], run_id: str, s3: Any = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """(per-rank objects, None) of one execution from its payload's storage, or ([], why).
-    ``s3``: the boto3 client to use (the CLI's region, profile and endpoint).
+def _reader(bucket: str, aws: Any) -> tuple[Callable[[str], bytes], Callable[[str], str]]:
+    """(read key, describe key) for a payload's ``bucket``: S3 through the CLI's client
+    (its region, profile and endpoint), or a local directory."""
+    if is_local(bucket):
+        local = open_storage(bucket)
+        return local.read, local.describe
+    s3 = aws.client("s3")
+    name = bucket.removeprefix("s3://").strip("/")
 
-    Summarize keeps each run's copy under ``_pipeline/runs/<run_id>/``; a run summarized
-    before that existed is read from ``combined_data.json`` if ``summary.json`` is its own.
+    def read(key: str) -> bytes:
+        return bytes(s3.get_object(Bucket=name, Key=key)["Body"].read())
+
+    return read, lambda key: f"s3://{name}/{key}"
+
+
+def read_run(
+    payload: Mapping[str, Any], run_id: str, aws: Any = None
+) -> tuple[list[dict[str, Any]], float | None, str | None]:
+    """(per-rank objects, partition MB, None) of one execution, or ([], None, why).
+
+    Reads the copies Summarize keeps per run under ``{result_path}/_pipeline/runs/<run_id>/``
+    (all the deployer's policy lets `pipeline report` read), not the result_path's own
+    files, which a later run with the same result_path overwrites.
     """
     try:
-        results: Storage = open_storage(str(payload["bucket"]), s3)
+        read, describe = _reader(str(payload["bucket"]), aws)
         prefix = run_prefix(str(payload["result_path"]))
     except (KeyError, ValueError) as err:
-        return [], f"no results location in the execution's input ({err})"
+        return [], None, f"no results location in the execution's input ({err})"
+    key = archive_key(prefix, run_id, COMBINED)
     try:
-        combined = json.loads(results.read(archive_key(prefix, run_id)))
-    except Exception:
-        try:
-            summary = json.loads(results.read(join_key(prefix, SUMMARY)))
-            if summary.get("run_id") != run_id:
-                where = results.describe(prefix)
-                return [], f"{where} holds run {summary.get('run_id')}'s results, not this run's"
-            combined = json.loads(results.read(join_key(prefix, COMBINED)))
-        except Exception as err:
-            where = results.describe(join_key(prefix, COMBINED))
-            return [], f"cannot read {where} (failed or still running?): {err}"
+        combined = json.loads(read(key))
+    except Exception as err:
+        return [], None, f"cannot read {describe(key)} (failed or still running?): {err}"
     if not isinstance(combined, list):
-        return [], f"{results.describe(prefix)}: combined_data.json is not a JSON array"
+        return [], None, f"{describe(key)} is not a JSON array"
     bad = [f"rank {i}: {p[0]}" for i, r in enumerate(combined) if (p := format_problems(r))]
     if len(bad) == len(combined):
-        return [], f"no per-rank object in the users' format ({bad[0]})"
-    return [r for r in combined if isinstance(r, dict)], None
-
-
-def data_sizes(payload: Mapping[str, Any], s3: Any = None) -> dict[str, int]:
-    """Bytes of every object under the payload's data_prefix ({} when it cannot be listed)."""
+        return [], None, f"no per-rank object in the users' format ({bad[0]})"
     try:
-        data = open_storage(str(payload.get("data_bucket") or payload["bucket"]), s3)
-        return data.sizes(str(payload.get("data_prefix") or "").lstrip("/"))
-    except Exception:
-        return {}
+        summary = json.loads(read(archive_key(prefix, run_id, SUMMARY)))
+        partition = float(summary["partition_mb"])
+    except Exception:  # summarized without it: the partition size stays unknown
+        partition = None
+    return [r for r in combined if isinstance(r, dict)], partition, None
 
 
 COLUMNS = (

@@ -22,10 +22,11 @@ SUMMARY = "summary.json"
 _RANK_FILE = re.compile(r"(\d+)\.json")
 
 
-def archive_key(prefix: str, run_id: str) -> str:
-    """Where Summarize keeps this run's own copy of combined_data.json (`pipeline report`
-    reads it, so a sweep that reuses one result_path still reports every run)."""
-    return join_key(prefix, "_pipeline", "runs", run_id, COMBINED)
+def archive_key(prefix: str, run_id: str, name: str) -> str:
+    """Where Summarize keeps this run's own copy of combined_data.json or summary.json
+    (`pipeline report` reads them, so a sweep that reuses one result_path still reports
+    every run)."""
+    return join_key(prefix, "_pipeline", "runs", run_id, name)
 
 
 def summarize(event: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +55,6 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
     combined = [json.loads(storage.read(by_rank[r])) for r in range(world_size)]
     body = json.dumps(combined, indent=2).encode()
     storage.write(prefix + COMBINED, body)
-    if event.get("run_id"):  # kept per run: a later run with the same result_path may
-        storage.write(archive_key(prefix, str(event["run_id"])), body)  # overwrite the above
 
     global_metrics: dict[str, Any] | None = None
     try:
@@ -66,6 +65,7 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "run_id": event.get("run_id"),
         "world_size": world_size,
+        "partition_mb": event.get("partition_mb"),
         "ranks": len(combined),
         "num_samples": sum(int(a.get("num_samples", 0) or 0) for a in added),
         "num_batches": sum(int(number(r, "num_batches")) for r in combined),
@@ -80,6 +80,10 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
         "combined_path": storage.describe(prefix + COMBINED),
     }
     storage.write(join_key(prefix, SUMMARY), json.dumps(summary, indent=2).encode())
+    if event.get("run_id"):  # kept per run: a later run with the same result_path
+        run_id = str(event["run_id"])  # overwrites the files above
+        storage.write(archive_key(prefix, run_id, COMBINED), body)
+        storage.write(archive_key(prefix, run_id, SUMMARY), json.dumps(summary).encode())
     return summary
 
 

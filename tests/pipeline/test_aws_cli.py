@@ -165,22 +165,20 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
             logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)],
         )
 
-    # What the runs would have stored: each run's per-rank objects (the users' format) and
-    # its data files, 0.5 MiB partitions for world size 2 and 1.5 MiB for world size 3.
+    # What each run's Summarize would have kept: its per-rank objects (the users' format)
+    # and summary, 0.5 MB partitions for world size 2 and 1.5 MB for world size 3.
     s3 = client("s3", aws_env)
-    for bucket in ("results", "data"):
-        s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket="results")
     for run in runs:
         ws, rid = run["world_size"], run["run_id"]
-        combined = []
-        for rank in range(ws):
-            key = f"parts/{ws}-{rank}.pt"
-            s3.put_object(Bucket="data", Key=key, Body=b"\0" * ((2 * ws - 3) * 2**19))
-            combined.append({**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
-                             "throughput_bps": 1e6 * (rank + 1), "data_path": key,
-                             "result_path": "runs/x"})
-        s3.put_object(Bucket="results", Key=f"runs/x/_pipeline/runs/{rid}/combined_data.json",
+        combined = [{**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
+                     "throughput_bps": 1e6 * (rank + 1), "result_path": "runs/x"}
+                    for rank in range(ws)]
+        kept = f"runs/x/_pipeline/runs/{rid}"
+        s3.put_object(Bucket="results", Key=f"{kept}/combined_data.json",
                       Body=json.dumps(combined).encode())
+        s3.put_object(Bucket="results", Key=f"{kept}/summary.json",
+                      Body=json.dumps({"run_id": rid, "partition_mb": ws - 1.5}).encode())
 
     out_dir = tmp_path / "report"
     invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),

@@ -11,7 +11,6 @@ import pytest
 from deploy.pipeline.figures import (
     RunFigures,
     figure,
-    partition_mb,
     plot,
     read_run,
     run_figures,
@@ -94,15 +93,6 @@ def test_run_figures_aggregate_as_the_notebooks() -> None:
         rank(11.0, 3e6, 120.0, None),
         rank(300.0, 4e6, 130.0, "p/4.pt"),
     ]
-    sizes = {
-        "p/1.pt": 25 * 2**20,
-        "p/2.pt": 25 * 2**20,
-        "p/3.pt": 26 * 2**20,
-        "p/4.pt": 24 * 2**20,
-        "p/other.pt": 99,
-    }
-    assert partition_mb(combined, sizes) == 25.0
-    assert partition_mb(combined, {}) is None
     row = run_figures("r1", 4, combined, cost_usd=0.5, partition=25.0)
     # the 300 s rank is an outlier (beyond 1.5 IQR) and left out of the mean, as theirs
     assert row.cpu_seconds == pytest.approx(11.0)
@@ -146,7 +136,7 @@ def test_plot_per_world_size_and_partition_with_units(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_read_run_prefers_the_runs_own_copy(tmp_path: Path) -> None:
+def test_read_run_reads_each_runs_own_copy(tmp_path: Path) -> None:
     """A later run with the same result_path overwrites combined_data.json; each run's
     copy under _pipeline/runs/<run_id>/ is what `pipeline report` reads."""
     bucket = tmp_path / "bucket"
@@ -156,16 +146,28 @@ def test_read_run_prefers_the_runs_own_copy(tmp_path: Path) -> None:
             path = bucket / "runs" / "x" / f"{r}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rank(cpu, 1.0, 1.0, f"parts/{r}.pt")))
-        summarize(
-            {"bucket": str(bucket), "result_path": "runs/x", "world_size": size, "run_id": run_id}
-        )
+        event = {
+            "bucket": str(bucket),
+            "result_path": "runs/x",
+            "world_size": size,
+            "run_id": run_id,
+            "partition_mb": 12.5 * size,
+        }
+        summarize(event)
     payload = {"bucket": str(bucket), "result_path": "runs/x"}
-    first, why = read_run(payload, "ws2-a")
+    first, partition, why = read_run(payload, "ws2-a")
     assert why is None and [r["total_cpu_time (seconds)"] for r in first] == [1.0, 1.0]
-    second, why = read_run(payload, "ws3-b")
-    assert why is None and len(second) == 3
+    assert partition == 25.0
+    second, partition, why = read_run(payload, "ws3-b")
+    assert why is None and len(second) == 3 and partition == 37.5
+    latest = json.loads((bucket / "runs/x/combined_data.json").read_text())
+    assert latest == second  # the users' own file holds the last run
     (bucket / "runs/x/_pipeline/runs/ws2-a/combined_data.json").unlink()
-    gone, why = read_run(payload, "ws2-a")
-    assert gone == [] and why is not None and "holds run ws3-b's results" in why
-    missing, why = read_run({"bucket": str(bucket), "result_path": "runs/none"}, "ws9")
-    assert missing == [] and "cannot read" in (why or "")
+    gone, partition, why = read_run(payload, "ws2-a")
+    assert gone == [] and partition is None
+    assert why is not None and why.startswith("cannot read ") and "ws2-a" in why
+    bad = bucket / "runs/x/_pipeline/runs/ws3-b/combined_data.json"
+    bad.write_text(json.dumps([{"rank": 0}]))
+    assert read_run(payload, "ws3-b")[2] == (
+        "no per-rank object in the users' format (rank 0: missing key 'total_cpu_time (seconds)')"
+    )

@@ -101,6 +101,11 @@ def test_local_run(
     assert combined == per_rank
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_samples"] == 120
+    size = sum((tiny_data / "parts" / n).stat().st_size for n in ("1.pt", "2.pt", "10.pt"))
+    assert summary["partition_mb"] == round(size / 3 / 2**20, 1)  # mean file size, MiB
+    kept = run_dir / "_pipeline" / "runs" / summary["run_id"]
+    assert json.loads((kept / "combined_data.json").read_text()) == per_rank
+    assert json.loads((kept / "summary.json").read_text()) == summary
     assert summary["sum_throughput_bps"] == pytest.approx(
         sum(r["throughput_bps"] for r in per_rank))
     assert summary["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
