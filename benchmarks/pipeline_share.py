@@ -69,7 +69,7 @@ def main() -> None:
                         size,
                         med(r.wall_seconds for r in runs),
                         med(r.max_rank_seconds for r in runs),
-                        med(max(x["inference_seconds"] for x in r.ranks) for r in runs),
+                        med(max(x["inference_seconds"] for x in r.added) for r in runs),
                         med(r.comm_seconds for r in runs),
                         med(r.waiting_seconds for r in runs),
                         med(r.comm_share for r in runs),

@@ -4,6 +4,9 @@ Lambda unpacks a layer into /opt and puts /opt/python on sys.path, so the zip ho
 ``python/fmi_client/`` and ``python/tcpunch/``: pure Python, no compiled files, no
 dependencies (numpy is used when the function has it, e.g. from another layer). The zip
 is reproducible: fixed timestamps and order, so the same sources give the same bytes.
+
+With ``--fmi-module`` the zip also holds ``python/fmi.py``, a top-level ``fmi`` module
+that *is* ``fmi_client.compat``: a worker written for FMI (``import fmi``) runs unchanged.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from pathlib import Path
 import click
 
 PACKAGES = ("fmi_client", "tcpunch")
-#: Build-time only modules that a function never imports (and that need click).
-EXCLUDE = {"fmi_client/layer.py"}
+#: Build-time only modules that a function never imports (and that need click), and the
+#: ``fmi`` shim, which goes in only on request and then at the top level.
+EXCLUDE = {"fmi_client/layer.py", "fmi_client/shim/fmi.py"}
+#: The source of the top-level ``fmi`` module and where it goes in the zip.
+FMI_MODULE = ("fmi_client/shim/fmi.py", "python/fmi.py")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def layer_files() -> list[tuple[Path, str]]:
+def layer_files(fmi_module: bool = False) -> list[tuple[Path, str]]:
     """(source file, path inside the zip) for every file that goes into the layer."""
     root = Path(__file__).resolve().parent.parent
     files = []
+    if fmi_module:
+        files.append((root / FMI_MODULE[0], FMI_MODULE[1]))
     for package in PACKAGES:
         for source in sorted((root / package).rglob("*.py")):
             relative = source.relative_to(root).as_posix()
@@ -31,11 +39,12 @@ def layer_files() -> list[tuple[Path, str]]:
     return files
 
 
-def build_layer(output: Path) -> int:
-    """Write the layer zip to ``output``; returns its size in bytes."""
+def build_layer(output: Path, fmi_module: bool = False) -> int:
+    """Write the layer zip to ``output`` (with ``python/fmi.py`` if ``fmi_module``); returns
+    its size in bytes."""
     output.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for source, arcname in layer_files():
+        for source, arcname in layer_files(fmi_module):
             info = zipfile.ZipInfo(arcname, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -57,9 +66,15 @@ def main() -> None:
     show_default=True,
     help="Where to write the zip.",
 )
-def build(output: Path) -> None:
-    size = build_layer(output)
-    count = len(layer_files())
+@click.option(
+    "--fmi-module",
+    is_flag=True,
+    help="Also add python/fmi.py: `import fmi` gives fmi_client.compat, so a worker "
+    "written for FMI runs unchanged.",
+)
+def build(output: Path, fmi_module: bool) -> None:
+    size = build_layer(output, fmi_module)
+    count = len(layer_files(fmi_module))
     click.echo(f"wrote {output} ({size / 1024:.1f} KiB, {count} files)")
     click.echo(
         "publish it with: aws lambda publish-layer-version --layer-name fmi-client "

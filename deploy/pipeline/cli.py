@@ -463,18 +463,20 @@ def report(
     endpoint_url: str | None,
     profile: str | None,
 ) -> None:
-    """Turn the CloudWatch REPORT lines of each execution's Lambdas into the cost table.
+    """Turn the CloudWatch REPORT lines of each execution's Lambdas into the cost table,
+    and each run's combined_data.json into the users' figures.
 
     One row per execution: world size, requests, durations, billed GB-seconds, memory
-    used and configured, cost in USD (the pricing is printed with the table). Written
-    as Markdown, CSV and a PNG plot.
+    used and configured, cost in USD (the pricing is printed with the table); then per
+    run, from the users' per-rank keys: partition size, total CPU time, throughput and
+    memory. Written as Markdown, CSV and a PNG plot of CPU time, throughput and cost per
+    world size (one line per partition size when the runs differ in it).
     """
-    from deploy.pipeline import cloud
+    from deploy.pipeline import cloud, figures
     from deploy.pipeline.report import (
         ARM,
         COLUMNS,
         X86,
-        plot,
         row_cells,
         summarize_lines,
         to_csv,
@@ -495,29 +497,54 @@ def report(
     reporter = _reporter()
     rows = []
     empty = []
-    with reporter.waiting("reading CloudWatch logs") as update:
+    runs = []
+    unread = []
+    with reporter.waiting("reading CloudWatch logs and results") as update:
         for arn in arns:
             update(arn.rsplit(":", 1)[-1])
             found = _collect(cloud, aws, names, arn)
             if not found["lines"]:
                 empty.append((arn, found["status"]))
-            rows.append(
-                summarize_lines(found["run_id"], found["world_size"], found["lines"], pricing)
-            )
+            row = summarize_lines(found["run_id"], found["world_size"], found["lines"], pricing)
+            rows.append(row)
+            cost = row.cost_usd if found["lines"] else None
+            runs.append(_figures(figures, aws, found, cost, unread))
     for arn, status in empty:
         reporter.warn(
             f"no REPORT lines yet for {arn} ({status}): still running, or logs not "
             "delivered yet; its row shows zeros"
         )
+    for label, why in unread:
+        reporter.warn(f"no per-rank results for {label}: {why}; its figures show n/a")
     rows.sort(key=lambda r: r.world_size)
+    runs.sort(key=lambda r: (r.partition_mb or 0.0, r.world_size))
     reporter.table("Inference pipeline on AWS Lambda", COLUMNS, [row_cells(r) for r in rows])
+    figure_cells = [figures.cells(r) for r in runs]
+    reporter.table("Per run, from the users' per-rank keys", figures.COLUMNS, figure_cells)
     reporter.note(f"pricing: {pricing.name}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(to_markdown(rows, pricing))
+    markdown = to_markdown(rows, pricing) + "\n" + figures.to_markdown(runs)
+    (out_dir / "report.md").write_text(markdown)
     (out_dir / "report.csv").write_text(to_csv(rows))
-    png = plot(rows, out_dir / "report.png", pricing)
-    reporter.note(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {png}")
+    (out_dir / "runs.csv").write_text(figures.to_csv(runs))
+    png = figures.plot(runs, out_dir / "report.png", f"cost: {pricing.name}")
+    reporter.note(
+        f"wrote {out_dir / 'report.md'}, {out_dir / 'report.csv'}, {out_dir / 'runs.csv'}, {png}"
+    )
     click.echo(str(out_dir / "report.md"))
+
+
+def _figures(
+    figures: Any, aws: Any, found: dict[str, Any], cost: float | None, unread: list[Any]
+) -> Any:
+    """The users' figures of one execution from its results; why not, added to ``unread``."""
+    payload = found.get("input") or {}
+    combined, partition, why = figures.read_run(payload, found["run_id"], aws)
+    if why:
+        unread.append((found["run_id"], why))
+    return figures.run_figures(
+        found["run_id"], found["world_size"], combined, cost_usd=cost, partition=partition
+    )
 
 
 def _recorded_executions(runs_file: Path) -> list[str]:

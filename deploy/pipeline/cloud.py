@@ -36,6 +36,7 @@ HANDLER_FILES = (
     "examples/__init__.py",
     "examples/pipeline/__init__.py",
     "examples/pipeline/payload.py",
+    "examples/pipeline/results.py",
     "examples/pipeline/storage.py",
     "examples/pipeline/initialize.py",
     "examples/pipeline/summarize.py",
@@ -122,12 +123,13 @@ def handler_zip() -> bytes:
 
 
 def layer_zip() -> bytes:
-    """fmi_client and tcpunch under ``python/``, built by fmi_client's ``fmi-layer``."""
+    """fmi_client and tcpunch under ``python/``, built by fmi_client's ``fmi-layer``, with
+    the top-level ``fmi`` module (``--fmi-module``) so FMI-style code runs unchanged."""
     from fmi_client.layer import build_layer
 
     with tempfile.TemporaryDirectory(prefix="fmi-layer-") as tmp:
         path = Path(tmp) / "layer.zip"
-        build_layer(path)
+        build_layer(path, fmi_module=True)
         return path.read_bytes()
 
 
@@ -585,4 +587,5 @@ def collect_execution(aws: Aws, names: PipelineNames, execution_arn: str) -> dic
         "status": described["status"],
         "world_size": int(payload.get("world_size") or 0),
         "lines": lines,
+        "input": payload,
     }

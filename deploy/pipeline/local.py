@@ -23,9 +23,12 @@ from typing import Any
 import examples
 from deploy.aws import DeployError
 from examples.pipeline.initialize import initialize
+from examples.pipeline.results import ours
 from examples.pipeline.summarize import summarize
 
 REPO_ROOT = Path(examples.__file__).resolve().parent.parent
+#: Holds ``fmi.py``, the top-level ``fmi`` module that is fmi_client.compat.
+FMI_MODULE_DIR = REPO_ROOT / "fmi_client" / "shim"
 Progress = Callable[[int, int], None]  # (ranks finished, world size)
 
 
@@ -54,8 +57,19 @@ class LocalRun:
     results_dir: Path = Path()
 
     @property
+    def added(self) -> list[dict[str, Any]]:
+        """The pipeline's own fields of each rank's result (beside the users' keys)."""
+        return [ours(r) for r in self.ranks]
+
+    @property
+    def combined(self) -> list[dict[str, Any]]:
+        """The run's combined_data.json: the users' per-rank objects."""
+        data = json.loads((self.results_dir / "combined_data.json").read_text())
+        return data if isinstance(data, list) else []
+
+    @property
     def max_rank_seconds(self) -> float:
-        return max((r.get("wall_seconds") or 0.0) for r in self.ranks)
+        return max((r.get("wall_seconds") or 0.0) for r in self.added)
 
     @property
     def samples(self) -> int:
@@ -76,8 +90,8 @@ class LocalRun:
         """Rendezvous and collectives on the critical path: from the last rank's arrival at
         the communication phase to the last rank leaving it. Time a rank spends waiting
         for a slower peer to arrive is skew, not communication, and is left out."""
-        starts = [r["comm_started_at"] for r in self.ranks if "comm_started_at" in r]
-        ends = [r["comm_finished_at"] for r in self.ranks if "comm_finished_at" in r]
+        starts = [r["comm_started_at"] for r in self.added if "comm_started_at" in r]
+        ends = [r["comm_finished_at"] for r in self.added if "comm_finished_at" in r]
         if not starts or not ends:
             return 0.0
         return max(0.0, max(ends) - max(starts))
@@ -85,7 +99,7 @@ class LocalRun:
     @property
     def waiting_seconds(self) -> float:
         """The longest any rank waited in the communication phase for its peers."""
-        starts = [r["comm_started_at"] for r in self.ranks if "comm_started_at" in r]
+        starts = [r["comm_started_at"] for r in self.added if "comm_started_at" in r]
         return max(starts) - min(starts) if starts else 0.0
 
     @property
@@ -96,9 +110,12 @@ class LocalRun:
 
 
 def worker_env(world_size: int, cpus: int | None = None) -> dict[str, str]:
-    """Environment for rank processes: importable package, fair share of CPU threads."""
+    """Environment for rank processes: importable packages, ``import fmi`` (our
+    fmi_client.compat under FMI's name, so an FMI worker runs unchanged), fair share of
+    CPU threads."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    paths = (str(REPO_ROOT), str(FMI_MODULE_DIR), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     threads = max(1, (cpus or os.cpu_count() or 1) // world_size)
     env["PIPELINE_TORCH_THREADS"] = str(threads)
     env["OMP_NUM_THREADS"] = str(threads)

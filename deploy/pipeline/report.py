@@ -2,7 +2,8 @@
 
 Lambda bills configured memory, not memory used: GB-seconds = billed ms / 1000 x
 configured MB / 1024; cost = GB-s x price per GB-s + requests x price per request.
-Prices are stated with every table (defaults: us-east-1, x86, as of 2024-2026).
+Prices are stated with every table (defaults: us-east-1, x86, as of 2024-2026). The
+plot, with the users' per-run figures beside the cost, is in figures.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 _FIELD = re.compile(r"([A-Za-z][A-Za-z ]*?):\s*([^\t]+?)\s*(?:\t|$)")
 
@@ -168,28 +168,3 @@ def to_csv(rows: Sequence[CostRow]) -> str:
     for row in rows:
         writer.writerow(row_cells(row))
     return buffer.getvalue()
-
-
-def plot(rows: Sequence[CostRow], path: Path, pricing: Pricing = X86) -> Path:
-    """Duration and cost against world size, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(rows, key=lambda r: r.world_size)
-    sizes = [r.world_size for r in ordered]
-    fig, left = plt.subplots(figsize=(6, 4))
-    left.plot(sizes, [r.max_duration_ms / 1000 for r in ordered], "o-", label="max duration (s)")
-    left.set_xlabel("world size")
-    left.set_ylabel("max Lambda duration (s)")
-    right = left.twinx()
-    right.plot(sizes, [r.cost_usd for r in ordered], "s--", color="tab:red", label="cost (USD)")
-    right.set_ylabel("cost (USD)")
-    left.set_title("Inference pipeline on Lambda", fontsize=10)
-    fig.text(0.01, 0.01, pricing.name, fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -6,6 +6,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+from deploy.pipeline.figures import run_figures
 from deploy.pipeline.local import LocalRun
 
 COLUMNS = (
@@ -16,6 +17,8 @@ COLUMNS = (
     "MAE",
     "comm (s)",
     "comm share",
+    "total CPU time (s)",
+    "throughput (Mbit/s)",
 )
 
 
@@ -23,10 +26,12 @@ def sweep_rows(runs: Sequence[LocalRun]) -> tuple[tuple[str, ...], list[list[str
     """Cells for each run: wall = Initialize to Summarize; per-rank = slowest handler;
     samples/s = all samples over the slowest rank's inference time; comm = rendezvous and
     collectives on the critical path (waiting for late peers excluded), and its share of
-    the slowest rank's time."""
+    the slowest rank's time; total CPU time and throughput from the users' per-rank keys,
+    aggregated as their notebooks do (figures.py)."""
     rows = []
     for run in runs:
         mae = run.mae
+        users = run_figures(str(run.world_size), run.world_size, run.combined)
         rows.append(
             [
                 str(run.world_size),
@@ -36,6 +41,8 @@ def sweep_rows(runs: Sequence[LocalRun]) -> tuple[tuple[str, ...], list[list[str
                 "n/a" if mae is None else f"{mae:.4f}",
                 f"{run.comm_seconds:.3f}",
                 f"{100 * run.comm_share:.1f}%",
+                f"{users.cpu_seconds or 0.0:.3f}",
+                f"{(users.throughput_bps or 0.0) / 1e6:.2f}",
             ]
         )
     return COLUMNS, rows

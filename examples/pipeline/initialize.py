@@ -22,23 +22,31 @@ from examples.pipeline.payload import (
 from examples.pipeline.storage import Storage, is_local, join_key, open_storage
 
 ITEMS_NAME = "_pipeline/items.json"
+MIB = 1024 * 1024
 
 
-def list_data(payload: Payload, data: Storage) -> list[str]:
-    """The ``.pt`` keys under data_prefix, all pages, in natural order, up to file_limit."""
+def list_data(payload: Payload, data: Storage) -> dict[str, int]:
+    """The ``.pt`` keys under data_prefix with their sizes, all pages, in natural order, up
+    to file_limit."""
     prefix = payload.data_prefix.lstrip("/")
-    keys = [k for k in data.list(prefix) if k.endswith(".pt")]
-    keys = natural_sorted(keys)
+    sizes = {k: v for k, v in data.sizes(prefix).items() if k.endswith(".pt")}
+    keys = natural_sorted(sizes)
     if payload.file_limit is not None:
         keys = keys[: payload.file_limit]
-    return keys
+    return {key: sizes[key] for key in keys}
+
+
+def partition_mb(sizes: dict[str, int]) -> float:
+    """Mean file size in MB as the users count them (their "100 MB" files hold 100 MiB)."""
+    return round(sum(sizes.values()) / len(sizes) / MIB, 1)
 
 
 def initialize(raw: Any) -> dict[str, Any]:
     payload = validate_payload(raw)
     data = open_storage(payload.data_bucket)
     results = open_storage(payload.bucket)
-    files = list_data(payload, data)
+    sizes = list_data(payload, data)
+    files = list(sizes)
     if not files:
         raise ValueError(
             f"no .pt files under {data.describe(payload.data_prefix)}: check data_bucket "
@@ -54,6 +62,7 @@ def initialize(raw: Any) -> dict[str, Any]:
         "world_size": payload.world_size,
         "max_concurrency": max(payload.max_concurrency, payload.world_size),
         "num_files": len(files),
+        "partition_mb": partition_mb(sizes),
         "ranks_without_data": sum(1 for item in items if item["DATA_PATH"] is None),
         "items_bucket": items_bucket,
         "items_key": items_key,

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 
 class Storage(Protocol):
-    """Keys under a root: list (all pages), read, write."""
+    """Keys under a root: list (all pages), sizes, read, write."""
 
     def list(self, prefix: str) -> list[str]: ...
+    def sizes(self, prefix: str) -> dict[str, int]: ...
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes) -> None: ...
     def describe(self, key: str) -> str: ...
@@ -62,6 +63,10 @@ class LocalStorage:
                     keys.append(key)
         return sorted(keys)
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Bytes of every file key starting with ``prefix``."""
+        return {key: (self.root / key).stat().st_size for key in self.list(prefix)}
+
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
@@ -97,6 +102,14 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Bytes of every key under ``prefix``, from the listing (no request per key)."""
+        out: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            out.update((obj["Key"], int(obj["Size"])) for obj in page.get("Contents", []))
+        return out
 
     def read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()

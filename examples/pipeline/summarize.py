@@ -2,8 +2,9 @@
 
 Lists ``{result_path}/`` WITH the trailing slash (so run ``1`` never picks up run
 ``10``), takes the ``<rank>.json`` files directly under it, checks every rank reported,
-and writes the users' combined array plus ``summary.json`` (global quality metrics and
-timings). Handler: ``examples.pipeline.summarize.handler``.
+and writes the users' combined array plus ``summary.json`` (global quality metrics,
+timings, and the run figures the users' notebooks derive from the array).
+Handler: ``examples.pipeline.summarize.handler``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import re
 from typing import Any
 
 from examples.pipeline.payload import GLOBAL_SUMMARY, log_run
+from examples.pipeline.results import CPU_MEMORY, CPU_TIME, THROUGHPUT, number, ours, trimmed_mean
 from examples.pipeline.storage import join_key, open_storage, run_prefix
 
 COMBINED = "combined_data.json"
 SUMMARY = "summary.json"
 _RANK_FILE = re.compile(r"(\d+)\.json")
+
+
+def archive_key(prefix: str, run_id: str, name: str) -> str:
+    """Where Summarize keeps this run's own copy of combined_data.json or summary.json
+    (`pipeline report` reads them, so a sweep that reuses one result_path still reports
+    every run)."""
+    return join_key(prefix, "_pipeline", "runs", run_id, name)
 
 
 def summarize(event: dict[str, Any]) -> dict[str, Any]:
@@ -44,27 +53,37 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
             f"{storage.describe(prefix)}: ranks {shown}"
         )
     combined = [json.loads(storage.read(by_rank[r])) for r in range(world_size)]
-    storage.write(prefix + COMBINED, json.dumps(combined, indent=2).encode())
+    body = json.dumps(combined, indent=2).encode()
+    storage.write(prefix + COMBINED, body)
 
     global_metrics: dict[str, Any] | None = None
     try:
         global_metrics = json.loads(storage.read(prefix + GLOBAL_SUMMARY))
     except Exception:  # scripts write no global summary; derive what we can
         global_metrics = None
-    samples = sum(int(r.get("num_samples", 0) or 0) for r in combined)
+    added = [ours(r) for r in combined]
     summary = {
         "run_id": event.get("run_id"),
         "world_size": world_size,
+        "partition_mb": event.get("partition_mb"),
         "ranks": len(combined),
-        "num_samples": samples,
-        "num_batches": sum(int(r.get("num_batches", 0) or 0) for r in combined),
-        "max_rank_wall_seconds": max((r.get("wall_seconds") or 0.0) for r in combined),
-        "max_rank_inference_seconds": max((r.get("inference_seconds") or 0.0) for r in combined),
-        "max_rank_comm_seconds": max((r.get("comm_seconds") or 0.0) for r in combined),
+        "num_samples": sum(int(a.get("num_samples", 0) or 0) for a in added),
+        "num_batches": sum(int(number(r, "num_batches")) for r in combined),
+        "max_rank_wall_seconds": max((a.get("wall_seconds") or 0.0) for a in added),
+        "max_rank_inference_seconds": max((a.get("inference_seconds") or 0.0) for a in added),
+        "max_rank_comm_seconds": max((a.get("comm_seconds") or 0.0) for a in added),
+        # What the users' notebooks compute from combined_data.json, per run:
+        "mean_total_cpu_time (seconds)": trimmed_mean([number(r, CPU_TIME) for r in combined]),
+        "sum_throughput_bps": sum(number(r, THROUGHPUT) for r in combined),
+        "sum_total_cpu_memory (MB)": sum(number(r, CPU_MEMORY) for r in combined),
         "global": global_metrics,
         "combined_path": storage.describe(prefix + COMBINED),
     }
     storage.write(join_key(prefix, SUMMARY), json.dumps(summary, indent=2).encode())
+    if event.get("run_id"):  # kept per run: a later run with the same result_path
+        run_id = str(event["run_id"])  # overwrites the files above
+        storage.write(archive_key(prefix, run_id, COMBINED), body)
+        storage.write(archive_key(prefix, run_id, SUMMARY), json.dumps(summary).encode())
     return summary
 
 

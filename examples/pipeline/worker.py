@@ -5,7 +5,9 @@ that gives every rank the global count, MAE, MSE, bias, R^2 and throughput, plus
 ranks failed. A rank whose inference failed still joins, so its peers learn about it at
 once instead of timing out; then it raises its own message. Rank 0 writes the global
 summary. A payload ``script`` replaces the built-in inference: it runs as a subprocess
-with RANK and WORLD_SIZE in its environment and its exit code decides success.
+with RANK and WORLD_SIZE in its environment, ``import fmi`` (fmi_client.compat) and an
+``fmi.json`` for the run's rendezvous server beside it, and its exit code decides success.
+The per-rank JSON is the users' format (examples/pipeline/results.py).
 
 Handler: ``examples.pipeline.worker.handler``. Locally: ``python -m
 examples.pipeline.worker ITEM.json`` prints the result as JSON (exit 0) or the error.
@@ -29,6 +31,7 @@ import numpy as np
 
 from examples.pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
 from examples.pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
+from examples.pipeline.results import OURS, users_record
 from examples.pipeline.storage import Storage, join_key, open_storage
 
 CommunicatorFactory = Callable[[int, int, str, str, float], AbstractContextManager[Any]]
@@ -82,7 +85,7 @@ def infer(item: dict[str, Any], data: Storage, results: Storage) -> dict[str, An
     sums = np.zeros(len(SUM_FIELDS))
     preds, trues = [], []
     num_batches = 0
-    seconds = 0.0
+    seconds = cpu_seconds = data_bits = 0.0
     for key in data_path_keys(item["DATA_PATH"]):
         try:
             image, magnitude, redshift = load_partition(data.read(key)).tensors[:3]
@@ -90,11 +93,14 @@ def infer(item: dict[str, Any], data: Storage, results: Storage) -> dict[str, An
             raise RankFailed(f"cannot load {data.describe(key)}: {exc}") from exc
         with torch.inference_mode():
             for start in range(0, len(redshift), batch_size):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 stop = start + batch_size
                 pred = model(image[start:stop], magnitude[start:stop])
                 seconds += time.perf_counter() - t0
+                cpu_seconds += time.process_time() - c0
                 num_batches += 1
+                for tensor in (image[start:stop], magnitude[start:stop]):
+                    data_bits += tensor.element_size() * tensor.nelement() * 8
                 pred_np = pred.numpy()
                 true_np = redshift[start : start + batch_size].numpy()
                 sums += error_sums(pred_np, true_np)
@@ -106,6 +112,8 @@ def infer(item: dict[str, Any], data: Storage, results: Storage) -> dict[str, An
         "sums": sums,
         "num_batches": num_batches,
         "inference_seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "data_bits": data_bits,
         "nmad": nmad(pred_all, true_all),
     }
 
@@ -117,7 +125,7 @@ def run_rank(
     remaining_s: float | None = None,
 ) -> dict[str, Any]:
     """Everything one rank does; returns its per-rank result (also written to storage)."""
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0 = time.perf_counter()
     item = validate_item(event)
     rank, world_size = item["RANK"], item["WORLD_SIZE"]
     try:
@@ -134,7 +142,7 @@ def run_rank(
     except Exception as exc:  # reported to peers, then re-raised below
         failure = exc
         local = {"sums": np.zeros(len(SUM_FIELDS)), "num_batches": 0, "inference_seconds": 0.0}
-        local["nmad"] = None
+        local.update(cpu_seconds=0.0, data_bits=0.0, nmad=None)
 
     # One vector: the six sums, then per-rank inference seconds and failure flags, so a
     # single sum-allreduce tells every rank the totals, the slowest rank and who failed.
@@ -172,21 +180,20 @@ def run_rank(
 
     mine = metrics_from_sums(local["sums"])
     seconds = local["inference_seconds"]
-    batches = local["num_batches"]
     key = join_key(item["RESULT_PATH"], f"{rank}.json")
-    result = {
-        # The users' per-rank format, field for field:
-        "total_cpu_time": time.process_time() - cpu0,
-        "total_cpu_memory": _memory_mb(),
-        "execution_time": seconds / batches if batches else 0.0,
-        "num_batches": batches,
-        "batch_size": item["BATCH_SIZE"],
-        "device": "cpu",
-        "throughput_bps": batches / seconds if seconds > 0 else 0.0,
-        "sample_persec": mine["count"] / seconds if seconds > 0 else 0.0,
-        "result_path": results.describe(key),
-        "data_path": item["DATA_PATH"],
-        # Added: this rank's quality and timings, and the global figures every rank knows.
+    result = users_record(
+        cpu_seconds=local["cpu_seconds"],
+        memory_mb=_memory_mb(),
+        inference_seconds=seconds,
+        num_batches=local["num_batches"],
+        batch_size=item["BATCH_SIZE"],
+        data_bits=local["data_bits"],
+        num_samples=mine["count"],
+        result_path=item["RESULT_PATH"],
+        data_path=item["DATA_PATH"],
+    )
+    # Ours, under one key of its own: quality, timings, the global figures every rank knows.
+    result[OURS] = {
         "rank": rank,
         "world_size": world_size,
         "num_samples": mine["count"],
@@ -205,6 +212,7 @@ def run_rank(
         "comm_started_at": comm0_unix,
         "comm_finished_at": comm0_unix + (comm_done - comm0),
         "wall_seconds": time.perf_counter() - wall0,
+        "result_file": results.describe(key),
         "global": global_metrics,
     }
     results.write(key, json.dumps(result, indent=2).encode())
@@ -212,6 +220,36 @@ def run_rank(
         summary_key = join_key(item["RESULT_PATH"], GLOBAL_SUMMARY)
         results.write(summary_key, json.dumps(global_metrics, indent=2).encode())
     return result
+
+
+#: The directory holding fmi_client, tcpunch and examples (LAMBDA_TASK_ROOT in the image).
+CODE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def script_path() -> list[str]:
+    """PYTHONPATH entries a script needs: our packages, and the ``fmi`` module (our
+    fmi_client.compat under FMI's name) so a worker written for FMI runs unchanged."""
+    return [str(CODE_ROOT), str(CODE_ROOT / "fmi_client" / "shim")]
+
+
+def write_fmi_config(directory: Path, endpoint: str, timeout_s: float) -> Path:
+    """FMI's ``fmi.json`` for this run's rendezvous server, next to the script (and in its
+    working directory), where FMI-style helpers look for it."""
+    host, _, port = endpoint.rpartition(":")
+    config = {
+        "backends": {
+            "Direct": {
+                "enabled": True,
+                "host": host.strip("[]"),
+                "port": int(port),
+                "max_timeout": int(timeout_s * 1000),
+            }
+        },
+        "model": {"Direct": {"resolve_host_dns": True}},
+    }
+    path = directory / "fmi.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None) -> dict[str, Any]:
@@ -225,6 +263,7 @@ def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None
             f"rank {rank}/{world_size}: cannot read script {results.describe(key)}: {exc}"
         ) from exc
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*script_path(), *filter(None, [env.get("PYTHONPATH")])])
     env.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
@@ -242,6 +281,8 @@ def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None
     with tempfile.TemporaryDirectory(prefix=f"pipeline-rank{rank}-") as tmp:
         path = Path(tmp) / Path(key).name
         path.write_bytes(source)
+        config = write_fmi_config(Path(tmp), str(item["RENDEZVOUS_ENDPOINT"]), item["TIMEOUT"])
+        env["FMI_CONFIG"] = str(config)
         started = time.perf_counter()
         try:
             proc = subprocess.run(
@@ -265,11 +306,13 @@ def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None
             f"rank {rank}/{world_size}: script {key} exited with status {proc.returncode}: {tail}"
         )
     return {
-        "rank": rank,
-        "world_size": world_size,
-        "script": key,
-        "returncode": 0,
-        "wall_seconds": time.perf_counter() - started,
+        OURS: {
+            "rank": rank,
+            "world_size": world_size,
+            "script": key,
+            "returncode": 0,
+            "wall_seconds": time.perf_counter() - started,
+        }
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -69,3 +70,53 @@ def test_layer_works_without_the_repository(server, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["from the layer", "42", "[1, 2.5, 'x']"]
+
+
+FMI_SNIPPET = """
+import json, sys, threading
+sys.modules["numpy"] = None
+sys.path.insert(0, sys.argv[1] + "/python")
+import fmi  # FMI's module name: the layer's top-level shim
+import fmi_client.compat
+assert fmi is fmi_client.compat, fmi
+assert fmi.__file__.startswith(sys.argv[1]), fmi.__file__
+config = sys.argv[2]
+out = {}
+def rank(r, size=2):
+    comm = fmi.Communicator(r, size, config, "fmi_pair", 512)
+    comm.hint(fmi.hints.fast)
+    comm.barrier()
+    out[r] = comm.reduce(1.25 * (r + 1), 0, fmi.func(fmi.op.sum), fmi.types(fmi.datatypes.double))
+    comm.close()
+threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def test_fmi_module_layer_runs_fmi_code_unchanged(server, tmp_path: Path) -> None:
+    """--fmi-module adds python/fmi.py; `import fmi` from the zip alone is fmi_client.compat."""
+    out = tmp_path / "layer.zip"
+    result = CliRunner().invoke(main, ["build", "-o", str(out), "--fmi-module"])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "unzipped")
+    assert "python/fmi.py" in names
+    assert "python/fmi_client/compat.py" in names
+    assert not any(name.startswith("python/fmi_client/shim") for name in names)
+    plain = tmp_path / "plain.zip"
+    build_layer(plain)
+    assert "python/fmi.py" not in zipfile.ZipFile(plain).namelist()  # only on request
+    config = tmp_path / "fmi.json"
+    direct = {"enabled": True, "host": server.host, "port": server.port, "max_timeout": 1000}
+    config.write_text(json.dumps({"backends": {"Direct": direct}}))
+    ran = subprocess.run(
+        [sys.executable, "-I", "-c", FMI_SNIPPET, str(tmp_path / "unzipped"), str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {"0": 3.75, "1": None}  # 1.25 + 2.5 on rank 0

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from deploy.cli import main
 from deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
+from tests.pipeline.users_format import USERS_RESULT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
 
@@ -164,9 +165,33 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
             logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)],
         )
 
+    # What each run's Summarize would have kept: its per-rank objects (the users' format)
+    # and summary, 0.5 MB partitions for world size 2 and 1.5 MB for world size 3.
+    s3 = client("s3", aws_env)
+    s3.create_bucket(Bucket="results")
+    for run in runs:
+        ws, rid = run["world_size"], run["run_id"]
+        combined = [{**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
+                     "throughput_bps": 1e6 * (rank + 1), "result_path": "runs/x"}
+                    for rank in range(ws)]
+        kept = f"runs/x/_pipeline/runs/{rid}"
+        s3.put_object(Bucket="results", Key=f"{kept}/combined_data.json",
+                      Body=json.dumps(combined).encode())
+        s3.put_object(Bucket="results", Key=f"{kept}/summary.json",
+                      Body=json.dumps({"run_id": rid, "partition_mb": ws - 1.5}).encode())
+
     out_dir = tmp_path / "report"
     invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),
             "--out", str(out_dir)], aws_env)
+    figures = list(csv.DictReader((out_dir / "runs.csv").open()))
+    costs = {row["world size"]: row["cost (USD)"] for row in csv.DictReader(
+        (out_dir / "report.csv").open())}
+    assert [(r["world size"], r["partition (MB)"], r["ranks"]) for r in figures] == [
+        ("2", "0.5", "2"), ("3", "1.5", "3")]
+    assert [float(r["total CPU time (s)"]) for r in figures] == [20.5, 31.0]  # mean per rank
+    assert [float(r["throughput (Mbit/s)"]) for r in figures] == [3.0, 6.0]  # sum over ranks
+    assert all(r["cost (USD)"] == costs[r["world size"]] for r in figures)
+    assert "| total CPU time (s) |" in (out_dir / "report.md").read_text()
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
     assert [int(r["world size"]) for r in rows] == [2, 3]
     for row in rows:
@@ -223,3 +248,39 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
                             "cause": cause}) == (
         "States.ExceedToleratedFailureThreshold: rank 2/8 failed: cannot load s3://d/p/3.pt"
     )
+
+
+def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
+    aws_env: str, tmp_path: Path
+) -> None:
+    """The layer `up` publishes holds the `fmi` module, and a payload naming the users'-style
+    worker in `script` starts an execution that hands it to every rank unchanged."""
+    with zipfile.ZipFile(io.BytesIO(layer_zip())) as archive:
+        assert "python/fmi.py" in archive.namelist()
+        shim = archive.read("python/fmi.py").decode()
+    assert "sys.modules[__name__] = _compat" in shim
+    name = "pl-fmi"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    payload_file = tmp_path / "payload.json"
+    payload = {
+        "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+        "result_path": "runs/fmi", "world_size": 2, "script": "scripts/fmi_worker.py",
+        "rendezvous_endpoint": "rendezvous.example.org:10000",
+    }
+    payload_file.write_text(json.dumps(payload))
+    runs_file = tmp_path / "runs.json"
+    invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+            "--world-size", "3", "--no-wait", "--runs-file", str(runs_file)], aws_env)
+    run = json.loads(runs_file.read_text())[0]
+    sent = json.loads(
+        client("stepfunctions", aws_env).describe_execution(executionArn=run["execution_arn"])[
+            "input"
+        ]
+    )
+    assert sent["script"] == "scripts/fmi_worker.py" and sent["world_size"] == 3
+    from examples.pipeline.payload import build_items, validate_payload
+
+    items = build_items(validate_payload(sent), ["parts/1.pt", "parts/2.pt", "parts/3.pt"])
+    assert [(i["SCRIPT"], i["RANK"], i["WORLD_SIZE"]) for i in items] == [
+        ("scripts/fmi_worker.py", r, 3) for r in range(3)
+    ]

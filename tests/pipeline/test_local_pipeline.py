@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from examples.pipeline.results import format_problems
 from tests.pipeline.conftest import need_torch
+from tests.pipeline.users_format import assert_users_format
 
 
 def direct_metrics(data_dir: Path) -> dict[str, float]:
@@ -63,36 +65,52 @@ def test_local_run(
     run_dir = run.results_dir
 
     per_rank = [json.loads((run_dir / f"{r}.json").read_text()) for r in range(world_size)]
-    users_fields = ("total_cpu_time", "total_cpu_memory", "execution_time", "num_batches",
-                    "batch_size", "device", "throughput_bps", "sample_persec", "result_path",
-                    "data_path")
+    ours = [result["rendezvous"] for result in per_rank]
     for rank, result in enumerate(per_rank):
-        assert all(field in result for field in users_fields)
-        assert result["rank"] == rank
+        assert_users_format(result)
+        assert format_problems(result) == []
+        assert ours[rank]["rank"] == rank
         assert result["data_path"] == expected_paths[rank]
         assert result["batch_size"] == 16
         assert result["device"] == "cpu"
-        assert result["result_path"] == str(run_dir / f"{rank}.json")
+        assert result["result_path"] == f"runs/{run_dir.name}"  # the run's prefix, as theirs
+        assert ours[rank]["result_file"] == str(run_dir / f"{rank}.json")
         # every rank learnt the same global figures through the allreduce
-        assert result["global"]["count"] == direct["count"] == 120
-        assert result["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
-        assert result["global"]["mse"] == pytest.approx(direct["mse"], rel=1e-4)
-        assert result["global"]["bias"] == pytest.approx(direct["bias"], rel=1e-3, abs=1e-6)
-    samples = [r["num_samples"] for r in per_rank]
-    assert sum(samples) == 120
+        assert ours[rank]["global"]["count"] == direct["count"] == 120
+        assert ours[rank]["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
+        assert ours[rank]["global"]["mse"] == pytest.approx(direct["mse"], rel=1e-4)
+        assert ours[rank]["global"]["bias"] == pytest.approx(direct["bias"], rel=1e-3, abs=1e-6)
+        samples = ours[rank]["num_samples"]
+        if samples:  # rates over the rank's inference time; 40 samples of 5x32x32+5 floats
+            seconds = ours[rank]["inference_seconds"]
+            assert result["sample_persec"] == pytest.approx(samples / seconds)
+            assert result["throughput_bps"] == pytest.approx(samples * 5125 * 32 / seconds)
+            assert result["execution_time (seconds/batch)"] == pytest.approx(
+                seconds / result["num_batches"])
+            assert result["total_cpu_time (seconds)"] > 0
+        else:
+            assert result["throughput_bps"] == result["sample_persec"] == 0.0
+    assert sum(o["num_samples"] for o in ours) == 120
     batches = [r["num_batches"] for r in per_rank]
     assert batches == [3 * len(p) if isinstance(p, list) else (3 if p else 0)
                        for p in expected_paths]  # 40 samples in batches of 16: 3 each
     if world_size == 4:
-        assert per_rank[3]["num_samples"] == 0 and per_rank[3]["mae"] is None
+        assert ours[3]["num_samples"] == 0 and ours[3]["mae"] is None
 
     combined = json.loads((run_dir / "combined_data.json").read_text())
     assert combined == per_rank
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_samples"] == 120
+    size = sum((tiny_data / "parts" / n).stat().st_size for n in ("1.pt", "2.pt", "10.pt"))
+    assert summary["partition_mb"] == round(size / 3 / 2**20, 1)  # mean file size, MiB
+    kept = run_dir / "_pipeline" / "runs" / summary["run_id"]
+    assert json.loads((kept / "combined_data.json").read_text()) == per_rank
+    assert json.loads((kept / "summary.json").read_text()) == summary
+    assert summary["sum_throughput_bps"] == pytest.approx(
+        sum(r["throughput_bps"] for r in per_rank))
     assert summary["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
     rank0_global = json.loads((run_dir / "global.json").read_text())
-    assert rank0_global == per_rank[0]["global"]
+    assert rank0_global == ours[0]["global"]
     assert run.mae == pytest.approx(direct["mae"], rel=1e-4)
     assert direct["mae"] < 0.1  # the shipped weights learnt the relation
     assert not (run_dir / "_pipeline" / "items.json").read_text().startswith("{")
@@ -196,6 +214,8 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     assert [r["world size"] for r in rows] == ["1", "2"]
     assert len({r["MAE"] for r in rows}) == 1  # same data, same model, same global MAE
     assert float(rows[0]["MAE"]) < 0.1
+    for row in rows:  # the users' figures, from each run's combined_data.json
+        assert float(row["total CPU time (s)"]) > 0 and float(row["throughput (Mbit/s)"]) > 0
     items = json.loads(next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json"))
                        .read_text())
     assert items[0]["S3_OBJECT_NAME"].endswith("/my-model.pt")

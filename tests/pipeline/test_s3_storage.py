@@ -98,15 +98,18 @@ def test_summarize_uses_the_trailing_slash(s3) -> None:
     s3.create_bucket(Bucket="results")
     for run, ranks in (("runs/1", 2), ("runs/10", 3)):
         for rank in range(ranks):
-            body = json.dumps({"rank": rank, "run": run, "num_samples": 5})
+            body = json.dumps({"num_batches": 1, "rendezvous": {"rank": rank, "run": run,
+                                                                "num_samples": 5}})
             s3.put_object(Bucket="results", Key=f"{run}/{rank}.json", Body=body)
     summary = summarize_handler({"bucket": "results", "result_path": "runs/1", "world_size": 2})
     combined = json.loads(
         s3.get_object(Bucket="results", Key="runs/1/combined_data.json")["Body"].read()
     )
-    assert combined == [{"rank": 0, "run": "runs/1", "num_samples": 5},
-                        {"rank": 1, "run": "runs/1", "num_samples": 5}]
-    assert summary["num_samples"] == 10
+    assert combined == [
+        {"num_batches": 1, "rendezvous": {"rank": r, "run": "runs/1", "num_samples": 5}}
+        for r in (0, 1)
+    ]
+    assert summary["num_samples"] == 10 and summary["num_batches"] == 2
     assert summary["combined_path"] == "s3://results/runs/1/combined_data.json"
     stored = json.loads(s3.get_object(Bucket="results", Key="runs/1/summary.json")["Body"].read())
     assert stored["ranks"] == 2
@@ -132,14 +135,57 @@ def test_whole_run_on_s3(s3, tiny_data: Path, endpoint: str, tmp_path: Path) -> 
     )
     items = json.loads(s3.get_object(Bucket="results", Key=init["items_key"])["Body"].read())
     results = run_ranks(items, tmp_path / "items", timeout=240, cpus=2)
-    assert [r["num_samples"] for r in results] == [80, 40]
+    assert [r["rendezvous"]["num_samples"] for r in results] == [80, 40]
     summary = summarize_handler(init, None)
     assert summary["num_samples"] == 120
     assert summary["global"]["count"] == 120
     rank1 = json.loads(s3.get_object(Bucket="results", Key="r/7/1.json")["Body"].read())
-    assert rank1["result_path"] == "s3://results/r/7/1.json"
+    assert rank1["result_path"] == "r/7"  # the run's prefix, as the users' workers write it
+    assert rank1["rendezvous"]["result_file"] == "s3://results/r/7/1.json"
     assert rank1["data_path"] == "parts/10.pt"
     combined = json.loads(
         s3.get_object(Bucket="results", Key="r/7/combined_data.json")["Body"].read()
     )
-    assert [c["rank"] for c in combined] == [0, 1]
+    assert [c["rendezvous"]["rank"] for c in combined] == [0, 1]
+
+
+@pytest.mark.torch
+def test_fmi_worker_in_the_script_slot_on_s3(
+    s3, tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    """The users'-style worker (``import fmi``) as the payload's ``script``, read from S3,
+    reading data from and writing their JSON to S3, as the Lambda worker runs it."""
+    need_torch()
+    from deploy.pipeline.local import run_ranks
+    from examples.pipeline.results import format_problems
+
+    s3.create_bucket(Bucket="data")
+    s3.create_bucket(Bucket="results")
+    for name in ("1.pt", "2.pt", "10.pt"):
+        body = (tiny_data / "parts" / name).read_bytes()
+        s3.put_object(Bucket="data", Key=f"parts/{name}", Body=body)
+    worker = Path(__file__).resolve().parents[2] / "examples" / "pipeline" / "fmi_worker.py"
+    s3.put_object(Bucket="results", Key="scripts/fmi_worker.py", Body=worker.read_bytes())
+    init = initialize_handler(
+        payload(world_size=3, rendezvous_endpoint=endpoint, batch_size=16, result_path="r/fmi",
+                script="scripts/fmi_worker.py"),
+        None,
+    )
+    items = json.loads(s3.get_object(Bucket="results", Key=init["items_key"])["Body"].read())
+    assert {item["SCRIPT"] for item in items} == {"scripts/fmi_worker.py"}
+    results = run_ranks(items, tmp_path / "items", timeout=240, cpus=2)
+    assert [r["rendezvous"]["script"] for r in results] == ["scripts/fmi_worker.py"] * 3
+    summarize_handler(init, None)
+
+    def read(key: str) -> object:
+        return json.loads(s3.get_object(Bucket="results", Key=key)["Body"].read())
+
+    combined = read("r/fmi/combined_data.json")
+    assert isinstance(combined, list)
+    assert [format_problems(r) for r in combined] == [[], [], []]
+    assert [r["data_path"] for r in combined] == ["parts/1.pt", "parts/2.pt", "parts/10.pt"]
+    assert {r["result_path"] for r in combined} == {"r/fmi"}
+    reduced = read("r/fmi/reduce.json")
+    assert reduced["sum total_cpu_time (seconds)"] == pytest.approx(  # type: ignore[index]
+        sum(r["total_cpu_time (seconds)"] for r in combined), rel=1e-12
+    )
