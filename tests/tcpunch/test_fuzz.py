@@ -81,6 +81,8 @@ v2_shaped = st.builds(  # a NUL in the first 100 bytes, then anything: the v2 pa
     st.binary(max_size=99),
     st.binary(max_size=60),
 )
+
+
 @st.composite
 def nul_somewhere(draw: st.DrawFn) -> bytes:
     """A first NUL at any offset around the v1/v2 boundary (100) and lengths around 141."""
