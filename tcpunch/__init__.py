@@ -30,7 +30,7 @@ from tcpunch.client_events import (
     TimedOut,
     Waiting,
 )
-from tcpunch.client_state import State
+from tcpunch.client_state import ClientState
 from tcpunch.endpoint import ENDPOINT_SIZE, Endpoint, pack_endpoint, unpack_endpoint
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 from tcpunch.request import Command, NeedMoreData, RequestReader, V1Request
@@ -60,6 +60,7 @@ __all__ = [
     "V2_RESPONSE_SIZE",
     "V2_TOKEN_FIELD",
     "ClientExchange",
+    "ClientState",
     "Command",
     "Endpoint",
     "Event",
@@ -73,7 +74,6 @@ __all__ = [
     "RequestReader",
     "ServerClosed",
     "ServerError",
-    "State",
     "Status",
     "TimedOut",
     "V1Request",

@@ -31,7 +31,7 @@ from tcpunch.client_state import (
     RESUMABLE,
     V1_TRANSITIONS,
     V2_TRANSITIONS,
-    State,
+    ClientState,
     Trigger,
     next_state,
 )
@@ -87,21 +87,21 @@ class ClientExchange:
     )
 
     def __init__(self, request: V1Request | V2Request) -> None:
-        self._parsers: Mapping[State, Callable[[bytes], Event]]
+        self._parsers: Mapping[ClientState, Callable[[bytes], Event]]
         if type(request) is V1Request:
             self._protocol = "v1"
             self._table = V1_TRANSITIONS
             self._reply_size = ENDPOINT_SIZE
             self._parsers = {
-                State.AWAIT_ENDPOINT: self._own_endpoint,
-                State.AWAIT_PEER: self._peer_endpoint,
+                ClientState.AWAIT_ENDPOINT: self._own_endpoint,
+                ClientState.AWAIT_PEER: self._peer_endpoint,
             }
             self._token = NO_TOKEN
         elif type(request) is V2Request:
             self._protocol = "v2"
             self._table = V2_TRANSITIONS
             self._reply_size = V2_RESPONSE_SIZE
-            self._parsers = {State.AWAIT_RESPONSE: self._v2_response}
+            self._parsers = {ClientState.AWAIT_RESPONSE: self._v2_response}
             self._token = request.token
         else:
             raise LocalProtocolError(
@@ -109,7 +109,7 @@ class ClientExchange:
                 Reason.WRONG_TYPE,
             )
         self._request = request
-        self._state = State.IDLE
+        self._state = ClientState.IDLE
         self._buffer = bytearray()
         self._open = False  # a connection is under way: data and EOF may come
         self._replies = 0  # complete replies on the current connection
@@ -123,7 +123,7 @@ class ClientExchange:
         return self._protocol
 
     @property
-    def state(self) -> State:
+    def state(self) -> ClientState:
         return self._state
 
     @property
@@ -179,7 +179,7 @@ class ClientExchange:
                 self._replies += 1
         except RemoteProtocolError:
             # As h11 does: after bad bytes the exchange is over; later calls are misuse.
-            self._state = State.FAILED
+            self._state = ClientState.FAILED
             self._open = False
             buffer.clear()
             raise

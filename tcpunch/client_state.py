@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from tcpunch.errors import LocalProtocolError, Reason, RemoteProtocolError
 
 
-class State(enum.Enum):
+class ClientState(enum.Enum):
     IDLE = "idle"  # nothing sent yet
     AWAIT_ENDPOINT = "await_endpoint"  # v1: our own 8-byte endpoint is due
     AWAIT_PEER = "await_peer"  # v1: we know our endpoint; the peer's is due (or a close)
@@ -55,10 +55,10 @@ class Trigger(enum.Enum):
 
 _OUR_TRIGGERS = frozenset({Trigger.SEND, Trigger.RESUME})
 
-S = State
+S = ClientState
 T = Trigger
 
-V1_TRANSITIONS: Mapping[State, Mapping[Trigger, State]] = {
+V1_TRANSITIONS: Mapping[ClientState, Mapping[Trigger, ClientState]] = {
     S.IDLE: {T.SEND: S.AWAIT_ENDPOINT},
     S.AWAIT_ENDPOINT: {
         T.OWN_ENDPOINT: S.AWAIT_PEER,
@@ -76,7 +76,7 @@ V1_TRANSITIONS: Mapping[State, Mapping[Trigger, State]] = {
     S.FAILED: {},
 }
 
-V2_TRANSITIONS: Mapping[State, Mapping[Trigger, State]] = {
+V2_TRANSITIONS: Mapping[ClientState, Mapping[Trigger, ClientState]] = {
     S.IDLE: {T.SEND: S.AWAIT_RESPONSE},
     S.AWAIT_RESPONSE: {
         T.WAITING: S.AWAIT_RESPONSE,  # the next response comes on the same connection
@@ -106,12 +106,12 @@ RESUMABLE = frozenset(
 )
 
 #: The state in which the token known so far is dropped: the server refused it.
-FORGETS_TOKEN = frozenset({State.TOKEN_REFUSED})
+FORGETS_TOKEN = frozenset({ClientState.TOKEN_REFUSED})
 
 
 def next_state(
-    table: Mapping[State, Mapping[Trigger, State]], state: State, trigger: Trigger
-) -> State:
+    table: Mapping[ClientState, Mapping[Trigger, ClientState]], state: ClientState, trigger: Trigger
+) -> ClientState:
     """The state ``trigger`` leads to from ``state``; the side's ProtocolError if none."""
     try:
         return table[state][trigger]

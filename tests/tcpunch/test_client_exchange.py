@@ -6,6 +6,7 @@ import pytest
 
 from tcpunch import (
     ClientExchange,
+    ClientState,
     Endpoint,
     LocalProtocolError,
     OwnEndpoint,
@@ -14,7 +15,6 @@ from tcpunch import (
     RemoteProtocolError,
     ServerClosed,
     ServerError,
-    State,
     Status,
     TimedOut,
     V1Request,
@@ -62,13 +62,13 @@ def test_the_vectors_are_what_the_server_packs() -> None:
 
 def test_v1_own_endpoint_then_peer() -> None:
     exchange = v1_exchange()
-    assert exchange.protocol == "v1" and exchange.state is State.AWAIT_ENDPOINT
+    assert exchange.protocol == "v1" and exchange.state is ClientState.AWAIT_ENDPOINT
     assert exchange.receive_data(OWN_V1) == [OwnEndpoint(YOU)]
-    assert exchange.state is State.AWAIT_PEER and exchange.you == YOU
+    assert exchange.state is ClientState.AWAIT_PEER and exchange.you == YOU
     assert exchange.receive_data(PEER_V1) == [Paired(YOU, PEER)]
-    assert exchange.state is State.PAIRED and not exchange.resumable
+    assert exchange.state is ClientState.PAIRED and not exchange.resumable
     assert exchange.receive_eof() == ServerClosed(0, 0, 2, False)  # the server's close
-    assert exchange.state is State.PAIRED
+    assert exchange.state is ClientState.PAIRED
 
 
 def test_v1_sixteen_bytes_in_one_read() -> None:
@@ -80,16 +80,16 @@ def test_v1_server_ends_the_wait_then_rejoin() -> None:
     exchange.receive_data(OWN_V1)
     closed = exchange.receive_eof()
     assert closed == ServerClosed(received=0, expected=8, replies=1, resumable=True)
-    assert exchange.state is State.WAIT_ENDED and exchange.resumable
+    assert exchange.state is ClientState.WAIT_ENDED and exchange.resumable
     assert exchange.resume() == b"rejoin-me"  # the same name on a new connection
-    assert exchange.state is State.AWAIT_ENDPOINT
+    assert exchange.state is ClientState.AWAIT_ENDPOINT
     assert exchange.receive_data(OWN_V1 + PEER_V1)[-1] == Paired(YOU, PEER)
 
 
 def test_v1_close_before_any_byte_is_final() -> None:
     exchange = v1_exchange()
     assert exchange.receive_eof() == ServerClosed(0, 8, 0, False)
-    assert exchange.state is State.CLOSED
+    assert exchange.state is ClientState.CLOSED
     with pytest.raises(LocalProtocolError) as info:
         exchange.resume()
     assert info.value.reason is Reason.OUT_OF_ORDER
@@ -99,14 +99,14 @@ def test_v1_close_mid_own_endpoint() -> None:
     exchange = v1_exchange()
     assert exchange.receive_data(OWN_V1[:3]) == []
     assert exchange.receive_eof() == ServerClosed(3, 8, 0, False)
-    assert exchange.state is State.CLOSED
+    assert exchange.state is ClientState.CLOSED
 
 
 def test_v1_close_mid_peer_endpoint_is_not_a_rejoin() -> None:
     exchange = v1_exchange()
     assert exchange.receive_data(OWN_V1 + b"abc") == [OwnEndpoint(YOU)]
     assert exchange.receive_eof() == ServerClosed(3, 8, 1, False)
-    assert exchange.state is State.CLOSED and not exchange.resumable
+    assert exchange.state is ClientState.CLOSED and not exchange.resumable
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_v1_bad_replies(reply: bytes, reason: Reason, says: str) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         exchange.receive_data(reply)
     assert info.value.reason is reason and says in str(info.value)
-    assert exchange.state is State.FAILED
+    assert exchange.state is ClientState.FAILED
     with pytest.raises(LocalProtocolError):  # after bad bytes, nothing more is taken
         exchange.receive_data(b"")
 
@@ -143,11 +143,11 @@ def test_v1_trailing_byte_in_a_later_read() -> None:
 
 def test_v2_waiting_then_paired() -> None:
     exchange = v2_exchange()
-    assert exchange.protocol == "v2" and exchange.state is State.AWAIT_RESPONSE
+    assert exchange.protocol == "v2" and exchange.state is ClientState.AWAIT_RESPONSE
     assert exchange.receive_data(v2(Status.WAITING, TOKEN)) == [Waiting(YOU, TOKEN)]
     assert exchange.token == TOKEN and exchange.you == YOU
     assert exchange.receive_data(v2(Status.PAIRED, TOKEN, PEER)) == [Paired(YOU, PEER, TOKEN)]
-    assert exchange.state is State.PAIRED
+    assert exchange.state is ClientState.PAIRED
 
 
 def test_v2_paired_at_once() -> None:
@@ -166,7 +166,7 @@ def test_v2_timeout_then_resume_with_the_token() -> None:
     exchange = v2_exchange("resume-me")
     events = exchange.receive_data(v2(Status.WAITING, TOKEN) + v2(Status.TIMEOUT, TOKEN))
     assert events == [Waiting(YOU, TOKEN), TimedOut(YOU, TOKEN)]
-    assert exchange.state is State.TIMED_OUT and exchange.resumable
+    assert exchange.state is ClientState.TIMED_OUT and exchange.resumable
     assert exchange.receive_eof() == ServerClosed(0, 0, 2, True)  # the close after TIMEOUT
     resume = exchange.resume()
     assert resume == encode_v2_request("resume-me", TOKEN)
@@ -190,7 +190,7 @@ def test_v2_a_later_token_replaces_the_earlier() -> None:
 def test_v2_error_to_a_fresh_request_is_final() -> None:
     exchange = v2_exchange()
     assert exchange.receive_data(v2(Status.ERROR)) == [ServerError(resumable=False)]
-    assert exchange.state is State.REFUSED
+    assert exchange.state is ClientState.REFUSED
     with pytest.raises(LocalProtocolError):
         exchange.resume()
 
@@ -200,7 +200,7 @@ def test_v2_error_to_a_known_token_starts_over_without_it() -> None:
     exchange.receive_data(v2(Status.TIMEOUT, TOKEN))
     assert exchange.resume() == encode_v2_request("stale", TOKEN)
     assert exchange.receive_data(v2(Status.ERROR)) == [ServerError(resumable=True)]
-    assert exchange.state is State.TOKEN_REFUSED and exchange.token == ""
+    assert exchange.state is ClientState.TOKEN_REFUSED and exchange.token == ""
     assert exchange.resume() == encode_v2_request("stale")  # fresh: the token is dropped
     assert exchange.receive_data(v2(Status.ERROR)) == [ServerError(resumable=False)]
 
@@ -214,7 +214,7 @@ def test_v2_close_while_a_token_is_known_resumes_with_it() -> None:
     exchange = v2_exchange("flaky")
     exchange.receive_data(v2(Status.WAITING, TOKEN) + b"\1\2\3")
     assert exchange.receive_eof() == ServerClosed(3, 51, 1, True)
-    assert exchange.state is State.DISCONNECTED
+    assert exchange.state is ClientState.DISCONNECTED
     assert exchange.resume() == encode_v2_request("flaky", TOKEN)
 
 
@@ -231,7 +231,7 @@ def test_v2_close_without_a_token_is_final(before: bytes, closed: ServerClosed) 
     exchange = v2_exchange()
     exchange.receive_data(before)
     assert exchange.receive_eof() == closed
-    assert exchange.state is State.CLOSED
+    assert exchange.state is ClientState.CLOSED
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def test_v2_bad_replies(reply: bytes, reason: Reason) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         exchange.receive_data(reply)
     assert info.value.reason is reason
-    assert exchange.state is State.FAILED
+    assert exchange.state is ClientState.FAILED
 
 
 # -- every split -----------------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_every_state_a_table_leads_to_is_in_it(table) -> None:
     for transitions in table.values():
         for target in transitions.values():
             assert target in table
-    assert State.IDLE in table and State.FAILED in table and State.PAIRED in table
+    assert ClientState.IDLE in table and ClientState.FAILED in table and ClientState.PAIRED in table
 
 
 @pytest.mark.parametrize("table", [V1_TRANSITIONS, V2_TRANSITIONS], ids=["v1", "v2"])
@@ -361,4 +361,5 @@ def test_resumable_states_are_exactly_those_with_a_resume(table) -> None:
     for state, transitions in table.items():
         assert (Trigger.RESUME in transitions) == (state in RESUMABLE)
         if state in RESUMABLE:  # and a resume always leads to awaiting the server again
-            assert transitions[Trigger.RESUME] in (State.AWAIT_ENDPOINT, State.AWAIT_RESPONSE)
+            awaiting = (ClientState.AWAIT_ENDPOINT, ClientState.AWAIT_RESPONSE)
+            assert transitions[Trigger.RESUME] in awaiting

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tcpunch import (
     ClientExchange,
+    ClientState,
     Command,
     Endpoint,
     NeedMoreData,
@@ -20,7 +21,6 @@ from tcpunch import (
     RequestReader,
     ServerClosed,
     ServerError,
-    State,
     Status,
     TimedOut,
     V1Request,
@@ -166,7 +166,7 @@ def run_connection(exchange: ClientExchange, chunks: list[bytes], eof: bool) -> 
         if eof:
             events.append(exchange.receive_eof())
     except RemoteProtocolError as exc:
-        assert exchange.state is State.FAILED
+        assert exchange.state is ClientState.FAILED
         events.append(exc.reason)
     return events
 
