@@ -17,16 +17,6 @@ ENDPOINT_SIZE = 8
 _STRUCT = struct.Struct("!4sH2x")
 
 
-class Endpoint(NamedTuple):
-    """An IPv4 address and TCP port, as the rendezvous server saw them."""
-
-    ip: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-
 @functools.lru_cache(maxsize=4096)
 def _ipv4_packed(ip: str) -> bytes:
     # Cached: parsing with ipaddress costs several microseconds, and a server packs the
@@ -34,17 +24,57 @@ def _ipv4_packed(ip: str) -> bytes:
     return ipaddress.IPv4Address(ip).packed
 
 
-def pack_ip_port(ip: str, port: int) -> bytes:
-    """The 6 bytes address+port in network order (shared by v1 and v2)."""
+def check_ip_port(ip: object, port: object) -> bytes:
+    """The 4 packed address bytes of a valid endpoint; LocalProtocolError otherwise."""
+    if type(ip) is not str:
+        raise LocalProtocolError(
+            f"an endpoint's address is a str, not {type(ip).__name__}", Reason.WRONG_TYPE
+        )
+    if type(port) is not int:
+        raise LocalProtocolError(
+            f"an endpoint's port is an int, not {type(port).__name__}", Reason.WRONG_TYPE
+        )
     try:
         packed = _ipv4_packed(ip)
     except ValueError as exc:
         raise LocalProtocolError(
-            f"not an IPv4 address: {ip!r} (TCPunch carries IPv4 only)", Reason.BAD_ENDPOINT
+            f"not an IPv4 address: {ip[:60]!r} (TCPunch carries IPv4 only)", Reason.BAD_ENDPOINT
         ) from exc
     if not 0 <= port <= 0xFFFF:
         raise LocalProtocolError(f"port {port} is outside 0..65535", Reason.BAD_ENDPOINT)
-    return packed + port.to_bytes(2, "big")
+    return packed
+
+
+class _EndpointFields(NamedTuple):
+    ip: str
+    port: int
+
+
+class Endpoint(_EndpointFields):
+    """An IPv4 address and TCP port, as the rendezvous server saw them.
+
+    Validated at construction: a non-IPv4 address or a port outside 0..65535 raises
+    LocalProtocolError. The server builds endpoints of accepted IPv4 connections with
+    ``tuple.__new__(Endpoint, (ip, port))``, which skips the check on its per-pairing path
+    (the kernel's peer address is valid by construction).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, ip: str, port: int) -> Endpoint:
+        check_ip_port(ip, port)
+        return tuple.__new__(cls, (ip, port))
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+_new_endpoint = tuple.__new__  # for endpoints valid by construction (decoded bytes)
+
+
+def pack_ip_port(ip: str, port: int) -> bytes:
+    """The 6 bytes address+port in network order (shared by v1 and v2)."""
+    return check_ip_port(ip, port) + port.to_bytes(2, "big")
 
 
 def unpack_ip_port(data: bytes) -> Endpoint:
@@ -53,7 +83,8 @@ def unpack_ip_port(data: bytes) -> Endpoint:
         raise RemoteProtocolError(
             f"an address+port takes 6 bytes, got {len(data)}", Reason.WRONG_SIZE
         )
-    return Endpoint(str(ipaddress.IPv4Address(data[:4])), int.from_bytes(data[4:6], "big"))
+    ip = str(ipaddress.IPv4Address(bytes(data[:4])))
+    return _new_endpoint(Endpoint, (ip, int.from_bytes(data[4:6], "big")))
 
 
 def pack_endpoint(ip: str, port: int) -> bytes:
@@ -61,7 +92,7 @@ def pack_endpoint(ip: str, port: int) -> bytes:
     if type(port) is int and 0 <= port <= 0xFFFF:
         try:
             return _STRUCT.pack(_ipv4_packed(ip), port)  # one C call on the server's path
-        except ValueError:
+        except (ValueError, TypeError):
             pass  # pack_ip_port says what is wrong
     return pack_ip_port(ip, port) + b"\0\0"
 
@@ -73,4 +104,4 @@ def unpack_endpoint(data: bytes) -> Endpoint:
             f"a v1 endpoint takes {ENDPOINT_SIZE} bytes, got {len(data)}", Reason.WRONG_SIZE
         )
     raw_ip, port = _STRUCT.unpack(data)
-    return Endpoint(str(ipaddress.IPv4Address(raw_ip)), port)
+    return _new_endpoint(Endpoint, (str(ipaddress.IPv4Address(raw_ip)), port))

@@ -28,6 +28,14 @@ class Reason(str, enum.Enum):
     BAD_ENDPOINT = "bad_endpoint"
     UNEXPECTED = "unexpected"
     CLOSED = "closed"
+    # The far end answered HTTP (the server's HTTP port, not its rendezvous port).
+    HTTP_REPLY = "http_reply"
+    # v2 flags outside 0..2**32-1.
+    BAD_FLAGS = "bad_flags"
+    # A field of the wrong Python type (str where bytes belong, ...).
+    WRONG_TYPE = "wrong_type"
+    # A step the client exchange's state does not allow (our own misuse).
+    OUT_OF_ORDER = "out_of_order"
 
 
 class ProtocolError(ValueError):

@@ -8,11 +8,12 @@ the original server's single ``recv()`` took it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tcpunch.errors import ProtocolError, Reason, RemoteProtocolError
-from tcpunch.v1 import V1_MAX_NAME
+from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from tcpunch.v1 import V1_MAX_NAME, check_v1_name
 from tcpunch.v2 import V2_NAME_FIELD, V2_REQUEST_SIZE, V2Request, decode_v2_request
 
 DELETE_PAIRS = b"delete_pairs"
@@ -31,23 +32,67 @@ class _NeedMoreData:
 NeedMoreData = _NeedMoreData()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class V1Request:
-    """A v1 pairing request. The name is raw bytes: v1 never promised an encoding."""
+    """A v1 pairing request. The name is raw bytes: v1 never promised an encoding.
+
+    Validated at construction (1..100 bytes, no NUL; LocalProtocolError otherwise).
+    """
 
     name: bytes
 
+    def __post_init__(self) -> None:
+        check_v1_name(self.name)
 
-@dataclass(frozen=True)
+
+_new_v1_request = object.__new__
+# The slot's descriptor: setting through it skips the frozen dataclass's __setattr__.
+_set_v1_name: Callable[[V1Request, bytes], None] = V1Request.__dict__["name"].__set__
+
+
+def _reader_v1_request(name: bytes) -> V1Request:
+    """A V1Request from bytes RequestReader has already checked, without re-checking.
+
+    The server builds one per v1 pairing and its CPU per pairing is a measured budget
+    (BENCHMARKS.md): the dataclass ``__init__`` plus ``__post_init__`` cost several
+    times this. Only for RequestReader, whose framing guarantees the invariants: the
+    buffer is non-empty, at most 100 bytes, and holds no NUL (a NUL within the first
+    100 bytes makes it v2).
+    """
+    request: V1Request = _new_v1_request(V1Request)
+    _set_v1_name(request, name)
+    return request
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """An administrative command that forks of TCPunch added on the v1 port.
 
     ``kind`` is ``"delete_pairs"`` (clear every waiting entry) or ``"remove_pair"``
-    (remove the waiting entry named ``name``).
+    (remove the waiting entry named ``name``). Validated at construction: an unknown
+    kind, a name on ``delete_pairs``, or a ``remove_pair`` without a name or whose
+    ``remove_pair_<name>`` breaks the v1 name rules raises LocalProtocolError.
     """
 
     kind: Literal["delete_pairs", "remove_pair"]
     name: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.kind == "delete_pairs":
+            if self.name != b"":
+                raise LocalProtocolError("delete_pairs takes no name", Reason.BAD_COMMAND)
+        elif self.kind == "remove_pair":
+            if self.name == b"":
+                raise LocalProtocolError(
+                    "remove_pair needs the pairing name to remove", Reason.BAD_COMMAND
+                )
+            check_v1_name(self.name)
+            check_v1_name(REMOVE_PAIR_PREFIX + self.name)
+        else:
+            raise LocalProtocolError(
+                f"unknown command kind {self.kind!r} (delete_pairs or remove_pair)",
+                Reason.BAD_COMMAND,
+            )
 
 
 Request = V1Request | V2Request | Command
@@ -58,8 +103,8 @@ def name_text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
-def classify_v1(name: bytes) -> V1Request | Command:
-    """Tell the fork commands from ordinary v1 pairing names."""
+def _classify_v1(name: bytes) -> V1Request | Command:
+    """Tell the fork commands from ordinary v1 pairing names (``name``: as the reader framed it)."""
     if name == DELETE_PAIRS:
         return Command("delete_pairs")
     if name.startswith(REMOVE_PAIR_PREFIX):
@@ -69,7 +114,7 @@ def classify_v1(name: bytes) -> V1Request | Command:
                 "remove_pair_ needs a pairing name after the prefix", Reason.BAD_COMMAND
             )
         return Command("remove_pair", target)
-    return V1Request(name)
+    return _reader_v1_request(name)
 
 
 class RequestReader:
@@ -120,7 +165,7 @@ class RequestReader:
                 Reason.OVERSIZED,
             )
         self._done = True
-        return classify_v1(bytes(buffer))
+        return _classify_v1(bytes(buffer))
 
     def eof(self) -> ProtocolError:
         """The error an end of stream before a complete request amounts to."""

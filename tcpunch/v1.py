@@ -17,9 +17,12 @@ V1_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
 protocol), which our server refuses; clients check names against the same rule."""
 
 
-def encode_v1_name(name: str | bytes) -> bytes:
-    """The bytes a v1 client sends; refuses what the original server could not read."""
-    raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+def check_v1_name(raw: bytes) -> bytes:
+    """``raw`` if it is a name a v1 client can send: 1..100 bytes, no NUL."""
+    if type(raw) is not bytes:
+        raise LocalProtocolError(
+            f"a v1 pairing name is bytes, not {type(raw).__name__}", Reason.WRONG_TYPE
+        )
     if not raw:
         raise LocalProtocolError("a pairing name must not be empty", Reason.EMPTY_NAME)
     if len(raw) > V1_MAX_NAME:
@@ -32,3 +35,17 @@ def encode_v1_name(name: str | bytes) -> bytes:
             "a v1 pairing name must not contain a NUL byte", Reason.NUL_IN_NAME
         )
     return raw
+
+
+def encode_v1_name(name: str | bytes) -> bytes:
+    """The bytes a v1 client sends; refuses what the original server could not read."""
+    if isinstance(name, str):
+        try:
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(
+                f"the pairing name {name[:40]!r} cannot be encoded as UTF-8", Reason.NOT_UTF8
+            ) from exc
+    else:
+        raw = bytes(name)
+    return check_v1_name(raw)

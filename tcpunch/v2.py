@@ -7,11 +7,19 @@ Responses carry 50 bytes of fields and one trailing zero: the clients in the fie
 from __future__ import annotations
 
 import enum
+import re
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tcpunch.endpoint import Endpoint, pack_ip_port, unpack_ip_port
+from tcpunch.endpoint import (
+    Endpoint,
+    _ipv4_packed,
+    _new_endpoint,
+    check_ip_port,
+    unpack_ip_port,
+)
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 
 V2_NAME_FIELD = 100
@@ -20,8 +28,13 @@ V2_FLAGS_FIELD = 4
 V2_REQUEST_SIZE = V2_NAME_FIELD + V2_TOKEN_FIELD + V2_FLAGS_FIELD  # 141
 V2_RESPONSE_SIZE = 51
 NO_TOKEN = ""
+_MAX_FLAGS = 0xFFFFFFFF
 
-_ZERO_ENDPOINT = Endpoint("0.0.0.0", 0)
+_ZERO_ENDPOINT = _new_endpoint(Endpoint, ("0.0.0.0", 0))
+_FLAGS = struct.Struct("!I")
+# status, your address and port, the peer's, the token field, the 51st (zero) byte
+_RESPONSE = struct.Struct("!B4sH4sH37sx")
+_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class Status(enum.IntEnum):
@@ -48,34 +61,100 @@ def _encode_cstring(value: bytes, size: int, what: str) -> bytes:
     return value.ljust(size, b"\0")
 
 
-def _check_token(token: str, error: type[ProtocolError] = LocalProtocolError) -> str:
-    if token == NO_TOKEN:
-        return token
+def check_token(token: str, error: type[ProtocolError] = LocalProtocolError) -> str:
+    """The canonical text of a reconnect token (``NO_TOKEN`` stays so); ``error`` if bad."""
+    if type(token) is not str:
+        raise error(f"a reconnect token is a str, not {type(token).__name__}", Reason.WRONG_TYPE)
+    if token == NO_TOKEN or _CANONICAL_UUID.fullmatch(token):
+        return token  # the usual case, without uuid's slower parse
     try:
         return str(uuid.UUID(token))
     except ValueError as exc:
         raise error(f"the reconnect token {token[:40]!r} is not a UUID", Reason.BAD_TOKEN) from exc
 
 
-@dataclass(frozen=True)
+def _v2_name_bytes(name: str) -> bytes:
+    """The UTF-8 bytes of a v2 name, checked: 1..99 bytes, no NUL (LocalProtocolError)."""
+    if type(name) is not str:
+        raise LocalProtocolError(
+            f"a v2 pairing name is a str, not {type(name).__name__}", Reason.WRONG_TYPE
+        )
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"the pairing name {name[:40]!r} cannot be encoded as UTF-8", Reason.NOT_UTF8
+        ) from exc
+    if not raw:
+        raise LocalProtocolError("a pairing name must not be empty", Reason.EMPTY_NAME)
+    if b"\0" in raw:
+        raise LocalProtocolError("the pairing name must not contain a NUL byte", Reason.NUL_IN_NAME)
+    if len(raw) > V2_NAME_FIELD - 1:
+        raise LocalProtocolError(
+            f"the pairing name is at most {V2_NAME_FIELD - 1} bytes, got {len(raw)}",
+            Reason.NAME_TOO_LONG,
+        )
+    return raw
+
+
+def _check_flags(flags: int) -> None:
+    if type(flags) is not int:
+        raise LocalProtocolError(
+            f"v2 flags are an int, not {type(flags).__name__}", Reason.WRONG_TYPE
+        )
+    if not 0 <= flags <= _MAX_FLAGS:
+        raise LocalProtocolError(f"v2 flags {flags} are outside 0..2**32-1", Reason.BAD_FLAGS)
+
+
+@dataclass(frozen=True, slots=True)
 class V2Request:
-    """A decoded v2 request. ``token`` is ``NO_TOKEN`` for a fresh arrival."""
+    """A v2 request. ``token`` is ``NO_TOKEN`` for a fresh arrival.
+
+    Validated at construction: the name is 1..99 UTF-8 bytes without NUL, the token a
+    UUID (stored in canonical form) or ``NO_TOKEN``, the flags fit 32 bits; anything else
+    raises LocalProtocolError.
+    """
 
     name: str
     token: str = NO_TOKEN
     flags: int = 0
 
+    def __post_init__(self) -> None:
+        _v2_name_bytes(self.name)
+        token = check_token(self.token)
+        if token != self.token:
+            object.__setattr__(self, "token", token)
+        _check_flags(self.flags)
+
+    def encode(self) -> bytes:
+        """The 141 bytes on the wire."""
+        return (
+            _v2_name_bytes(self.name).ljust(V2_NAME_FIELD, b"\0")
+            + self.token.encode("ascii").ljust(V2_TOKEN_FIELD, b"\0")
+            + _FLAGS.pack(self.flags)
+        )
+
+
+_new_request = object.__new__
+# The slots' descriptors: setting through them skips the frozen dataclass's __setattr__.
+_set_request_name: Callable[[V2Request, str], None] = V2Request.__dict__["name"].__set__
+_set_request_token: Callable[[V2Request, str], None] = V2Request.__dict__["token"].__set__
+_set_request_flags: Callable[[V2Request, int], None] = V2Request.__dict__["flags"].__set__
+
+
+def _decoded_v2_request(name: str, token: str, flags: int) -> V2Request:
+    """A V2Request from fields decode_v2_request has checked (as RemoteProtocolError):
+    the server decodes one per v2 request, and checking the token twice costs a UUID parse."""
+    request: V2Request = _new_request(V2Request)
+    _set_request_name(request, name)
+    _set_request_token(request, token)
+    _set_request_flags(request, flags)
+    return request
+
 
 def encode_v2_request(name: str, token: str = NO_TOKEN, flags: int = 0) -> bytes:
-    raw_name = name.encode("utf-8")
-    if not raw_name:
-        raise LocalProtocolError("a pairing name must not be empty", Reason.EMPTY_NAME)
-    token = _check_token(token)
-    return (
-        _encode_cstring(raw_name, V2_NAME_FIELD, "pairing name")
-        + _encode_cstring(token.encode("ascii"), V2_TOKEN_FIELD, "reconnect token")
-        + struct.pack("!I", flags)
-    )
+    """The 141 bytes of ``V2Request(name, token, flags)`` (LocalProtocolError if invalid)."""
+    return V2Request(name, token, flags).encode()
 
 
 def decode_v2_request(data: bytes) -> V2Request:
@@ -96,29 +175,64 @@ def decode_v2_request(data: bytes) -> V2Request:
     token_field = data[V2_NAME_FIELD : V2_NAME_FIELD + V2_TOKEN_FIELD]
     raw_token = _cstring(token_field, "reconnect token")
     try:
-        token = _check_token(raw_token.decode("ascii"), RemoteProtocolError)
+        token = check_token(raw_token.decode("ascii"), RemoteProtocolError)
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("the reconnect token is not ASCII", Reason.BAD_TOKEN) from exc
-    (flags,) = struct.unpack("!I", data[V2_NAME_FIELD + V2_TOKEN_FIELD :])
-    return V2Request(name=name, token=token, flags=flags)
+    (flags,) = _FLAGS.unpack(data[V2_NAME_FIELD + V2_TOKEN_FIELD :])
+    return _decoded_v2_request(name, token, flags)
 
 
-@dataclass(frozen=True)
+def _check_endpoint(endpoint: object, what: str) -> Endpoint:
+    """An Endpoint (checked when it was built) as is; an (ip, port) tuple checked."""
+    if type(endpoint) is Endpoint:
+        return endpoint
+    if not isinstance(endpoint, tuple) or len(endpoint) != 2:
+        raise LocalProtocolError(f"{what} is an (ip, port) Endpoint", Reason.WRONG_TYPE)
+    ip, port = endpoint
+    check_ip_port(ip, port)
+    return _new_endpoint(Endpoint, (ip, port))
+
+
+@dataclass(frozen=True, slots=True)
 class V2Response:
+    """A v2 response. Validated at construction: a known status, IPv4 endpoints with
+    ports in 0..65535, a UUID token (stored canonical) or ``NO_TOKEN``."""
+
     status: Status
     you: Endpoint = _ZERO_ENDPOINT
     peer: Endpoint = _ZERO_ENDPOINT
     token: str = NO_TOKEN
 
+    def __post_init__(self) -> None:
+        if type(self.status) is not Status:
+            try:
+                status = Status(self.status)
+            except ValueError as exc:
+                raise LocalProtocolError(
+                    f"unknown v2 status {self.status!r}", Reason.UNKNOWN_STATUS
+                ) from exc
+            object.__setattr__(self, "status", status)
+        you = _check_endpoint(self.you, "you")
+        if you is not self.you:
+            object.__setattr__(self, "you", you)
+        peer = _check_endpoint(self.peer, "peer")
+        if peer is not self.peer:
+            object.__setattr__(self, "peer", peer)
+        token = check_token(self.token)
+        if token != self.token:
+            object.__setattr__(self, "token", token)
+
 
 def encode_v2_response(response: V2Response) -> bytes:
-    token = _check_token(response.token)
-    return (
-        bytes([int(response.status)])
-        + pack_ip_port(*response.you)
-        + pack_ip_port(*response.peer)
-        + _encode_cstring(token.encode("ascii"), V2_TOKEN_FIELD, "reconnect token")
-        + b"\0"
+    """The 51 bytes of a response (its fields were checked when it was built)."""
+    you, peer = response.you, response.peer
+    return _RESPONSE.pack(
+        response.status,
+        _ipv4_packed(you.ip),
+        you.port,
+        _ipv4_packed(peer.ip),
+        peer.port,
+        response.token.encode("ascii"),  # struct pads the 37-byte field with zeros
     )
 
 
@@ -136,5 +250,5 @@ def decode_v2_response(data: bytes) -> V2Response:
         status=status,
         you=unpack_ip_port(data[1:7]),
         peer=unpack_ip_port(data[7:13]),
-        token=_check_token(raw_token.decode("ascii", "replace"), RemoteProtocolError),
+        token=check_token(raw_token.decode("ascii", "replace"), RemoteProtocolError),
     )

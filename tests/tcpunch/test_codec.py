@@ -257,6 +257,12 @@ def test_reader_nul_after_100_bytes_is_not_v2():
         RequestReader().feed(b"x" * 100 + b"\0" + b"y" * 40)
 
 
+def test_reader_nul_at_the_last_name_byte_is_v2():
+    reader = RequestReader()
+    assert reader.feed(b"n" * 99 + b"\0") is NeedMoreData  # a NUL within 100 bytes: v2
+    assert reader.feed(b"\0" * 41) == V2Request("n" * 99)
+
+
 def test_reader_commands():
     assert RequestReader().feed(b"delete_pairs") == Command("delete_pairs")
     assert RequestReader().feed(b"remove_pair_fmi3_4") == Command("remove_pair", b"fmi3_4")
