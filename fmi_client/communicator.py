@@ -158,7 +158,7 @@ class Communicator:
             sock.settimeout(self.op_timeout)
         channel = Channel(sock, self.rank, peer)
         with self._lock:
-            if self._closed:
+            if self._closed_meanwhile():
                 channel.close()
                 raise FmiClientError(f"rank {self.rank}: the communicator is closed")
             self._channels[peer] = channel
@@ -190,9 +190,13 @@ class Communicator:
             ) as pool,
         ):
             futures = [pool.submit(self._channel, peer) for peer in mine]
-            errors = [f.exception() for f in futures if f.exception() is not None]
+            errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
             if errors:
                 raise errors[0]
+
+    def _closed_meanwhile(self) -> bool:
+        """Whether close() ran (from another thread) while we were pairing."""
+        return self._closed
 
     def _guard(self) -> _Guard:
         return _Guard(self)

@@ -83,15 +83,33 @@ def decode_fixed(data: bytes | memoryview) -> FrameHeader:
     return FrameHeader(kind, tag, length, dtype_len, ndim)
 
 
-def decode_array_meta(header: FrameHeader, meta: bytes | memoryview) -> tuple[str, tuple]:
+def decode_array_meta(header: FrameHeader, meta: bytes | memoryview) -> tuple[str, tuple[int, ...]]:
     """The dtype string and shape of an array frame."""
     dtype = bytes(meta[: header.dtype_len]).decode("ascii")
     shape = struct.unpack(f"!{header.ndim}Q", meta[header.dtype_len :])
     return dtype, shape
 
 
-def decode_payload(header: FrameHeader, payload: bytes | memoryview) -> Any:
+def decode_payload(header: FrameHeader, payload: bytes | bytearray | memoryview) -> Any:
     """The object of a pickle or bytes frame."""
     if header.kind == KIND_BYTES:
         return bytes(payload)
     return pickle.loads(payload)
+
+
+__all__ = [
+    "FIXED_SIZE",
+    "FIXED_STRUCT",
+    "KIND_ARRAY",
+    "KIND_BYTES",
+    "KIND_PICKLE",
+    "MAGIC",
+    "FrameError",
+    "FrameHeader",
+    "decode_array_meta",
+    "decode_fixed",
+    "decode_payload",
+    "encode",
+    "is_array",
+    "np",
+]
