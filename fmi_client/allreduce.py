@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmi_client.framing import is_array, np
-from fmi_client.ops import Op
+from fmi_client.ops import Op, OpLike, as_op
 from fmi_client.transport import Transport
 
 #: Arrays at least this large (and reduced with a named op) use reduce-scatter + allgather.
@@ -65,13 +65,14 @@ def usable_out(out: Any, obj: Any) -> Any:
 
 
 def allreduce(
-    transport: Transport, obj: Any, op: Op, *, out: Any = None, scratch: Scratch | None = None
+    transport: Transport, obj: Any, op: OpLike, *, out: Any = None, scratch: Scratch | None = None
 ) -> Any:
     """Every rank's ``obj`` folded with ``op`` in rank order, on every rank.
 
     ``out`` (checked by ``usable_out``) receives an array result and is returned; large
     arrays then need no fresh result array. ``scratch`` keeps its buffer between calls.
     """
+    op = as_op(op)
     into = usable_out(out, obj)
     size = transport.size
     pof2 = 1 << (size.bit_length() - 1)

@@ -4,7 +4,8 @@ Each only ever blocks on a message that the peer's algorithm is about to send, s
 made connections never wait on each other in a cycle: binomial trees (bcast, reduce,
 gather, scatter), recursive doubling (barrier, scan and small allreduce, in
 ``fmi_client.allreduce``). Results are folded in rank order, so non-commutative
-operators work. Arguments are checked by the caller (the Communicator) beforehand.
+operators work. Ops are anything ``fmi_client.ops.as_op`` takes. Other arguments are
+checked by the caller (the Communicator) beforehand.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from fmi_client.allreduce import allreduce, allreduce_doubling, fold
 from fmi_client.framing import is_array
-from fmi_client.ops import Op
+from fmi_client.ops import Op, OpLike, as_op
 from fmi_client.transport import Transport, recv_items, send_items
 
 #: The op of barrier(): nothing to fold, only the messages matter.
@@ -103,13 +104,15 @@ def scatter(transport: Transport, objs: list[Any] | None, root: int) -> Any:
     return block[0]
 
 
-def reduce(transport: Transport, obj: Any, op: Op, root: int, *, commutative: bool = True) -> Any:
+def reduce(
+    transport: Transport, obj: Any, op: OpLike, root: int, *, commutative: bool = True
+) -> Any:
     """On root, every rank's ``obj`` folded with ``op`` (in rank order); None elsewhere.
 
     Unless both ``commutative`` and ``op.commute`` hold, the fold happens at rank 0 (where
     relative order is rank order) and the result is handed to root.
     """
-    rank = transport.rank
+    op, rank = as_op(op), transport.rank
     if (commutative and op.commute) or root == 0:
         result = _reduce(transport, obj, op, root)
     else:
@@ -137,8 +140,9 @@ def _reduce(transport: Transport, obj: Any, op: Op, root: int) -> Any:
     return acc
 
 
-def scan(transport: Transport, obj: Any, op: Op) -> Any:
+def scan(transport: Transport, obj: Any, op: OpLike) -> Any:
     """Inclusive prefix: ranks 0..rank's objects folded with ``op`` in rank order."""
+    op = as_op(op)
     n, rank = transport.size, transport.rank
     result, partial = obj, obj
     mask = 1

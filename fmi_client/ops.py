@@ -89,12 +89,13 @@ def _logical(name: str) -> ArrayBinary | None:
     return apply
 
 
-def _land(a: Any, b: Any) -> Any:
-    return a and b
+def _land(a: Any, b: Any) -> bool:
+    """A bool, not ``a and b`` (which returns an operand: not commutative)."""
+    return bool(a) and bool(b)
 
 
-def _lor(a: Any, b: Any) -> Any:
-    return a or b
+def _lor(a: Any, b: Any) -> bool:
+    return bool(a) or bool(b)
 
 
 SUM = Op(operator.add, commute=True, name="sum", array_function=_ufunc("add"))
