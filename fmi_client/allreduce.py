@@ -72,7 +72,7 @@ def allreduce(
     ``out`` (checked by ``usable_out``) receives an array result and is returned; large
     arrays then need no fresh result array. ``scratch`` keeps its buffer between calls.
     """
-    op = as_op(op)
+    op = op if type(op) is Op else as_op(op)
     into = usable_out(out, obj)
     size = transport.size
     pof2 = 1 << (size.bit_length() - 1)

@@ -112,7 +112,7 @@ def reduce(
     Unless both ``commutative`` and ``op.commute`` hold, the fold happens at rank 0 (where
     relative order is rank order) and the result is handed to root.
     """
-    op, rank = as_op(op), transport.rank
+    op, rank = (op if type(op) is Op else as_op(op)), transport.rank
     if (commutative and op.commute) or root == 0:
         result = _reduce(transport, obj, op, root)
     else:
@@ -142,7 +142,7 @@ def _reduce(transport: Transport, obj: Any, op: Op, root: int) -> Any:
 
 def scan(transport: Transport, obj: Any, op: OpLike) -> Any:
     """Inclusive prefix: ranks 0..rank's objects folded with ``op`` in rank order."""
-    op = as_op(op)
+    op = op if type(op) is Op else as_op(op)
     n, rank = transport.size, transport.rank
     result, partial = obj, obj
     mask = 1

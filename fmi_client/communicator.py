@@ -344,23 +344,29 @@ class Communicator:
 
 class _CollectiveLinks:
     """A Communicator as the Transport of the collectives: its connections, on the tag of
-    collective traffic (so collectives never take a user's point-to-point messages)."""
+    collective traffic (so collectives never take a user's point-to-point messages).
 
-    __slots__ = ("_channel", "rank", "size")
+    Known peers are looked up in the Communicator's own dict (close() and failures empty
+    it); an unknown one is paired by ``Communicator._channel``, which also refuses on a
+    closed or broken communicator.
+    """
+
+    __slots__ = ("_channels", "_connect", "rank", "size")
 
     def __init__(self, comm: Communicator) -> None:
         self.rank = comm.rank
         self.size = comm.size
-        self._channel = comm._channel
+        self._channels = comm._channels
+        self._connect = comm._channel
 
     def send(self, obj: Any, peer: int) -> None:
-        self._channel(peer).send(obj, _COLL)
+        (self._channels.get(peer) or self._connect(peer)).send(obj, _COLL)
 
     def recv(self, peer: int, out: Any = None) -> Any:
-        return self._channel(peer).recv(_COLL, out)
+        return (self._channels.get(peer) or self._connect(peer)).recv(_COLL, out)
 
     def exchange(self, obj: Any, peer: int, out: Any = None) -> Any:
-        return self._channel(peer).exchange(obj, _COLL, out)
+        return (self._channels.get(peer) or self._connect(peer)).exchange(obj, _COLL, out)
 
 
 class _Guard:

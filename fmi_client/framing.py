@@ -54,13 +54,10 @@ class FrameHeader(NamedTuple):
 def is_array(obj: Any) -> bool:
     """A numpy array that travels raw: not of objects, not structured, not datetime or
     timedelta (those have no buffer interface; all three are pickled)."""
-    return (
-        np is not None
-        and isinstance(obj, np.ndarray)
-        and not obj.dtype.hasobject
-        and obj.dtype.fields is None
-        and obj.dtype.kind not in _NO_BUFFER
-    )
+    if np is None or not isinstance(obj, np.ndarray):
+        return False
+    dtype = obj.dtype
+    return dtype.kind not in _NO_BUFFER and not dtype.hasobject and dtype.fields is None
 
 
 def encode(obj: Any, tag: int) -> tuple[bytes, memoryview | bytes]:

@@ -31,7 +31,7 @@ class Op:
     ``elementwise`` ops (the named ones) apply numpy ufuncs and may fold slices.
     """
 
-    __slots__ = ("_array", "commute", "function", "name")
+    __slots__ = ("_array", "commute", "elementwise", "function", "name")
 
     def __init__(
         self,
@@ -47,6 +47,8 @@ class Op:
         self.commute = bool(commute)
         self.name = name
         self._array = array_function
+        #: Whether arrays reduce element by element (a ufunc), so slices may be folded.
+        self.elementwise = array_function is not None
 
     @classmethod
     def create(cls, function: Binary, commute: bool = False) -> Op:
@@ -54,15 +56,12 @@ class Op:
         unless ``commute=True``). It is applied to whole values, never to slices."""
         return cls(function, commute=commute)
 
-    @property
-    def elementwise(self) -> bool:
-        """Whether arrays reduce element by element (a ufunc), so slices may be folded."""
-        return self._array is not None
-
     def __call__(self, left: Any, right: Any, *, out: Any = None) -> Any:
         """``left op right``; an array result of a named op lands in ``out`` if given."""
-        if self._array is not None and (is_array(left) or is_array(right)):
-            return self._array(left, right, out=out)
+        array = self._array
+        if array is not None and (is_array(left) or is_array(right)):
+            # out=None costs a ufunc noticeably more than no out at all
+            return array(left, right) if out is None else array(left, right, out=out)
         return self.function(left, right)
 
     def __repr__(self) -> str:
