@@ -49,7 +49,7 @@ class Channel:
         self._recv_into = sock.recv_into
         # while an exchange runs: the rest of our frame still to send (None otherwise)
         self._pending: list[memoryview] | None = None
-        self._poller: Any = None
+        self._poller: select.poll | None = None
         self._op_timeout: float | None = None
         self.closed = False
 
@@ -161,7 +161,7 @@ class Channel:
         self._read_into(memoryview(payload))
         return header.tag, framing.decode_payload(header, payload)
 
-    def _read_array(self, header: FrameHeader, dtype: str, shape: tuple, out: Any) -> Any:
+    def _read_array(self, header: FrameHeader, dtype: str, shape: tuple[int, ...], out: Any) -> Any:
         if np is None:
             raise RuntimeError("a peer sent a numpy array but numpy is not installed here")
         if (
@@ -272,12 +272,14 @@ class Channel:
     def _poll(self, events: int) -> int:
         """Wait (up to the op timeout) until the socket is ready for ``events``."""
         poller = self._poller
+        assert poller is not None, "polled outside an exchange"
         poller.modify(self.sock.fileno(), events)
         limit = self._op_timeout  # the socket's own timeout reads 0.0 while non-blocking
         ready = poller.poll(None if limit is None else max(1, int(limit * 1000)))
         if not ready:
             raise self._lost("the exchange timed out")
-        return ready[0][1]
+        got: int = ready[0][1]
+        return got
 
     def _wait_readable(self) -> None:
         """Block until there is data to read, sending our pending frame meanwhile."""

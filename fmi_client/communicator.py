@@ -1,12 +1,11 @@
 """Communicator: mpi4py-style point-to-point and collectives between ranks over punched TCP.
 
 Each pair of ranks shares one connection, made the first time they talk (pair() under a
-name unique to the communicator and the pair) and reused both ways. Collectives use
-logarithmic algorithms that only ever block on messages that the peer's algorithm is
-about to send, so lazily made connections never wait on each other in a cycle:
-binomial trees (bcast, reduce, gather, scatter), recursive doubling (small allreduce,
-barrier, scan), and reduce-scatter by recursive halving + allgather by recursive doubling
-for large arrays. Results are folded in rank order, so non-commutative operators work.
+name unique to the communicator and the pair) and reused both ways. This module owns the
+connections, point-to-point with tags, and failure handling (an error inside a collective
+closes this rank's connections so that its peers raise instead of waiting forever). The
+collective algorithms are functions over a Transport (``fmi_client.collectives`` and
+``fmi_client.allreduce``); the Communicator hands them its connections as one.
 """
 
 from __future__ import annotations
@@ -18,8 +17,9 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fmi_client import ops
+from fmi_client import collectives
 from fmi_client.address import check_int, parse_rendezvous
+from fmi_client.allreduce import LARGE_ALLREDUCE, Scratch, allreduce
 from fmi_client.channel import Channel
 from fmi_client.errors import (
     FmiClientError,
@@ -28,14 +28,12 @@ from fmi_client.errors import (
     PeerNeverArrived,
     PunchFailed,
 )
-from fmi_client.framing import is_array, np
+from fmi_client.ops import OpLike, as_op
 from fmi_client.punch import PUNCH_WINDOW, pair
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
 
 log = logging.getLogger("fmi_client")
 
-#: Arrays at least this large (and reduced with a named op) use reduce-scatter + allgather.
-LARGE_ALLREDUCE = 64 * 1024
 _COLL = -1  # the tag of collective traffic; user tags are >= 0
 
 
@@ -109,7 +107,8 @@ class Communicator:
         self._self_queue: dict[int, deque[Any]] = defaultdict(deque)
         self._broken: BaseException | None = None
         self._closed = False
-        self._scratch_buf: Any = None
+        self._scratch = Scratch()  # the large allreduce's receive buffer, kept between calls
+        self._links = _CollectiveLinks(self)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -159,7 +158,7 @@ class Communicator:
             sock.settimeout(self.op_timeout)
         channel = Channel(sock, self.rank, peer)
         with self._lock:
-            if self._closed:
+            if self._closed_meanwhile():
                 channel.close()
                 raise FmiClientError(f"rank {self.rank}: the communicator is closed")
             self._channels[peer] = channel
@@ -191,9 +190,13 @@ class Communicator:
             ) as pool,
         ):
             futures = [pool.submit(self._channel, peer) for peer in mine]
-            errors = [f.exception() for f in futures if f.exception() is not None]
+            errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
             if errors:
                 raise errors[0]
+
+    def _closed_meanwhile(self) -> bool:
+        """Whether close() ran (from another thread) while we were pairing."""
+        return self._closed
 
     def _guard(self) -> _Guard:
         return _Guard(self)
@@ -245,164 +248,56 @@ class Communicator:
             return self._self_queue[tag].popleft()
         return self._channel(source).recv(tag, out)
 
-    def _send(self, obj: Any, dest: int) -> None:
-        self._channel(dest).send(obj, _COLL)
-
-    def _recv(self, source: int, out: Any = None) -> Any:
-        return self._channel(source).recv(_COLL, out)
-
-    def _exchange(self, obj: Any, peer: int, out: Any = None) -> Any:
-        return self._channel(peer).exchange(obj, _COLL, out)
-
-    def _send_items(self, items: list[Any], dest: int) -> None:
-        self._send(len(items), dest)
-        for item in items:
-            self._send(item, dest)
-
-    def _recv_items(self, source: int) -> list[Any]:
-        count = self._recv(source)
-        return [self._recv(source) for _ in range(count)]
-
-    # -- collectives ---------------------------------------------------------------------
-
-    def _check_root(self, root: int) -> None:
-        self._check_peer(root, "root")
+    # -- collectives (the algorithms are in fmi_client.collectives and .allreduce) ----------
 
     def barrier(self) -> None:
         """Return once every rank has called barrier()."""
         with self._guard():
-            self._allreduce_doubling(None, lambda a, b: None)
+            collectives.barrier(self._links)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         """Root's ``obj`` on every rank (binomial tree)."""
-        self._check_root(root)
+        self._check_peer(root, "root")
         with self._guard():
-            return self._bcast(obj, root, many=False)
-
-    def _bcast(self, obj: Any, root: int, *, many: bool) -> Any:
-        n, rel = self.size, (self.rank - root) % self.size
-        mask = 1
-        while mask < n:
-            if rel & mask:
-                parent = (rel - mask + root) % n
-                obj = self._recv_items(parent) if many else self._recv(parent)
-                break
-            mask <<= 1
-        mask >>= 1
-        while mask > 0:
-            if rel + mask < n:
-                child = (rel + mask + root) % n
-                if many:
-                    self._send_items(obj, child)
-                else:
-                    self._send(obj, child)
-            mask >>= 1
-        return obj
+            return collectives.bcast(self._links, obj, root)
 
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
         """On root, the list of every rank's ``obj`` in rank order; None elsewhere."""
-        self._check_root(root)
+        self._check_peer(root, "root")
         with self._guard():
-            items = self._gather(obj, root)
-            if self.rank != root:
-                return None
-            n = self.size
-            return [items[(r - root) % n] for r in range(n)]
-
-    def _gather(self, obj: Any, root: int) -> list[Any]:
-        """Binomial tree; returns the objects of our subtree in relative-rank order."""
-        n, rel = self.size, (self.rank - root) % self.size
-        items = [obj]
-        mask = 1
-        while mask < n:
-            if rel & mask:
-                self._send_items(items, (rel - mask + root) % n)
-                break
-            if rel + mask < n:
-                items.extend(self._recv_items((rel + mask + root) % n))
-            mask <<= 1
-        return items
+            return collectives.gather(self._links, obj, root)
 
     def allgather(self, obj: Any) -> list[Any]:
         """The list of every rank's ``obj``, in rank order, on every rank."""
         with self._guard():
-            items = self._gather(obj, 0)
-            return self._bcast(items if self.rank == 0 else None, 0, many=True)
+            return collectives.allgather(self._links, obj)
 
     def scatter(self, objs: list[Any] | None, root: int = 0) -> Any:
         """Item ``i`` of root's ``objs`` (one per rank) on rank ``i``."""
-        self._check_root(root)
+        self._check_peer(root, "root")
         n = self.size
         if self.rank == root and (objs is None or len(objs) != n):
             got = "None" if objs is None else f"{len(objs)} items"
             raise ValueError(f"scatter needs one item per rank ({n}) on the root, got {got}")
         with self._guard():
-            rel = (self.rank - root) % n
-            if rel == 0:
-                block = [objs[(i + root) % n] for i in range(n)]
-                span = 1
-                while span < n:
-                    span <<= 1
-            else:
-                span = rel & -rel
-                parent = (rel - span + root) % n
-                block = self._recv_items(parent)
-            mask = span >> 1
-            while mask > 0:
-                if rel + mask < n:
-                    self._send_items(block[mask : 2 * mask], (rel + mask + root) % n)
-                mask >>= 1
-            return block[0]
+            return collectives.scatter(self._links, objs, root)
 
     def reduce(
-        self, obj: Any, op: ops.Op = "sum", root: int = 0, *, commutative: bool = True
+        self, obj: Any, op: OpLike = "sum", root: int = 0, *, commutative: bool = True
     ) -> Any:
-        """On root, every rank's ``obj`` folded with ``op`` (in rank order); None elsewhere."""
-        self._check_root(root)
-        op = ops.check(op)
+        """On root, every rank's ``obj`` folded with ``op`` (in rank order); None elsewhere.
+
+        ``op`` is an ``fmi_client.ops.Op`` (``SUM``, ``Op.create(f)``...), a name ("sum",
+        "prod", "min", "max"...) or a callable f(a, b). A reduce to a root other than 0
+        is folded at rank 0 first unless both ``commutative`` and the op's ``commute``.
+        """
+        self._check_peer(root, "root")
+        folder = as_op(op)
         with self._guard():
-            if commutative or root == 0:
-                result = self._reduce(obj, op, root)
-            else:  # fold at rank 0 (where relative order is rank order), then hand over
-                result = self._reduce(obj, op, 0)
-                if self.rank == 0:
-                    self._send(result, root)
-                elif self.rank == root:
-                    result = self._recv(0)
-            return result if self.rank == root else None
-
-    def _reduce(self, obj: Any, op: ops.Op, root: int) -> Any:
-        n, rel = self.size, (self.rank - root) % self.size
-        acc = obj
-        owned = False  # whether acc is an array we may overwrite
-        mask = 1
-        while mask < n:
-            if rel & mask:
-                self._send(acc, (rel - mask + root) % n)
-                return None
-            if rel + mask < n:
-                other = self._recv((rel + mask + root) % n)
-                acc, owned = self._fold(op, acc, other, owned)
-            mask <<= 1
-        return acc
-
-    @staticmethod
-    def _fold(op: ops.Op, left: Any, right: Any, left_owned: bool) -> tuple[Any, bool]:
-        """``left op right``; reuses left's buffer when we own it and types agree."""
-        if (
-            left_owned
-            and ops.is_named(op)
-            and is_array(left)
-            and is_array(right)
-            and left.shape == right.shape
-            and left.dtype == right.dtype
-        ):
-            return ops.combine(op, left, right, out=left), True
-        result = ops.combine(op, left, right)
-        return result, is_array(result) and result is not left and result is not right
+            return collectives.reduce(self._links, obj, folder, root, commutative=commutative)
 
     def allreduce(
-        self, obj: Any, op: ops.Op = "sum", *, commutative: bool = True, out: Any = None
+        self, obj: Any, op: OpLike = "sum", *, commutative: bool = True, out: Any = None
     ) -> Any:
         """Every rank's ``obj`` folded with ``op`` in rank order, on every rank.
 
@@ -410,144 +305,18 @@ class Communicator:
         memory with ``obj``) receives the result and is returned, like mpi4py's
         ``Allreduce(sendbuf, recvbuf)``: large arrays then need no fresh result array
         (whose first touch of every page costs more than the sum). Any other ``out`` is
-        ignored and a new object is returned.
+        ignored and a new object is returned. ``commutative`` is accepted for symmetry:
+        the fold is in rank order either way.
         """
-        op = ops.check(op)
-        into = _usable_out(out, obj)
+        folder = as_op(op)
         with self._guard():
-            pof2 = 1 << (self.size.bit_length() - 1)
-            if (
-                ops.is_named(op)
-                and is_array(obj)
-                and obj.nbytes >= LARGE_ALLREDUCE
-                and obj.size >= pof2
-                and self.size > 1
-            ):
-                return self._allreduce_large(obj, op, into)
-            result = self._allreduce_doubling(obj, op)
-        if into is not None and is_array(result) and result.size == into.size:
-            into.reshape(-1)[...] = result.reshape(-1)
-            return into
-        return result
+            return allreduce(self._links, obj, folder, out=out, scratch=self._scratch)
 
-    def _allreduce_doubling(self, obj: Any, op: ops.Op) -> Any:
-        """Recursive doubling; extra ranks (non-power-of-two) fold into a neighbour first."""
-        n, rank = self.size, self.rank
-        if n == 1:
-            return obj.copy() if is_array(obj) else obj
-        pof2 = 1 << (n.bit_length() - 1)
-        rem = n - pof2
-        acc, owned = obj, False
-        if rank < 2 * rem:
-            if rank % 2 == 0:
-                self._send(acc, rank + 1)
-                return self._recv(rank + 1)
-            acc, owned = self._fold(op, self._recv(rank - 1), acc, True)
-            newrank = rank // 2
-        else:
-            newrank = rank - rem
-        mask = 1
-        while mask < pof2:
-            newdst = newrank ^ mask
-            dst = newdst * 2 + 1 if newdst < rem else newdst + rem
-            other = self._exchange(acc, dst)
-            if newdst < newrank:
-                acc, owned = self._fold(op, other, acc, True)
-            else:
-                acc, owned = self._fold(op, acc, other, owned)
-            mask <<= 1
-        if rank < 2 * rem:
-            self._send(acc, rank - 1)
-        if is_array(acc) and not owned:
-            acc = acc.copy()
-        return acc
-
-    def _allreduce_large(self, array: Any, op: ops.Op, out: Any = None) -> Any:
-        """Reduce-scatter (recursive halving) + allgather (recursive doubling).
-
-        Every exchange is full duplex (Channel.exchange). The input is never copied: the
-        first step sends from it and folds it with what arrives straight into the result,
-        whose other half the allgather fills later.
-        """
-        n, rank = self.size, self.rank
-        src = np.ascontiguousarray(array).reshape(-1)  # a view unless array is strided
-        if out is not None:  # checked by _usable_out
-            acc = out.reshape(-1)
-            shaped = out
-        else:
-            acc = np.empty(src.size, dtype=src.dtype)
-            shaped = acc.reshape(array.shape)
-        pof2 = 1 << (n.bit_length() - 1)
-        rem = n - pof2
-        if rank < 2 * rem and rank % 2 == 0:
-            self._send(src, rank + 1)
-            self._recv(rank + 1, out=acc)
-            return shaped
-        if rank < 2 * rem:
-            other = self._recv(rank - 1, out=acc)
-            ops.combine(op, other, src, out=acc)
-            src = acc
-            newrank = rank // 2
-        else:
-            newrank = rank - rem
-        edges = [i * acc.size // pof2 for i in range(pof2 + 1)]
-        scratch = self._scratch(edges[pof2 // 2] + acc.size % 2 + 1, acc.dtype)
-        lo, hi = 0, pof2
-        steps = []
-        mask = 1
-        while mask < pof2:
-            newdst = newrank ^ mask
-            dst = newdst * 2 + 1 if newdst < rem else newdst + rem
-            mid = (lo + hi) // 2
-            keep, give = ((lo, mid), (mid, hi)) if newrank < newdst else ((mid, hi), (lo, mid))
-            start, stop = edges[keep[0]], edges[keep[1]]
-            mine, into = src[start:stop], acc[start:stop]
-            theirs = scratch[: mine.size]
-            theirs = self._exchange(src[edges[give[0]] : edges[give[1]]], dst, out=theirs)
-            if newdst < newrank:
-                ops.combine(op, theirs, mine, out=into)
-            else:
-                ops.combine(op, mine, theirs, out=into)
-            src = acc  # from the second step on, everything we hold is in acc
-            steps.append((dst, keep, give))
-            lo, hi = keep
-            mask <<= 1
-        for dst, keep, give in reversed(steps):
-            into = acc[edges[give[0]] : edges[give[1]]]
-            got = self._exchange(acc[edges[keep[0]] : edges[keep[1]]], dst, out=into)
-            if got is not into and got.size:
-                into[...] = got
-        if rank < 2 * rem:
-            self._send(acc, rank - 1)
-        return shaped
-
-    def _scratch(self, size: int, dtype: Any) -> Any:
-        """A reusable receive buffer (fresh 32 MiB buffers cost page faults every call)."""
-        nbytes = size * np.dtype(dtype).itemsize
-        if self._scratch_buf is None or self._scratch_buf.nbytes < nbytes:
-            self._scratch_buf = np.empty(nbytes, dtype=np.uint8)
-        return self._scratch_buf[:nbytes].view(dtype)
-
-    def scan(self, obj: Any, op: ops.Op = "sum", *, commutative: bool = True) -> Any:
+    def scan(self, obj: Any, op: OpLike = "sum", *, commutative: bool = True) -> Any:
         """Inclusive prefix: ranks 0..rank's objects folded with ``op`` in rank order."""
-        op = ops.check(op)
+        folder = as_op(op)
         with self._guard():
-            n, rank = self.size, self.rank
-            result, partial = obj, obj
-            mask = 1
-            while mask < n:
-                dst = rank ^ mask
-                if dst < n:
-                    other = self._exchange(partial, dst)
-                    if dst < rank:
-                        partial = ops.combine(op, other, partial)
-                        result = ops.combine(op, other, result)
-                    else:
-                        partial = ops.combine(op, partial, other)
-                mask <<= 1
-            if is_array(result) and result is obj:
-                result = result.copy()
-            return result
+            return collectives.scan(self._links, obj, folder)
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -573,20 +342,31 @@ class Communicator:
         )
 
 
-def _usable_out(out: Any, obj: Any) -> Any:
-    """``out`` if an array result of ``obj`` may be written into it, else None."""
-    if (
-        out is not None
-        and is_array(out)
-        and is_array(obj)
-        and out.dtype == obj.dtype
-        and out.size == obj.size
-        and out.flags.c_contiguous
-        and out.flags.writeable
-        and not np.shares_memory(out, obj)
-    ):
-        return out
-    return None
+class _CollectiveLinks:
+    """A Communicator as the Transport of the collectives: its connections, on the tag of
+    collective traffic (so collectives never take a user's point-to-point messages).
+
+    Known peers are looked up in the Communicator's own dict (close() and failures empty
+    it); an unknown one is paired by ``Communicator._channel``, which also refuses on a
+    closed or broken communicator.
+    """
+
+    __slots__ = ("_channels", "_connect", "rank", "size")
+
+    def __init__(self, comm: Communicator) -> None:
+        self.rank = comm.rank
+        self.size = comm.size
+        self._channels = comm._channels
+        self._connect = comm._channel
+
+    def send(self, obj: Any, peer: int) -> None:
+        (self._channels.get(peer) or self._connect(peer)).send(obj, _COLL)
+
+    def recv(self, peer: int, out: Any = None) -> Any:
+        return (self._channels.get(peer) or self._connect(peer)).recv(_COLL, out)
+
+    def exchange(self, obj: Any, peer: int, out: Any = None) -> Any:
+        return (self._channels.get(peer) or self._connect(peer)).exchange(obj, _COLL, out)
 
 
 class _Guard:

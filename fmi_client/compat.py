@@ -25,6 +25,7 @@ from typing import Any
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
+from fmi_client.ops import Op
 
 #: Seconds a pairing may wait at least, whatever fmi.json's max_timeout says (FMI's
 #: default of 1000 ms made every cold start a failure).
@@ -47,6 +48,15 @@ class op(enum.Enum):
     max = "max"
     min = "min"
     custom = "custom"
+
+
+#: FMI's named operations on scalars (lists are folded element by element).
+_SCALAR: dict[op, Callable[[Any, Any], Any]] = {
+    op.sum: lambda a, b: a + b,
+    op.prod: lambda a, b: a * b,
+    op.max: max,
+    op.min: min,
+}
 
 
 class hints(enum.Enum):
@@ -76,31 +86,35 @@ class types:
 
 
 class func:
-    """A reduction: ``func(op.sum)`` or ``func(op.custom, f, commutative, associative)``."""
+    """A reduction: ``func(op.sum)`` or ``func(op.custom, f, commutative, associative)``.
+
+    ``operation`` may also be an ``fmi_client.ops.Op`` (``func(ops.MAX)``, or
+    ``func(Op.create(f, commute=False))``, whose ``commute`` then sets ``commutative``).
+    """
 
     def __init__(
         self,
-        operation: op,
+        operation: op | Op,
         function: Callable[[Any, Any], Any] | None = None,
         commutative: bool = True,
         associative: bool = True,
     ) -> None:
         if operation is op.custom and function is None:
             raise ValueError("func(op.custom, ...) needs the function f(a, b) as second argument")
+        if isinstance(operation, Op):
+            commutative = commutative and operation.commute
         self.op = operation
         self.function = function
         self.commutative = commutative
         self.associative = associative
 
     def scalar(self) -> Callable[[Any, Any], Any]:
+        if isinstance(self.op, Op):
+            return self.op
         if self.op is op.custom:
-            return self.function  # type: ignore[return-value]
-        return {
-            op.sum: lambda a, b: a + b,
-            op.prod: lambda a, b: a * b,
-            op.max: max,
-            op.min: min,
-        }[self.op]
+            assert self.function is not None  # checked in __init__
+            return self.function
+        return _SCALAR[self.op]
 
     def for_type(self, kind: types) -> Callable[[Any, Any], Any]:
         """The binary function on the values of ``kind`` (lists element-wise, as FMI)."""

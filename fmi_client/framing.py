@@ -10,6 +10,7 @@ pickled. ::
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
 from typing import Any, NamedTuple
@@ -25,6 +26,12 @@ KIND_ARRAY = 1
 KIND_BYTES = 2
 _FIXED = FIXED_STRUCT = struct.Struct("!BBqQBB")
 FIXED_SIZE = _FIXED.size  # 20
+#: The most dimensions an array frame may have (numpy's own limit: 64 since 2.0, 32 before).
+MAX_DIMS = 32 if np is None or int(np.__version__.split(".")[0]) < 2 else 64
+
+
+#: dtype kinds numpy cannot expose as a buffer (datetime64, timedelta64)
+_NO_BUFFER = "Mm"
 
 
 class FrameError(ValueError):
@@ -45,13 +52,12 @@ class FrameHeader(NamedTuple):
 
 
 def is_array(obj: Any) -> bool:
-    """A numpy array that travels raw: not of objects, not structured (those are pickled)."""
-    return (
-        np is not None
-        and isinstance(obj, np.ndarray)
-        and not obj.dtype.hasobject
-        and obj.dtype.fields is None
-    )
+    """A numpy array that travels raw: not of objects, not structured, not datetime or
+    timedelta (those have no buffer interface; all three are pickled)."""
+    if np is None or not isinstance(obj, np.ndarray):
+        return False
+    dtype = obj.dtype
+    return dtype.kind not in _NO_BUFFER and not dtype.hasobject and dtype.fields is None
 
 
 def encode(obj: Any, tag: int) -> tuple[bytes, memoryview | bytes]:
@@ -83,15 +89,77 @@ def decode_fixed(data: bytes | memoryview) -> FrameHeader:
     return FrameHeader(kind, tag, length, dtype_len, ndim)
 
 
-def decode_array_meta(header: FrameHeader, meta: bytes | memoryview) -> tuple[str, tuple]:
-    """The dtype string and shape of an array frame."""
-    dtype = bytes(meta[: header.dtype_len]).decode("ascii")
-    shape = struct.unpack(f"!{header.ndim}Q", meta[header.dtype_len :])
+def decode_array_meta(header: FrameHeader, meta: bytes | memoryview) -> tuple[str, tuple[int, ...]]:
+    """The dtype string and shape of an array frame, checked against the header: a dtype
+    that ``encode`` sends (canonical, no objects, no fields) and exactly
+    ``header.length`` bytes of it, so the payload can be read straight into the array."""
+    try:
+        dtype = bytes(meta[: header.dtype_len]).decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError(
+            f"an array frame's dtype is not ASCII ({bytes(meta[: header.dtype_len])!r}): "
+            "the connection is out of step"
+        ) from None
+    shape: tuple[int, ...] = struct.unpack(f"!{header.ndim}Q", meta[header.dtype_len :])
+    if np is not None:  # without numpy the Channel refuses array frames
+        _check_array_meta(header, dtype, shape)
     return dtype, shape
 
 
-def decode_payload(header: FrameHeader, payload: bytes | memoryview) -> Any:
+def _check_array_meta(header: FrameHeader, dtype: str, shape: tuple[int, ...]) -> None:
+    try:
+        parsed = np.dtype(dtype)
+    except Exception:  # numpy raises TypeError, ValueError or SyntaxError for bad strings
+        parsed = None
+    if (
+        parsed is None
+        or parsed.str != dtype
+        or parsed.hasobject
+        or parsed.fields is not None
+        or parsed.subdtype is not None
+        or parsed.kind in _NO_BUFFER
+    ):
+        raise FrameError(
+            f"an array frame announces dtype {dtype!r}, which fmi_client never sends raw: "
+            "the connection is out of step, or the peer is not an fmi_client Communicator"
+        )
+    nbytes = math.prod(shape) * parsed.itemsize
+    # numpy refuses shapes whose nonzero extents multiply past its index type, even empty ones
+    extent = math.prod(d for d in shape if d) * max(parsed.itemsize, 1)
+    if header.ndim > MAX_DIMS or nbytes != header.length or extent >= 1 << 63:
+        raise FrameError(
+            f"an array frame of shape {shape} and dtype {dtype!r} ({nbytes} bytes) announces "
+            f"{header.length} payload bytes: the connection is out of step"
+        )
+
+
+def decode_payload(header: FrameHeader, payload: bytes | bytearray | memoryview) -> Any:
     """The object of a pickle or bytes frame."""
     if header.kind == KIND_BYTES:
         return bytes(payload)
-    return pickle.loads(payload)
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:  # whatever the bytes make pickle raise
+        raise FrameError(
+            f"a pickled frame does not unpickle here ({type(exc).__name__}: {exc}): the "
+            "connection is out of step, or the peer sent a class this process cannot import"
+        ) from exc
+
+
+__all__ = [
+    "FIXED_SIZE",
+    "FIXED_STRUCT",
+    "KIND_ARRAY",
+    "KIND_BYTES",
+    "KIND_PICKLE",
+    "MAGIC",
+    "MAX_DIMS",
+    "FrameError",
+    "FrameHeader",
+    "decode_array_meta",
+    "decode_fixed",
+    "decode_payload",
+    "encode",
+    "is_array",
+    "np",
+]
