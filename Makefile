@@ -24,8 +24,10 @@ $(STAMP): setup.cfg pyproject.toml
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Lint, strict type check of the shipped packages (mypy.ini), then every test.
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 serve: setup
