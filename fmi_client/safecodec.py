@@ -38,6 +38,7 @@ _F64 = struct.Struct("!d")
 _U32 = struct.Struct("!I")
 _PLAIN_DTYPE = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 _PLAIN_KINDS = "biufc"
+_NATIVE_ONLY = "gG"  # long double: platform-specific, not exposable in foreign byte order
 
 
 class SafeCodecError(ValueError):
@@ -52,7 +53,12 @@ class UnsupportedType(SafeCodecError, TypeError):
 
 
 def _is_plain_dtype(dtype: Any) -> bool:
-    return bool(dtype.kind in _PLAIN_KINDS and not dtype.hasobject and dtype.fields is None)
+    return bool(
+        dtype.kind in _PLAIN_KINDS
+        and dtype.char not in _NATIVE_ONLY
+        and not dtype.hasobject
+        and dtype.fields is None
+    )
 
 
 def _encode_into(obj: Any, out: list[bytes | memoryview], depth: int, max_depth: int) -> None:
@@ -104,7 +110,7 @@ def _encode_numpy(obj: Any, out: list[bytes | memoryview]) -> None:
     if isinstance(obj, np.generic):
         out += (bytes([NPSCALAR, len(dtype)]) + dtype, obj.tobytes())
         return
-    array = np.ascontiguousarray(obj)
+    array = obj if obj.flags.c_contiguous else obj.copy(order="C")  # keeps 0-d arrays 0-d
     head = bytes([ARRAY, len(dtype)]) + dtype + bytes([array.ndim])
     head += struct.pack(f"!{array.ndim}Q", *array.shape)
     out.append(head)
