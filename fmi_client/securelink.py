@@ -23,11 +23,12 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 from fmi_client.autherrors import EncryptionUnavailable, PeerAuthenticationFailed
+from fmi_client.errors import FmiClientError
 from fmi_client.handshake import (
     PLAIN_BINDING,
     Failure,
@@ -258,3 +259,66 @@ def _failed(
         reason=reason.value,
         rank=peer_rank,
     )
+
+
+#: How long one peer may take to prove itself before we drop it and pair again.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def pair_securely(
+    connect: Callable[[float], socket.socket],
+    *,
+    secret: LinkSecret | str | bytes,
+    pairing: str,
+    my_rank: int,
+    peer_rank: int,
+    encrypt: bool = True,
+    deadline: float,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    on_refused: Callable[[PeerAuthenticationFailed], None] | None = None,
+) -> socket.socket:
+    """Pair through ``connect(seconds_left)`` and secure the link; a peer that fails the
+    proof is dropped and we pair again, so a squatter costs a retry, not the job.
+
+    ``connect`` is e.g. ``lambda left: pair(name, host, port, timeout=left)``. Each peer
+    gets at most ``handshake_timeout`` s to prove itself. ``on_refused`` sees every
+    refused peer (for a log line; the error holds no secret). When the deadline passes
+    after a refusal, PeerAuthenticationFailed names the pairing and the last reason;
+    without any refusal, ``connect``'s own error (PeerNeverArrived, ...) propagates.
+    """
+    link_secret = secret if isinstance(secret, LinkSecret) else LinkSecret(secret)
+    if encrypt:
+        require_encryption()
+    refused: list[PeerAuthenticationFailed] = []
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("the deadline passed")
+            sock = connect(left)
+        except (FmiClientError, OSError) as exc:
+            if not refused:
+                raise
+            last = refused[-1]
+            raise PeerAuthenticationFailed(
+                f"no peer proved the job secret on pairing {pairing!r} before the deadline: "
+                f"{len(refused)} refused (last: {last.reason}); then {exc}",
+                name=pairing,
+                reason=last.reason,
+                rank=peer_rank,
+            ) from exc
+        attempt_deadline = min(deadline, time.monotonic() + handshake_timeout)
+        try:
+            return secure(
+                sock,
+                secret=link_secret,
+                pairing=pairing,
+                my_rank=my_rank,
+                peer_rank=peer_rank,
+                encrypt=encrypt,
+                deadline=attempt_deadline,
+            )
+        except PeerAuthenticationFailed as exc:
+            refused.append(exc)
+            if on_refused is not None:
+                on_refused(exc)
