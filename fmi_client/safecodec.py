@@ -115,7 +115,7 @@ def _encode_numpy(obj: Any, out: list[bytes | memoryview]) -> None:
     head += struct.pack(f"!{array.ndim}Q", *array.shape)
     out.append(head)
     if array.nbytes:
-        out.append(memoryview(array.reshape(-1)).cast("B"))  # type: ignore[arg-type]
+        out.append(memoryview(array.reshape(-1)).cast("B"))
 
 
 def encode_chunks(obj: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> list[bytes | memoryview]:

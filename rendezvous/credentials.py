@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tcpunch.credential import MIN_SECRET_BYTES, Verdict, mint, verify
+from tcpunch.credential import CREDENTIAL_ENV, MIN_SECRET_BYTES, Verdict, mint, verify
 
 SECRET_ENV = "RENDEZVOUS_AUTH_SECRET"
-CREDENTIAL_ENV = "RENDEZVOUS_CREDENTIAL"
+__all__ = ["CREDENTIAL_ENV", "SECRET_ENV", "AuthPolicy", "credential_command", "load_secret"]
 #: Refusal reasons beyond tcpunch.credential.Verdict, for rejected_total{reason=...}.
 NO_CREDENTIAL = "no_credential"
 V1_NOT_ALLOWED = "v1_not_allowed"

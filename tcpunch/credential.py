@@ -21,6 +21,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+#: Where clients (fmi_client, the FMI compat layer) find their credential when not given one.
+CREDENTIAL_ENV = "RENDEZVOUS_CREDENTIAL"
 #: A server secret shorter than this is refused: credentials are only as strong as it.
 MIN_SECRET_BYTES = 16
 #: A prefix fits a v2 name field (99 bytes), the longest name it can cover.
