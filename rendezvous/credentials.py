@@ -12,14 +12,21 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcpunch.credential import CREDENTIAL_ENV, MIN_SECRET_BYTES, Verdict, mint, verify
 
 SECRET_ENV = "RENDEZVOUS_AUTH_SECRET"
-__all__ = ["CREDENTIAL_ENV", "SECRET_ENV", "AuthPolicy", "credential_command", "load_secret"]
+__all__ = [
+    "CREDENTIAL_ENV",
+    "SECRET_ENV",
+    "AuthPolicy",
+    "credential_command",
+    "load_secret",
+    "load_secrets",
+]
 #: Refusal reasons beyond tcpunch.credential.Verdict, for rejected_total{reason=...}.
 NO_CREDENTIAL = "no_credential"
 V1_NOT_ALLOWED = "v1_not_allowed"
@@ -29,31 +36,46 @@ class AuthSecretError(ValueError):
     """The auth secret could not be read or is too weak; the text says where and why."""
 
 
-def load_secret(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> bytes | None:
-    """The auth secret from ``path`` (first) or $RENDEZVOUS_AUTH_SECRET; None means auth off.
+def load_secrets(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[bytes, ...] | None:
+    """The auth secrets from ``path`` (first) or $RENDEZVOUS_AUTH_SECRET; None: auth off.
 
-    A file's content is the secret with surrounding whitespace stripped (a trailing
-    newline is how editors and ``aws secretsmanager get-secret-value`` leave it).
+    One secret per line, whitespace stripped (a trailing newline is how editors and
+    ``aws secretsmanager get-secret-value`` leave it). The first line is the current
+    secret (it mints); later lines are previous secrets still accepted while their
+    credentials expire, which is how a secret is rotated without refusing running jobs.
     """
     if path is not None:
         try:
-            raw = Path(path).read_bytes().strip()
+            text = Path(path).read_bytes()
         except OSError as exc:
             raise AuthSecretError(
                 f"cannot read the auth secret file {os.fspath(path)!r}: {exc.strerror}"
             ) from None
         where = f"the file {os.fspath(path)!r}"
-    elif environ.get(SECRET_ENV):
-        raw = environ[SECRET_ENV].strip().encode("utf-8")
+    elif environ.get(SECRET_ENV, "").strip():
+        text = environ[SECRET_ENV].encode("utf-8")
         where = f"${SECRET_ENV}"
     else:
         return None
-    if len(raw) < MIN_SECRET_BYTES:
-        raise AuthSecretError(
-            f"the auth secret in {where} is {len(raw)} bytes; use at least {MIN_SECRET_BYTES} "
-            'random bytes, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
-        )
-    return raw
+    secrets = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not secrets:
+        raise AuthSecretError(f"{where} holds no auth secret")
+    for number, raw in enumerate(secrets, 1):
+        if len(raw) < MIN_SECRET_BYTES:
+            raise AuthSecretError(
+                f"the auth secret on line {number} of {where} is {len(raw)} bytes; use at least "
+                f"{MIN_SECRET_BYTES} random bytes, e.g. "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+    return secrets
+
+
+def load_secret(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> bytes | None:
+    """The current auth secret (the one that mints), or None when auth is off."""
+    secrets = load_secrets(path, environ)
+    return secrets[0] if secrets else None
 
 
 def credential_command(
@@ -91,34 +113,43 @@ ADMIT = Decision(True)
 
 @dataclass(frozen=True)
 class AuthPolicy:
-    """Who may register names on a server started with an auth secret."""
+    """Who may register names on a server started with auth secrets (current first)."""
 
-    secret: bytes = field(repr=False)
+    secrets: tuple[bytes, ...] = field(repr=False)
     allow_v1: re.Pattern[str] | None = None
 
     def __repr__(self) -> str:
         pattern = self.allow_v1.pattern if self.allow_v1 is not None else None
-        return f"AuthPolicy(secret=<hidden>, allow_v1={pattern!r})"
+        return f"AuthPolicy(secrets=<{len(self.secrets)} hidden>, allow_v1={pattern!r})"
 
     @classmethod
-    def create(cls, secret: bytes, allow_v1: str | None = None) -> AuthPolicy:
+    def create(cls, secrets: bytes | Sequence[bytes], allow_v1: str | None = None) -> AuthPolicy:
         """A policy; ``allow_v1`` is a regular expression a whole v1 name must match."""
-        if len(secret) < MIN_SECRET_BYTES:
-            raise AuthSecretError(f"the auth secret must be at least {MIN_SECRET_BYTES} bytes")
+        held = (secrets,) if isinstance(secrets, bytes) else tuple(secrets)
+        if not held or any(len(secret) < MIN_SECRET_BYTES for secret in held):
+            raise AuthSecretError(f"an auth secret must be at least {MIN_SECRET_BYTES} bytes")
         try:
             pattern = re.compile(allow_v1) if allow_v1 is not None else None
         except re.error as exc:
             raise ValueError(
                 f"--allow-v1 {allow_v1!r} is not a regular expression: {exc}"
             ) from None
-        return cls(secret, pattern)
+        return cls(held, pattern)
 
     def check_v2(self, name: str, credential: str | None, now: float) -> Decision:
-        """A v2 request for ``name`` with the credential of its trailer (None: no trailer)."""
+        """A v2 request for ``name`` with the credential of its trailer (None: no trailer).
+
+        A credential minted with any held secret counts; a refusal reports the verdict
+        under the current secret.
+        """
         if credential is None:
             return Decision(False, NO_CREDENTIAL)
-        verdict = verify(self.secret, credential, name, now)
-        return ADMIT if verdict is Verdict.OK else Decision(False, verdict.value)
+        verdicts = [verify(secret, credential, name, now) for secret in self.secrets]
+        if Verdict.OK in verdicts:
+            return ADMIT
+        forged = Verdict.FORGED
+        reason = next((v for v in verdicts if v is not forged), verdicts[0])
+        return Decision(False, reason.value)
 
     def check_v1(self, name: bytes) -> Decision:
         """A v1 name: admitted only if it wholly matches the operator's pattern."""

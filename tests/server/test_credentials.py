@@ -14,6 +14,7 @@ from rendezvous.credentials import (
     AuthSecretError,
     credential_command,
     load_secret,
+    load_secrets,
 )
 from tcpunch.credential import Verdict, verify
 
@@ -83,9 +84,38 @@ def test_policy_v1_pattern_and_commands():
 
 def test_policy_repr_hides_the_secret():
     policy = AuthPolicy.create(SECRET, allow_v1="legacy-.*")
-    assert SECRET.decode() not in repr(policy) and "<hidden>" in repr(policy)
+    assert SECRET.decode() not in repr(policy) and "<1 hidden>" in repr(policy)
     with pytest.raises(ValueError, match="regular expression"):
         AuthPolicy.create(SECRET, allow_v1="(")
     with pytest.raises(AuthSecretError):
         AuthPolicy.create(b"short")
     assert isinstance(policy.allow_v1, re.Pattern)
+
+
+def test_rotation_current_mints_previous_still_verifies(tmp_path):
+    new, old = b"new-secret-0123456789", b"old-secret-0123456789"
+    path = tmp_path / "secret"
+    path.write_bytes(new + b"\n" + old + b"\n\n")
+    assert load_secrets(path, {}) == (new, old)
+    assert load_secret(path, {}) == new
+    minted = credential_command("job/", 60, str(path), {}, now=lambda: NOW)
+    assert verify(new, minted, "job/1", NOW) is Verdict.OK  # the current secret mints
+    policy = AuthPolicy.create(load_secrets(path, {}) or ())
+    from_old = credential_command("job/", 60, None, {SECRET_ENV: old.decode()}, lambda: NOW)
+    assert policy.check_v2("job/1", from_old, NOW).allowed
+    assert policy.check_v2("job/1", from_old, NOW + 60).reason == "expired"
+    assert policy.check_v2("other/1", from_old, NOW).reason == "wrong_prefix"
+    stranger = credential_command("job/", 60, None, {SECRET_ENV: "x" * 20}, lambda: NOW)
+    assert policy.check_v2("job/1", stranger, NOW).reason == "forged"
+    assert "<2 hidden>" in repr(policy)
+    assert "new-secret" not in repr(policy) and "old-secret" not in repr(policy)
+
+
+def test_a_weak_line_is_refused(tmp_path):
+    path = tmp_path / "secret"
+    path.write_text("a-strong-enough-secret-123\nweak\n")
+    with pytest.raises(AuthSecretError, match="line 2"):
+        load_secrets(path, {})
+    path.write_text("\n\n")
+    with pytest.raises(AuthSecretError, match="holds no auth secret"):
+        load_secrets(path, {})
