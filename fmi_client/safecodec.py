@@ -202,19 +202,8 @@ class _Reader:
         return int.from_bytes(self.take(size, "an int"), "big", signed=True)
 
     def dtype(self) -> Any:
-        if np is None:
-            raise SafeCodecError("a numpy value arrived but numpy is not installed here")
         raw = bytes(self.take(self.take(1, "a dtype")[0], "a dtype"))
-        text = raw.decode("ascii", "replace")
-        if not _PLAIN_DTYPE.fullmatch(text):
-            raise SafeCodecError(f"dtype {text[:20]!r} is not a plain numeric dtype")
-        try:
-            dtype = np.dtype(text)
-        except TypeError:
-            raise SafeCodecError(f"dtype {text!r} is not known to numpy") from None
-        if not _is_plain_dtype(dtype) or dtype.itemsize == 0:
-            raise SafeCodecError(f"dtype {text!r} is not a plain numeric dtype")
-        return dtype
+        return plain_dtype(raw.decode("ascii", "replace"))
 
     def numpy(self, tag: int) -> Any:
         dtype = self.dtype()
@@ -279,6 +268,55 @@ def payload_length(header: bytes, max_message_bytes: int = DEFAULT_MAX_MESSAGE_B
             "refused before reading it (raise max_message_bytes if the peer is trusted)"
         )
     return int(length)
+
+
+def plain_dtype(text: str) -> Any:
+    """The numpy dtype named by an untrusted string, if plain (bool, ints, floats, complex).
+
+    Channel frames must pass a peer's dtype through this before ``np.empty``: numpy
+    exports object arrays as buffers, so raw bytes received into an ``|O`` array become
+    object pointers the peer chose (a crash at best).
+    """
+    if np is None:
+        raise SafeCodecError("a numpy array arrived but numpy is not installed here")
+    if not _PLAIN_DTYPE.fullmatch(text):
+        raise SafeCodecError(f"dtype {text[:20]!r} is not a plain numeric dtype")
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        raise SafeCodecError(f"dtype {text!r} is not known to numpy") from None
+    if not _is_plain_dtype(dtype) or dtype.itemsize == 0:
+        raise SafeCodecError(f"dtype {text!r} is not a plain numeric dtype")
+    return dtype
+
+
+def check_array_frame(
+    dtype_text: str,
+    shape: tuple[int, ...],
+    length: int,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Any:
+    """Validate a raw-array frame header before allocating for it; returns the dtype.
+
+    The payload ``length`` must be at most ``max_message_bytes`` and exactly
+    ``prod(shape) * itemsize``, and the dtype plain (``plain_dtype``).
+    """
+    if length > max_message_bytes:
+        raise SafeCodecError(
+            f"an array frame announces {length} bytes, over max_message_bytes={max_message_bytes}"
+        )
+    dtype = plain_dtype(dtype_text)
+    if len(shape) > MAX_NDIM:
+        raise SafeCodecError(f"an array of {len(shape)} dimensions (at most {MAX_NDIM})")
+    size = dtype.itemsize
+    for dim in shape:
+        size *= dim
+    absurd = size == 0 and any(dim > max_message_bytes for dim in shape)
+    if size != length or absurd:
+        raise SafeCodecError(
+            f"an array frame of shape {shape[:8]} and dtype {dtype_text} announces {length} bytes"
+        )
+    return dtype
 
 
 def read_frame(

@@ -22,6 +22,7 @@ from fmi_client.safecodec import (
     MAX_INT_BYTES,
     SafeCodecError,
     UnsupportedType,
+    check_array_frame,
     decode,
     encode,
     encode_chunks,
@@ -328,3 +329,31 @@ def test_huge_array_shape_in_a_small_frame_is_refused_without_allocation():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024 and not math.isnan(peak)
+
+
+# -- checking the Communicator's raw array frames ----------------------------------------
+
+
+def test_check_array_frame_accepts_consistent_plain_headers():
+    assert check_array_frame("<f4", (2, 3), 24) == np.dtype("<f4")
+    assert check_array_frame("|b1", (), 1) == np.dtype(bool)
+    assert check_array_frame("<i8", (0, 5000), 0) == np.dtype("<i8")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "length", "match"),
+    [
+        ("|O", (1,), 8, "not a plain numeric dtype"),  # a stranger's object pointers
+        ("|O8", (1,), 8, "not a plain numeric dtype"),
+        ("<U4", (1,), 16, "not a plain numeric dtype"),
+        ("V8", (1,), 8, "not a plain numeric dtype"),
+        ("<f4", (2, 3), 8, "announces 8 bytes"),
+        ("<f4", (2**40, 2**40), 0, "announces 0 bytes"),
+        ("<f4", (0, 2**60), 0, "announces 0 bytes"),
+        ("<f4", (1,) * 33, 4, "dimensions"),
+        ("<f4", (2**40,), 2**42, "max_message_bytes"),
+    ],
+)
+def test_check_array_frame_refuses(dtype, shape, length, match):
+    with pytest.raises(SafeCodecError, match=match):
+        check_array_frame(dtype, shape, length)
