@@ -317,3 +317,45 @@ def test_encrypted_link_carries_no_plaintext(tmp_path):
     captured = encrypted.read_bytes()
     assert len(captured) > len(MARKER) * 2000
     assert MARKER not in captured and MARKER[:12] not in captured
+
+
+STDLIB_ONLY = """
+import socket, sys, threading, time
+sys.modules["numpy"] = None          # a Lambda layer with neither numpy
+sys.modules["cryptography"] = None   # nor cryptography
+from fmi_client.autherrors import EncryptionUnavailable
+from fmi_client.safecodec import SafeCodecError, decode, encode
+from fmi_client.securelink import secure
+value = {"a": [1, 2.5, "x", b"y", None, (True,)]}
+assert decode(encode(value)) == value
+try:
+    decode(b"\\x0b\\x03<f8\\x01" + bytes(16))
+except SafeCodecError as exc:
+    assert "numpy is not installed" in str(exc)
+a, b = socket.socketpair()
+try:
+    secure(a, secret="s" * 20, pairing="p", my_rank=0, peer_rank=1, deadline=time.monotonic() + 5)
+except EncryptionUnavailable as exc:
+    print("refused:", exc)
+a, b = socket.socketpair()
+out = {}
+t = threading.Thread(target=lambda: out.update(b=secure(b, secret="s" * 20, pairing="p",
+    my_rank=1, peer_rank=0, encrypt=False, deadline=time.monotonic() + 5)))
+t.start()
+left = secure(a, secret="s" * 20, pairing="p", my_rank=0, peer_rank=1, encrypt=False,
+    deadline=time.monotonic() + 5)
+t.join()
+left.sendall(b"ok")
+print("authenticated:", out["b"].recv(2).decode())
+"""
+
+
+def test_stdlib_only_process_authenticates_and_says_what_to_install():
+    """Without numpy and cryptography (a bare Lambda layer): the safe codec and plain
+    authentication work; encryption names the package to install."""
+    result = subprocess.run(
+        [sys.executable, "-c", STDLIB_ONLY], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused: " + INSTALL_HINT in result.stdout
+    assert "authenticated: ok" in result.stdout
