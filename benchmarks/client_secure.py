@@ -16,6 +16,7 @@ run in interleaved rounds and each reports its best round; ratios are to ``raw``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import socket
 import ssl
@@ -110,6 +111,37 @@ def drive_data(
     return rtt, bandwidth, send_cpu / gib, recv_cpu / gib
 
 
+def tls_in_memory(nbytes: int) -> tuple[float, float]:
+    """CPU seconds per GiB to encrypt and to decrypt TLS records with no socket at all
+    (memory BIOs): the floor under ``tls`` whatever the network and the scheduler do."""
+    from fmi_client.securelink import _context, _Identity, _shared_client_context
+
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server = _context("server", _Identity()).wrap_bio(server_in, server_out, server_side=True)
+    client = _shared_client_context().wrap_bio(client_in, client_out)
+    for _ in range(10):  # the handshake, by hand
+        for end in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    chunk, sink = memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))
+    encrypt = decrypt = 0.0
+    for _ in range(0, nbytes, CHUNK):
+        cpu = time.process_time()
+        client.write(chunk)
+        records = client_out.read()
+        encrypt += time.process_time() - cpu
+        cpu = time.process_time()
+        server_in.write(records)
+        got = 0
+        while got < CHUNK:
+            got += server.read(CHUNK - got, sink[got:])
+        decrypt += time.process_time() - cpu
+    gib = nbytes / 2**30
+    return encrypt / gib, decrypt / gib
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handshakes", type=int, default=50)
@@ -156,6 +188,7 @@ def main() -> None:
                 f"{min(c[0] for c in cpus[mode]):.2f} / {min(c[1] for c in cpus[mode]):.2f} s",
             ]
         )
+    encrypt_cpu, decrypt_cpu = tls_in_memory(nbytes)
     print(client_common.machine())
     print(f"OpenSSL {ssl.OPENSSL_VERSION}; {args.mib} MiB transfers, best of {args.rounds}")
     print(
@@ -171,6 +204,10 @@ def main() -> None:
             ],
             rows,
         )
+    )
+    print(
+        f"TLS records in memory, no sockets: encrypt {encrypt_cpu:.2f} s, decrypt "
+        f"{decrypt_cpu:.2f} s CPU per GiB (the ceiling per core is 1 / that)"
     )
 
 
