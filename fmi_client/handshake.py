@@ -4,7 +4,8 @@ Both sides prove they hold the job secret, bound to this link: an HMAC-SHA256 (k
 from HKDF-SHA256 of the secret) over a transcript of the pairing name, both ranks,
 a fresh 32-byte nonce from each side and the channel binding (for TLS the hash of the
 TLS server's certificate, RFC 5929 ``tls-server-end-point``). The messages are
-symmetric, so a simultaneous-open link needs no client/server roles here::
+symmetric, so a simultaneous-open link needs no client/server roles here (TLS needs
+them: ``securelink.tls_role`` makes the lower rank the TLS server)::
 
     each side: HELLO  version:u8=1 type:u8=1 sender_rank:u32 nonce:32   (38 bytes)
     each side: PROOF  version:u8=1 type:u8=2 mac:32                      (34 bytes)
@@ -76,6 +77,14 @@ class State(enum.Enum):
     PROOF_SENT = "proof_sent"
     DONE = "done"
     FAILED = "failed"
+
+
+class Event(enum.Enum):
+    """What moves the state machine: our start, or a complete message from the peer."""
+
+    START = "start"
+    HELLO = "hello"
+    PROOF = "proof"
 
 
 def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
@@ -308,12 +317,6 @@ def _version_message(version: int, pairing: str) -> str:
             "both sides must agree on encryption"
         )
     return f"the peer on pairing {pairing!r} speaks handshake version {version}, we speak {VERSION}"
-
-
-class Event(enum.Enum):
-    START = "start"
-    HELLO = "hello"
-    PROOF = "proof"
 
 
 _START = Event.START

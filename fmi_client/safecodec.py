@@ -82,7 +82,8 @@ def _encode_into(obj: Any, out: list[bytes | memoryview], depth: int, max_depth:
         raw = obj.encode("utf-8", "surrogatepass")
         out += (bytes([STR]) + _U64.pack(len(raw)), raw)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
-        raw_view = memoryview(obj).cast("B")
+        raw_view = memoryview(obj)
+        raw_view = (raw_view if raw_view.c_contiguous else memoryview(raw_view.tobytes())).cast("B")
         out += (bytes([BYTES]) + _U64.pack(raw_view.nbytes), raw_view)
     elif isinstance(obj, (list, tuple)):
         out.append(bytes([LIST if isinstance(obj, list) else TUPLE]) + _U64.pack(len(obj)))

@@ -135,6 +135,13 @@ def test_roundtrip_arrays(array):
     assert back.tobytes() == array.tobytes()
 
 
+def test_bytes_like_values_travel_as_bytes():
+    strided = memoryview(bytes(range(10)))[::2]
+    assert decode(encode(strided)) == bytes(range(0, 10, 2))
+    assert decode(encode(memoryview(np.arange(3, dtype="<u2")))) == b"\x00\x00\x01\x00\x02\x00"
+    assert decode(encode(bytearray(b"ab"))) == b"ab"
+
+
 def test_roundtrip_numpy_scalars_and_views():
     for scalar in (np.float32(1.5), np.int64(-3), np.bool_(True), np.complex64(1j)):
         back = decode(encode(scalar))
