@@ -55,3 +55,13 @@ def tcp_socketpair() -> tuple[socket.socket, socket.socket]:
     for sock in (a, b):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return a, b
+
+
+def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from ``sock``; EOFError if the peer closes first."""
+    pos = 0
+    while pos < len(view):
+        got = sock.recv_into(view[pos:])
+        if not got:
+            raise EOFError
+        pos += got

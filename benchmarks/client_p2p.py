@@ -28,15 +28,6 @@ import numpy as np
 from fmi_client import Communicator, pair
 
 
-def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
-    pos = 0
-    while pos < len(view):
-        got = sock.recv_into(view[pos:])
-        if not got:
-            raise EOFError
-        pos += got
-
-
 class Raw:
     """Echo side and driving side over a plain socket."""
 
@@ -47,9 +38,9 @@ class Raw:
         buf, big = bytearray(8), np.empty(self.nbytes, dtype=np.uint8)
         for _ in range(rounds):
             for _ in range(self.iters):
-                recv_exact_into(self.sock, memoryview(buf))
+                client_common.recv_exact_into(self.sock, memoryview(buf))
                 self.sock.sendall(buf)
-            recv_exact_into(self.sock, memoryview(big))
+            client_common.recv_exact_into(self.sock, memoryview(big))
             self.sock.sendall(b"k")
 
     def drive(self) -> tuple[float, float, float]:
@@ -57,13 +48,13 @@ class Raw:
         cpu, start = time.process_time(), time.perf_counter()
         for _ in range(self.iters):
             self.sock.sendall(msg)
-            recv_exact_into(self.sock, memoryview(buf))
+            client_common.recv_exact_into(self.sock, memoryview(buf))
         rtt = (time.perf_counter() - start) / self.iters
         cpu = (time.process_time() - cpu) / self.iters
         data = np.ones(self.nbytes, dtype=np.uint8)
         start = time.perf_counter()
         self.sock.sendall(memoryview(data))
-        recv_exact_into(self.sock, memoryview(ack))
+        client_common.recv_exact_into(self.sock, memoryview(ack))
         return rtt, time.perf_counter() - start, cpu
 
 

@@ -48,15 +48,6 @@ def secured(sock: socket.socket, mode: str, me: int, peer: int) -> socket.socket
     )
 
 
-def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
-    pos = 0
-    while pos < len(view):
-        got = sock.recv_into(view[pos:])
-        if not got:
-            raise EOFError
-        pos += got
-
-
 def echo_side(
     listener: socket.socket, plan: list[tuple[str, str]], iters: int, nbytes: int
 ) -> None:
@@ -68,10 +59,10 @@ def echo_side(
         if phase == "data":
             buf = bytearray(8)
             for _ in range(iters):
-                recv_exact_into(conn, memoryview(buf))
+                client_common.recv_exact_into(conn, memoryview(buf))
                 conn.sendall(buf)
             cpu = time.process_time()
-            recv_exact_into(conn, memoryview(big))
+            client_common.recv_exact_into(conn, memoryview(big))
             conn.sendall(struct.pack("!d", time.process_time() - cpu))
         conn.recv(1)  # the driver closes first
         conn.close()
@@ -95,7 +86,7 @@ def drive_data(
     start = time.perf_counter()
     for _ in range(iters):
         conn.sendall(msg)
-        recv_exact_into(conn, memoryview(buf))
+        client_common.recv_exact_into(conn, memoryview(buf))
     rtt = (time.perf_counter() - start) / iters
     payload = memoryview(bytearray(b"\xa5" * nbytes))
     cpu, start = time.process_time(), time.perf_counter()
@@ -103,7 +94,7 @@ def drive_data(
         conn.sendall(payload[offset : offset + CHUNK])
     send_cpu = time.process_time() - cpu
     reply = bytearray(8)
-    recv_exact_into(conn, memoryview(reply))
+    client_common.recv_exact_into(conn, memoryview(reply))
     bandwidth = nbytes / (time.perf_counter() - start)
     conn.close()
     (recv_cpu,) = struct.unpack("!d", reply)

@@ -126,6 +126,11 @@ class NatLab:
             ]
         )
 
+    def _accept_established(self, router: str, chain: str) -> None:
+        """Let in from the public side only what answers the LAN's own traffic."""
+        self._ns(router, "iptables", "-A", chain, "-i", "wan", "-m", "conntrack",
+                 "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")  # fmt: skip
+
     def _build(self) -> None:
         for ns in self.namespaces:
             _run(["ip", "netns", "add", ns])
@@ -167,20 +172,7 @@ class NatLab:
                 masquerade.append("--random-fully")
             self._ns(router, *masquerade)
             self._ns(router, "iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT")
-            self._ns(
-                router,
-                "iptables",
-                "-A",
-                "FORWARD",
-                "-i",
-                "wan",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            )
+            self._accept_established(router, "FORWARD")
             self._ns(router, "iptables", "-P", "FORWARD", "DROP")
             if unsolicited == "reset":
                 # Nothing guards the router's own ports: its kernel answers an unsolicited
@@ -189,20 +181,7 @@ class NatLab:
                 continue
             # "drop": unsolicited packets to the router's own public address are dropped
             # silently, like a home router or a cloud NAT gateway
-            self._ns(
-                router,
-                "iptables",
-                "-A",
-                "INPUT",
-                "-i",
-                "wan",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            )
+            self._accept_established(router, "INPUT")
             self._ns(router, "iptables", "-A", "INPUT", "-i", "wan", "-j", "DROP")
 
     def exec_prefix(self, ns: str) -> list[str]:
