@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from deploy import validate
 from deploy.config import aws_options, config_option
 from deploy.errors import friendly
 from deploy.pipeline import DEFAULT_PREFIX, RUNS_FILE
@@ -205,6 +206,11 @@ def run(
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
     sizes = parse_world_sizes(world_sizes)
+    if timeout <= 0:
+        raise click.BadParameter(f"{timeout} is not a positive number of seconds",
+                                 param_hint="--timeout")
+    if not local:
+        validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     if rendezvous is not None:
         from examples.pipeline.payload import validate_endpoint
 
@@ -409,6 +415,13 @@ def up(
 
     if not image_uri and not build:
         raise click.UsageError("give --image-uri URI (an image in ECR) or --build")
+    validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
+    if image_uri:
+        validate.lambda_image(image_uri, "--image-uri")
+    validate.lambda_memory(worker_memory, "--worker-memory")
+    validate.lambda_timeout(worker_timeout, "--worker-timeout")
+    for location in buckets:
+        validate.bucket(location, "--bucket")
     reporter = _reporter()
     settings = cloud.UpSettings(
         names=cloud.PipelineNames(name),
