@@ -162,7 +162,12 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "$S3_BUCKET/$RESULT_PATH/$RANK.json).",
 )
 @click.option(
-    "--timeout", default=600.0, show_default=True, help="Seconds one run (one world size) may take."
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds one run (one world size) may take; a run still going then is a failure. "
+    "Default: --local 600; AWS: the deployed worker's timeout plus Initialize's and "
+    "Summarize's plus 60 (1200 with the defaults of `pipeline up`).",
 )
 @click.option(
     "--payload",
@@ -175,7 +180,8 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "--wait/--no-wait",
     default=True,
     show_default=True,
-    help="AWS: wait for each execution before starting the next.",
+    help="AWS: wait for each execution to end before starting the next (--no-wait starts "
+    "them all at once; each world size still writes under its own result_path).",
 )
 @runs_file_option("AWS: where the started executions are recorded for `pipeline report`.")
 @aws_options
@@ -189,7 +195,7 @@ def run(
     batch_size: int,
     model: Path | None,
     script: Path | None,
-    timeout: float,
+    timeout: float | None,
     payload_file: Path | None,
     name: str,
     wait: bool,
@@ -206,7 +212,7 @@ def run(
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
     sizes = parse_world_sizes(world_sizes)
-    if timeout <= 0:
+    if timeout is not None and timeout <= 0:
         raise click.BadParameter(f"{timeout} is not a positive number of seconds",
                                  param_hint="--timeout")
     if not local:
@@ -226,7 +232,9 @@ def run(
                 "--local needs --data DIR (make some with `rendezvous-deploy pipeline "
                 "generate DIR`)"
             )
-        _run_local(sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout)
+        _run_local(
+            sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout or 600.0
+        )
         return
     if payload_file is None:
         raise click.UsageError("give --local to run here, or --payload FILE to run on AWS")
@@ -316,7 +324,7 @@ def _run_aws(
     name: str,
     wait: bool,
     runs_file: Path,
-    timeout: float,
+    timeout: float | None,
     aws: Any,
 ) -> None:
     from deploy.pipeline import cloud
@@ -339,34 +347,60 @@ def _run_aws(
             validate_payload({**payload, "world_size": size})
     except PayloadError as err:
         raise click.ClickException(str(err)) from err
-    machine = cloud.find_state_machine(aws, cloud.PipelineNames(name).state_machine)
+    names = cloud.PipelineNames(name)
+    machine = cloud.find_state_machine(aws, names.state_machine)
     if machine is None:
         raise click.ClickException(
             f"no state machine named {name!r}: deploy it with `rendezvous-deploy pipeline up`"
         )
     reporter = _reporter()
-    started = []
-    failed = []
-    for size in sizes:
-        record = cloud.start_execution(aws, machine, payload, size)
-        started.append(record)
-        reporter.step(f"world size {size}: started {record['execution_arn']}")
-        if wait:
-            with reporter.waiting(f"world size {size}") as update:
-                described = cloud.wait_execution(aws, record["execution_arn"], timeout, update)
-            record["status"] = described["status"]
-            if described["status"] != "SUCCEEDED":
-                failed.append((size, described))
-            reporter.step(f"world size {size}: {described['status']}")
-    previous = json.loads(runs_file.read_text()) if runs_file.exists() else []
-    runs_file.write_text(json.dumps(previous + started, indent=2))
-    reporter.note(f"executions recorded in {runs_file}; `pipeline report` reads them")
-    for size, described in failed:
-        if described["status"] in cloud.TERMINAL:
-            message = cloud.rank_failure(aws, described["executionArn"])
-            raise click.ClickException(
-                f"world size {size}: {message or cloud.failure_message(described)}"
+    needed = cloud.execution_budget(aws, names)
+    if timeout is None:
+        timeout = needed
+    elif wait and timeout < needed:
+        reporter.warn(
+            f"--timeout {timeout:g} s is shorter than one execution may take ({needed:g} s: "
+            "the worker's timeout plus Initialize's and Summarize's): a slow run will be "
+            "reported as timed out while it still runs"
+        )
+    started: list[dict[str, Any]] = []
+    failure: str | None = None
+    try:
+        for size in sizes:
+            record = cloud.start_execution(aws, machine, payload, size)
+            started.append(record)
+            reporter.step(
+                f"world size {size}: started {record['execution_arn']} "
+                f"(results under {record['result_path']})"
             )
+            if not wait:
+                continue
+            with reporter.waiting(f"world size {size}", timeout=timeout) as update:
+                described = cloud.wait_execution(aws, record["execution_arn"], timeout, update)
+            status = described["status"]
+            record["status"] = status
+            if status == "SUCCEEDED":
+                reporter.step(f"world size {size}: SUCCEEDED")
+                continue
+            if status in cloud.TERMINAL:
+                message = cloud.rank_failure(aws, described["executionArn"])
+                why = message or cloud.failure_message(described)
+                failure = f"world size {size}: execution {record['execution_arn']} {status}: {why}"
+            else:
+                failure = (
+                    f"world size {size}: execution {record['execution_arn']} still {status} "
+                    f"after --timeout {timeout:g} s; it was left running (stop it with "
+                    f"`aws stepfunctions stop-execution --execution-arn "
+                    f"{record['execution_arn']}`) and the next world sizes were not started"
+                )
+            reporter.fail(failure.split(": ", 1)[1])
+            break
+    finally:
+        previous = json.loads(runs_file.read_text()) if runs_file.exists() else []
+        runs_file.write_text(json.dumps(previous + started, indent=2))
+        reporter.note(f"executions recorded in {runs_file}; `pipeline report` reads them")
+    if failure:
+        raise click.ClickException(failure)
 
 
 @pipeline.command()

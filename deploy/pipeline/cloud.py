@@ -465,13 +465,46 @@ def execution_name(world_size: int, now: datetime | None = None) -> str:
 def start_execution(
     aws: Aws, machine_arn: str, payload: dict[str, Any], world_size: int
 ) -> dict[str, Any]:
-    """Start one execution of ``payload`` at ``world_size``; its name is the run_id."""
+    """Start one execution of ``payload`` at ``world_size``; its name is the run_id.
+
+    Each execution writes under its own ``<result_path>/<run_id>`` (as local runs do), so
+    two world sizes, or two sweeps, never overwrite each other's items and results.
+    """
     name = execution_name(world_size)
-    body = {**payload, "world_size": world_size, "run_id": name}
+    base = str(payload.get("result_path") or "").strip("/")
+    result_path = f"{base}/{name}" if base else name
+    body = {**payload, "world_size": world_size, "run_id": name, "result_path": result_path}
     started = aws.client("stepfunctions").start_execution(
         stateMachineArn=machine_arn, name=name, input=json.dumps(body)
     )
-    return {"world_size": world_size, "run_id": name, "execution_arn": started["executionArn"]}
+    return {
+        "world_size": world_size,
+        "run_id": name,
+        "result_path": result_path,
+        "execution_arn": started["executionArn"],
+    }
+
+
+EXECUTION_MARGIN_S = 60.0
+
+
+def execution_budget(aws: Aws, names: PipelineNames) -> float:
+    """How long one execution may take: the deployed worker's timeout plus Initialize's
+    and Summarize's, plus a margin for Step Functions (the default of ``run --timeout``)."""
+    lam = aws.client("lambda")
+    total = EXECUTION_MARGIN_S
+    for function, fallback in (
+        (names.initialize, UpSettings.small_timeout_s),
+        (names.worker, UpSettings.worker_timeout_s),
+        (names.summarize, UpSettings.small_timeout_s),
+    ):
+        try:
+            total += float(lam.get_function_configuration(FunctionName=function)["Timeout"])
+        except Exception as err:
+            if error_code(err) != "ResourceNotFoundException":
+                raise
+            total += fallback
+    return total
 
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")

@@ -167,9 +167,9 @@ def status(**params: Any) -> None:
     from deploy.server.commands import status_table
 
     aws, settings = _settings(params)
-    from rich.console import Console
+    from deploy.progress import make_console
 
-    Console(highlight=False).print(status_table(run_status(aws, settings)))
+    make_console(stderr=False).print(status_table(run_status(aws, settings)))
 
 
 @server.command()
