@@ -131,7 +131,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
                       f"(changed: {', '.join(why)})")
     else:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
-    group_id, sg_changed = network.ensure_security_group(aws, settings, vpc_id)
+    group_id, sg_changed = network.ensure_security_group(
+        aws, settings, vpc_id, on_change=reporter.change
+    )
     reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
     cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
     reporter.step(f"cluster {settings.cluster_name}", cluster_changed)

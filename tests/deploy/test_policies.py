@@ -274,6 +274,8 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
     (authorize,) = by_action["ec2:AuthorizeSecurityGroupIngress"]
     assert authorize["Condition"] == {
         "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}}
+    (revoke,) = by_action["ec2:RevokeSecurityGroupIngress"]  # reconciling closes ports too
+    assert revoke["Condition"] == authorize["Condition"]
     (tagging,) = by_action["ec2:CreateTags"]
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
     creating = {s["Resource"]: s.get("Condition") for s in by_action["ec2:CreateSecurityGroup"]}
