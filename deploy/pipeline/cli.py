@@ -420,10 +420,25 @@ def _run_aws(
 )
 @click.option("--worker-timeout", default=900, show_default=True, help="Worker timeout (s).")
 @click.option(
-    "--bucket",
-    "buckets",
+    "--data",
+    "data_locations",
     multiple=True,
-    help="Restrict the functions' S3 access to this bucket (repeatable; default: any bucket).",
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Where payloads' data, models and scripts are: the functions may only read there "
+    "(repeatable).",
+)
+@click.option(
+    "--results",
+    "result_locations",
+    multiple=True,
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Where payloads' results go (their bucket/result_path): the functions may read and "
+    "write there, and nowhere else (repeatable; required unless --any-bucket).",
+)
+@click.option(
+    "--any-bucket",
+    is_flag=True,
+    help="Let the functions read and write every bucket of the account instead.",
 )
 @aws_options
 @friendly
@@ -433,7 +448,9 @@ def up(
     build: bool,
     worker_memory: int,
     worker_timeout: int,
-    buckets: tuple[str, ...],
+    data_locations: tuple[str, ...],
+    result_locations: tuple[str, ...],
+    any_bucket: bool,
     region: str | None,
     endpoint_url: str | None,
     profile: str | None,
@@ -454,17 +471,31 @@ def up(
         validate.lambda_image(image_uri, "--image-uri")
     validate.lambda_memory(worker_memory, "--worker-memory")
     validate.lambda_timeout(worker_timeout, "--worker-timeout")
-    for location in buckets:
-        validate.bucket(location, "--bucket")
+    for option, locations in (("--data", data_locations), ("--results", result_locations)):
+        for location in locations:
+            validate.bucket(location, option)
+    if any_bucket and (data_locations or result_locations):
+        raise click.UsageError("--any-bucket widens --data and --results to every bucket: "
+                               "give one or the other")
+    if not any_bucket and not result_locations:
+        raise click.UsageError(
+            "give --results s3://BUCKET/PREFIX (where results are written) and --data "
+            "s3://BUCKET/PREFIX (read only) for the locations your payloads use; the "
+            "functions' S3 access is limited to them (or --any-bucket for every bucket)"
+        )
     reporter = _reporter()
     settings = cloud.UpSettings(
         names=cloud.PipelineNames(name),
         image_uri=image_uri,
         worker_memory_mb=worker_memory,
         worker_timeout_s=worker_timeout,
-        buckets=buckets,
+        read_locations=data_locations,
+        write_locations=result_locations,
+        any_bucket=any_bucket,
     )
     aws = _aws(region, endpoint_url, profile)
+    if any_bucket:
+        reporter.warn("--any-bucket: the functions may read and write every S3 bucket")
     try:
         with reporter.waiting("deploying") as update:
             deployment = cloud.up(aws, settings, reporter.step, update)

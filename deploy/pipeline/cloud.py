@@ -94,11 +94,11 @@ class UpSettings:
     worker_timeout_s: int = 900
     small_memory_mb: int = 512
     small_timeout_s: int = 120  # the users' 3 s default killed Initialize
-    buckets: tuple[str, ...] = ()  # S3 buckets the functions may use; empty: any
-    # Narrower than buckets: s3://bucket/prefix the functions only read (data, model,
-    # script) or read and write (results). See s3_access.
+    # s3://bucket/prefix the functions only read (data, model, script) or read and write
+    # (results). See s3_access; nothing given is an error unless any_bucket is set.
     read_locations: tuple[str, ...] = ()
     write_locations: tuple[str, ...] = ()
+    any_bucket: bool = False
 
 
 # -- artefacts ---------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def definition(initialize_arn: str, worker_arn: str, summarize_arn: str) -> dict
 # The roles' policies live in deploy/iam/pipeline-*.json (one source of truth, also read by
 # the policy tests), filled and applied by deploy.roles, which the server uses too.
 # ``${Key}`` placeholders take a string; a list element that is exactly ``"${Key}"`` takes
-# a list of strings, spliced in (the S3 resources depend on --bucket).
+# a list of strings, spliced in (the S3 resources depend on --data and --results).
 
 LAMBDA_TRUST = "trust-lambda"
 STATES_TRUST = "pipeline-trust-states"
@@ -178,19 +178,24 @@ def _objects(locations: Iterable[str], suffix: str = "*") -> list[str]:
 
 
 def s3_access(
-    buckets: tuple[str, ...], read: tuple[str, ...] = (), write: tuple[str, ...] = ()
+    read: tuple[str, ...] = (), write: tuple[str, ...] = (), *, any_bucket: bool = False
 ) -> dict[str, list[str]]:
     """The S3 resources of the roles: ``read`` locations (data, models, scripts) are
-    read-only, ``write`` locations (results) read-write, ``buckets`` read-write as a whole.
-    Nothing given: any bucket (the payload names its buckets only at run time)."""
-    write = tuple(buckets) + tuple(write)
-    if not read and not write:
+    read-only, ``write`` locations (results) read-write. Every bucket only when asked for
+    (``any_bucket``): no location at all is an error, never a silent widening."""
+    if any_bucket:
         return {
             "ListBuckets": ["arn:aws:s3:::*"],
             "ReadObjects": ["arn:aws:s3:::*/*"],
             "WriteObjects": ["arn:aws:s3:::*/*"],
             "ItemObjects": [f"arn:aws:s3:::*/*{ITEMS_FILE}"],
         }
+    if not write:
+        raise DeployError(
+            "no S3 location for results: pass --results s3://BUCKET/PREFIX (written) and "
+            "--data s3://BUCKET/PREFIX (read only) for the locations your payloads use, "
+            "or --any-bucket to let the functions read and write every bucket"
+        )
     names = sorted({s3_location(loc)[0] for loc in (*read, *write)})
     return {
         "ListBuckets": [f"arn:aws:s3:::{b}" for b in names],
@@ -360,7 +365,9 @@ def up(
     account = aws.client("sts").get_caller_identity()["Account"]
     region = aws.region_name
 
-    s3 = s3_access(settings.buckets, settings.read_locations, settings.write_locations)
+    s3 = s3_access(
+        settings.read_locations, settings.write_locations, any_bucket=settings.any_bucket
+    )
     lambda_role, changed = ensure_role(
         aws, names.lambda_role, policy(LAMBDA_TRUST), lambda_policy(region, account, names, s3)
     )

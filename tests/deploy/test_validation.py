@@ -98,12 +98,14 @@ def test_server_record_must_be_a_dns_name(stack: Stack) -> None:
 
 
 PIPELINE_CASES = [
-    (["--worker-memory", "64"], ("--worker-memory", "128-10240")),
-    (["--worker-memory", "20000"], ("--worker-memory", "128-10240")),
-    (["--worker-timeout", "901"], ("--worker-timeout", "1-900")),
-    (["--worker-timeout", "0"], ("--worker-timeout", "1-900")),
-    (["--name", "Pipe.Line"], ("--name", "lower-case letters")),
-    (["--bucket", "Bad_Bucket"], ("--bucket", "not an S3 bucket name")),
+    (["--worker-memory", "64", "--any-bucket"], ("--worker-memory", "128-10240")),
+    (["--worker-memory", "20000", "--any-bucket"], ("--worker-memory", "128-10240")),
+    (["--worker-timeout", "901", "--any-bucket"], ("--worker-timeout", "1-900")),
+    (["--worker-timeout", "0", "--any-bucket"], ("--worker-timeout", "1-900")),
+    (["--name", "Pipe.Line", "--any-bucket"], ("--name", "lower-case letters")),
+    (["--results", "s3://Bad_Bucket/runs"], ("--results", "not an S3 bucket name")),
+    ([], ("--results s3://BUCKET/PREFIX", "--any-bucket")),
+    (["--any-bucket", "--results", "s3://results"], ("--any-bucket widens",)),
 ]
 
 
@@ -124,7 +126,7 @@ def test_pipeline_up_checks_inputs_before_changing_anything(
 def test_pipeline_worker_image_must_be_in_ecr(aws_env: str) -> None:
     before = snapshot(aws_env)
     refused(
-        ["pipeline", "up", "--image-uri", "python:3.12", "--endpoint-url", aws_env],
+        ["pipeline", "up", "--image-uri", "python:3.12", "--any-bucket", "--endpoint-url", aws_env],
         "--image-uri",
         "private ECR repository",
     )

@@ -24,6 +24,7 @@ from deploy.cli import main
 from deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
+LOCATIONS = ["--data", "s3://data", "--results", "s3://results"]
 
 
 def invoke(args: list[str], url: str) -> str:
@@ -39,7 +40,7 @@ def client(service: str, url: str):
 def test_up_deploys_everything_once(aws_env: str) -> None:
     name = "pl-up"
     names = PipelineNames(name)
-    first = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    first = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     assert first.strip().endswith(f"stateMachine:{name}")
     assert first.count("~ ") == 7
 
@@ -75,7 +76,7 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     rank = fan_out["ItemProcessor"]["States"]["Rank"]
     assert rank["Parameters"]["FunctionName"].endswith(f":function:{names.worker}")
 
-    second = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    second = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     assert "~ " not in second.replace("~ Lambda role", "").replace("~ Step Functions role", "")
     assert len(lam.list_layer_versions(LayerName=names.layer)["LayerVersions"]) == 1
 
@@ -111,7 +112,7 @@ def report_line(request_id: str, billed_ms: int, memory: int, used: int, cold: b
 def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     name = "pl-run"
     names = PipelineNames(name)
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
@@ -207,7 +208,7 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
     from deploy.pipeline.cloud import failure_message
 
     name = "pl-wait"
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_prefix": "p/", "result_path": "r", "world_size": 1,
@@ -245,7 +246,7 @@ def test_run_default_timeout_is_above_the_deployed_workers(aws_env: str) -> None
     help_text = CliRunner().invoke(main, ["pipeline", "run", "--help"]).output
     assert "600" not in help_text.replace("--local 600", "")  # no AWS default below 900
     for name, worker_timeout in (("pl-t900", 900), ("pl-t300", 300)):
-        invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE,
+        invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
                 "--worker-timeout", str(worker_timeout)], aws_env)
         budget = execution_budget(Aws(endpoint_url=aws_env), PipelineNames(name))
         assert budget == worker_timeout + 2 * 120 + 60
@@ -254,7 +255,7 @@ def test_run_default_timeout_is_above_the_deployed_workers(aws_env: str) -> None
 
 def test_each_world_size_writes_under_its_own_result_path(aws_env: str, tmp_path: Path) -> None:
     name = "pl-paths"
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_prefix": "p/", "result_path": "runs/sweep/",
@@ -279,7 +280,7 @@ def test_output_in_a_pipe_keeps_arns_and_lines_whole(aws_env: str, tmp_path: Pat
     import os
 
     name = "pl-pipe-output-with-a-long-enough-name"
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_prefix": "p/", "result_path": "runs/a/fairly/deep/prefix",
