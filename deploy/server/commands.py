@@ -113,13 +113,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"pushed {settings.local_image} as {image_uri}")
 
     reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))
-    execution_policy = iam.policy(
-        "task-execution",
-        Region=region,
-        Account=account,
-        Repository=settings.repository,
-        LogGroup=settings.log_group,
-    )
+    execution_policy = iam.execution_policy(settings, image_uri, region, account)
     execution_arn, role_changed = iam.ensure_role(
         aws, settings.execution_role, "trust-ecs-tasks", execution_policy
     )

@@ -57,6 +57,8 @@ FILL = {
     "RecordName": "rdv.example.com",
     "Function": "rendezvous-dns-refresher",
     "Repository": "rendezvous",
+    "ImageRegion": "us-east-1",
+    "ImageAccount": "123456789012",
     "LogGroup": "/ecs/rendezvous",
     "Prefix": "rendezvous",
 }
