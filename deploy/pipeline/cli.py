@@ -498,7 +498,7 @@ def up(
         reporter.warn("--any-bucket: the functions may read and write every S3 bucket")
     try:
         with reporter.waiting("deploying") as update:
-            deployment = cloud.up(aws, settings, reporter.step, update)
+            deployment = cloud.up(aws, settings, reporter.step, update, reporter.change)
     except DeployError as err:
         raise click.ClickException(str(err)) from err
     click.echo(deployment.state_machine_arn)

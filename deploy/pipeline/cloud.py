@@ -235,10 +235,19 @@ def states_policy(
 
 
 def ensure_role(
-    aws: Aws, name: str, trust: dict[str, Any], inline: dict[str, Any]
+    aws: Aws,
+    name: str,
+    trust: dict[str, Any],
+    inline: dict[str, Any],
+    boundary: str | None = None,
+    on_change: roles.Change | None = None,
 ) -> tuple[str, bool]:
-    """A role with the ``trust`` policy and one inline policy named after it; (arn, changed)."""
-    return roles.ensure_role(aws, name, trust, inline, description=ROLE_DESCRIPTION)
+    """A role with the ``trust`` policy and one inline policy named after it, under the
+    permissions boundary ``boundary``; (arn, changed)."""
+    return roles.ensure_role(
+        aws, name, trust, inline, description=ROLE_DESCRIPTION, boundary=boundary,
+        on_change=on_change,
+    )
 
 
 # -- Lambda ----------------------------------------------------------------------------------
@@ -352,7 +361,11 @@ class Deployment:
 
 
 def up(
-    aws: Aws, settings: UpSettings, step: Step, on_progress: Callable[[str], None]
+    aws: Aws,
+    settings: UpSettings,
+    step: Step,
+    on_progress: Callable[[str], None],
+    on_change: roles.Change | None = None,
 ) -> Deployment:
     """Roles, layer, three functions and the state machine, each created or updated."""
     names = settings.names
@@ -364,12 +377,18 @@ def up(
         docker = connect_docker()
     account = aws.client("sts").get_caller_identity()["Account"]
     region = aws.region_name
+    boundary = roles.check_boundary(aws, account, roles.PIPELINE_BOUNDARY)
 
     s3 = s3_access(
         settings.read_locations, settings.write_locations, any_bucket=settings.any_bucket
     )
     lambda_role, changed = ensure_role(
-        aws, names.lambda_role, policy(LAMBDA_TRUST), lambda_policy(region, account, names, s3)
+        aws,
+        names.lambda_role,
+        policy(LAMBDA_TRUST),
+        lambda_policy(region, account, names, s3),
+        boundary,
+        on_change,
     )
     step(f"Lambda role {names.lambda_role}", changed)
     states_role, changed = ensure_role(
@@ -377,6 +396,8 @@ def up(
         names.states_role,
         policy(STATES_TRUST, Account=account),
         states_policy(region, account, names, s3),
+        boundary,
+        on_change,
     )
     step(f"Step Functions role {names.states_role}", changed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deploy import roles
 from deploy.aws import Aws, DeployError
 from deploy.progress import Reporter, key_value_table
 from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
@@ -101,6 +102,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     reporter.step(f"{shown} in {vpc_id}", changed=False)
     account = _account(aws)
     region = aws.region_name
+    boundary = roles.check_boundary(aws, account, roles.SERVER_BOUNDARY)
+    reporter.step(f"permissions boundary {boundary}", changed=False)
 
     if settings.image_uri:
         image_uri = settings.image_uri
@@ -115,7 +118,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))
     execution_policy = iam.execution_policy(settings, image_uri, region, account)
     execution_arn, role_changed = iam.ensure_role(
-        aws, settings.execution_role, "trust-ecs-tasks", execution_policy
+        aws, settings.execution_role, "trust-ecs-tasks", execution_policy, boundary,
+        reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
     td_arn, registered, why = ensure_task_definition(aws, settings, image_uri, execution_arn)
@@ -140,7 +144,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 
     if settings.follow:
         changed = follower.ensure(
-            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id
+            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id,
+            boundary=boundary, on_change=reporter.change,
         )
         reporter.step(
             f"record follows the task: rule {settings.refresher_rule} -> function "

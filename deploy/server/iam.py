@@ -42,9 +42,19 @@ def execution_policy(
     return document
 
 
-def ensure_role(aws: Aws, name: str, trust: str, inline: dict[str, Any]) -> tuple[str, bool]:
-    """A role trusting deploy/iam/<trust>.json with one inline policy; (arn, changed)."""
-    return roles.ensure_role(aws, name, policy(trust), inline)
+def ensure_role(
+    aws: Aws,
+    name: str,
+    trust: str,
+    inline: dict[str, Any],
+    boundary: str | None = None,
+    on_change: roles.Change | None = None,
+) -> tuple[str, bool]:
+    """A role trusting deploy/iam/<trust>.json with one inline policy, under the
+    permissions boundary ``boundary``; (arn, changed)."""
+    return roles.ensure_role(
+        aws, name, policy(trust), inline, boundary=boundary, on_change=on_change
+    )
 
 
 def delete_role(aws: Aws, name: str) -> bool:

@@ -35,6 +35,7 @@ from tests.deploy.policyscan import (
     resource_allows,
     static_actions,
 )
+from tests.deploy.world import create_boundaries
 from tests.facilities import require
 from tests.processes import moto_process
 
@@ -442,6 +443,7 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                            "AWS_REGION": REGION}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
+        create_boundaries(url)
         yield url
 
 
