@@ -73,7 +73,9 @@ def _verify(reporter: Reporter, settings: ServerSettings, zone: record.Zone, ip:
         reporter.note("DNS verification skipped (--no-verify-dns)")
         return
     servers = name_servers(settings, zone)
-    with reporter.waiting(f"Asking {len(servers)} authoritative name servers") as update:
+    with reporter.waiting(
+        f"Asking {len(servers)} authoritative name servers", timeout=settings.waits.dns_timeout
+    ) as update:
         dnscheck.verify(
             servers,
             settings.fqdn,
@@ -153,7 +155,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
             changed,
         )
 
-    with reporter.waiting("Waiting for a running, healthy task") as update:
+    with reporter.waiting(
+        "Waiting for a running, healthy task", timeout=settings.waits.task_timeout
+    ) as update:
         task, ip = service.wait_for_task(aws, settings, td_arn, already_stopped, update)
     reporter.step(
         f"task {task['taskArn'].rsplit('/', 1)[-1]} running and healthy at {ip}",
@@ -164,7 +168,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     record_changed = current != ([ip], settings.ttl)
     if record_changed:
         change_id = record.upsert_a(aws, zone, settings.fqdn, ip, settings.ttl)
-        with reporter.waiting(f"Route 53 change {change_id} to become INSYNC"):
+        with reporter.waiting(
+            f"Route 53 change {change_id} to become INSYNC", timeout=settings.waits.dns_timeout
+        ):
             record.wait_insync(
                 aws, change_id, settings.waits.poll, settings.waits.dns_timeout
             )
