@@ -251,9 +251,74 @@ def status_table(values: dict[str, Any]) -> Any:
     return key_value_table("rendezvous server", list(values.items()))
 
 
+def _stale_record(
+    aws: Aws, settings: ServerSettings, reporter: Reporter, zone: record.Zone
+) -> None:
+    """Warn when the record is left behind: with the service at zero (or deleted) its
+    address is that of a stopped task, which Fargate releases and AWS may hand to
+    someone else's task."""
+    found = record.current_a(aws, zone, settings.fqdn)
+    if not found:
+        reporter.step(f"record {settings.fqdn} absent", changed=False)
+        return
+    reporter.warn(
+        f"{settings.fqdn} still points at {', '.join(found[0])}, the address of a task "
+        f"that is stopping or stopped: it is released and may be given to someone else. "
+        f"Run `rendezvous-deploy server down --record {settings.fqdn.rstrip('.')} "
+        f"--remove-record` to delete the record (or `server up` to bring the server back)"
+    )
+
+
+def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str], list[str]]:
+    """(what ``down --delete`` deletes, what it keeps and why)."""
+    deletes = [
+        f"service {settings.service_name}",
+        f"rule {settings.refresher_rule}, function {settings.refresher_function}, "
+        f"role {settings.refresher_role}",
+        f"role {settings.execution_role}",
+        f"security group {settings.security_group_name}",
+        f"task definitions {settings.family}:*",
+        f"cluster {settings.cluster_name} (when nothing else runs in it)",
+    ]
+    if remove_record:
+        deletes.append(f"record {settings.fqdn}")
+    keeps = [
+        f"log group {settings.log_group}: the server's logs, for a post-mortem (aws logs "
+        f"delete-log-group --log-group-name {settings.log_group})",
+        f"ECR repository {settings.repository}, if `up` pushed to it: your images (aws ecr "
+        f"delete-repository --force --repository-name {settings.repository})",
+    ]
+    if not remove_record:
+        keeps.append("the DNS record (pass --record NAME --remove-record)")
+    return deletes, keeps
+
+
+def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None:
+    """What ``up`` made besides the service and the follower; each step tolerates absence."""
+    if iam.delete_role(aws, settings.execution_role):
+        reporter.step(f"removed role {settings.execution_role}")
+    for what in network.delete_security_group(aws, settings):
+        reporter.step(what)
+    for what in service.delete_task_definitions(aws, settings):
+        reporter.step(what)
+    for what in service.delete_cluster(aws, settings):
+        reporter.step(what)
+
+
 def down(
     aws: Aws, settings: ServerSettings, reporter: Reporter, *, delete: bool, remove_record: bool
 ) -> None:
+    if remove_record and not settings.record:
+        raise DeployError("--remove-record needs --record NAME (nothing was changed)")
+    zone = None
+    if settings.record:  # found (or refused) before anything changes
+        zone = record.check_inside(
+            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
+        )
+    if delete:
+        deletes, keeps = delete_plan(settings, remove_record)
+        reporter.note("deleting: " + "; ".join(deletes))
+        reporter.note("keeping: " + "; ".join(keeps))
     ecs = aws.client("ecs")
     current = service.describe_service(aws, settings)
     if current is None:
@@ -273,11 +338,14 @@ def down(
     if delete:
         for what in follower.remove(aws, settings):
             reporter.step(f"removed {what}")
-    if remove_record:
-        if not settings.record:
-            raise DeployError("--remove-record needs --record NAME")
-        zone = record.check_inside(
-            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
-        )
+        _delete_rest(aws, settings, reporter)
+    if zone is not None and remove_record:
         removed = record.delete_a(aws, zone, settings.fqdn)
         reporter.step(f"record {settings.fqdn} {'removed' if removed else 'absent'}", removed)
+    elif zone is not None:
+        _stale_record(aws, settings, reporter, zone)
+    else:
+        reporter.note(
+            "no --record given: if a DNS record points at the task, it now points at a "
+            "released address; pass --record NAME --remove-record to delete it"
+        )

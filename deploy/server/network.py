@@ -195,3 +195,28 @@ def ensure_security_group(
                     ", ".join(new.get(port, [])),
                 )
     return str(group["GroupId"]), changed
+
+
+def delete_security_group(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Delete the group ``up`` made (tagged; never one made by hand); what happened."""
+    ec2 = aws.client("ec2")
+    found = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [settings.security_group_name]}]
+    )["SecurityGroups"]
+    done = []
+    for group in found:
+        if not managed(group):
+            done.append(f"kept security group {group['GroupId']}: not made by rendezvous-deploy")
+            continue
+        try:
+            ec2.delete_security_group(GroupId=group["GroupId"])
+        except Exception as err:
+            if "DependencyViolation" not in str(err):
+                raise
+            done.append(
+                f"kept security group {group['GroupId']}: still in use (the task's network "
+                "interface goes a few minutes after the service); run down --delete again"
+            )
+            continue
+        done.append(f"removed security group {group['GroupId']}")
+    return done

@@ -170,3 +170,37 @@ def wait_for_task(
                 f"if the image is large, or see `rendezvous-deploy server status`"
             )
         time.sleep(settings.waits.poll)
+
+
+def delete_task_definitions(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Deregister every revision of the family, 1 to the latest; what happened."""
+    ecs = aws.client("ecs")
+    try:
+        latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
+    except Exception as err:
+        if "ClientException" not in type(err).__name__ and "Unable to describe" not in str(err):
+            raise
+        return []
+    count = 0
+    for revision in range(1, int(latest["revision"]) + 1):
+        try:
+            ecs.deregister_task_definition(taskDefinition=f"{settings.family}:{revision}")
+            count += 1
+        except Exception as err:
+            if "ClientException" not in type(err).__name__:
+                raise
+    return [f"deregistered {count} revision(s) of task definition {settings.family}"]
+
+
+def delete_cluster(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Delete the cluster when nothing else runs in it; say so when something does."""
+    ecs = aws.client("ecs")
+    found = ecs.describe_clusters(clusters=[settings.cluster_name]).get("clusters", [])
+    active = [c for c in found if c.get("status") == "ACTIVE"]
+    if not active:
+        return []
+    others = int(active[0].get("activeServicesCount", 0))
+    if others:
+        return [f"kept cluster {settings.cluster_name}: {others} other service(s) run in it"]
+    ecs.delete_cluster(cluster=settings.cluster_name)
+    return [f"removed cluster {settings.cluster_name}"]
