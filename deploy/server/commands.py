@@ -44,7 +44,11 @@ def ensure_log_group(aws: Aws, settings: ServerSettings) -> bool:
 
 
 def ensure_task_definition(
-    aws: Aws, settings: ServerSettings, image_uri: str, execution_role_arn: str
+    aws: Aws,
+    settings: ServerSettings,
+    image_uri: str,
+    execution_role_arn: str,
+    on_change: roles.Change = lambda _what, _old, _new: None,
 ) -> tuple[str, bool, list[str]]:
     """The latest revision when it already matches; else a newly registered one."""
     wanted = taskdef.desired(settings, image_uri, execution_role_arn, aws.region_name)
@@ -57,9 +61,25 @@ def ensure_task_definition(
         latest = None
     if latest is not None and taskdef.matches(latest, wanted):
         return str(latest["taskDefinitionArn"]), False, []
+    for name, before, after in environment_changes(latest, wanted) if latest else []:
+        on_change(f"task environment {name}", before, after)
     why = taskdef.changed_fields(latest, wanted)
     registered = ecs.register_task_definition(**wanted)["taskDefinition"]
     return str(registered["taskDefinitionArn"]), True, why
+
+
+def environment_changes(
+    latest: dict[str, Any] | None, wanted: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(variable, old value, new value) for each container variable that differs."""
+
+    def env(definition: dict[str, Any] | None) -> dict[str, str]:
+        containers = (definition or {}).get("containerDefinitions") or [{}]
+        return {e["name"]: e["value"] for e in containers[0].get("environment", [])}
+
+    old, new = env(latest), env(wanted)
+    return [(k, old.get(k, ""), new.get(k, "")) for k in sorted({*old, *new})
+            if old.get(k) != new.get(k)]
 
 
 def name_servers(settings: ServerSettings, zone: record.Zone) -> list[dnscheck.NameServer]:
@@ -124,7 +144,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
-    td_arn, registered, why = ensure_task_definition(aws, settings, image_uri, execution_arn)
+    td_arn, registered, why = ensure_task_definition(
+        aws, settings, image_uri, execution_arn, reporter.change
+    )
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
         reporter.step(f"registered task definition {settings.family}:{revision} "
