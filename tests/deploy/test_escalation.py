@@ -11,6 +11,7 @@ process, by checking that what `up` creates does carry the boundary.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import boto3
@@ -141,3 +142,61 @@ def test_missing_boundary_stops_up_before_it_creates_anything(
     assert "python -m deploy.roles pipeline-boundary Account=123456789012" in flat
     iam = boto3.client("iam", endpoint_url=moto_server, region_name=REGION)
     assert iam.list_roles()["Roles"] == []
+
+
+def test_moto_enforcing_iam_refuses_the_deployer_the_ways_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto enforcing IAM (actions, resources and Deny; not conditions): a user holding
+    the filled deployer policy cannot lift a boundary, edit the boundary policy, give
+    itself a policy, or touch the pipeline's roles; it can read its own roles."""
+    from tests.deploy.test_pipeline_policies import _moto_auth
+    from tests.deploy.world import create_boundaries
+    from tests.processes import moto_process
+
+    with moto_process() as url:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        admin = boto3.client("iam", endpoint_url=url, region_name=REGION)
+        create_boundaries(url)
+        deployer, *_ = server_case()
+        admin.create_user(UserName="deployer")
+        admin.put_user_policy(UserName="deployer", PolicyName="rendezvous-deploy",
+                              PolicyDocument=json.dumps(deployer))
+        key = admin.create_access_key(UserName="deployer")["AccessKey"]
+        trust = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":'
+                 '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}')
+        admin.create_role(RoleName="rendezvous-task-execution", AssumeRolePolicyDocument=trust,
+                          PermissionsBoundary=SERVER_BOUNDARY)
+        admin.create_role(RoleName="rendezvous-pipeline-lambda", AssumeRolePolicyDocument=trust)
+        _moto_auth(url, "0")
+        try:
+            iam = boto3.client("iam", endpoint_url=url, region_name=REGION,
+                               aws_access_key_id=key["AccessKeyId"],
+                               aws_secret_access_key=key["SecretAccessKey"])
+            assert iam.get_role(RoleName="rendezvous-task-execution")["Role"]
+            attempts = {
+                "lift the boundary": lambda: iam.delete_role_permissions_boundary(
+                    RoleName="rendezvous-task-execution"),
+                "edit the boundary": lambda: iam.create_policy_version(
+                    PolicyArn=SERVER_BOUNDARY, SetAsDefault=True,
+                    PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                                   '"Action":"*","Resource":"*"}]}'),
+                "delete the boundary": lambda: iam.delete_policy(PolicyArn=SERVER_BOUNDARY),
+                "give itself a policy": lambda: iam.put_user_policy(
+                    UserName="deployer", PolicyName="more", PolicyDocument="{}"),
+                "change the pipeline's role": lambda: iam.put_role_policy(
+                    RoleName="rendezvous-pipeline-lambda", PolicyName="x",
+                    PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                                   '"Action":"*","Resource":"*"}]}'),
+                "make a role elsewhere": lambda: iam.create_role(
+                    RoleName="admin-role", AssumeRolePolicyDocument=trust),
+            }
+            for what, attempt in attempts.items():
+                with pytest.raises(Exception, match="AccessDenied") as refused:
+                    attempt()
+                assert refused.value is not None, what
+        finally:
+            _moto_auth(url, "inf")

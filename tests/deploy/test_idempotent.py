@@ -53,7 +53,8 @@ def test_environment_is_reconciled_and_shown_old_to_new(stack: Stack) -> None:
     with stack.fargate(), stack.propagation():
         commands.up(stack.aws(), stack.settings(
             environment=(("RENDEZVOUS_LOG_LEVEL", "debug"), ("EXTRA", "1"))), reporter)
-        out.truncate(0)
+        out.seek(0)
+        out.truncate()
         second = commands.up(stack.aws(), stack.settings(
             environment=(("RENDEZVOUS_LOG_LEVEL", "info"),)), reporter)
     ecs = clients(stack.endpoint)["ecs"]
