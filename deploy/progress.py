@@ -77,9 +77,7 @@ class Reporter:
             self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
 
     @contextmanager
-    def waiting(
-        self, text: str, timeout: float | None = None
-    ) -> Iterator[Callable[[str], None]]:
+    def waiting(self, text: str, timeout: float | None = None) -> Iterator[Callable[[str], None]]:
         """A spinner labelled ``text``; the yielded function updates its detail line with
         the elapsed time (and the time left of ``timeout``). Off a terminal, a line is
         printed when the detail changes and every REPEAT_S seconds while it does not."""

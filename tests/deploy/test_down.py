@@ -27,8 +27,7 @@ def test_scaling_down_warns_about_the_record_on_a_released_address(
     with stack.fargate(), stack.propagation():
         up = commands.up(stack.aws(), stack.settings(), quiet)
         reporter, out = capturing()
-        commands.down(stack.aws(), stack.settings(), reporter, delete=False,
-                      remove_record=False)
+        commands.down(stack.aws(), stack.settings(), reporter, delete=False, remove_record=False)
     shown = out.getvalue()
     assert f"warning: {stack.record}. still points at {up.ip}" in shown
     assert f"server down --record {stack.record} --remove-record" in shown

@@ -26,28 +26,50 @@ from tests.deploy.policyscan import escalation_problems
 ACCOUNT, REGION = "123456789012", "us-east-1"
 SERVER_BOUNDARY = roles.boundary_arn(ACCOUNT, roles.SERVER_BOUNDARY)
 PIPELINE_BOUNDARY = roles.boundary_arn(ACCOUNT, roles.PIPELINE_BOUNDARY)
-RUNTIME_FILL = {"Region": REGION, "Account": ACCOUNT, "Repository": "rendezvous",
-                "ImageRegion": REGION, "ImageAccount": ACCOUNT, "LogGroup": "/ecs/rendezvous",
-                "Cluster": "rendezvous", "HostedZoneId": "Z1", "RecordName": "rdv.example.com",
-                "Function": "rendezvous-dns-refresher"}
+RUNTIME_FILL = {
+    "Region": REGION,
+    "Account": ACCOUNT,
+    "Repository": "rendezvous",
+    "ImageRegion": REGION,
+    "ImageAccount": ACCOUNT,
+    "LogGroup": "/ecs/rendezvous",
+    "Cluster": "rendezvous",
+    "HostedZoneId": "Z1",
+    "RecordName": "rdv.example.com",
+    "Function": "rendezvous-dns-refresher",
+}
 PIPELINE_FILL: dict[str, Any] = {
-    "Region": REGION, "Account": ACCOUNT, "Initialize": "p-initialize", "Worker": "p-worker",
-    "Summarize": "p-summarize", "StateMachine": "p", "ListBuckets": ["arn:aws:s3:::d"],
-    "ReadObjects": ["arn:aws:s3:::d/*"], "WriteObjects": ["arn:aws:s3:::r/*"],
-    "ItemObjects": ["arn:aws:s3:::r/*_pipeline/items.json"]}
+    "Region": REGION,
+    "Account": ACCOUNT,
+    "Initialize": "p-initialize",
+    "Worker": "p-worker",
+    "Summarize": "p-summarize",
+    "StateMachine": "p",
+    "ListBuckets": ["arn:aws:s3:::d"],
+    "ReadObjects": ["arn:aws:s3:::d/*"],
+    "WriteObjects": ["arn:aws:s3:::r/*"],
+    "ItemObjects": ["arn:aws:s3:::r/*_pipeline/items.json"],
+}
 
 
 def server_case() -> tuple[dict[str, Any], str, dict[str, Any], list[dict[str, Any]]]:
-    deployer = roles.policy("deployer", Region=REGION, Account=ACCOUNT, Prefix="rendezvous",
-                            HostedZoneId="Z1", RecordName="rdv.example.com")
+    deployer = roles.policy(
+        "deployer",
+        Region=REGION,
+        Account=ACCOUNT,
+        Prefix="rendezvous",
+        HostedZoneId="Z1",
+        RecordName="rdv.example.com",
+    )
     boundary = roles.policy("server-boundary", Account=ACCOUNT)
     runtime = [roles.policy(n, **RUNTIME_FILL) for n in ("task-execution", "refresher")]
     return deployer, SERVER_BOUNDARY, boundary, runtime
 
 
 def pipeline_case() -> tuple[dict[str, Any], str, dict[str, Any], list[dict[str, Any]]]:
-    deployer = roles.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT,
-                            Prefix="rendezvous-pipeline")
+    deployer = roles.policy(
+        "pipeline-deployer", Region=REGION, Account=ACCOUNT, Prefix="rendezvous-pipeline"
+    )
     boundary = roles.policy("pipeline-boundary", Account=ACCOUNT)
     runtime = [roles.policy(n, **PIPELINE_FILL) for n in ("pipeline-lambda", "pipeline-states")]
     return deployer, PIPELINE_BOUNDARY, boundary, runtime
@@ -70,24 +92,28 @@ def test_the_check_finds_each_way_back_to_escalation(case: Any) -> None:
     found = escalation_problems(unconditioned, arn, boundary, runtime)
     assert "ChangeOurRolesOnlyUnderTheBoundary: iam:PutRolePolicy without the boundary" in found
 
-    other_boundary = escalation_problems(deployer, arn.replace("boundary", "x"), boundary,
-                                         runtime)
+    other_boundary = escalation_problems(deployer, arn.replace("boundary", "x"), boundary, runtime)
     assert any("iam:CreateRole without the boundary" in p for p in other_boundary)
 
     liftable = copy.deepcopy(deployer)
-    liftable["Statement"] = [s for s in liftable["Statement"]
-                             if s["Sid"] not in ("NeverLiftTheBoundary", "NeverAlterTheBoundary")]
+    liftable["Statement"] = [
+        s
+        for s in liftable["Statement"]
+        if s["Sid"] not in ("NeverLiftTheBoundary", "NeverAlterTheBoundary")
+    ]
     found = escalation_problems(liftable, arn, boundary, runtime)
     assert "no Deny of iam:DeleteRolePermissionsBoundary on *" in found
     assert f"no Deny of iam:CreatePolicyVersion on {arn}" in found
 
     wide = copy.deepcopy(deployer)
-    wide["Statement"].append({"Sid": "Oops", "Effect": "Allow", "Action": "iam:*",
-                              "Resource": "*"})
-    assert "Oops: allows iam:CreatePolicyVersion" in escalation_problems(wide, arn, boundary,
-                                                                          runtime)
-    admin_boundary = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    wide["Statement"].append({"Sid": "Oops", "Effect": "Allow", "Action": "iam:*", "Resource": "*"})
+    assert "Oops: allows iam:CreatePolicyVersion" in escalation_problems(
+        wide, arn, boundary, runtime
+    )
+    admin_boundary = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }
     assert "the boundary allows *" in escalation_problems(deployer, arn, admin_boundary, runtime)
     assert by_sid["NeverLiftTheBoundary"]["Effect"] == "Deny"
 
@@ -107,8 +133,19 @@ def test_pipeline_roles_carry_the_boundary(aws_env: str) -> None:
     from deploy.cli import main
 
     image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
-    result = CliRunner().invoke(main, ["pipeline", "up", "--image-uri", image, "--results",
-                                       "s3://results/runs", "--endpoint-url", aws_env])
+    result = CliRunner().invoke(
+        main,
+        [
+            "pipeline",
+            "up",
+            "--image-uri",
+            image,
+            "--results",
+            "s3://results/runs",
+            "--endpoint-url",
+            aws_env,
+        ],
+    )
     assert result.exit_code == 0, result.output
     iam = boto3.client("iam", endpoint_url=aws_env, region_name=REGION)
     names = PipelineNames()
@@ -128,14 +165,30 @@ def test_missing_boundary_stops_up_before_it_creates_anything(
 
     from deploy.cli import main
 
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset",
-                                                  method="POST"), timeout=10).close()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
+    ).close()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
     image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
-    result = CliRunner().invoke(main, ["pipeline", "up", "--image-uri", image, "--results",
-                                       "s3://results/runs", "--endpoint-url", moto_server])
+    result = CliRunner().invoke(
+        main,
+        [
+            "pipeline",
+            "up",
+            "--image-uri",
+            image,
+            "--results",
+            "s3://results/runs",
+            "--endpoint-url",
+            moto_server,
+        ],
+    )
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
     assert f"the permissions boundary {PIPELINE_BOUNDARY} does not exist" in flat
@@ -155,44 +208,65 @@ def test_moto_enforcing_iam_refuses_the_deployer_the_ways_out(
     from tests.processes import moto_process
 
     with moto_process() as url:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
         admin = boto3.client("iam", endpoint_url=url, region_name=REGION)
         create_boundaries(url)
         deployer, *_ = server_case()
         admin.create_user(UserName="deployer")
-        admin.put_user_policy(UserName="deployer", PolicyName="rendezvous-deploy",
-                              PolicyDocument=json.dumps(deployer))
+        admin.put_user_policy(
+            UserName="deployer", PolicyName="rendezvous-deploy", PolicyDocument=json.dumps(deployer)
+        )
         key = admin.create_access_key(UserName="deployer")["AccessKey"]
-        trust = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":'
-                 '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}')
-        admin.create_role(RoleName="rendezvous-task-execution", AssumeRolePolicyDocument=trust,
-                          PermissionsBoundary=SERVER_BOUNDARY)
+        trust = (
+            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":'
+            '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}'
+        )
+        admin.create_role(
+            RoleName="rendezvous-task-execution",
+            AssumeRolePolicyDocument=trust,
+            PermissionsBoundary=SERVER_BOUNDARY,
+        )
         admin.create_role(RoleName="rendezvous-pipeline-lambda", AssumeRolePolicyDocument=trust)
         _moto_auth(url, "0")
         try:
-            iam = boto3.client("iam", endpoint_url=url, region_name=REGION,
-                               aws_access_key_id=key["AccessKeyId"],
-                               aws_secret_access_key=key["SecretAccessKey"])
+            iam = boto3.client(
+                "iam",
+                endpoint_url=url,
+                region_name=REGION,
+                aws_access_key_id=key["AccessKeyId"],
+                aws_secret_access_key=key["SecretAccessKey"],
+            )
             assert iam.get_role(RoleName="rendezvous-task-execution")["Role"]
             attempts = {
                 "lift the boundary": lambda: iam.delete_role_permissions_boundary(
-                    RoleName="rendezvous-task-execution"),
+                    RoleName="rendezvous-task-execution"
+                ),
                 "edit the boundary": lambda: iam.create_policy_version(
-                    PolicyArn=SERVER_BOUNDARY, SetAsDefault=True,
+                    PolicyArn=SERVER_BOUNDARY,
+                    SetAsDefault=True,
                     PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-                                   '"Action":"*","Resource":"*"}]}'),
+                    '"Action":"*","Resource":"*"}]}',
+                ),
                 "delete the boundary": lambda: iam.delete_policy(PolicyArn=SERVER_BOUNDARY),
                 "give itself a policy": lambda: iam.put_user_policy(
-                    UserName="deployer", PolicyName="more", PolicyDocument="{}"),
+                    UserName="deployer", PolicyName="more", PolicyDocument="{}"
+                ),
                 "change the pipeline's role": lambda: iam.put_role_policy(
-                    RoleName="rendezvous-pipeline-lambda", PolicyName="x",
+                    RoleName="rendezvous-pipeline-lambda",
+                    PolicyName="x",
                     PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-                                   '"Action":"*","Resource":"*"}]}'),
+                    '"Action":"*","Resource":"*"}]}',
+                ),
                 "make a role elsewhere": lambda: iam.create_role(
-                    RoleName="admin-role", AssumeRolePolicyDocument=trust),
+                    RoleName="admin-role", AssumeRolePolicyDocument=trust
+                ),
             }
             for what, attempt in attempts.items():
                 with pytest.raises(Exception, match="AccessDenied") as refused:

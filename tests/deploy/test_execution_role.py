@@ -28,9 +28,7 @@ def attached(stack: Stack) -> dict[str, Any]:
     return dict(iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"])
 
 
-def test_execution_role_pulls_from_the_given_images_repository(
-    stack: Stack, quiet: Any
-) -> None:
+def test_execution_role_pulls_from_the_given_images_repository(stack: Stack, quiet: Any) -> None:
     with stack.fargate(), stack.propagation():
         commands.up(stack.aws(), stack.settings(image_uri=OTHER), quiet)
         document = attached(stack)
@@ -55,6 +53,7 @@ def test_execution_policy_follows_the_images_account_and_region() -> None:
     assert all(resource_allows(document, action, arn) for action in PULL)
     assert resource_allows(document, "ecr:GetAuthorizationToken", "*")
     assert resource_allows(
-        document, "logs:PutLogEvents",
+        document,
+        "logs:PutLogEvents",
         "arn:aws:logs:us-east-1:123456789012:log-group:/ecs/rendezvous:log-stream:x",
     )
