@@ -353,6 +353,13 @@ def _run_aws(
         raise click.ClickException(
             f"no state machine named {name!r}: deploy it with `rendezvous-deploy pipeline up`"
         )
+    refused = cloud.outside_scope(aws, names, payload)
+    if refused:
+        raise click.ClickException(
+            f"the payload would {' and '.join(refused)}, which `pipeline up` did not let the "
+            f"functions do (its --data and --results): run `pipeline up` again with those "
+            f"locations, or change the payload's bucket, data_prefix or result_path"
+        )
     reporter = _reporter()
     needed = cloud.execution_budget(aws, names)
     if timeout is None:

@@ -301,3 +301,35 @@ def test_output_in_a_pipe_keeps_arns_and_lines_whole(aws_env: str, tmp_path: Pat
             f"(results under {run['result_path']})")
     assert len(line) > 160
     assert line in done.stderr.splitlines(), done.stderr
+
+
+def test_run_refuses_a_payload_outside_the_locations_up_granted(
+    aws_env: str, tmp_path: Path
+) -> None:
+    name = "pl-scope"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, "--data",
+            "s3://data/parts", "--results", "s3://results/runs"], aws_env)
+    payload_file = tmp_path / "payload.json"
+    base = {"bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+            "result_path": "runs/sweep", "world_size": 1,
+            "rendezvous_endpoint": "10.0.0.1:10000"}
+    cases = [({"bucket": "payroll"}, "write results at s3://payroll/runs/sweep/r/"),
+             ({"data_prefix": "secret/"}, "read data at s3://data/secret/"),
+             ({"result_path": "elsewhere"}, "write results at s3://results/elsewhere/r/")]
+    sfn = client("stepfunctions", aws_env)
+    machine = sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+    for change, needle in cases:
+        payload_file.write_text(json.dumps({**base, **change}))
+        result = CliRunner().invoke(main, [
+            "pipeline", "run", "--name", name, "--payload", str(payload_file), "--no-wait",
+            "--world-size", "1", "--runs-file", str(tmp_path / "runs.json"),
+            "--endpoint-url", aws_env])
+        assert result.exit_code == 1, result.output
+        flat = " ".join(result.output.split())
+        assert f"the payload would {needle}" in flat, flat
+        assert "run `pipeline up` again with those locations" in flat
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+    payload_file.write_text(json.dumps(base))  # inside the locations: it starts
+    invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file), "--no-wait",
+            "--world-size", "1", "--runs-file", str(tmp_path / "runs.json")], aws_env)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
