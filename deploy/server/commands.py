@@ -321,7 +321,7 @@ def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None
         reporter.step(f"removed role {settings.execution_role}")
     for what in network.delete_security_group(aws, settings):
         reporter.step(what)
-    for what in service.delete_task_definitions(aws, settings):
+    for what in service.deregister_family(aws, settings):
         reporter.step(what)
     for what in service.delete_cluster(aws, settings):
         reporter.step(what)

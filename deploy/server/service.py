@@ -172,7 +172,7 @@ def wait_for_task(
         time.sleep(settings.waits.poll)
 
 
-def delete_task_definitions(aws: Aws, settings: ServerSettings) -> list[str]:
+def deregister_family(aws: Aws, settings: ServerSettings) -> list[str]:
     """Deregister every revision of the family, 1 to the latest; what happened."""
     ecs = aws.client("ecs")
     try:
