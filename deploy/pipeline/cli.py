@@ -327,7 +327,7 @@ def _run_aws(
     timeout: float | None,
     aws: Any,
 ) -> None:
-    from deploy.pipeline import cloud
+    from deploy.pipeline import cloud, preflight
     from examples.pipeline.payload import PayloadError, validate_payload
 
     try:
@@ -353,7 +353,7 @@ def _run_aws(
         raise click.ClickException(
             f"no state machine named {name!r}: deploy it with `rendezvous-deploy pipeline up`"
         )
-    refused = cloud.outside_scope(aws, names, payload)
+    refused = preflight.outside_scope(aws, names, payload)
     if refused:
         raise click.ClickException(
             f"the payload would {' and '.join(refused)}, which `pipeline up` did not let the "
@@ -361,7 +361,7 @@ def _run_aws(
             f"locations, or change the payload's bucket, data_prefix or result_path"
         )
     reporter = _reporter()
-    needed = cloud.execution_budget(aws, names)
+    needed = preflight.execution_budget(aws, names)
     if timeout is None:
         timeout = needed
     elif wait and timeout < needed:

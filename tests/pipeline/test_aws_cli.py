@@ -241,7 +241,7 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
 
 def test_run_default_timeout_is_above_the_deployed_workers(aws_env: str) -> None:
     from deploy.aws import Aws
-    from deploy.pipeline.cloud import execution_budget
+    from deploy.pipeline.preflight import execution_budget
 
     help_text = CliRunner().invoke(main, ["pipeline", "run", "--help"]).output
     assert "600" not in help_text.replace("--local 600", "")  # no AWS default below 900
