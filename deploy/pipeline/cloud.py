@@ -289,8 +289,12 @@ def _wait_updated(lam: Any, name: str, deadline_s: float = 120.0) -> None:
     raise DeployError(f"Lambda {name} is still updating after {deadline_s:.0f} s; retry `up`")
 
 
-def ensure_function(aws: Aws, name: str, spec: dict[str, Any]) -> tuple[str, bool]:
-    """Create ``name`` from ``spec`` (create_function arguments) or bring it up to date."""
+def ensure_function(
+    aws: Aws, name: str, spec: dict[str, Any], on_change: roles.Change | None = None
+) -> tuple[str, bool]:
+    """Create ``name`` from ``spec`` (create_function arguments) or bring it up to date;
+    each changed setting goes to ``on_change`` as old -> new."""
+    report: roles.Change = on_change or (lambda _what, _old, _new: None)
     lam = aws.client("lambda")
     try:
         current = lam.get_function(FunctionName=name)
@@ -307,10 +311,16 @@ def ensure_function(aws: Aws, name: str, spec: dict[str, Any]) -> tuple[str, boo
         changed = True
     if "ImageUri" in code and current.get("Code", {}).get("ImageUri") != code["ImageUri"]:
         lam.update_function_code(FunctionName=name, ImageUri=code["ImageUri"])
+        report(f"function {name} image", current.get("Code", {}).get("ImageUri"), code["ImageUri"])
         changed = True
     wanted = {k: spec[k] for k in ("Role", "Timeout", "MemorySize") if k in spec}
     layers = spec.get("Layers")
     have_layers = [layer["Arn"] for layer in config.get("Layers", [])]
+    for key, value in wanted.items():
+        if config.get(key) != value:
+            report(f"function {name} {key}", config.get(key), value)
+    if layers is not None and have_layers != layers:
+        report(f"function {name} layers", ", ".join(have_layers), ", ".join(layers))
     if any(config.get(k) != v for k, v in wanted.items()) or (
         layers is not None and have_layers != layers
     ):
@@ -423,6 +433,7 @@ def up(
                 "Layers": [layer_arn],
                 "Description": "rendezvous inference pipeline",
             },
+            on_change,
         )
         step(f"zip function {name}", changed)
 
@@ -438,6 +449,7 @@ def up(
             "MemorySize": settings.worker_memory_mb,
             "Description": "rendezvous inference pipeline worker (one rank)",
         },
+        on_change,
     )
     step(f"container function {names.worker} ({image_uri})", changed)
 

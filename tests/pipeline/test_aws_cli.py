@@ -77,6 +77,10 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     assert rank["Parameters"]["FunctionName"].endswith(f":function:{names.worker}")
 
     second = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
+    third = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                    "--worker-memory", "2048", "--worker-timeout", "600"], aws_env)
+    assert f"~ function {names.worker} Timeout: 900 -> 600" in third
+    assert f"~ function {names.worker} MemorySize: 3008 -> 2048" in third
     assert "~ " not in second.replace("~ Lambda role", "").replace("~ Step Functions role", "")
     assert len(lam.list_layer_versions(LayerName=names.layer)["LayerVersions"]) == 1
 
