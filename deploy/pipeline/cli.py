@@ -566,6 +566,7 @@ def report(
         to_markdown,
     )
 
+    validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     arns = list(executions)
     if not arns:
         if not runs_file.exists():
