@@ -105,6 +105,14 @@ def config_option(table: str) -> Callable[[F], F]:
     )
 
 
+def _check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from deploy.validate import url
+
+    if value:
+        url(value, "--endpoint-url")
+    return value
+
+
 def aws_options(func: F) -> F:
     """``--region``, ``--endpoint-url`` and ``--profile``, shared by every AWS command."""
     for option in reversed(
@@ -112,7 +120,9 @@ def aws_options(func: F) -> F:
             click.option("--region", envvar=env_name("region"), help="AWS region "
                          "(default: boto3's chain, e.g. AWS_REGION)."),
             click.option("--endpoint-url", envvar=env_name("endpoint_url"),
-                         help="Send every AWS call here, e.g. an emulator such as moto."),
+                         callback=_check_url,
+                         help="Send every AWS call here, e.g. an emulator such as moto "
+                         "(a URL with its scheme: http://127.0.0.1:5000)."),
             click.option("--profile", envvar=env_name("profile"),
                          help="Named profile from ~/.aws/config."),
         ]

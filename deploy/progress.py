@@ -1,11 +1,15 @@
 """Progress lines, a spinner while waiting, and tables, all on stderr via rich.
 
 stdout stays free for the one machine-readable result (``host:10000``), so scripts can
-capture it while people watch the progress.
+capture it while people watch the progress. Marks: ``~`` something was created or
+changed, ``✓`` checked and already right (nothing done), ``✗`` failed. Off a terminal
+(a pipe, a CI log) lines are not wrapped, so ARNs and tables stay whole.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,20 +17,55 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+CHANGED = "~"
+VERIFIED = "✓"
+FAILED = "✗"
+PIPE_WIDTH = 4096  # wide enough for any ARN or table row; rich defaults to 80 off a terminal
+REPEAT_S = 30.0  # off a terminal, repeat an unchanged wait line this often
+
+
+def make_console(stderr: bool = True) -> Console:
+    """A console that wraps at the terminal's width, and not at all in a pipe."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def _clock(elapsed: float, timeout: float | None) -> str:
+    shown = f"{elapsed:.0f} s elapsed"
+    if timeout is not None:
+        shown += f", {max(0.0, timeout - elapsed):.0f} s left"
+    return shown
+
 
 class Reporter:
     """Tells the user what is happening: done steps, waits with live status, tables."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or make_console()
         self.quiet = quiet
 
     def step(self, text: str, changed: bool = True) -> None:
-        """One finished step; unchanged steps are dimmed so changes stand out."""
+        """One finished step: ``~`` when it changed something, a dimmed ``✓`` when it
+        only verified that all was already right, so changes stand out."""
         if self.quiet:
             return
-        mark = "[green]✓[/green]" if changed else "[dim]=[/dim]"
-        self.console.print(f"{mark} {text}" if changed else f"{mark} [dim]{text}[/dim]")
+        if changed:
+            self.console.print(f"[yellow]{CHANGED}[/yellow] {text}", soft_wrap=True)
+        else:
+            self.console.print(f"[dim]{VERIFIED} {text}[/dim]", soft_wrap=True)
+
+    def change(self, what: str, old: object, new: object) -> None:
+        """One changed value, old -> new (``(none)`` where there was or will be nothing)."""
+        old_text = "(none)" if old in (None, "", [], ()) else str(old)
+        new_text = "(none)" if new in (None, "", [], ()) else str(new)
+        self.step(f"{what}: {old_text} -> {new_text}")
+
+    def fail(self, text: str) -> None:
+        """A step that did not succeed; the command goes on to say why and exit non-zero."""
+        if not self.quiet:
+            self.console.print(f"[red]{FAILED}[/red] {text}", soft_wrap=True)
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -38,19 +77,26 @@ class Reporter:
             self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
 
     @contextmanager
-    def waiting(self, text: str) -> Iterator[Callable[[str], None]]:
-        """A spinner labelled ``text``; the yielded function updates its detail line."""
+    def waiting(self, text: str, timeout: float | None = None) -> Iterator[Callable[[str], None]]:
+        """A spinner labelled ``text``; the yielded function updates its detail line with
+        the elapsed time (and the time left of ``timeout``). Off a terminal, a line is
+        printed when the detail changes and every REPEAT_S seconds while it does not."""
         if self.quiet:
             yield lambda _detail: None
             return
-        last: list[str] = []
+        began = time.monotonic()
+        last: dict[str, Any] = {"detail": None, "at": 0.0}
         with self.console.status(text) as status:
 
             def update(detail: str) -> None:
-                status.update(f"{text}: {detail}")
-                if not self.console.is_terminal and detail not in last:
-                    last[:] = [detail]
-                    self.console.print(f"  … {detail}")
+                now = time.monotonic()
+                clock = _clock(now - began, timeout)
+                status.update(f"{text}: {detail} ({clock})")
+                if self.console.is_terminal:
+                    return
+                if detail != last["detail"] or now - last["at"] >= REPEAT_S:
+                    last.update(detail=detail, at=now)
+                    self.console.print(f"  … {detail} ({clock})", soft_wrap=True)
 
             yield update
 

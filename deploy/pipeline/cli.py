@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from deploy import validate
 from deploy.config import aws_options, config_option
 from deploy.errors import friendly
 from deploy.pipeline import DEFAULT_PREFIX, RUNS_FILE
@@ -161,7 +162,12 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "$S3_BUCKET/$RESULT_PATH/$RANK.json).",
 )
 @click.option(
-    "--timeout", default=600.0, show_default=True, help="Seconds one run (one world size) may take."
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds one run (one world size) may take; a run still going then is a failure. "
+    "Default: --local 600; AWS: the deployed worker's timeout plus Initialize's and "
+    "Summarize's plus 60 (1200 with the defaults of `pipeline up`).",
 )
 @click.option(
     "--payload",
@@ -174,7 +180,8 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "--wait/--no-wait",
     default=True,
     show_default=True,
-    help="AWS: wait for each execution before starting the next.",
+    help="AWS: wait for each execution to end before starting the next (--no-wait starts "
+    "them all at once; each world size still writes under its own result_path).",
 )
 @runs_file_option("AWS: where the started executions are recorded for `pipeline report`.")
 @aws_options
@@ -188,7 +195,7 @@ def run(
     batch_size: int,
     model: Path | None,
     script: Path | None,
-    timeout: float,
+    timeout: float | None,
     payload_file: Path | None,
     name: str,
     wait: bool,
@@ -205,6 +212,11 @@ def run(
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
     sizes = parse_world_sizes(world_sizes)
+    if timeout is not None and timeout <= 0:
+        raise click.BadParameter(f"{timeout} is not a positive number of seconds",
+                                 param_hint="--timeout")
+    if not local:
+        validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     if rendezvous is not None:
         from examples.pipeline.payload import validate_endpoint
 
@@ -220,7 +232,9 @@ def run(
                 "--local needs --data DIR (make some with `rendezvous-deploy pipeline "
                 "generate DIR`)"
             )
-        _run_local(sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout)
+        _run_local(
+            sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout or 600.0
+        )
         return
     if payload_file is None:
         raise click.UsageError("give --local to run here, or --payload FILE to run on AWS")
@@ -310,10 +324,10 @@ def _run_aws(
     name: str,
     wait: bool,
     runs_file: Path,
-    timeout: float,
+    timeout: float | None,
     aws: Any,
 ) -> None:
-    from deploy.pipeline import cloud
+    from deploy.pipeline import cloud, preflight
     from examples.pipeline.payload import PayloadError, validate_payload
 
     try:
@@ -333,34 +347,67 @@ def _run_aws(
             validate_payload({**payload, "world_size": size})
     except PayloadError as err:
         raise click.ClickException(str(err)) from err
-    machine = cloud.find_state_machine(aws, cloud.PipelineNames(name).state_machine)
+    names = cloud.PipelineNames(name)
+    machine = cloud.find_state_machine(aws, names.state_machine)
     if machine is None:
         raise click.ClickException(
             f"no state machine named {name!r}: deploy it with `rendezvous-deploy pipeline up`"
         )
+    refused = preflight.outside_scope(aws, names, payload)
+    if refused:
+        raise click.ClickException(
+            f"the payload would {' and '.join(refused)}, which `pipeline up` did not let the "
+            f"functions do (its --data and --results): run `pipeline up` again with those "
+            f"locations, or change the payload's bucket, data_prefix or result_path"
+        )
     reporter = _reporter()
-    started = []
-    failed = []
-    for size in sizes:
-        record = cloud.start_execution(aws, machine, payload, size)
-        started.append(record)
-        reporter.step(f"world size {size}: started {record['execution_arn']}")
-        if wait:
-            with reporter.waiting(f"world size {size}") as update:
-                described = cloud.wait_execution(aws, record["execution_arn"], timeout, update)
-            record["status"] = described["status"]
-            if described["status"] != "SUCCEEDED":
-                failed.append((size, described))
-            reporter.step(f"world size {size}: {described['status']}")
-    previous = json.loads(runs_file.read_text()) if runs_file.exists() else []
-    runs_file.write_text(json.dumps(previous + started, indent=2))
-    reporter.note(f"executions recorded in {runs_file}; `pipeline report` reads them")
-    for size, described in failed:
-        if described["status"] in cloud.TERMINAL:
-            message = cloud.rank_failure(aws, described["executionArn"])
-            raise click.ClickException(
-                f"world size {size}: {message or cloud.failure_message(described)}"
+    needed = preflight.execution_budget(aws, names)
+    if timeout is None:
+        timeout = needed
+    elif wait and timeout < needed:
+        reporter.warn(
+            f"--timeout {timeout:g} s is shorter than one execution may take ({needed:g} s: "
+            "the worker's timeout plus Initialize's and Summarize's): a slow run will be "
+            "reported as timed out while it still runs"
+        )
+    started: list[dict[str, Any]] = []
+    failure: str | None = None
+    try:
+        for size in sizes:
+            record = cloud.start_execution(aws, machine, payload, size)
+            started.append(record)
+            reporter.step(
+                f"world size {size}: started {record['execution_arn']} "
+                f"(results under {record['result_path']})"
             )
+            if not wait:
+                continue
+            with reporter.waiting(f"world size {size}", timeout=timeout) as update:
+                described = cloud.wait_execution(aws, record["execution_arn"], timeout, update)
+            status = described["status"]
+            record["status"] = status
+            if status == "SUCCEEDED":
+                reporter.step(f"world size {size}: SUCCEEDED")
+                continue
+            if status in cloud.TERMINAL:
+                message = cloud.rank_failure(aws, described["executionArn"])
+                why = message or cloud.failure_message(described)
+                failure = f"world size {size}: execution {record['execution_arn']} {status}: {why}"
+            else:
+                failure = (
+                    f"world size {size}: execution {record['execution_arn']} still {status} "
+                    f"after --timeout {timeout:g} s; it was left running (stop it with "
+                    f"`aws stepfunctions stop-execution --execution-arn "
+                    f"{record['execution_arn']}`) and the next world sizes were not started"
+                )
+            reporter.fail(failure.split(": ", 1)[1])
+            break
+    finally:
+        previous = json.loads(runs_file.read_text()) if runs_file.exists() else []
+        runs_file.write_text(json.dumps(previous + started, indent=2))
+        reporter.note(f"executions recorded in {runs_file}; `pipeline report` reads them")
+    if failure:
+        raise click.ClickException(failure)
 
 
 @pipeline.command()
@@ -380,10 +427,25 @@ def _run_aws(
 )
 @click.option("--worker-timeout", default=900, show_default=True, help="Worker timeout (s).")
 @click.option(
-    "--bucket",
-    "buckets",
+    "--data",
+    "data_locations",
     multiple=True,
-    help="Restrict the functions' S3 access to this bucket (repeatable; default: any bucket).",
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Where payloads' data, models and scripts are: the functions may only read there "
+    "(repeatable).",
+)
+@click.option(
+    "--results",
+    "result_locations",
+    multiple=True,
+    metavar="s3://BUCKET[/PREFIX]",
+    help="Where payloads' results go (their bucket/result_path): the functions may read and "
+    "write there, and nowhere else (repeatable; required unless --any-bucket).",
+)
+@click.option(
+    "--any-bucket",
+    is_flag=True,
+    help="Let the functions read and write every bucket of the account instead.",
 )
 @aws_options
 @friendly
@@ -393,7 +455,9 @@ def up(
     build: bool,
     worker_memory: int,
     worker_timeout: int,
-    buckets: tuple[str, ...],
+    data_locations: tuple[str, ...],
+    result_locations: tuple[str, ...],
+    any_bucket: bool,
     region: str | None,
     endpoint_url: str | None,
     profile: str | None,
@@ -409,18 +473,39 @@ def up(
 
     if not image_uri and not build:
         raise click.UsageError("give --image-uri URI (an image in ECR) or --build")
+    validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
+    if image_uri:
+        validate.lambda_image(image_uri, "--image-uri")
+    validate.lambda_memory(worker_memory, "--worker-memory")
+    validate.lambda_timeout(worker_timeout, "--worker-timeout")
+    for option, locations in (("--data", data_locations), ("--results", result_locations)):
+        for location in locations:
+            validate.bucket(location, option)
+    if any_bucket and (data_locations or result_locations):
+        raise click.UsageError("--any-bucket widens --data and --results to every bucket: "
+                               "give one or the other")
+    if not any_bucket and not result_locations:
+        raise click.UsageError(
+            "give --results s3://BUCKET/PREFIX (where results are written) and --data "
+            "s3://BUCKET/PREFIX (read only) for the locations your payloads use; the "
+            "functions' S3 access is limited to them (or --any-bucket for every bucket)"
+        )
     reporter = _reporter()
     settings = cloud.UpSettings(
         names=cloud.PipelineNames(name),
         image_uri=image_uri,
         worker_memory_mb=worker_memory,
         worker_timeout_s=worker_timeout,
-        buckets=buckets,
+        read_locations=data_locations,
+        write_locations=result_locations,
+        any_bucket=any_bucket,
     )
     aws = _aws(region, endpoint_url, profile)
+    if any_bucket:
+        reporter.warn("--any-bucket: the functions may read and write every S3 bucket")
     try:
         with reporter.waiting("deploying") as update:
-            deployment = cloud.up(aws, settings, reporter.step, update)
+            deployment = cloud.up(aws, settings, reporter.step, update, reporter.change)
     except DeployError as err:
         raise click.ClickException(str(err)) from err
     click.echo(deployment.state_machine_arn)
@@ -483,6 +568,7 @@ def report(
         to_markdown,
     )
 
+    validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     arns = list(executions)
     if not arns:
         if not runs_file.exists():

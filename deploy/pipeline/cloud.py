@@ -95,11 +95,11 @@ class UpSettings:
     worker_timeout_s: int = 900
     small_memory_mb: int = 512
     small_timeout_s: int = 120  # the users' 3 s default killed Initialize
-    buckets: tuple[str, ...] = ()  # S3 buckets the functions may use; empty: any
-    # Narrower than buckets: s3://bucket/prefix the functions only read (data, model,
-    # script) or read and write (results). See s3_access.
+    # s3://bucket/prefix the functions only read (data, model, script) or read and write
+    # (results). See s3_access; nothing given is an error unless any_bucket is set.
     read_locations: tuple[str, ...] = ()
     write_locations: tuple[str, ...] = ()
+    any_bucket: bool = False
 
 
 # -- artefacts ---------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def definition(initialize_arn: str, worker_arn: str, summarize_arn: str) -> dict
 # The roles' policies live in deploy/iam/pipeline-*.json (one source of truth, also read by
 # the policy tests), filled and applied by deploy.roles, which the server uses too.
 # ``${Key}`` placeholders take a string; a list element that is exactly ``"${Key}"`` takes
-# a list of strings, spliced in (the S3 resources depend on --bucket).
+# a list of strings, spliced in (the S3 resources depend on --data and --results).
 
 LAMBDA_TRUST = "trust-lambda"
 STATES_TRUST = "pipeline-trust-states"
@@ -180,19 +180,24 @@ def _objects(locations: Iterable[str], suffix: str = "*") -> list[str]:
 
 
 def s3_access(
-    buckets: tuple[str, ...], read: tuple[str, ...] = (), write: tuple[str, ...] = ()
+    read: tuple[str, ...] = (), write: tuple[str, ...] = (), *, any_bucket: bool = False
 ) -> dict[str, list[str]]:
     """The S3 resources of the roles: ``read`` locations (data, models, scripts) are
-    read-only, ``write`` locations (results) read-write, ``buckets`` read-write as a whole.
-    Nothing given: any bucket (the payload names its buckets only at run time)."""
-    write = tuple(buckets) + tuple(write)
-    if not read and not write:
+    read-only, ``write`` locations (results) read-write. Every bucket only when asked for
+    (``any_bucket``): no location at all is an error, never a silent widening."""
+    if any_bucket:
         return {
             "ListBuckets": ["arn:aws:s3:::*"],
             "ReadObjects": ["arn:aws:s3:::*/*"],
             "WriteObjects": ["arn:aws:s3:::*/*"],
             "ItemObjects": [f"arn:aws:s3:::*/*{ITEMS_FILE}"],
         }
+    if not write:
+        raise DeployError(
+            "no S3 location for results: pass --results s3://BUCKET/PREFIX (written) and "
+            "--data s3://BUCKET/PREFIX (read only) for the locations your payloads use, "
+            "or --any-bucket to let the functions read and write every bucket"
+        )
     names = sorted({s3_location(loc)[0] for loc in (*read, *write)})
     return {
         "ListBuckets": [f"arn:aws:s3:::{b}" for b in names],
@@ -232,10 +237,19 @@ def states_policy(
 
 
 def ensure_role(
-    aws: Aws, name: str, trust: dict[str, Any], inline: dict[str, Any]
+    aws: Aws,
+    name: str,
+    trust: dict[str, Any],
+    inline: dict[str, Any],
+    boundary: str | None = None,
+    on_change: roles.Change | None = None,
 ) -> tuple[str, bool]:
-    """A role with the ``trust`` policy and one inline policy named after it; (arn, changed)."""
-    return roles.ensure_role(aws, name, trust, inline, description=ROLE_DESCRIPTION)
+    """A role with the ``trust`` policy and one inline policy named after it, under the
+    permissions boundary ``boundary``; (arn, changed)."""
+    return roles.ensure_role(
+        aws, name, trust, inline, description=ROLE_DESCRIPTION, boundary=boundary,
+        on_change=on_change,
+    )
 
 
 # -- Lambda ----------------------------------------------------------------------------------
@@ -277,8 +291,12 @@ def _wait_updated(lam: Any, name: str, deadline_s: float = 120.0) -> None:
     raise DeployError(f"Lambda {name} is still updating after {deadline_s:.0f} s; retry `up`")
 
 
-def ensure_function(aws: Aws, name: str, spec: dict[str, Any]) -> tuple[str, bool]:
-    """Create ``name`` from ``spec`` (create_function arguments) or bring it up to date."""
+def ensure_function(
+    aws: Aws, name: str, spec: dict[str, Any], on_change: roles.Change | None = None
+) -> tuple[str, bool]:
+    """Create ``name`` from ``spec`` (create_function arguments) or bring it up to date;
+    each changed setting goes to ``on_change`` as old -> new."""
+    report: roles.Change = on_change or (lambda _what, _old, _new: None)
     lam = aws.client("lambda")
     try:
         current = lam.get_function(FunctionName=name)
@@ -295,10 +313,16 @@ def ensure_function(aws: Aws, name: str, spec: dict[str, Any]) -> tuple[str, boo
         changed = True
     if "ImageUri" in code and current.get("Code", {}).get("ImageUri") != code["ImageUri"]:
         lam.update_function_code(FunctionName=name, ImageUri=code["ImageUri"])
+        report(f"function {name} image", current.get("Code", {}).get("ImageUri"), code["ImageUri"])
         changed = True
     wanted = {k: spec[k] for k in ("Role", "Timeout", "MemorySize") if k in spec}
     layers = spec.get("Layers")
     have_layers = [layer["Arn"] for layer in config.get("Layers", [])]
+    for key, value in wanted.items():
+        if config.get(key) != value:
+            report(f"function {name} {key}", config.get(key), value)
+    if layers is not None and have_layers != layers:
+        report(f"function {name} layers", ", ".join(have_layers), ", ".join(layers))
     if any(config.get(k) != v for k, v in wanted.items()) or (
         layers is not None and have_layers != layers
     ):
@@ -349,7 +373,11 @@ class Deployment:
 
 
 def up(
-    aws: Aws, settings: UpSettings, step: Step, on_progress: Callable[[str], None]
+    aws: Aws,
+    settings: UpSettings,
+    step: Step,
+    on_progress: Callable[[str], None],
+    on_change: roles.Change | None = None,
 ) -> Deployment:
     """Roles, layer, three functions and the state machine, each created or updated."""
     names = settings.names
@@ -361,10 +389,18 @@ def up(
         docker = connect_docker()
     account = aws.client("sts").get_caller_identity()["Account"]
     region = aws.region_name
+    boundary = roles.check_boundary(aws, account, roles.PIPELINE_BOUNDARY)
 
-    s3 = s3_access(settings.buckets, settings.read_locations, settings.write_locations)
+    s3 = s3_access(
+        settings.read_locations, settings.write_locations, any_bucket=settings.any_bucket
+    )
     lambda_role, changed = ensure_role(
-        aws, names.lambda_role, policy(LAMBDA_TRUST), lambda_policy(region, account, names, s3)
+        aws,
+        names.lambda_role,
+        policy(LAMBDA_TRUST),
+        lambda_policy(region, account, names, s3),
+        boundary,
+        on_change,
     )
     step(f"Lambda role {names.lambda_role}", changed)
     states_role, changed = ensure_role(
@@ -372,6 +408,8 @@ def up(
         names.states_role,
         policy(STATES_TRUST, Account=account),
         states_policy(region, account, names, s3),
+        boundary,
+        on_change,
     )
     step(f"Step Functions role {names.states_role}", changed)
 
@@ -397,6 +435,7 @@ def up(
                 "Layers": [layer_arn],
                 "Description": "rendezvous inference pipeline",
             },
+            on_change,
         )
         step(f"zip function {name}", changed)
 
@@ -412,6 +451,7 @@ def up(
             "MemorySize": settings.worker_memory_mb,
             "Description": "rendezvous inference pipeline worker (one rank)",
         },
+        on_change,
     )
     step(f"container function {names.worker} ({image_uri})", changed)
 
@@ -467,13 +507,24 @@ def execution_name(world_size: int, now: datetime | None = None) -> str:
 def start_execution(
     aws: Aws, machine_arn: str, payload: dict[str, Any], world_size: int
 ) -> dict[str, Any]:
-    """Start one execution of ``payload`` at ``world_size``; its name is the run_id."""
+    """Start one execution of ``payload`` at ``world_size``; its name is the run_id.
+
+    Each execution writes under its own ``<result_path>/<run_id>`` (as local runs do), so
+    two world sizes, or two sweeps, never overwrite each other's items and results.
+    """
     name = execution_name(world_size)
-    body = {**payload, "world_size": world_size, "run_id": name}
+    base = str(payload.get("result_path") or "").strip("/")
+    result_path = f"{base}/{name}" if base else name
+    body = {**payload, "world_size": world_size, "run_id": name, "result_path": result_path}
     started = aws.client("stepfunctions").start_execution(
         stateMachineArn=machine_arn, name=name, input=json.dumps(body)
     )
-    return {"world_size": world_size, "run_id": name, "execution_arn": started["executionArn"]}
+    return {
+        "world_size": world_size,
+        "run_id": name,
+        "result_path": result_path,
+        "execution_arn": started["executionArn"],
+    }
 
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")

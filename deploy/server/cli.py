@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from deploy import validate
 from deploy.aws import Aws
 from deploy.config import aws_options, config_option, env_name
 from deploy.errors import friendly as _friendly
@@ -54,6 +55,27 @@ def _stack_options(func: F) -> F:
     return func
 
 
+def _validate(params: dict[str, Any]) -> None:
+    """Every option against its rule, before any AWS call (a mistake costs nothing)."""
+    validate.resource_name(params["name"], "--name", validate.SERVER_SUFFIXES)
+    if params.get("cluster"):
+        validate.resource_name(params["cluster"], "--cluster")
+    if params.get("record"):
+        validate.dns_name(params["record"], "--record")
+    if params.get("zone") and not params["zone"].startswith(("Z", "/hostedzone/")):
+        validate.dns_name(params["zone"], "--zone")
+    if "cpu" in params:
+        validate.fargate_size(params["cpu"], params["memory"])
+    if params.get("admin_cidr"):
+        validate.cidr(params["admin_cidr"], "--admin-cidr")
+    if params.get("image_uri"):
+        validate.image_reference(params["image_uri"], "--image-uri")
+    elif "local_image" in params:
+        validate.image_reference(params["local_image"], "--local-image")
+    for subnet in params.get("subnets", ()):
+        validate.subnet_id(subnet)
+
+
 def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
     aws = Aws(
         region=params.pop("region", None),
@@ -65,13 +87,9 @@ def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
         task_timeout=params.pop("task_timeout"),
         dns_timeout=params.pop("dns_timeout"),
     )
-    environment = []
-    for item in params.pop("env", ()) or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
-        environment.append((key, value))
+    environment = [validate.env_item(item) for item in params.pop("env", ()) or ()]
     params["subnets"] = tuple(params.pop("subnet", ()) or ())
+    _validate(params)
     params["dns_servers"] = tuple(params.get("dns_servers") or ())
     for server_text in params["dns_servers"]:
         try:
@@ -149,9 +167,9 @@ def status(**params: Any) -> None:
     from deploy.server.commands import status_table
 
     aws, settings = _settings(params)
-    from rich.console import Console
+    from deploy.progress import make_console
 
-    Console(highlight=False).print(status_table(run_status(aws, settings)))
+    make_console(stderr=False).print(status_table(run_status(aws, settings)))
 
 
 @server.command()
@@ -164,6 +182,8 @@ def down(delete: bool, remove_record: bool, **params: Any) -> None:
     """Scale the service to zero (or delete it); optionally remove the record."""
     from deploy.server.commands import down as run_down
 
+    if remove_record and not params.get("record"):
+        raise click.UsageError("--remove-record needs --record NAME (nothing was changed)")
     aws, settings = _settings(params)
     run_down(aws, settings, Reporter(), delete=delete, remove_record=remove_record)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deploy import roles
 from deploy.aws import Aws, DeployError
 from deploy.progress import Reporter, key_value_table
 from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
@@ -44,7 +45,11 @@ def ensure_log_group(aws: Aws, settings: ServerSettings) -> bool:
 
 
 def ensure_task_definition(
-    aws: Aws, settings: ServerSettings, image_uri: str, execution_role_arn: str
+    aws: Aws,
+    settings: ServerSettings,
+    image_uri: str,
+    execution_role_arn: str,
+    on_change: roles.Change = lambda _what, _old, _new: None,
 ) -> tuple[str, bool, list[str]]:
     """The latest revision when it already matches; else a newly registered one."""
     wanted = taskdef.desired(settings, image_uri, execution_role_arn, aws.region_name)
@@ -57,9 +62,25 @@ def ensure_task_definition(
         latest = None
     if latest is not None and taskdef.matches(latest, wanted):
         return str(latest["taskDefinitionArn"]), False, []
+    for name, before, after in environment_changes(latest, wanted) if latest else []:
+        on_change(f"task environment {name}", before, after)
     why = taskdef.changed_fields(latest, wanted)
     registered = ecs.register_task_definition(**wanted)["taskDefinition"]
     return str(registered["taskDefinitionArn"]), True, why
+
+
+def environment_changes(
+    latest: dict[str, Any] | None, wanted: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """(variable, old value, new value) for each container variable that differs."""
+
+    def env(definition: dict[str, Any] | None) -> dict[str, str]:
+        containers = (definition or {}).get("containerDefinitions") or [{}]
+        return {e["name"]: e["value"] for e in containers[0].get("environment", [])}
+
+    old, new = env(latest), env(wanted)
+    return [(k, old.get(k, ""), new.get(k, "")) for k in sorted({*old, *new})
+            if old.get(k) != new.get(k)]
 
 
 def name_servers(settings: ServerSettings, zone: record.Zone) -> list[dnscheck.NameServer]:
@@ -73,7 +94,9 @@ def _verify(reporter: Reporter, settings: ServerSettings, zone: record.Zone, ip:
         reporter.note("DNS verification skipped (--no-verify-dns)")
         return
     servers = name_servers(settings, zone)
-    with reporter.waiting(f"Asking {len(servers)} authoritative name servers") as update:
+    with reporter.waiting(
+        f"Asking {len(servers)} authoritative name servers", timeout=settings.waits.dns_timeout
+    ) as update:
         dnscheck.verify(
             servers,
             settings.fqdn,
@@ -102,6 +125,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     reporter.step(f"{shown} in {vpc_id}", changed=False)
     account = _account(aws)
     region = aws.region_name
+    boundary = roles.check_boundary(aws, account, roles.SERVER_BOUNDARY)
+    reporter.step(f"permissions boundary {boundary}", changed=False)
 
     if settings.image_uri:
         image_uri = settings.image_uri
@@ -114,25 +139,24 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"pushed {settings.local_image} as {image_uri}")
 
     reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))
-    execution_policy = iam.policy(
-        "task-execution",
-        Region=region,
-        Account=account,
-        Repository=settings.repository,
-        LogGroup=settings.log_group,
-    )
+    execution_policy = iam.execution_policy(settings, image_uri, region, account)
     execution_arn, role_changed = iam.ensure_role(
-        aws, settings.execution_role, "trust-ecs-tasks", execution_policy
+        aws, settings.execution_role, "trust-ecs-tasks", execution_policy, boundary,
+        reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
-    td_arn, registered, why = ensure_task_definition(aws, settings, image_uri, execution_arn)
+    td_arn, registered, why = ensure_task_definition(
+        aws, settings, image_uri, execution_arn, reporter.change
+    )
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
         reporter.step(f"registered task definition {settings.family}:{revision} "
                       f"(changed: {', '.join(why)})")
     else:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
-    group_id, sg_changed = network.ensure_security_group(aws, settings, vpc_id)
+    group_id, sg_changed = network.ensure_security_group(
+        aws, settings, vpc_id, on_change=reporter.change
+    )
     reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
     cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
     reporter.step(f"cluster {settings.cluster_name}", cluster_changed)
@@ -145,7 +169,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 
     if settings.follow:
         changed = follower.ensure(
-            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id
+            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id,
+            boundary=boundary, on_change=reporter.change,
         )
         reporter.step(
             f"record follows the task: rule {settings.refresher_rule} -> function "
@@ -156,7 +181,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     for line, changed in cloudwatch.ensure(aws, settings, account):
         reporter.step(line, changed)
 
-    with reporter.waiting("Waiting for a running, healthy task") as update:
+    with reporter.waiting(
+        "Waiting for a running, healthy task", timeout=settings.waits.task_timeout
+    ) as update:
         task, ip = service.wait_for_task(aws, settings, td_arn, already_stopped, update)
     reporter.step(
         f"task {task['taskArn'].rsplit('/', 1)[-1]} running and healthy at {ip}",
@@ -167,7 +194,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     record_changed = current != ([ip], settings.ttl)
     if record_changed:
         change_id = record.upsert_a(aws, zone, settings.fqdn, ip, settings.ttl)
-        with reporter.waiting(f"Route 53 change {change_id} to become INSYNC"):
+        with reporter.waiting(
+            f"Route 53 change {change_id} to become INSYNC", timeout=settings.waits.dns_timeout
+        ):
             record.wait_insync(
                 aws, change_id, settings.waits.poll, settings.waits.dns_timeout
             )
@@ -249,9 +278,74 @@ def status_table(values: dict[str, Any]) -> Any:
     return key_value_table("rendezvous server", list(values.items()))
 
 
+def _stale_record(
+    aws: Aws, settings: ServerSettings, reporter: Reporter, zone: record.Zone
+) -> None:
+    """Warn when the record is left behind: with the service at zero (or deleted) its
+    address is that of a stopped task, which Fargate releases and AWS may hand to
+    someone else's task."""
+    found = record.current_a(aws, zone, settings.fqdn)
+    if not found:
+        reporter.step(f"record {settings.fqdn} absent", changed=False)
+        return
+    reporter.warn(
+        f"{settings.fqdn} still points at {', '.join(found[0])}, the address of a task "
+        f"that is stopping or stopped: it is released and may be given to someone else. "
+        f"Run `rendezvous-deploy server down --record {settings.fqdn.rstrip('.')} "
+        f"--remove-record` to delete the record (or `server up` to bring the server back)"
+    )
+
+
+def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str], list[str]]:
+    """(what ``down --delete`` deletes, what it keeps and why)."""
+    deletes = [
+        f"service {settings.service_name}",
+        f"rule {settings.refresher_rule}, function {settings.refresher_function}, "
+        f"role {settings.refresher_role}",
+        f"role {settings.execution_role}",
+        f"security group {settings.security_group_name}",
+        f"task definitions {settings.family}:*",
+        f"cluster {settings.cluster_name} (when nothing else runs in it)",
+    ]
+    if remove_record:
+        deletes.append(f"record {settings.fqdn}")
+    keeps = [
+        f"log group {settings.log_group}: the server's logs, for a post-mortem (aws logs "
+        f"delete-log-group --log-group-name {settings.log_group})",
+        f"ECR repository {settings.repository}, if `up` pushed to it: your images (aws ecr "
+        f"delete-repository --force --repository-name {settings.repository})",
+    ]
+    if not remove_record:
+        keeps.append("the DNS record (pass --record NAME --remove-record)")
+    return deletes, keeps
+
+
+def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None:
+    """What ``up`` made besides the service and the follower; each step tolerates absence."""
+    if iam.delete_role(aws, settings.execution_role):
+        reporter.step(f"removed role {settings.execution_role}")
+    for what in network.delete_security_group(aws, settings):
+        reporter.step(what)
+    for what in service.deregister_family(aws, settings):
+        reporter.step(what)
+    for what in service.delete_cluster(aws, settings):
+        reporter.step(what)
+
+
 def down(
     aws: Aws, settings: ServerSettings, reporter: Reporter, *, delete: bool, remove_record: bool
 ) -> None:
+    if remove_record and not settings.record:
+        raise DeployError("--remove-record needs --record NAME (nothing was changed)")
+    zone = None
+    if settings.record:  # found (or refused) before anything changes
+        zone = record.check_inside(
+            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
+        )
+    if delete:
+        deletes, keeps = delete_plan(settings, remove_record)
+        reporter.note("deleting: " + "; ".join(deletes))
+        reporter.note("keeping: " + "; ".join(keeps))
     ecs = aws.client("ecs")
     current = service.describe_service(aws, settings)
     if current is None:
@@ -271,13 +365,16 @@ def down(
     if delete:
         for what in follower.remove(aws, settings):
             reporter.step(f"removed {what}")
+        _delete_rest(aws, settings, reporter)
     for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
         reporter.step(f"removed {what}")
-    if remove_record:
-        if not settings.record:
-            raise DeployError("--remove-record needs --record NAME")
-        zone = record.check_inside(
-            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
-        )
+    if zone is not None and remove_record:
         removed = record.delete_a(aws, zone, settings.fqdn)
         reporter.step(f"record {settings.fqdn} {'removed' if removed else 'absent'}", removed)
+    elif zone is not None:
+        _stale_record(aws, settings, reporter, zone)
+    else:
+        reporter.note(
+            "no --record given: if a DNS record points at the task, it now points at a "
+            "released address; pass --record NAME --remove-record to delete it"
+        )

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from deploy import roles
 from deploy.aws import Aws, DeployError
 from deploy.server import iam
 from deploy.server.settings import ServerSettings
@@ -69,6 +70,8 @@ def ensure(
     account: str,
     cluster_arn: str,
     zone_id: str,
+    boundary: str | None = None,
+    on_change: roles.Change | None = None,
 ) -> bool:
     """Role, function, rule, target and invoke permission; returns whether anything changed."""
     region = aws.region_name
@@ -82,7 +85,7 @@ def ensure(
         Function=settings.refresher_function,
     )
     role_arn, changed = iam.ensure_role(
-        aws, settings.refresher_role, "trust-lambda", runtime_policy
+        aws, settings.refresher_role, "trust-lambda", runtime_policy, boundary, on_change
     )
     function_arn, function_changed = _ensure_function(aws, settings, role_arn, zone_id)
     changed |= function_changed

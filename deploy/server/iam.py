@@ -10,13 +10,51 @@ from typing import Any
 from deploy import roles
 from deploy.aws import Aws
 from deploy.roles import POLICY_DIR, no_such_entity, policy
+from deploy.server.settings import ServerSettings
 
-__all__ = ["POLICY_DIR", "delete_role", "ensure_role", "policy"]
+__all__ = ["POLICY_DIR", "delete_role", "ensure_role", "execution_policy", "policy"]
+ECR_STATEMENTS = ("PullTheServerImage", "PullFromTheImagesRepository")
 
 
-def ensure_role(aws: Aws, name: str, trust: str, inline: dict[str, Any]) -> tuple[str, bool]:
-    """A role trusting deploy/iam/<trust>.json with one inline policy; (arn, changed)."""
-    return roles.ensure_role(aws, name, policy(trust), inline)
+def execution_policy(
+    settings: ServerSettings, image_uri: str, region: str, account: str
+) -> dict[str, Any]:
+    """The task execution role's policy for ``image_uri``: pull from that image's ECR
+    repository (whatever its name, account or region), or, for an image outside ECR
+    (a public registry), no ECR rights at all; write the server's log group."""
+    from deploy.validate import ecr_image
+
+    in_ecr = ecr_image(image_uri)
+    image_account, image_region, repository = in_ecr or (account, region, settings.repository)
+    document = policy(
+        "task-execution",
+        Region=region,
+        Account=account,
+        ImageRegion=image_region,
+        ImageAccount=image_account,
+        Repository=repository,
+        LogGroup=settings.log_group,
+    )
+    if in_ecr is None:
+        document["Statement"] = [
+            s for s in document["Statement"] if s.get("Sid") not in ECR_STATEMENTS
+        ]
+    return document
+
+
+def ensure_role(
+    aws: Aws,
+    name: str,
+    trust: str,
+    inline: dict[str, Any],
+    boundary: str | None = None,
+    on_change: roles.Change | None = None,
+) -> tuple[str, bool]:
+    """A role trusting deploy/iam/<trust>.json with one inline policy, under the
+    permissions boundary ``boundary``; (arn, changed)."""
+    return roles.ensure_role(
+        aws, name, policy(trust), inline, boundary=boundary, on_change=on_change
+    )
 
 
 def delete_role(aws: Aws, name: str) -> bool:

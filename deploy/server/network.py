@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from deploy.aws import Aws, DeployError
@@ -64,11 +65,56 @@ def _wanted_rules(settings: ServerSettings, vpc_cidr: str) -> list[tuple[int, st
     return [(settings.port, "0.0.0.0/0"), (settings.http_port, settings.admin_cidr or vpc_cidr)]
 
 
-def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tuple[str, bool]:
-    """A group open on the rendezvous port to all, the HTTP port only to admin_cidr.
+Change = Callable[[str, object, object], None]  # (what, old, new), e.g. Reporter.change
+
+
+def _rules(group: dict[str, Any]) -> set[tuple[str, int | None, int | None, str]]:
+    """Every ingress rule of ``group`` as (protocol, from port, to port, source)."""
+    found = set()
+    for permission in group.get("IpPermissions", []):
+        key = (permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort"))
+        sources = [r["CidrIp"] for r in permission.get("IpRanges", [])]
+        sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
+        sources += [p["PrefixListId"] for p in permission.get("PrefixListIds", [])]
+        sources += [g["GroupId"] for g in permission.get("UserIdGroupPairs", [])]
+        found.update((*key, source) for source in sources)
+    return found
+
+
+def _permission(rule: tuple[str, int | None, int | None, str]) -> dict[str, Any]:
+    """The IpPermissions entry that names exactly ``rule`` (for revoking it)."""
+    protocol, low, high, source = rule
+    entry: dict[str, Any] = {"IpProtocol": protocol}
+    if low is not None:
+        entry.update(FromPort=low, ToPort=high)
+    if source.startswith("pl-"):
+        entry["PrefixListIds"] = [{"PrefixListId": source}]
+    elif source.startswith("sg-"):
+        entry["UserIdGroupPairs"] = [{"GroupId": source}]
+    elif ":" in source:
+        entry["Ipv6Ranges"] = [{"CidrIpv6": source}]
+    else:
+        entry["IpRanges"] = [{"CidrIp": source}]
+    return entry
+
+
+def _by_port(rules: set[tuple[str, int | None, int | None, str]]) -> dict[str, list[str]]:
+    shown: dict[str, list[str]] = {}
+    for protocol, low, high, source in sorted(rules, key=repr):
+        port = "all" if low is None or low == -1 else str(low) if low == high else f"{low}-{high}"
+        shown.setdefault(f"{protocol} {port}", []).append(source)
+    return shown
+
+
+def ensure_security_group(
+    aws: Aws, settings: ServerSettings, vpc_id: str, on_change: Change | None = None
+) -> tuple[str, bool]:
+    """A group open on the rendezvous port to all, the HTTP port only to admin_cidr, and
+    nothing else: rules no longer asked for (an old --admin-cidr) are revoked.
 
     Created with the MANAGED_BY_TAG tag (TagSpecifications: no separate CreateTags call);
-    rules are added only to a group that has it, as the deployer policy allows.
+    rules are added and revoked only on a group that has it, as the deployer policy allows.
+    Each port whose sources change is reported to ``on_change`` as old -> new.
     """
     ec2 = aws.client("ec2")
     found = ec2.describe_security_groups(
@@ -93,26 +139,38 @@ def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tu
                 }
             ],
         )["GroupId"]
-        group = {"GroupId": group_id, "IpPermissions": [],
-                 "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}]}
+        group = {
+            "GroupId": group_id,
+            "IpPermissions": [],
+            "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}],
+        }
         changed = True
     vpc_cidr = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
-    have = {
-        (p.get("FromPort"), r.get("CidrIp"))
-        for p in group.get("IpPermissions", [])
-        if p.get("IpProtocol") == "tcp" and p.get("FromPort") == p.get("ToPort")
-        for r in p.get("IpRanges", [])
-    }
-    missing = [rule for rule in _wanted_rules(settings, vpc_cidr) if rule not in have]
-    if missing and not managed(group):
+    have = _rules(group)
+    wanted = {("tcp", port, port, cidr) for port, cidr in _wanted_rules(settings, vpc_cidr)}
+    missing = sorted(wanted - have, key=repr)
+    extra = sorted(have - wanted, key=repr)
+    if (missing or extra) and not managed(group):
+        problems = []
+        if missing:
+            problems.append(f"lacks rules {', '.join(f'{r[1]} from {r[3]}' for r in missing)}")
+        if extra:
+            problems.append(
+                f"has rules not asked for ({', '.join(f'{r[1]} from {r[3]}' for r in extra)})"
+            )
         raise DeployError(
-            f"security group {group['GroupId']} ({settings.security_group_name}) lacks "
-            f"rules {', '.join(f'{port} from {cidr}' for port, cidr in missing)} and was not "
+            f"security group {group['GroupId']} ({settings.security_group_name}) "
+            f"{' and '.join(problems)} and was not "
             f"made by rendezvous-deploy (no tag {MANAGED_BY_TAG}={MANAGED_BY}), so "
             f"deploy/iam/deployer.json does not let the deployer change it. Tag it (aws ec2 "
             f"create-tags --resources {group['GroupId']} --tags "
             f"Key={MANAGED_BY_TAG},Value={MANAGED_BY}) or delete it, then run up again"
         )
+    if extra:  # first close what is no longer asked for, then open what is
+        ec2.revoke_security_group_ingress(
+            GroupId=group["GroupId"], IpPermissions=[_permission(rule) for rule in extra]
+        )
+        changed = True
     if missing:
         ec2.authorize_security_group_ingress(
             GroupId=group["GroupId"],
@@ -123,8 +181,42 @@ def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tu
                     "ToPort": port,
                     "IpRanges": [{"CidrIp": cidr, "Description": "rendezvous-deploy"}],
                 }
-                for port, cidr in missing
+                for _proto, port, _to, cidr in missing
             ],
         )
         changed = True
+    if on_change is not None and (missing or extra):
+        old, new = _by_port(have), _by_port(wanted)
+        for port in sorted({*old, *new}):
+            if sorted(old.get(port, [])) != sorted(new.get(port, [])):
+                on_change(
+                    f"security group {group['GroupId']} {port} from",
+                    ", ".join(old.get(port, [])),
+                    ", ".join(new.get(port, [])),
+                )
     return str(group["GroupId"]), changed
+
+
+def delete_security_group(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Delete the group ``up`` made (tagged; never one made by hand); what happened."""
+    ec2 = aws.client("ec2")
+    found = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [settings.security_group_name]}]
+    )["SecurityGroups"]
+    done = []
+    for group in found:
+        if not managed(group):
+            done.append(f"kept security group {group['GroupId']}: not made by rendezvous-deploy")
+            continue
+        try:
+            ec2.delete_security_group(GroupId=group["GroupId"])
+        except Exception as err:
+            if "DependencyViolation" not in str(err):
+                raise
+            done.append(
+                f"kept security group {group['GroupId']}: still in use (the task's network "
+                "interface goes a few minutes after the service); run down --delete again"
+            )
+            continue
+        done.append(f"removed security group {group['GroupId']}")
+    return done

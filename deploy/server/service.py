@@ -96,10 +96,19 @@ def ensure_service(
     return "updated", True
 
 
-def _service_event(aws: Aws, settings: ServerSettings) -> str:
+def _service_events(aws: Aws, settings: ServerSettings, count: int = 3) -> str:
+    """The service's latest events (ECS says there why it cannot place or start a task)."""
     service = describe_service(aws, settings) or {}
-    events = service.get("events", [])
-    return f"; the service's last event: {events[0]['message']}" if events else ""
+    events = [e.get("message", "") for e in service.get("events", [])[:count]]
+    if not events:
+        return ". The service reports no events"
+    return ". The service's latest events: " + " | ".join(events)
+
+
+def _last_stop(tasks: list[dict[str, Any]]) -> str:
+    """Why the most recent task of the service stopped, if one did."""
+    stopped = ecs_tasks.last_stopped(tasks)
+    return f". Last stopped task: {ecs_tasks.stopped_message(stopped)}" if stopped else ""
 
 
 def wait_for_task(
@@ -114,8 +123,10 @@ def wait_for_task(
     Fails early when a task of this definition stops (not one in ``ignore_stopped``,
     which were stopped before we began) or reports UNHEALTHY.
     """
-    deadline = time.monotonic() + settings.waits.task_timeout
-    state = "no task yet"
+    began = time.monotonic()
+    deadline = began + settings.waits.task_timeout
+    revision = task_definition_arn.rsplit("/", 1)[-1]
+    state = f"no task of {revision} started yet"
     while True:
         tasks = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
         ours = [t for t in tasks if t.get("taskDefinitionArn") == task_definition_arn]
@@ -153,7 +164,43 @@ def wait_for_task(
                     "internet gateway and the service must assign a public IP"
                 )
             raise DeployError(
-                f"no running, healthy task after {settings.waits.task_timeout:.0f} s ({state})"
-                f"{hint}{_service_event(aws, settings)}"
+                f"no running, healthy task after {settings.waits.task_timeout:.0f} s "
+                f"(waited {time.monotonic() - began:.0f} s; {state}){hint}"
+                f"{_service_events(aws, settings)}{_last_stop(tasks)}. Raise --task-timeout "
+                f"if the image is large, or see `rendezvous-deploy server status`"
             )
         time.sleep(settings.waits.poll)
+
+
+def deregister_family(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Deregister every revision of the family, 1 to the latest; what happened."""
+    ecs = aws.client("ecs")
+    try:
+        latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
+    except Exception as err:
+        if "ClientException" not in type(err).__name__ and "Unable to describe" not in str(err):
+            raise
+        return []
+    count = 0
+    for revision in range(1, int(latest["revision"]) + 1):
+        try:
+            ecs.deregister_task_definition(taskDefinition=f"{settings.family}:{revision}")
+            count += 1
+        except Exception as err:
+            if "ClientException" not in type(err).__name__:
+                raise
+    return [f"deregistered {count} revision(s) of task definition {settings.family}"]
+
+
+def delete_cluster(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Delete the cluster when nothing else runs in it; say so when something does."""
+    ecs = aws.client("ecs")
+    found = ecs.describe_clusters(clusters=[settings.cluster_name]).get("clusters", [])
+    active = [c for c in found if c.get("status") == "ACTIVE"]
+    if not active:
+        return []
+    others = int(active[0].get("activeServicesCount", 0))
+    if others:
+        return [f"kept cluster {settings.cluster_name}: {others} other service(s) run in it"]
+    ecs.delete_cluster(cluster=settings.cluster_name)
+    return [f"removed cluster {settings.cluster_name}"]

@@ -96,7 +96,16 @@ def stopped_message(task: dict[str, Any]) -> str:
     text = f"task {task.get('taskArn', '?').rsplit('/', 1)[-1]} stopped: {reason}"
     if containers:
         text += f" ({containers})"
-    if "health" in reason.lower():
+    pulled = " ".join([reason, containers])
+    if "CannotPullContainer" in pulled or "pull image" in pulled.lower():
+        image = next((c.get("image") for c in task.get("containers", []) if c.get("image")), "")
+        text += (
+            f". ECS could not pull the image{' ' + image if image else ''}: check that it "
+            "exists (docker manifest inspect), that the task execution role may pull from its "
+            "repository (`up` grants the --image-uri's ECR repository), and that the subnets "
+            "reach the registry (a public IP or a NAT gateway, or VPC endpoints for ECR)"
+        )
+    elif "health" in reason.lower():
         text += (
             ". The container health check (GET /livez on the HTTP port) is failing: check "
             "the task's logs in CloudWatch and that the server listens on its HTTP port"

@@ -74,3 +74,13 @@ def stack(aws_env: str, tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def quiet() -> Reporter:
     return Reporter(quiet=True)
+
+
+@pytest.fixture
+def aws_env(aws_env: str) -> str:
+    """The reset moto account, with the permissions boundaries an administrator creates
+    once (tests/deploy/world.py: create_boundaries)."""
+    from tests.deploy.world import create_boundaries
+
+    create_boundaries(aws_env)
+    return aws_env

@@ -108,3 +108,65 @@ def resources_for(policy: dict[str, Any], action: str) -> list[str]:
 def resource_allows(policy: dict[str, Any], action: str, arn: str) -> bool:
     """Whether an Allow statement grants ``action`` on ``arn`` (IAM wildcards)."""
     return any(fnmatch.fnmatchcase(arn, r) for r in resources_for(policy, action))
+
+
+# -- escalation ------------------------------------------------------------------------------
+# IAM actions that change what some identity may do. The deployer may use the role ones
+# only on roles that carry the permissions boundary (IAM's iam:PermissionsBoundary key);
+# every other one, never.
+BOUNDARY_KEYED = {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy",
+                  "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
+                  "iam:PutRolePermissionsBoundary"}
+NEVER = {"iam:CreateUser", "iam:PutUserPolicy", "iam:AttachUserPolicy", "iam:PutGroupPolicy",
+         "iam:AttachGroupPolicy", "iam:AddUserToGroup", "iam:CreatePolicy",
+         "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
+         "iam:DeletePolicyVersion", "iam:CreateAccessKey", "iam:CreateLoginProfile",
+         "iam:UpdateLoginProfile", "iam:DeleteRolePermissionsBoundary",
+         "iam:DeleteUserPermissionsBoundary", "iam:PutUserPermissionsBoundary",
+         "sts:AssumeRole", "iam:UpdateRole"}
+BOUNDARY_MUST_DENY = {"iam:DeleteRolePermissionsBoundary", "iam:CreatePolicyVersion",
+                      "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
+                      "iam:DeletePolicyVersion"}
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def escalation_problems(deployer: dict[str, Any], boundary_arn: str,
+                        boundary: dict[str, Any], runtime: list[dict[str, Any]]) -> list[str]:
+    """Why the deployer could grant itself (or a role it runs) more than it has; [] when
+    it cannot. Static: AWS evaluates the conditions, moto does not."""
+    problems = []
+    for statement in deployer["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
+        actions = set(_listed(statement["Action"]))
+        for action in sorted(BOUNDARY_KEYED | NEVER):
+            if not covers(actions, action):
+                continue
+            if action in NEVER:
+                problems.append(f"{statement.get('Sid')}: allows {action}")
+                continue
+            wanted = statement.get("Condition", {}).get("StringEquals", {})
+            if wanted.get("iam:PermissionsBoundary") != boundary_arn:
+                problems.append(f"{statement.get('Sid')}: {action} without the boundary")
+    for action in sorted(BOUNDARY_MUST_DENY):
+        target = "*" if action.endswith("PermissionsBoundary") else boundary_arn
+        denied = any(
+            s["Effect"] == "Deny" and covers(set(_listed(s["Action"])), action)
+            and any(fnmatch.fnmatchcase(target, r) for r in _listed(s["Resource"]))
+            and "Condition" not in s
+            for s in deployer["Statement"]
+        )
+        if not denied:
+            problems.append(f"no Deny of {action} on {target}")
+    ceiling = allowed(boundary)
+    for pattern in ceiling:
+        if pattern == "*" or pattern.split(":")[0] in ("iam", "sts", "organizations"):
+            problems.append(f"the boundary allows {pattern}")
+    for document in runtime:
+        for action in allowed(document):
+            if not covers(ceiling, action):
+                problems.append(f"the boundary cuts {action}, which a role needs")
+    return problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,8 +67,45 @@ def test_task_stopped_shows_reason(stack: Stack, quiet: Any, reason: str, expect
 def test_no_task_times_out_with_state(stack: Stack, quiet: Any) -> None:
     settings = stack.settings()
     settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=1, dns_timeout=1))
-    with pytest.raises(DeployError, match=r"no running, healthy task after 1 s \(no task yet\)"):
+    with pytest.raises(DeployError) as failed:
         commands.up(stack.aws(), settings, quiet)
+    message = str(failed.value)
+    assert re.search(r"no running, healthy task after 1 s \(waited [12] s; no task of "
+                     r"rendezvous:1 started yet\)", message), message
+    assert "The service reports no events" in message or "latest events:" in message
+    assert "Raise --task-timeout" in message
+
+
+def test_waiting_shows_elapsed_and_remaining_time(stack: Stack) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from deploy.progress import Reporter
+
+    out = StringIO()
+    reporter = Reporter(Console(file=out, force_terminal=False, width=300, highlight=False))
+    settings = stack.settings()
+    settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=1, dns_timeout=1))
+    with pytest.raises(DeployError):
+        commands.up(stack.aws(), settings, reporter)
+    shown = out.getvalue()
+    assert re.search(r"… no task of rendezvous:1 started yet \(0 s elapsed, 1 s left\)", shown), (
+        shown)
+
+
+def test_image_pull_error_says_what_to_check(stack: Stack, quiet: Any) -> None:
+    reason = ("CannotPullContainerError: pull image manifest has been retried 5 time(s): "
+              "failed to resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+              "rendezvous:test: not found")
+    with stack.fargate() as fargate:
+        fargate.fail_with = reason
+        with pytest.raises(DeployError) as failed:
+            commands.up(stack.aws(), stack.settings(), quiet)
+    message = str(failed.value)
+    assert reason in message
+    assert "ECS could not pull the image" in message
+    assert "task execution role may pull from its repository" in message
 
 
 def test_task_without_public_ip_times_out_with_hint(stack: Stack, quiet: Any) -> None:

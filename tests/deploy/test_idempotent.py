@@ -38,3 +38,31 @@ def test_changed_image_registers_one_revision_and_rolls_the_service(
     assert service["taskDefinition"] == second.task_definition_arn
     # The fake Fargate rolled the service: new task, new IP, and the record followed.
     assert len(fargate.started) == 2 and second.ip != first.ip and second.record_changed
+
+
+def test_environment_is_reconciled_and_shown_old_to_new(stack: Stack) -> None:
+    """A variable no longer given is gone from the new revision; each change is listed."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from deploy.progress import Reporter
+
+    out = StringIO()
+    reporter = Reporter(Console(file=out, force_terminal=False, width=1000, highlight=False))
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(
+            environment=(("RENDEZVOUS_LOG_LEVEL", "debug"), ("EXTRA", "1"))), reporter)
+        out.seek(0)
+        out.truncate()
+        second = commands.up(stack.aws(), stack.settings(
+            environment=(("RENDEZVOUS_LOG_LEVEL", "info"),)), reporter)
+    ecs = clients(stack.endpoint)["ecs"]
+    definition = ecs.describe_task_definition(taskDefinition=second.task_definition_arn)
+    env = {e["name"]: e["value"]
+           for e in definition["taskDefinition"]["containerDefinitions"][0]["environment"]}
+    assert env.get("RENDEZVOUS_LOG_LEVEL") == "info" and "EXTRA" not in env
+    shown = out.getvalue()
+    assert "~ task environment EXTRA: 1 -> (none)" in shown
+    assert "~ task environment RENDEZVOUS_LOG_LEVEL: debug -> info" in shown
+    assert "✓ security group" in shown  # verified, not changed: a different mark

@@ -22,7 +22,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from deploy.aws import Aws
+from deploy.aws import Aws, DeployError
 from deploy.cli import main
 from deploy.pipeline import cli as pipeline_cli
 from deploy.pipeline import cloud
@@ -35,6 +35,7 @@ from tests.deploy.policyscan import (
     resource_allows,
     static_actions,
 )
+from tests.deploy.world import create_boundaries
 from tests.facilities import require
 from tests.processes import moto_process
 
@@ -65,6 +66,7 @@ WITHOUT_RESOURCE_TYPES = {"sts:GetCallerIdentity", "lambda:ListLayerVersions",
 LAMBDA_RUNTIME_LOGS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
 REGION, ACCOUNT = "us-east-1", "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
+LOCATIONS = ["--data", "s3://data", "--results", "s3://results"]
 FILL: dict[str, Any] = {
     "Region": REGION,
     "Account": ACCOUNT,
@@ -85,9 +87,9 @@ def deployer(prefix: str) -> dict[str, Any]:
 
 
 def runtime(read: tuple[str, ...] = (), write: tuple[str, ...] = (),
-            buckets: tuple[str, ...] = (), prefix: str = "pl") -> tuple[dict, dict]:
+            any_bucket: bool = False, prefix: str = "pl") -> tuple[dict, dict]:
     """(lambda role policy, state machine role policy) as `up` would attach them."""
-    s3 = cloud.s3_access(buckets, read, write)
+    s3 = cloud.s3_access(read, write, any_bucket=any_bucket)
     names = PipelineNames(prefix)
     return (cloud.lambda_policy(REGION, ACCOUNT, names, s3),
             cloud.states_policy(REGION, ACCOUNT, names, s3))
@@ -185,7 +187,7 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
 
 
 def test_lambda_role_allows_exactly_what_the_handlers_call() -> None:
-    lambda_policy, _ = runtime()
+    lambda_policy, _ = runtime(read=("data",), write=("results",))
     needed = static_actions(FUNCTION_CODE)
     assert needed == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     granted = allowed(lambda_policy)
@@ -209,11 +211,18 @@ def test_lambda_role_reads_data_and_writes_only_results() -> None:
     assert not resource_allows(lambda_policy, "s3:GetObject", "arn:aws:s3:::data/secret.pt")
     assert not resource_allows(lambda_policy, "s3:GetObject", "arn:aws:s3:::data/partsx/1.pt")
     assert not resource_allows(lambda_policy, "s3:PutObject", "arn:aws:s3:::results/other/0.json")
-    # --bucket B: the whole bucket, read and write; no option at all: any bucket.
-    whole, _ = runtime(buckets=("b",))
+    # --results B: the whole bucket, read and write; --data D beside it stays read-only.
+    whole, _ = runtime(read=("d",), write=("b",))
     assert resource_allows(whole, "s3:PutObject", "arn:aws:s3:::b/anything")
+    assert resource_allows(whole, "s3:GetObject", "arn:aws:s3:::d/anything")
+    assert not resource_allows(whole, "s3:PutObject", "arn:aws:s3:::d/anything")
     assert not resource_allows(whole, "s3:GetObject", "arn:aws:s3:::c/anything")
-    anywhere, _ = runtime()
+    # No location is an error, never every bucket; every bucket only when asked for.
+    with pytest.raises(DeployError, match="--results s3://BUCKET/PREFIX"):
+        runtime()
+    with pytest.raises(DeployError, match="no S3 location for results"):
+        runtime(read=("data",))
+    anywhere, _ = runtime(any_bucket=True)
     assert resource_allows(anywhere, "s3:GetObject", "arn:aws:s3:::c/anything")
 
 
@@ -307,15 +316,15 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     recorded = _recording_cli(monkeypatch)
     name = f"pl-rec-{os.getpid()}"
     names = PipelineNames(name)
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, "--worker-memory", "2048"],
-           aws_env)  # an update: update_function_configuration
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+            "--worker-memory", "2048"], aws_env)  # an update: update_function_configuration
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps({"bucket": "results", "data_prefix": "p/", "result_path": "r",
                                    "world_size": 1, "rendezvous_endpoint": "10.0.0.1:10000"}))
     runs = tmp_path / "runs.json"
     invoke(["pipeline", "run", "--name", name, "--payload", str(payload), "--world-size", "1",
-            "--timeout", "0.2", "--runs-file", str(runs)], aws_env)
+            "--no-wait", "--runs-file", str(runs)], aws_env)
     invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs),
             "--out", str(tmp_path / "report")], aws_env)
     aws = recorded["aws"]
@@ -346,7 +355,7 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     # What up attached is what the files say (one source of truth), filled for this name.
     iam = boto3.client("iam", endpoint_url=aws_env, region_name=REGION)
     attached = iam.get_role_policy(RoleName=names.states_role, PolicyName=names.states_role)
-    s3 = cloud.s3_access(())
+    s3 = cloud.s3_access(("s3://data",), ("s3://results",))
     assert attached["PolicyDocument"] == cloud.states_policy(REGION, ACCOUNT, names, s3)
     trust = iam.get_role(RoleName=names.states_role)["Role"]["AssumeRolePolicyDocument"]
     assert trust == cloud.policy(cloud.STATES_TRUST, Account=ACCOUNT)
@@ -434,6 +443,7 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                            "AWS_REGION": REGION}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
+        create_boundaries(url)
         yield url
 
 

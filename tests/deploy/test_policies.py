@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from deploy.pipeline.cloud import PipelineNames
 from deploy.refresher.handler import handler
 from deploy.server import commands, follower, iam, network
 from deploy.server.settings import ServerSettings
@@ -57,6 +58,8 @@ FILL = {
     "RecordName": "rdv.example.com",
     "Function": "rendezvous-dns-refresher",
     "Repository": "rendezvous",
+    "ImageRegion": "us-east-1",
+    "ImageAccount": "123456789012",
     "LogGroup": "/ecs/rendezvous",
     "Prefix": "rendezvous",
 }
@@ -244,14 +247,40 @@ def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None
     passes = {s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
               for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]}
     assert passes == {
-        f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-task-execution": "ecs-tasks.amazonaws.com",
-        f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-dns-refresher": "lambda.amazonaws.com",
+        f"arn:aws:iam::{ACCOUNT}:role/{prefix}-task-execution": "ecs-tasks.amazonaws.com",
+        f"arn:aws:iam::{ACCOUNT}:role/{prefix}-dns-refresher": "lambda.amazonaws.com",
     }
+
+
+def test_server_prefix_does_not_reach_the_pipelines_resources() -> None:
+    """`rendezvous*` covered `rendezvous-pipeline-*` (delete actions included): every
+    pattern now names the server's own resources, delimited."""
+    policy = deployer("rendezvous")
+    arn = f"{REGION}:{ACCOUNT}"
+    pipeline = PipelineNames("rendezvous-pipeline")
+    outside = {
+        "iam:PutRolePolicy": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
+                              f"arn:aws:iam::{ACCOUNT}:role/rendezvousx-task-execution"],
+        "iam:DeleteRole": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.states_role}"],
+        "iam:PassRole": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
+                         f"arn:aws:iam::{ACCOUNT}:role/rendezvous-pipeline-task-execution"],
+        "lambda:DeleteFunction": [f"arn:aws:lambda:{arn}:function:{pipeline.worker}"],
+        "lambda:UpdateFunctionCode": [f"arn:aws:lambda:{arn}:function:{pipeline.initialize}"],
+        "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/{pipeline.repository}"],
+        "logs:CreateLogGroup": [f"arn:aws:logs:{arn}:log-group:/ecs/rendezvous-pipeline"],
+        "ecs:DeleteService": [f"arn:aws:ecs:{arn}:service/rendezvous-pipeline/x",
+                              f"arn:aws:ecs:{arn}:service/rendezvous/rendezvous-old"],
+        "events:DeleteRule": [f"arn:aws:events:{arn}:rule/rendezvous-pipeline-x"],
+    }
+    for action, resources in outside.items():
+        for resource in resources:
+            assert not resource_allows(policy, action, resource), (action, resource)
 
 
 def test_deployer_changes_only_the_a_record_of_its_name() -> None:
     policy = deployer(record="rdv.example.com")
     denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    denies = [s for s in denies if any(a.startswith("route53:") for a in _listed(s["Action"]))]
     assert {s["Resource"] for s in denies} == {"arn:aws:route53:::hostedzone/Z123"}
     conditions = {key: values for s in denies
                   for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()}
@@ -275,6 +304,8 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
     (authorize,) = by_action["ec2:AuthorizeSecurityGroupIngress"]
     assert authorize["Condition"] == {
         "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}}
+    (revoke,) = by_action["ec2:RevokeSecurityGroupIngress"]  # reconciling closes ports too
+    assert revoke["Condition"] == authorize["Condition"]
     (tagging,) = by_action["ec2:CreateTags"]
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
     creating = {s["Resource"]: s.get("Condition") for s in by_action["ec2:CreateSecurityGroup"]}

@@ -163,3 +163,43 @@ def test_policy_printer_fills_the_deployer_policy_for_the_readme(
     assert "arn:aws:route53:::hostedzone/Z0123" in json.dumps(printed)
     assert roles.main(["deployer", *values[:-1]]) == 2
     assert "needs a value for ${RecordName}" in capsys.readouterr().err
+
+
+def test_what_is_no_longer_asked_for_is_removed_and_reported_old_to_new(
+    aws_env: str, raw_iam: Any
+) -> None:
+    """Reconciliation, not accumulation: a hand-added inline policy and an attached
+    managed policy go; a narrowed statement is shown old -> new; the boundary is set."""
+    name = role_name("reconcile")
+    trust = trusting("lambda.amazonaws.com")
+    roles.ensure_role(Aws(endpoint_url=aws_env), name, trust,
+                      allowing("s3:GetObject", "s3:PutObject"))
+    raw_iam.put_role_policy(RoleName=name, PolicyName="by-hand",
+                            PolicyDocument=json.dumps(allowing("iam:*")))
+    admin = raw_iam.create_policy(PolicyName=f"admin-{os.getpid()}",
+                                  PolicyDocument=json.dumps(allowing("*")))["Policy"]["Arn"]
+    raw_iam.attach_role_policy(RoleName=name, PolicyArn=admin)
+    boundary = roles.boundary_arn("123456789012", roles.SERVER_BOUNDARY)
+
+    changes: list[tuple[str, object, object]] = []
+    aws = Aws(endpoint_url=aws_env)
+    _, changed = roles.ensure_role(aws, name, trust, allowing("s3:GetObject"),
+                                   boundary=boundary,
+                                   on_change=lambda *change: changes.append(change))
+    assert changed
+    assert raw_iam.list_role_policies(RoleName=name)["PolicyNames"] == [name]
+    assert raw_iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
+    role = raw_iam.get_role(RoleName=name)["Role"]
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+    assert changes == [
+        (f"role {name} permissions boundary", None, boundary),
+        (f"role {name} policy #0", "s3:GetObject,s3:PutObject on *", "s3:GetObject on *"),
+        (f"role {name} policy by-hand #0", "iam:* on *", ""),
+        (f"role {name} attached policy", admin, ""),
+    ]
+
+    again = Aws(endpoint_url=aws_env)
+    assert not roles.ensure_role(again, name, trust, allowing("s3:GetObject"),
+                                 boundary=boundary)[1]
+    assert not again.actions & {*MUTATING, "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
+                                "iam:PutRolePermissionsBoundary"}

@@ -83,7 +83,7 @@ def _created(url: str) -> dict[str, list[str]]:
     "args",
     [
         ["server", "up", "--record", "rdv.example.test", "--no-verify-dns"],
-        ["pipeline", "up", "--build", "--name", f"nodocker{os.getpid()}"],
+        ["pipeline", "up", "--build", "--any-bucket", "--name", f"nodocker{os.getpid()}"],
     ],
     ids=["server-up", "pipeline-up-build"],
 )

@@ -298,3 +298,14 @@ def answer(nsd: Nsd, fqdn: str) -> list[str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid()}"
+
+
+def create_boundaries(endpoint: str) -> None:
+    """What an administrator does once per account: create the permissions boundaries
+    every role rendezvous-deploy makes must carry (deploy/iam/*-boundary.json)."""
+    from deploy.roles import BOUNDARY_FILES, policy
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    for name, file in BOUNDARY_FILES.items():
+        document = policy(file, Account="123456789012")  # moto's account
+        iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(document))

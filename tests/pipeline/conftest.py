@@ -38,3 +38,13 @@ def endpoint() -> Iterator[str]:
 
     with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as server:
         yield server.address
+
+
+@pytest.fixture
+def aws_env(aws_env: str) -> str:
+    """The reset moto account, with the permissions boundaries an administrator creates
+    once (tests/deploy/world.py: create_boundaries)."""
+    from tests.deploy.world import create_boundaries
+
+    create_boundaries(aws_env)
+    return aws_env

@@ -25,6 +25,7 @@ from deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
 from tests.pipeline.users_format import USERS_RESULT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
+LOCATIONS = ["--data", "s3://data", "--results", "s3://results"]
 
 
 def invoke(args: list[str], url: str) -> str:
@@ -40,9 +41,9 @@ def client(service: str, url: str):
 def test_up_deploys_everything_once(aws_env: str) -> None:
     name = "pl-up"
     names = PipelineNames(name)
-    first = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    first = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     assert first.strip().endswith(f"stateMachine:{name}")
-    assert first.count("✓") == 7
+    assert first.count("~ ") == 7
 
     lam = client("lambda", aws_env)
     worker = lam.get_function(FunctionName=names.worker)
@@ -76,8 +77,12 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     rank = fan_out["ItemProcessor"]["States"]["Rank"]
     assert rank["Parameters"]["FunctionName"].endswith(f":function:{names.worker}")
 
-    second = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
-    assert "✓" not in second.replace("✓ Lambda role", "").replace("✓ Step Functions role", "")
+    second = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
+    third = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                    "--worker-memory", "2048", "--worker-timeout", "600"], aws_env)
+    assert f"~ function {names.worker} Timeout: 900 -> 600" in third
+    assert f"~ function {names.worker} MemorySize: 3008 -> 2048" in third
+    assert "~ " not in second  # nothing changed, roles included
     assert len(lam.list_layer_versions(LayerName=names.layer)["LayerVersions"]) == 1
 
 
@@ -112,7 +117,7 @@ def report_line(request_id: str, billed_ms: int, memory: int, used: int, cold: b
 def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     name = "pl-run"
     names = PipelineNames(name)
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
@@ -232,16 +237,29 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
     from deploy.pipeline.cloud import failure_message
 
     name = "pl-wait"
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({
         "bucket": "results", "data_prefix": "p/", "result_path": "r", "world_size": 1,
         "rendezvous_endpoint": "10.0.0.1:10000",
     }))
-    out = invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
-                  "--world-size", "1", "--timeout", "0.5", "--runs-file",
-                  str(tmp_path / "runs.json")], aws_env)
-    assert "world size 1: RUNNING" in out  # moto never finishes it; the wait is bounded
+    runs_file = tmp_path / "runs.json"
+    result = CliRunner().invoke(main, [
+        "pipeline", "run", "--name", name, "--payload", str(payload_file),
+        "--world-size", "1,2", "--timeout", "0.5", "--runs-file", str(runs_file),
+        "--endpoint-url", aws_env])
+    # moto never finishes it: the wait is bounded, and a timeout is a failure, not a ✓.
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    (run,) = json.loads(runs_file.read_text())
+    assert f"world size 1: execution {run['execution_arn']} still RUNNING after --timeout 0.5 s" \
+        in flat
+    assert "✗" in result.output and "✓ world size" not in result.output
+    assert "world size 2" not in flat  # the next world size waits for this one
+    assert "--timeout 0.5 s is shorter than one execution may take (1200 s" in flat
+    sfn = client("stepfunctions", aws_env)
+    machine = sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
     cause = json.dumps({"errorMessage": "rank 2/8 failed: cannot load s3://d/p/3.pt",
                         "errorType": "RankFailed"})
     assert failure_message({"error": "States.ExceedToleratedFailureThreshold",
@@ -260,7 +278,7 @@ def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
         shim = archive.read("python/fmi.py").decode()
     assert "sys.modules[__name__] = _compat" in shim
     name = "pl-fmi"
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     payload_file = tmp_path / "payload.json"
     payload = {
         "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
@@ -284,3 +302,99 @@ def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
     assert [(i["SCRIPT"], i["RANK"], i["WORLD_SIZE"]) for i in items] == [
         ("scripts/fmi_worker.py", r, 3) for r in range(3)
     ]
+
+
+def test_run_default_timeout_is_above_the_deployed_workers(aws_env: str) -> None:
+    from deploy.aws import Aws
+    from deploy.pipeline.preflight import execution_budget
+
+    help_text = CliRunner().invoke(main, ["pipeline", "run", "--help"]).output
+    assert "600" not in help_text.replace("--local 600", "")  # no AWS default below 900
+    for name, worker_timeout in (("pl-t900", 900), ("pl-t300", 300)):
+        invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                "--worker-timeout", str(worker_timeout)], aws_env)
+        budget = execution_budget(Aws(endpoint_url=aws_env), PipelineNames(name))
+        assert budget == worker_timeout + 2 * 120 + 60
+        assert budget > worker_timeout
+
+
+def test_each_world_size_writes_under_its_own_result_path(aws_env: str, tmp_path: Path) -> None:
+    name = "pl-paths"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_text(json.dumps({
+        "bucket": "results", "data_prefix": "p/", "result_path": "runs/sweep/",
+        "world_size": 1, "rendezvous_endpoint": "10.0.0.1:10000",
+    }))
+    runs_file = tmp_path / "runs.json"
+    for _ in range(2):  # two sweeps of the same payload: four distinct paths
+        invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+                "--world-size", "2,3", "--no-wait", "--runs-file", str(runs_file)], aws_env)
+    runs = json.loads(runs_file.read_text())
+    sfn = client("stepfunctions", aws_env)
+    paths = []
+    for run in runs:
+        sent = json.loads(sfn.describe_execution(executionArn=run["execution_arn"])["input"])
+        assert sent["result_path"] == run["result_path"] == f"runs/sweep/{run['run_id']}"
+        paths.append(sent["result_path"])
+    assert len(set(paths)) == len(runs) == 4
+
+
+def test_output_in_a_pipe_keeps_arns_and_lines_whole(aws_env: str, tmp_path: Path) -> None:
+    """Off a terminal (a pipe, a CI log) nothing wraps at 80 columns."""
+    import os
+
+    name = "pl-pipe-output-with-a-long-enough-name"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_text(json.dumps({
+        "bucket": "results", "data_prefix": "p/", "result_path": "runs/a/fairly/deep/prefix",
+        "world_size": 1, "rendezvous_endpoint": "10.0.0.1:10000",
+    }))
+    runs_file = tmp_path / "runs.json"
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    exe = str(Path(sys.executable).with_name("rendezvous-deploy"))
+    done = subprocess.run(
+        [exe, "pipeline", "run", "--name", name, "--payload", str(payload_file),
+         "--world-size", "16", "--no-wait", "--runs-file", str(runs_file),
+         "--endpoint-url", aws_env],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(runs_file.read_text())
+    line = (f"~ world size 16: started {run['execution_arn']} "
+            f"(results under {run['result_path']})")
+    assert len(line) > 160
+    assert line in done.stderr.splitlines(), done.stderr
+
+
+def test_run_refuses_a_payload_outside_the_locations_up_granted(
+    aws_env: str, tmp_path: Path
+) -> None:
+    name = "pl-scope"
+    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, "--data",
+            "s3://data/parts", "--results", "s3://results/runs"], aws_env)
+    payload_file = tmp_path / "payload.json"
+    base = {"bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+            "result_path": "runs/sweep", "world_size": 1,
+            "rendezvous_endpoint": "10.0.0.1:10000"}
+    cases = [({"bucket": "payroll"}, "write results at s3://payroll/runs/sweep/r/"),
+             ({"data_prefix": "secret/"}, "read data at s3://data/secret/"),
+             ({"result_path": "elsewhere"}, "write results at s3://results/elsewhere/r/")]
+    sfn = client("stepfunctions", aws_env)
+    machine = sfn.list_state_machines()["stateMachines"][0]["stateMachineArn"]
+    for change, needle in cases:
+        payload_file.write_text(json.dumps({**base, **change}))
+        result = CliRunner().invoke(main, [
+            "pipeline", "run", "--name", name, "--payload", str(payload_file), "--no-wait",
+            "--world-size", "1", "--runs-file", str(tmp_path / "runs.json"),
+            "--endpoint-url", aws_env])
+        assert result.exit_code == 1, result.output
+        flat = " ".join(result.output.split())
+        assert f"the payload would {needle}" in flat, flat
+        assert "run `pipeline up` again with those locations" in flat
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+    payload_file.write_text(json.dumps(base))  # inside the locations: it starts
+    invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file), "--no-wait",
+            "--world-size", "1", "--runs-file", str(tmp_path / "runs.json")], aws_env)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
