@@ -176,10 +176,12 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     s3.create_bucket(Bucket="results")
     for run in runs:
         ws, rid = run["world_size"], run["run_id"]
+        # each execution writes under its own result_path, runs/x/<run_id>
+        assert run["result_path"] == f"runs/x/{rid}"
         combined = [{**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
-                     "throughput_bps": 1e6 * (rank + 1), "result_path": "runs/x"}
+                     "throughput_bps": 1e6 * (rank + 1), "result_path": run["result_path"]}
                     for rank in range(ws)]
-        kept = f"runs/x/_pipeline/runs/{rid}"
+        kept = f"{run['result_path']}/_pipeline/runs/{rid}"
         s3.put_object(Bucket="results", Key=f"{kept}/combined_data.json",
                       Body=json.dumps(combined).encode())
         s3.put_object(Bucket="results", Key=f"{kept}/summary.json",
