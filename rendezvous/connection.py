@@ -25,12 +25,12 @@ from tcpunch import (
     NeedMoreData,
     ProtocolError,
     Reason,
-    RequestReader,
     Status,
     V2Response,
     encode_v2_response,
     pack_endpoint,
 )
+from tcpunch.relay import ServerRequestReader
 
 if TYPE_CHECKING:
     from rendezvous.dispatch import Dispatcher
@@ -47,6 +47,7 @@ class State(enum.IntEnum):
     DISPATCHING = 2  # its request is complete and being decided on
     WAITING = 3  # parked in the room until a peer, its deadline or a hang-up
     CLOSED = 4  # answered, refused or gone; nothing more happens
+    HANDED_OFF = 5  # a relay request: rendezvous.relay owns the transport now
 
 
 class Event(enum.IntEnum):
@@ -59,6 +60,7 @@ class Event(enum.IntEnum):
     ANSWER = 4  # the last bytes (if any) are written and it is closed
     LOST = 5  # the peer hung up, or its transport is closing under us
     ABORT = 6  # the server stops: closed without an answer
+    HAND_OFF = 7  # a relay request: the transport goes to rendezvous.relay
 
 
 # The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
@@ -68,6 +70,7 @@ READING = State.READING
 DISPATCHING = State.DISPATCHING
 WAITING = State.WAITING
 CLOSED = State.CLOSED
+HANDED_OFF = State.HANDED_OFF
 _ACCEPT = Event.ACCEPT
 _REFUSE = Event.REFUSE
 _REQUEST = Event.REQUEST
@@ -75,6 +78,7 @@ _PARK = Event.PARK
 _ANSWER = Event.ANSWER
 _LOST = Event.LOST
 _ABORT = Event.ABORT
+_HAND_OFF = Event.HAND_OFF
 
 # Every allowed (state, event) and the state it leads to; nothing else is allowed.
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -96,6 +100,10 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (CLOSED, _ANSWER): CLOSED,  # an internal error after the answer: close again, no-op
     (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
     (CLOSED, _ABORT): CLOSED,
+    (DISPATCHING, _HAND_OFF): HANDED_OFF,  # a relay request; the relay end takes over
+    (HANDED_OFF, _ANSWER): HANDED_OFF,  # an internal error after the hand-off: no-op
+    (HANDED_OFF, _LOST): HANDED_OFF,
+    (HANDED_OFF, _ABORT): HANDED_OFF,
 }
 
 # The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
@@ -125,7 +133,7 @@ class Connection(asyncio.Protocol):
     )
 
     endpoint: Endpoint
-    reader: RequestReader
+    reader: ServerRequestReader
     transport: asyncio.Transport
 
     def __init__(self, dispatcher: Dispatcher) -> None:
@@ -178,7 +186,7 @@ class Connection(asyncio.Protocol):
         connections.add(self)
         self._apply(_ACCEPT)
         dispatcher.deadlines.reading[self] = dispatcher.time() + dispatcher.request_timeout
-        self.reader = RequestReader()
+        self.reader = ServerRequestReader()
 
     def data_received(self, data: bytes) -> None:
         if self.state is not READING:
@@ -313,6 +321,12 @@ class Connection(asyncio.Protocol):
                 V2Response(Status.TIMEOUT, self.endpoint, _ZERO, waiter.token or "")
             )
         self.finish(payload=payload)
+
+    def hand_off(self) -> asyncio.Transport:
+        """The relay takes this connection's transport over; the rendezvous side is done."""
+        self._apply(_HAND_OFF)
+        self.dispatcher.connections.discard(self)
+        return self.transport
 
     def park(self, waiter: Waiter[Connection]) -> None:
         """Dispatch made it a waiter (the caller sets its deadline)."""
