@@ -47,7 +47,6 @@ class State(enum.IntEnum):
     DISPATCHING = 2  # its request is complete and being decided on
     WAITING = 3  # parked in the room until a peer, its deadline or a hang-up
     CLOSED = 4  # answered, refused or gone; nothing more happens
-    HANDED_OFF = 5  # a relay request: rendezvous.relay owns the transport now
 
 
 class Event(enum.IntEnum):
@@ -70,7 +69,6 @@ READING = State.READING
 DISPATCHING = State.DISPATCHING
 WAITING = State.WAITING
 CLOSED = State.CLOSED
-HANDED_OFF = State.HANDED_OFF
 _ACCEPT = Event.ACCEPT
 _REFUSE = Event.REFUSE
 _REQUEST = Event.REQUEST
@@ -100,10 +98,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (CLOSED, _ANSWER): CLOSED,  # an internal error after the answer: close again, no-op
     (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
     (CLOSED, _ABORT): CLOSED,
-    (DISPATCHING, _HAND_OFF): HANDED_OFF,  # a relay request; the relay end takes over
-    (HANDED_OFF, _ANSWER): HANDED_OFF,  # an internal error after the hand-off: no-op
-    (HANDED_OFF, _LOST): HANDED_OFF,
-    (HANDED_OFF, _ABORT): HANDED_OFF,
+    (DISPATCHING, _HAND_OFF): CLOSED,  # a relay request: rendezvous.relay owns the transport
 }
 
 # The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None

@@ -11,6 +11,7 @@ which this server does not have.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from rendezvous.relay_metrics import RelayMetrics
 from tcpunch import pack_endpoint
@@ -25,7 +26,8 @@ class DiscoveryProtocol(asyncio.Protocol):
         self.metrics = metrics
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        if TYPE_CHECKING:  # uvloop's transports are not asyncio's classes: no isinstance
+            assert isinstance(transport, asyncio.WriteTransport)
         ip, port = transport.get_extra_info("peername")[:2]
         if ip.startswith("::ffff:"):
             ip = ip[7:]
