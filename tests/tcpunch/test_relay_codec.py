@@ -33,16 +33,11 @@ from tcpunch.relay import (
 )
 
 SESSION = derive_session(b"fmi_pair0_1")
-VECTOR = (
-    bytes.fromhex("00545058" "01" "01" "0b")
-    + b"fmi_pair0_1"
-    + SESSION
-    + bytes.fromhex("0000")
-)
+VECTOR = bytes.fromhex("0054505801010b") + b"fmi_pair0_1" + SESSION + bytes.fromhex("0000")
 
 
 def test_relay_request_byte_vector() -> None:
-    assert SESSION == hashlib.sha256(b"tcpunch relay session\0fmi_pair0_1").digest()[:16]
+    assert hashlib.sha256(b"tcpunch relay session\0fmi_pair0_1").digest()[:16] == SESSION
     assert SESSION.hex() == derive_session(b"fmi_pair0_1").hex()
     assert encode_relay_request(RelayRequest(b"fmi_pair0_1", SESSION)) == VECTOR
     assert len(VECTOR) == 4 + 1 + 1 + 1 + 11 + 16 + 2
@@ -56,7 +51,7 @@ def test_relay_request_with_credential() -> None:
 
 
 def test_observe_and_replies() -> None:
-    assert OBSERVE_REQUEST == bytes.fromhex("005450580102")
+    assert bytes.fromhex("005450580102") == OBSERVE_REQUEST
     assert parse_ext_request(OBSERVE_REQUEST) == ObserveRequest()
     assert encode_relay_reply(RelayReply(RelayStatus.WAITING_FOR_PEER)) == b"\x01\x00"
     assert encode_relay_reply(RelayReply(RelayStatus.ACCEPTED)) == b"\x02\x00"
