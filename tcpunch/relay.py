@@ -27,7 +27,8 @@ closes or a limit ends it with a reset), ``03 RR`` REFUSED with a :class:`RelayR
 
 Byte vector: name ``fmi_pair0_1``, derived session, no credential::
 
-    00 54 50 58 01 01 0b 66 6d 69 5f 70 61 69 72 30 5f 31 <16 session bytes> 00 00
+    00 54 50 58 01 01 0b 66 6d 69 5f 70 61 69 72 30 5f 31
+    37 16 6f 93 11 9a 77 8d de 0e b9 dd f4 f3 ab d5 00 00
 
 The server matches the two ends by (name, session id). A multi-replica server can use
 the same key to place both ends on one replica (hash it to a replica, or redirect).
