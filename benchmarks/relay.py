@@ -117,15 +117,19 @@ def main() -> None:
                 time.sleep(0.1)
         nbytes = args.mib * CHUNK
         direct, relayed, cpu = [], [], 0.0
+        client_cpu = {"direct": 0.0, "relayed": 0.0}  # this process: sender + receiver
         for index in range(args.rounds):
             a, b = client_common.tcp_socketpair()
             with a, b:
+                mine = time.process_time()
                 direct.append(transfer(a, b, nbytes))
+                client_cpu["direct"] += time.process_time() - mine
             a, b = relayed_pair(f"bench-{os.getpid()}-{index}", port)
             with a, b:
-                before = cpu_seconds(server.pid)
+                before, mine = cpu_seconds(server.pid), time.process_time()
                 relayed.append(transfer(a, b, nbytes))
                 cpu += cpu_seconds(server.pid) - before
+                client_cpu["relayed"] += time.process_time() - mine
         gib = nbytes / (1 << 30)
         best_direct, best_relayed = gib / min(direct), gib / min(relayed)
         cpu_per_gib = cpu / (gib * args.rounds)
@@ -136,16 +140,23 @@ def main() -> None:
             discovery.append(time.perf_counter() - start)
             rtt.append(one_round_trip(dport))
         print(f"Machine: {client_common.machine()}; server loop: {args.loop}\n")
+        ratio = f"{best_relayed / best_direct:.2f}"
         print(
             client_common.table(
                 ["path", f"best of {args.rounds} x {args.mib} MiB", "relayed/direct"],
                 [
                     ["direct TCP, loopback", f"{best_direct:.2f} GiB/s", ""],
-                    ["through the relay", f"{best_relayed:.2f} GiB/s", f"{best_relayed / best_direct:.2f}"],
+                    ["through the relay", f"{best_relayed:.2f} GiB/s", ratio],
                 ],
             )
-        )  # fmt: skip
+        )
         print(f"\nserver CPU per relayed GiB: {cpu_per_gib:.3f} s")
+        per_gib = {k: v / (gib * args.rounds) for k, v in client_cpu.items()}
+        print(
+            f"CPU per GiB, both clients together: direct {per_gib['direct']:.3f} s, relayed "
+            f"{per_gib['relayed']:.3f} s (+ the server's {cpu_per_gib:.3f} s); load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
         med_d, med_r = statistics.median(discovery), statistics.median(rtt)
         print(
             f"discovery (median of {args.discovery_runs}): {med_d * 1e3:.3f} ms; one TCP round "
@@ -158,6 +169,7 @@ def main() -> None:
                     "direct_gib_s": best_direct,
                     "relayed_gib_s": best_relayed,
                     "server_cpu_s_per_gib": cpu_per_gib,
+                    "client_cpu_s_per_gib": per_gib,
                     "discovery_ms": med_d * 1e3,
                     "round_trip_ms": med_r * 1e3,
                 }
