@@ -16,6 +16,7 @@ Request (big-endian, every length checked before anything is allocated)::
     6       1     name length N, 1..100
     7       N     pairing name, raw bytes without NUL (as in v1)
     7+N     16    session id: both ends send the same; default derive_session(name)
+                  (pairing_session: from the two endpoints the rendezvous reported)
     23+N    2     credential length C, 0..512
     25+N    C     credential (issue 11: a TURN-REST-style credential; ignored by a
                   server without an auth secret)
@@ -40,6 +41,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
+from tcpunch.endpoint import pack_endpoint
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 from tcpunch.request import NeedMoreData, Request, RequestReader, _NeedMoreData
 from tcpunch.v1 import V1_MAX_NAME
@@ -96,6 +98,18 @@ class RelayReply:
 def derive_session(name: bytes) -> bytes:
     """The session id both ends compute from the pairing name alone."""
     return hashlib.sha256(b"tcpunch relay session\0" + name).digest()[:SESSION_SIZE]
+
+
+def pairing_session(name: bytes, ours: tuple[str, int], theirs: tuple[str, int]) -> bytes:
+    """The session id of one pairing: both ends compute it from the rendezvous's answer.
+
+    The two public endpoints the server reported (sorted, so both ends agree) change
+    from run to run, so a relay session left over from an earlier run under the same
+    name (FMI reuses names) never blocks this one. Prefer it to :func:`derive_session`.
+    """
+    first, second = sorted((pack_endpoint(*ours), pack_endpoint(*theirs)))
+    digest = hashlib.sha256(b"tcpunch relay pairing\0" + first + second + name)
+    return digest.digest()[:SESSION_SIZE]
 
 
 def _check_name(name: bytes, error: type[LocalProtocolError | RemoteProtocolError]) -> None:

@@ -29,6 +29,7 @@ from tcpunch.relay import (
     derive_session,
     encode_relay_reply,
     encode_relay_request,
+    pairing_session,
     parse_ext_request,
 )
 
@@ -164,3 +165,17 @@ def test_fuzz_reply(data: bytes) -> None:
     except RemoteProtocolError:
         return
     assert encode_relay_reply(reply) == data
+
+
+def test_pairing_session_is_the_same_on_both_ends_and_changes_per_run() -> None:
+    a, b = ("198.18.1.2", 40000), ("198.18.1.3", 51000)
+    ours = pairing_session(b"fmi_pair0_1", a, b)
+    assert ours == pairing_session(b"fmi_pair0_1", b, a)
+    expected = hashlib.sha256(
+        b"tcpunch relay pairing\0"
+        + bytes.fromhex("c6 12 01 02 9c 40 00 00 c6 12 01 03 c7 38 00 00")
+        + b"fmi_pair0_1"
+    ).digest()[:16]
+    assert ours == expected
+    assert ours != pairing_session(b"fmi_pair0_1", a, ("198.18.1.3", 51001))
+    assert ours != pairing_session(b"fmi_pair1_0", a, b)
