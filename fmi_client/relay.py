@@ -48,6 +48,9 @@ _WHY = {
 }
 
 
+_KNOWN_REFUSALS = frozenset(int(r) for r in RelayRefusal if r is not RelayRefusal.NONE)
+
+
 class RelayRefused(FmiClientError):
     """The server answered a relay request with REFUSED; ``reason`` says why."""
 
@@ -184,7 +187,16 @@ def relay_connect(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(request)
         while True:
-            status = decode_relay_reply(_recv_exact(sock, REPLY_SIZE, deadline))
+            raw = _recv_exact(sock, REPLY_SIZE, deadline)
+            if raw[0] == RelayStatus.REFUSED and raw[1] not in _KNOWN_REFUSALS:
+                # v2's ERROR (status 3, then our address): a server that does not know
+                # relay requests, or one that found ours malformed
+                raise RelayRefused(
+                    f"{where}: the server answered with a v2 ERROR: it does not support "
+                    "the relay (an older server) or could not read the request",
+                    reason=RelayRefusal.MALFORMED,
+                )
+            status = decode_relay_reply(raw)
             if status.status is RelayStatus.ACCEPTED:
                 sock.settimeout(None)
                 result, sock = sock, None  # type: ignore[assignment]

@@ -13,7 +13,7 @@ import pytest
 
 from fmi_client.relay import RelayRefused, discover_nat, relay_connect
 from rendezvous.server import RendezvousServer
-from tcpunch.relay import RelayRefusal
+from tcpunch.relay import RelayRefusal, RelayRequest, encode_relay_request
 
 HOST = "127.0.0.1"
 
@@ -235,3 +235,91 @@ async def test_discovery_port_off_is_a_clean_error(make_server) -> None:
         closed = spare.getsockname()[1]
     with pytest.raises(RendezvousUnreachable, match="--discovery-port"):
         await in_thread(lambda: discover_nat(HOST, server.port, closed, 0, time.monotonic() + 2))
+
+
+async def test_credential_check_refuses_with_a_reason(make_server, unique) -> None:
+    """Issue 11's hook: with a check in place, a credential it rejects is refused."""
+    server = await make_server()
+    server.relay.credential_check = lambda request: request.credential == b"good"
+    name = unique()
+    with pytest.raises(RelayRefused, match="credential") as info:
+        await in_thread(
+            lambda: relay_connect(name, HOST, server.port, time.monotonic() + 5, b"bad")
+        )
+    assert info.value.reason is RelayRefusal.BAD_CREDENTIAL
+    assert server.relay.metrics.refused["bad_credential"] == 1
+
+
+async def test_bytes_before_accepted_drop_the_waiting_end(make_server, unique) -> None:
+    server = await make_server()
+    wire = encode_relay_request(RelayRequest(unique().encode(), b"\x07" * 16))
+
+    def work() -> bytes:
+        with socket.create_connection((HOST, server.port), timeout=5) as sock:
+            sock.sendall(wire)
+            assert sock.recv(2) == b"\x01\x00"  # waiting for the peer
+            sock.sendall(b"too early")
+            try:
+                return sock.recv(10)
+            except ConnectionResetError:
+                return b""
+
+    assert await in_thread(work) == b""
+    await asyncio.sleep(0.05)
+    assert server.relay.metrics.refused["early_data"] == 1 and not server.relay.waiting
+
+
+async def test_duration_limit_and_the_rendezvous_side_lets_go(make_server, unique) -> None:
+    server = await make_server(relay_max_duration=0.3)
+
+    def work() -> tuple[bytes, int]:
+        a, b = connect_both(unique(), server.port)
+        open_now = len(server.connections)  # relay ends are not rendezvous connections
+        with a, b:
+            a.sendall(b"keep")
+            b.settimeout(5)
+            assert b.recv(4) == b"keep"
+            try:
+                return b.recv(1), open_now
+            except ConnectionResetError:
+                return b"reset", open_now
+
+    end, open_now = await in_thread(work)
+    assert end == b"reset" and open_now == 0
+    assert server.relay.metrics.ends["duration_limit"] == 1
+
+
+async def test_malformed_extension_request_is_refused_like_any_bad_request(
+    make_server,
+) -> None:
+    server = await make_server()
+
+    def work() -> bytes:
+        with socket.create_connection((HOST, server.port), timeout=5) as sock:
+            sock.sendall(b"\x00TPX\x01\x07")  # an unknown kind
+            return recv_all(sock, 100)
+
+    answer = await in_thread(work)
+    assert len(answer) == 51 and answer[0] == 3  # v2's ERROR, as for any bad NUL request
+    assert server.metrics.rejected["malformed"] == 1
+
+
+def test_a_server_without_relay_support_gives_a_named_error() -> None:
+    """What a server of before the relay answers (v2's ERROR once its request timeout
+    cuts the short "v2" request off) becomes RelayRefused(MALFORMED), not a hang."""
+    with socket.create_server((HOST, 0)) as old:
+
+        def answer() -> None:
+            conn, _ = old.accept()
+            with conn:
+                conn.recv(1000)
+                conn.sendall(b"\x03" + bytes([127, 0, 0, 1]) + bytes(46))
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        try:
+            with pytest.raises(RelayRefused, match="does not support") as info:
+                relay_connect("n", HOST, old.getsockname()[1], time.monotonic() + 5)
+        finally:
+            thread.join()
+    assert info.value.reason is RelayRefusal.MALFORMED
