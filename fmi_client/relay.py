@@ -96,9 +96,9 @@ def discover_nat(
 
     Raises RendezvousUnreachable when either server port does not answer by ``deadline``.
     """
-    host = socket.gethostbyname(server_host)
     socks: list[socket.socket] = []
     try:
+        host = socket.gethostbyname(server_host)
         first = _reuse_socket(local_port)
         socks.append(first)
         local_port = first.getsockname()[1]
