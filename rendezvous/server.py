@@ -146,7 +146,6 @@ class RendezvousServer:
         self._server = await loop.create_server(
             functools.partial(Connection, self.dispatcher), sock=sock, backlog=s.backlog
         )
-        self.relay.start(loop)
         if s.discovery_port is not None:
             from rendezvous.discovery import DiscoveryProtocol
 
@@ -168,9 +167,13 @@ class RendezvousServer:
                 )
             except BaseException:
                 self._server.close()
+                if self._discovery is not None:
+                    self._discovery.close()
+                    self._discovery = None
                 raise
         self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
+        self.relay.start(loop)
         log.info(
             "listening",
             extra={
