@@ -82,3 +82,22 @@ def test_sigterm_ends_relay_sessions_within_the_drain_timeout() -> None:
     assert events["relay_start"]["pairing"] == f"drain-{proc.pid}"
     assert events["relay_end"]["reason"] == "drain" and events["relay_end"]["bytes"] == 5
     assert events["relay_end"]["duration_seconds"] > 0
+
+
+def test_discovery_port_in_use_names_the_flag() -> None:
+    import subprocess
+
+    from tests.server.serverproc import CMD, clean_env
+
+    with socket.create_server((HOST, 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CMD, "serve", "--host", HOST, "--port", "0", "--no-http", "--discovery-port",
+             str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "--discovery-port" in result.stderr and "already in use" in result.stderr
