@@ -70,7 +70,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [
         sys.executable, "-m", "rendezvous", "serve",
-        "--host", HOST, "--port", str(port), "--no-http",
+        "--host", HOST, "--port", str(port), "--no-http", "--discovery-port", "0",
         "--loop", args.loop,
         "--log-level", args.server_log_level,
         "--max-connections", "19000",

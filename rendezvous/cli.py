@@ -162,6 +162,49 @@ def main() -> None:
     default="rendezvous",
     help="Value of the EMF metrics' Service dimension (one per deployment).",
 )
+@_option(
+    "discovery-port",
+    type=click.IntRange(0, 65535),
+    default=10002,
+    help="NAT discovery port: every connection gets back the endpoint the server saw "
+    "(8 bytes, as v1's reply); 0: off.",
+)
+@_option(
+    "relay/--no-relay",
+    envvar="RENDEZVOUS_RELAY",
+    default=True,
+    help="Relay the bytes of pairs that cannot punch (both ends ask, on the rendezvous port).",
+)
+@_option(
+    "relay-max-sessions",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Cap on relay sessions (waiting ends included); beyond it requests are refused.",
+)
+@_option(
+    "relay-max-per-ip",
+    type=click.IntRange(min=1),
+    default=100,
+    help="Cap on relay ends (sockets) from one source IP address.",
+)
+@_option(
+    "relay-max-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Bytes a relay session may carry, both directions together; 0: no limit.",
+)
+@_option(
+    "relay-idle-timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    help="Seconds without a byte either way that end a relay session; 0: never.",
+)
+@_option(
+    "relay-max-duration",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds a relay session may last; 0: no limit.",
+)
 def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one per option
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
 
@@ -175,6 +218,8 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
 
     if no_http:
         options["http_port"] = None
+    if not options["discovery_port"]:
+        options["discovery_port"] = None  # 0 on the command line: off
     try:
         settings = Settings(**options)
     except ValueError as exc:
@@ -254,6 +299,8 @@ def describe_listen_error(settings: Settings, exc: OSError) -> str:
         listeners.append(
             (settings.http_host or settings.host, settings.http_port, host_flag, "--http-port")
         )
+    if settings.discovery_port:
+        listeners.append((settings.host, settings.discovery_port, "--host", "--discovery-port"))
     for host, port, host_flag, port_flag in listeners:
         try:
             _probe_bind(host, port)

@@ -25,12 +25,12 @@ from tcpunch import (
     NeedMoreData,
     ProtocolError,
     Reason,
-    RequestReader,
     Status,
     V2Response,
     encode_v2_response,
     pack_endpoint,
 )
+from tcpunch.relay import ServerRequestReader
 
 if TYPE_CHECKING:
     from rendezvous.dispatch import Dispatcher
@@ -59,6 +59,7 @@ class Event(enum.IntEnum):
     ANSWER = 4  # the last bytes (if any) are written and it is closed
     LOST = 5  # the peer hung up, or its transport is closing under us
     ABORT = 6  # the server stops: closed without an answer
+    HAND_OFF = 7  # a relay request: the transport goes to rendezvous.relay
 
 
 # The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
@@ -75,6 +76,7 @@ _PARK = Event.PARK
 _ANSWER = Event.ANSWER
 _LOST = Event.LOST
 _ABORT = Event.ABORT
+_HAND_OFF = Event.HAND_OFF
 
 # Every allowed (state, event) and the state it leads to; nothing else is allowed.
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -96,6 +98,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (CLOSED, _ANSWER): CLOSED,  # an internal error after the answer: close again, no-op
     (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
     (CLOSED, _ABORT): CLOSED,
+    (DISPATCHING, _HAND_OFF): CLOSED,  # a relay request: rendezvous.relay owns the transport
 }
 
 # The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
@@ -125,7 +128,7 @@ class Connection(asyncio.Protocol):
     )
 
     endpoint: Endpoint
-    reader: RequestReader
+    reader: ServerRequestReader
     transport: asyncio.Transport
 
     def __init__(self, dispatcher: Dispatcher) -> None:
@@ -178,7 +181,7 @@ class Connection(asyncio.Protocol):
         connections.add(self)
         self._apply(_ACCEPT)
         dispatcher.deadlines.reading[self] = dispatcher.time() + dispatcher.request_timeout
-        self.reader = RequestReader()
+        self.reader = ServerRequestReader()
 
     def data_received(self, data: bytes) -> None:
         if self.state is not READING:
@@ -313,6 +316,12 @@ class Connection(asyncio.Protocol):
                 V2Response(Status.TIMEOUT, self.endpoint, _ZERO, waiter.token or "")
             )
         self.finish(payload=payload)
+
+    def hand_off(self) -> asyncio.Transport:
+        """The relay takes this connection's transport over; the rendezvous side is done."""
+        self._apply(_HAND_OFF)
+        self.dispatcher.connections.discard(self)
+        return self.transport
 
     def park(self, waiter: Waiter[Connection]) -> None:
         """Dispatch made it a waiter (the caller sets its deadline)."""

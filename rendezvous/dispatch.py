@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rendezvous.connection import Connection
 from rendezvous.deadlines import Deadlines
@@ -29,7 +29,11 @@ from tcpunch import (
     V2Response,
     encode_v2_response,
 )
+from tcpunch.relay import ExtRequest, ObserveRequest, RelayRequest
 from tcpunch.request import Request, name_text
+
+if TYPE_CHECKING:
+    from rendezvous.relay import RelayHub
 
 log = logging.getLogger("rendezvous")
 
@@ -56,8 +60,9 @@ class Dispatcher:
         self.connections: set[Connection] = set()
         self.name_pattern = re.compile(settings.name_pattern) if settings.name_pattern else None
         self.pairings = 0
+        self.relay: RelayHub | None = None  # the server's relay hub, set at start()
 
-    def dispatch(self, conn: Connection, request: Request) -> None:
+    def dispatch(self, conn: Connection, request: Request | ExtRequest) -> None:
         handler = _HANDLERS.get(type(request))
         if handler is None:  # a subclass of a request type
             handler = next(h for kind, h in _HANDLERS.items() if isinstance(request, kind))
@@ -218,6 +223,20 @@ class Dispatcher:
         )
         conn.finish()
 
+    def _observe(self, conn: Connection, request: Request | ExtRequest) -> None:
+        """NAT discovery on the rendezvous port: the observed endpoint, 8 bytes as v1."""
+        if self.relay is not None:
+            self.relay.metrics.discovery += 1
+        conn.finish(payload=conn.v1_reply)
+
+    def _relay(self, conn: Connection, request: Request | ExtRequest) -> None:
+        if TYPE_CHECKING:  # _HANDLERS chose this by type
+            assert isinstance(request, RelayRequest)
+        if self.relay is None:  # a Dispatcher without a server (unit tests)
+            conn.finish(error=True)
+            return
+        self.relay.request(conn, request)
+
     # -- events from connections -----------------------------------------------------
 
     def refuse(self, conn: Connection, reason: str, detail: str) -> None:
@@ -276,8 +295,10 @@ def _not_started() -> float:
 
 # The handler of each request type. A request of a type not listed (nor a subclass of
 # one) cannot come out of tcpunch's reader.
-_HANDLERS: dict[type, Callable[[Dispatcher, Connection, Request], None]] = {
+_HANDLERS: dict[type, Callable[[Dispatcher, Connection, Any], None]] = {
     V1Request: Dispatcher._v1,
     V2Request: Dispatcher._v2,
     Command: Dispatcher._command,
+    RelayRequest: Dispatcher._relay,
+    ObserveRequest: Dispatcher._observe,
 }

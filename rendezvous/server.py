@@ -21,6 +21,8 @@ from rendezvous import __version__
 from rendezvous.connection import READING, WAITING, Connection
 from rendezvous.dispatch import Dispatcher
 from rendezvous.metrics import Metrics
+from rendezvous.relay import RelayHub, RelayLimits
+from rendezvous.relay_metrics import RelayMetrics
 from rendezvous.room import Room
 from rendezvous.settings import Settings
 from rendezvous.status import Health
@@ -58,6 +60,18 @@ def _listening_socket(host: str, port: int, settings: Settings) -> socket.socket
     return sock
 
 
+def _relay_limits(settings: Settings) -> RelayLimits:
+    return RelayLimits(
+        enabled=settings.relay,
+        max_sessions=settings.relay_max_sessions,
+        max_per_ip=settings.relay_max_per_ip,
+        max_bytes=settings.relay_max_bytes,
+        idle_timeout=settings.relay_idle_timeout,
+        max_duration=settings.relay_max_duration,
+        wait_timeout=settings.peer_timeout,
+    )
+
+
 class RendezvousServer:
     """A TCPunch v1+v2 rendezvous server with its HTTP health/metrics endpoint.
 
@@ -87,6 +101,10 @@ class RendezvousServer:
         metrics.open_connections = self.dispatcher.connections.__len__
         metrics.max_connections = settings.max_connections
         metrics.ready = lambda: self.ready
+        self.relay = self.dispatcher.relay = RelayHub(_relay_limits(settings), RelayMetrics())
+        metrics.registry.register(self.relay.metrics)
+        self.discovery_port: int | None = None
+        self._discovery: asyncio.AbstractServer | None = None
 
     # -- what the connections share (read by the tests and the HTTP side) ------------
 
@@ -128,6 +146,18 @@ class RendezvousServer:
         self._server = await loop.create_server(
             functools.partial(Connection, self.dispatcher), sock=sock, backlog=s.backlog
         )
+        if s.discovery_port is not None:
+            from rendezvous.discovery import DiscoveryProtocol
+
+            try:
+                dsock = _listening_socket(s.host, s.discovery_port, s)
+            except BaseException:
+                self._server.close()
+                raise
+            self.discovery_port = dsock.getsockname()[1]
+            self._discovery = await loop.create_server(
+                functools.partial(DiscoveryProtocol, self.relay.metrics), sock=dsock
+            )
         if s.http_port is not None:
             from rendezvous.http import start_http
 
@@ -137,9 +167,13 @@ class RendezvousServer:
                 )
             except BaseException:
                 self._server.close()
+                if self._discovery is not None:
+                    self._discovery.close()
+                    self._discovery = None
                 raise
         self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
+        self.relay.start(loop)
         log.info(
             "listening",
             extra={
@@ -160,6 +194,13 @@ class RendezvousServer:
                 "name_pattern": s.name_pattern,
                 "allow_delete_pairs": s.allow_delete_pairs,
                 "drain_timeout": s.drain_timeout,
+                "discovery_port": self.discovery_port,
+                "relay": s.relay,
+                "relay_max_sessions": s.relay_max_sessions,
+                "relay_max_per_ip": s.relay_max_per_ip,
+                "relay_max_bytes": s.relay_max_bytes,
+                "relay_idle_timeout": s.relay_idle_timeout,
+                "relay_max_duration": s.relay_max_duration,
             },
         )
 
@@ -175,6 +216,10 @@ class RendezvousServer:
             if conn.state is WAITING and conn.waiter is not None:
                 self.room.leave(conn.waiter, loop.time())
             conn.abort()
+        self.relay.close_all("stop")
+        if self._discovery is not None:
+            self._discovery.close()
+            self._discovery = None
         deadline = loop.time() + 2
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
@@ -201,8 +246,10 @@ class RendezvousServer:
             self._server.close()
         loop = self.loop
         deadline = loop.time() + timeout
-        while self.reading and loop.time() < deadline:
+        self.relay.drain_begin()
+        while (self.reading or self.relay.sessions) and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        self.relay.close_all("drain")  # sessions still relaying at the drain's end
         for conn in list(self.connections):
             if conn.state is WAITING:
                 conn.expire()

@@ -34,6 +34,13 @@ class Settings:
     emf_interval: float = 0.0  # seconds between CloudWatch EMF lines on stdout; 0: none
     emf_namespace: str = "Rendezvous"
     emf_service: str = "rendezvous"  # the value of the EMF metrics' Service dimension
+    discovery_port: int | None = None  # NAT discovery port; None: off, 0: any free port
+    relay: bool = True  # relay sessions on the rendezvous port (issue 12)
+    relay_max_sessions: int = 1000  # relay sessions, waiting ends included
+    relay_max_per_ip: int = 100  # relay ends (sockets) from one source IP
+    relay_max_bytes: int = 0  # bytes per relay session, both directions; 0: no limit
+    relay_idle_timeout: float = 300.0  # a relay session without a byte this long ends; 0: never
+    relay_max_duration: float = 0.0  # seconds a relay session may last; 0: no limit
 
     def __post_init__(self) -> None:
         for name in ("peer_timeout", "v1_peer_timeout", "request_timeout", "drain_timeout"):
@@ -63,6 +70,18 @@ class Settings:
                     f"--port and --http-port are both {self.port} on the same address: give "
                     "the HTTP port another number (default 10001), or --no-http"
                 )
+        if self.discovery_port is not None and not 0 <= self.discovery_port <= 65535:
+            raise ValueError(f"--discovery-port must be in 0..65535, got {self.discovery_port}")
+        if self.discovery_port and self.discovery_port in (self.port, self.http_port):
+            raise ValueError(
+                f"--discovery-port {self.discovery_port} is already the rendezvous or HTTP "
+                "port: choose another (default 10002), or 0 to turn discovery off"
+            )
+        if self.relay_max_sessions < 1 or self.relay_max_per_ip < 1:
+            raise ValueError("--relay-max-sessions and --relay-max-per-ip must be at least 1")
+        for name in ("relay_max_bytes", "relay_idle_timeout", "relay_max_duration"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 (no limit) or positive")
         if self.name_pattern is not None:
             try:
                 re.compile(self.name_pattern)

@@ -203,8 +203,12 @@ class NatLab:
 
 
 @contextmanager
-def lab_server(lab: NatLab) -> Iterator[int]:
-    """The project's server in the lab's public namespace; yields its port."""
+def lab_server(lab: NatLab, extra_args: Sequence[str] = ()) -> Iterator[int]:
+    """The project's server in the lab's public namespace; yields its port.
+
+    ``extra_args`` go to ``rendezvous serve`` (e.g. ``--no-relay``); the NAT discovery
+    port is the default 10002 unless they say otherwise.
+    """
     port = 10000
     proc = subprocess.Popen(
         [
@@ -218,6 +222,7 @@ def lab_server(lab: NatLab) -> Iterator[int]:
             "--port",
             str(port),
             "--no-http",
+            *extra_args,
         ],
         cwd=REPO,
         env=python_env(),

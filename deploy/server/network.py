@@ -62,7 +62,10 @@ def managed(group: dict[str, Any]) -> bool:
 
 
 def _wanted_rules(settings: ServerSettings, vpc_cidr: str) -> list[tuple[int, str]]:
-    return [(settings.port, "0.0.0.0/0"), (settings.http_port, settings.admin_cidr or vpc_cidr)]
+    rules = [(settings.port, "0.0.0.0/0"), (settings.http_port, settings.admin_cidr or vpc_cidr)]
+    if settings.discovery_port:  # NAT discovery: every client, as the rendezvous port
+        rules.append((settings.discovery_port, "0.0.0.0/0"))
+    return rules
 
 
 Change = Callable[[str, object, object], None]  # (what, old, new), e.g. Reporter.change

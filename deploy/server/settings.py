@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 DEFAULT_NAME = "rendezvous"
 PORT = 10000
 HTTP_PORT = 10001
+DISCOVERY_PORT = 10002  # NAT discovery (issue 12); 0: off
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ServerSettings:
     memory: int = 3072
     port: int = PORT
     http_port: int = HTTP_PORT
+    discovery_port: int = DISCOVERY_PORT
     admin_cidr: str = ""
     subnets: tuple[str, ...] = ()
     assign_public_ip: bool = True

@@ -27,6 +27,7 @@ def desired(
         [
             ("RENDEZVOUS_PORT", str(settings.port)),
             ("RENDEZVOUS_HTTP_PORT", str(settings.http_port)),
+            ("RENDEZVOUS_DISCOVERY_PORT", str(settings.discovery_port)),
             *[(k, v) for k, v in monitoring.task_environment(settings) if k not in given],
             *settings.environment,
         ]
@@ -47,6 +48,11 @@ def desired(
                 "portMappings": [
                     {"containerPort": settings.port, "protocol": "tcp"},
                     {"containerPort": settings.http_port, "protocol": "tcp"},
+                    *(
+                        [{"containerPort": settings.discovery_port, "protocol": "tcp"}]
+                        if settings.discovery_port
+                        else []
+                    ),
                 ],
                 "environment": [{"name": k, "value": v} for k, v in environment],
                 "healthCheck": {

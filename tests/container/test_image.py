@@ -94,7 +94,7 @@ def test_image_is_small_unprivileged_and_drop_in(docker_client, image: str) -> N
     assert size <= MAX_IMAGE_BYTES, f"the image is {size / 1e6:.1f} MB, over 200 MB"
     config = attrs["Config"]
     assert config["User"] not in ("", "root", "0"), config["User"]
-    assert {"10000/tcp", "10001/tcp"} <= set(config["ExposedPorts"])
+    assert {"10000/tcp", "10001/tcp", "10002/tcp"} <= set(config["ExposedPorts"])
     assert "PORT=10000" in config["Env"]
     # Exec form, so the server is PID 1 and SIGTERM reaches it.
     assert config["Entrypoint"] == ["rendezvous"]

@@ -46,7 +46,7 @@ def test_group_is_created_tagged_in_one_call_and_left_alone_after(
     assert network.managed(group)
     opened = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"]
               for r in p.get("IpRanges", [])}
-    assert opened == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
+    assert opened == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0")}
 
     again = Aws(endpoint_url=aws_env)
     assert network.ensure_security_group(again, settings(), vpc) == (group_id, False)
@@ -82,7 +82,7 @@ def test_untagged_group_that_already_has_the_rules_is_used_as_is(
                                          Description="made by hand", VpcId=vpc)["GroupId"]
     ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
-        for port, cidr in ((10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"))
+        for port, cidr in ((10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0"))
     ])
     aws = Aws(endpoint_url=aws_env)
     assert network.ensure_security_group(aws, settings(), vpc) == (group_id, False)

@@ -26,7 +26,7 @@ def test_defaults_match_the_brief() -> None:
     wanted = taskdef.desired(ServerSettings(record="r.example.com"), "img", ROLE, "us-east-1")
     assert (wanted["cpu"], wanted["memory"]) == ("1024", "3072")
     (container,) = wanted["containerDefinitions"]
-    assert [p["containerPort"] for p in container["portMappings"]] == [10000, 10001]
+    assert [p["containerPort"] for p in container["portMappings"]] == [10000, 10001, 10002]
     assert "/livez" in " ".join(container["healthCheck"]["command"])
     assert "10001" in " ".join(container["healthCheck"]["command"])
     assert container["logConfiguration"]["options"]["awslogs-group"] == "/ecs/rendezvous"

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from tcpunch import Status
+from tcpunch.relay import OBSERVE_REQUEST, RelayRequest, encode_relay_request
 from tests.server.wire import connect, v1, v2
 
 EXPECTED = {"pairings": 3, "requests": 8, "refusals": 1, "expirations": 1, "abandoned": 1}
@@ -37,3 +38,27 @@ async def drive_load(port: int) -> None:
     await i.close()
     for client in (a, b, c, d, e, f, g, h):
         await client.close()
+    await drive_relay(port, stamp)
+
+
+async def drive_relay(port: int, stamp: str) -> None:
+    """A relay session carrying 1000 bytes, a third end refused as busy, an OBSERVE."""
+    request = encode_relay_request(RelayRequest(f"obs_relay_{stamp}".encode(), b"s" * 16))
+    ends = []
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        ends.append((reader, writer))
+        await asyncio.sleep(0.05)
+    (ra, wa), (rb, _), (rc, _) = ends
+    assert await ra.readexactly(4) == b"\x01\x00\x02\x00"  # waiting, then accepted
+    assert await rb.readexactly(2) == b"\x02\x00"
+    assert await rc.readexactly(2) == b"\x03\x04"  # refused: busy
+    wa.write(b"r" * 1000)
+    assert len(await rb.readexactly(1000)) == 1000
+    await asyncio.sleep(0.1)  # a session that lasts a moment
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(OBSERVE_REQUEST)
+    assert len(await reader.readexactly(8)) == 8
+    for _, w in (*ends, (reader, writer)):
+        w.close()

@@ -28,6 +28,8 @@ MONITORING = ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 RULES = MONITORING / "rules" / "rendezvous.rules.yml"
 SERVE = (sys.executable, "-m", "rendezvous", "serve")
+HTTP_ANY = ("--http-port", "0")
+DISCOVERY_OFF = ("--discovery-port", "0")  # the default 10002 would clash between runs
 RULE_TESTS = MONITORING / "rules" / "rendezvous.rules.test.yml"
 
 
@@ -57,7 +59,7 @@ def rendezvous_server(
     """``rendezvous serve`` on free loopback ports; its JSON log goes to ``log``."""
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [*SERVE, "--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args],
+            [*SERVE, "--host", "127.0.0.1", "--port", "0", *HTTP_ANY, *DISCOVERY_OFF, *args],
             stdout=stdout,
             stderr=sink,
             env=env,

@@ -18,6 +18,7 @@ CMD = [sys.executable, "-m", "rendezvous"]
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENDEZVOUS_")}
     env.pop("PORT", None)
+    env["RENDEZVOUS_DISCOVERY_PORT"] = "0"  # off: the default 10002 would clash between runs
     env.update(extra)
     return env
 

@@ -1,0 +1,347 @@
+"""The relay: when both ends of a pairing ask, the server splices their bytes.
+
+A relay request arrives on the rendezvous port (:mod:`tcpunch.relay`); the connection
+hands its transport over (``Connection.hand_off``) and a :class:`RelayEnd` protocol takes
+it. The first end of a key (pairing name, session id) waits; the second makes a
+:class:`RelaySession` and both get ACCEPTED. From then on each end's bytes are written to
+the other's transport as they come, never inspected (issue 11's handshake runs through
+it end to end, so the relay sees only ciphertext).
+
+Backpressure: each transport's write buffer has a high and a low water mark; above the
+high one asyncio calls ``pause_writing`` on the receiving end, which pauses *reading*
+from the sending end until ``resume_writing``. Memory per session is therefore bounded
+by two write buffers (high water plus one read chunk each), whatever the peers do.
+
+Limits: sessions (waiting ends count) globally, relay ends per source IP, bytes and
+duration per session, idle time; one timer of the hub checks the time-based ones. Every
+refusal and every end has a reason, counted in :mod:`rendezvous.relay_metrics`.
+
+Multi-replica (issue 16): the matching key is (name, session id), known to both ends
+before they connect; a front can hash the pairing name to a replica so that both ends
+land on the same one (or a replica can refuse with a redirect, a later reason code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rendezvous.relay_metrics import RelayMetrics
+from tcpunch.relay import RelayRefusal, RelayReply, RelayRequest, RelayStatus, encode_relay_reply
+from tcpunch.request import name_text
+
+if TYPE_CHECKING:
+    from rendezvous.connection import Connection
+
+log = logging.getLogger("rendezvous")
+
+Key = tuple[bytes, bytes]  # (pairing name, session id)
+CredentialCheck = Callable[[RelayRequest], bool]
+
+_WAITING = encode_relay_reply(RelayReply(RelayStatus.WAITING_FOR_PEER))
+_ACCEPTED = encode_relay_reply(RelayReply(RelayStatus.ACCEPTED))
+_RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+@dataclass(frozen=True)
+class RelayLimits:
+    enabled: bool = True
+    max_sessions: int = 1000  # sessions, waiting ends included
+    max_per_ip: int = 100  # relay ends (sockets) from one source IP
+    max_bytes: int = 0  # per session, both directions; 0: no limit
+    idle_timeout: float = 300.0  # no byte either way for this long ends it; 0: never
+    max_duration: float = 0.0  # seconds; 0: no limit
+    wait_timeout: float = 60.0  # the first end waits this long for the second
+    high_water: int = 1 << 20  # write buffer bytes that pause the sender
+    low_water: int = 256 << 10  # ... and resume it
+
+
+class RelayEnd(asyncio.Protocol):
+    """One relayed socket: forwards what it reads to its peer's transport."""
+
+    __slots__ = ("eof", "hub", "ip", "key", "peer", "session", "transport", "waiting_until")
+
+    def __init__(self, hub: RelayHub, transport: asyncio.Transport, ip: str, key: Key) -> None:
+        self.hub = hub
+        self.transport = transport
+        self.ip = ip
+        self.key = key
+        self.peer: RelayEnd | None = None
+        self.session: RelaySession | None = None
+        self.eof = False
+        self.waiting_until = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:  # bytes before ACCEPTED: this client breaks the protocol
+            self.hub.drop_waiter(self, "early_data")
+            return
+        session.forward(self, data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        session = self.session
+        if session is None:
+            return False
+        session.half_closed(self)
+        return True  # keep the transport open: the other direction may still flow
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        if session is not None:
+            session.end("reset" if exc is not None else "closed")
+        else:
+            self.hub.drop_waiter(self, "abandoned")
+
+    def pause_writing(self) -> None:  # our write buffer is full: stop reading our peer
+        if self.peer is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.peer.transport.is_closing():
+            self.peer.transport.resume_reading()
+
+
+class RelaySession:
+    """Two ends splicing; ``end`` closes both and logs the session once."""
+
+    __slots__ = ("a", "active", "b", "bytes", "ended", "hub", "key", "last", "started")
+
+    def __init__(self, hub: RelayHub, key: Key, a: RelayEnd, b: RelayEnd, now: float) -> None:
+        self.hub = hub
+        self.key = key
+        self.a, self.b = a, b
+        self.started = self.last = now
+        self.bytes = 0
+        self.active = False  # bytes moved since the last tick (cheaper than a clock read)
+        self.ended = False
+
+    def forward(self, source: RelayEnd, data: bytes) -> None:
+        size = len(data)
+        self.bytes += size
+        self.hub.metrics.bytes += size
+        self.active = True
+        limit = self.hub.limits.max_bytes
+        if limit and self.bytes > limit:
+            self.end("bytes_limit")
+            return
+        peer = source.peer
+        if peer is not None:
+            peer.transport.write(data)
+
+    def half_closed(self, source: RelayEnd) -> None:
+        peer = source.peer
+        if peer is None or peer.eof:
+            self.end("closed")
+        elif peer.transport.can_write_eof():
+            peer.transport.write_eof()
+
+    def end(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        hub = self.hub
+        graceful = reason == "closed"
+        for end in (self.a, self.b):
+            hub.per_ip[end.ip] -= 1
+            if not hub.per_ip[end.ip]:
+                del hub.per_ip[end.ip]
+            if graceful:
+                end.transport.close()  # what is buffered still goes out
+            else:  # a reset: the peers must not take a cut-off for the end of the data
+                sock = end.transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
+                end.transport.abort()
+        hub.sessions.pop(self.key, None)
+        duration = hub.time() - self.started
+        hub.metrics.ended(reason, duration)
+        log.info(
+            "relay_end",
+            extra={
+                "event": "relay_end",
+                "pairing": name_text(self.key[0]),
+                "reason": reason,
+                "bytes": self.bytes,
+                "duration_seconds": round(duration, 6),
+                "a": self.a.ip,
+                "b": self.b.ip,
+            },
+        )
+
+
+class RelayHub:
+    """The waiting ends and active sessions of one server, their limits and timer."""
+
+    def __init__(
+        self,
+        limits: RelayLimits,
+        metrics: RelayMetrics,
+        credential_check: CredentialCheck | None = None,
+    ) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.credential_check = credential_check  # None: no auth secret, credential ignored
+        self.waiting: dict[Key, RelayEnd] = {}
+        self.sessions: dict[Key, RelaySession] = {}
+        self.per_ip: Counter[str] = Counter()
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        metrics.active = self.sessions.__len__
+        metrics.waiting = self.waiting.__len__
+        metrics.buffered = self.buffered
+
+    def time(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._timer = loop.call_later(self._tick_interval(), self._tick)
+
+    def _tick_interval(self) -> float:
+        limits = self.limits
+        spans = [s for s in (limits.idle_timeout, limits.max_duration, limits.wait_timeout) if s]
+        return min(0.5, max(0.02, min(spans) / 10)) if spans else 0.5
+
+    def buffered(self) -> int:
+        """Bytes in the relay's write buffers now (the memory backpressure bounds)."""
+        return sum(
+            end.transport.get_write_buffer_size()
+            for session in self.sessions.values()
+            for end in (session.a, session.b)
+            if not end.transport.is_closing()
+        )
+
+    # -- requests --------------------------------------------------------------------
+
+    def request(self, conn: Connection, request: RelayRequest) -> None:
+        ip = conn.endpoint[0]
+        transport = conn.hand_off()
+        key = (request.name, request.session)
+        end = RelayEnd(self, transport, ip, key)
+        transport.set_protocol(end)
+        self.metrics.requests += 1
+        limits = self.limits
+        waiter = self.waiting.get(key)
+        if waiter is not None and waiter.transport.is_closing():
+            self.drop_waiter(waiter, "abandoned")
+            waiter = None
+        refusal = None
+        if not limits.enabled:
+            refusal = RelayRefusal.DISABLED
+        elif self.draining:
+            refusal = RelayRefusal.DRAINING
+        elif self.credential_check is not None and not self.credential_check(request):
+            refusal = RelayRefusal.BAD_CREDENTIAL
+        elif key in self.sessions:
+            refusal = RelayRefusal.BUSY
+        elif waiter is None and len(self.waiting) + len(self.sessions) >= limits.max_sessions:
+            refusal = RelayRefusal.SERVER_FULL
+        elif self.per_ip[ip] >= limits.max_per_ip:
+            refusal = RelayRefusal.PER_IP_CAP
+        if refusal is not None:
+            self.refuse(end, refusal)
+            return
+        self.per_ip[ip] += 1
+        transport.set_write_buffer_limits(high=limits.high_water, low=limits.low_water)
+        if waiter is None:
+            self.waiting[key] = end
+            end.waiting_until = self.time() + limits.wait_timeout
+            transport.write(_WAITING)
+            return
+        del self.waiting[key]
+        waiter.peer, end.peer = end, waiter
+        session = RelaySession(self, key, waiter, end, self.time())
+        waiter.session = end.session = session
+        self.sessions[key] = session
+        waiter.transport.write(_ACCEPTED)
+        transport.write(_ACCEPTED)
+        self.metrics.started += 1
+        log.info(
+            "relay_start",
+            extra={
+                "event": "relay_start",
+                "pairing": name_text(key[0]),
+                "a": waiter.ip,
+                "b": ip,
+                "waited_seconds": round(
+                    self.time() - (waiter.waiting_until - limits.wait_timeout), 6
+                ),
+            },
+        )
+
+    def refuse(self, end: RelayEnd, refusal: RelayRefusal) -> None:
+        reason = refusal.name.lower()
+        self.metrics.refuse(reason)
+        log.warning(
+            "relay_refused",
+            extra={
+                "event": "relay_refused",
+                "reason": reason,
+                "pairing": name_text(end.key[0]),
+                "client": end.ip,
+            },
+        )
+        end.session = None
+        end.transport.write(encode_relay_reply(RelayReply(RelayStatus.REFUSED, refusal)))
+        end.transport.close()
+
+    def drop_waiter(self, end: RelayEnd, reason: str) -> None:
+        """A waiting end leaves (hung up, sent early bytes, timed out)."""
+        if self.waiting.get(end.key) is not end:
+            return
+        del self.waiting[end.key]
+        self.per_ip[end.ip] -= 1
+        if not self.per_ip[end.ip]:
+            del self.per_ip[end.ip]
+        if reason == "peer_timeout":
+            self.refuse(end, RelayRefusal.PEER_TIMEOUT)
+        elif reason == "draining":
+            self.refuse(end, RelayRefusal.DRAINING)
+        else:
+            self.metrics.refuse(reason)
+            end.transport.abort()
+
+    # -- time and shutdown -----------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.time()
+        limits = self.limits
+        for end in [e for e in self.waiting.values() if e.waiting_until <= now]:
+            self.drop_waiter(end, "peer_timeout")
+        idle, longest = limits.idle_timeout, limits.max_duration
+        for session in list(self.sessions.values()):
+            if session.active:
+                session.active = False
+                session.last = now
+            if longest and now - session.started >= longest:
+                session.end("duration_limit")
+            elif idle and now - session.last >= idle:
+                session.end("idle")
+        if self._loop is not None:
+            self._timer = self._loop.call_later(self._tick_interval(), self._tick)
+
+    def drain_begin(self) -> None:
+        """No new sessions; waiting ends are refused (their peer cannot come any more)."""
+        self.draining = True
+        for end in list(self.waiting.values()):
+            self.drop_waiter(end, "draining")
+
+    def close_all(self, reason: str) -> None:
+        """End every session (a reset to both ends) and every waiting end."""
+        for end in list(self.waiting.values()):
+            self.drop_waiter(end, reason)
+        for session in list(self.sessions.values()):
+            session.end(reason)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
