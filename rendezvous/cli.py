@@ -133,6 +133,38 @@ def main() -> None:
     help="On SIGTERM/SIGINT, seconds to let requests in flight finish before closing.",
 )
 @_option(
+    "max-http-connections",
+    type=click.IntRange(min=1),
+    default=256,
+    help="Cap on open HTTP connections; at the cap a new one closes the oldest idle one "
+    "(so /livez and /metrics stay reachable).",
+)
+@_option(
+    "http-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="Seconds an HTTP connection has to send a complete request, and may stay idle.",
+)
+@_option(
+    "max-tokens",
+    type=click.IntRange(min=1),
+    default=100_000,
+    help="Cap on v2 reconnect tokens kept after their waiter left; the oldest is dropped "
+    "first (about 0.5 kB each).",
+)
+@_option(
+    "max-tokens-per-ip",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Cap on such tokens per source IP address; that address's oldest goes first.",
+)
+@_option(
+    "fd-reserve",
+    type=click.IntRange(min=0),
+    default=64,
+    help="File descriptors kept out of both caps (listeners, logs, an operator's request).",
+)
+@_option(
     "loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -170,8 +202,8 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
                 "event": "config_warning",
                 "nofile": limit,
                 "max_connections": settings.max_connections,
-                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections, "
-                "or connections beyond the limit fail at accept()",
+                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections; "
+                "the caps are lowered to fit (see the listening line)",
             },
         )
     try:
