@@ -165,6 +165,13 @@ def main() -> None:
     help="File descriptors kept out of both caps (listeners, logs, an operator's request).",
 )
 @_option(
+    "log-buffer",
+    type=click.IntRange(min=1024),
+    default=1 << 20,
+    help="Characters of log lines that may wait for a slow stderr; beyond it lines are "
+    "dropped and counted (rendezvous_log_dropped_total), the event loop never waits.",
+)
+@_option(
     "loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -193,7 +200,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, max_pending=settings.log_buffer)
     limit = raise_open_files_limit()
     if limit is not None and limit < settings.max_connections + 64:
         log.warning(

@@ -316,14 +316,18 @@ class BufferedLineHandler(_StreamHandler):
         super().close()
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> BufferedLineHandler:
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, max_pending: int = MAX_PENDING
+) -> BufferedLineHandler:
     """Send the ``rendezvous`` logger's records to ``stream`` (stderr) as JSON lines.
 
+    Lines are written by a thread; ``max_pending`` characters may wait for the stream,
+    beyond that lines are dropped and counted.
     Meant for the ``rendezvous serve`` process, which it owns: it also turns off
     logging's process-wide caller/thread/process lookups. Programs that embed the server
     (``BackgroundServer``) keep their own logging setup and do not call this.
     """
-    handler = BufferedLineHandler(stream or sys.stderr, background=True)
+    handler = BufferedLineHandler(stream or sys.stderr, background=True, max_pending=max_pending)
     handler.setFormatter(
         UtcJsonLineFormatter(
             "{asctime}{levelname}{message}",

@@ -53,12 +53,13 @@ class LogRateLimit:
         window[2] += 1
         return False
 
-    def summaries(self) -> None:
-        """Log the summary of every window that is over and held lines back; forget
-        windows that are over (so the table stays as small as the set of live reasons)."""
+    def summaries(self, *, final: bool = False) -> None:
+        """Log the summary of every window that is over (``final``: of every window, at
+        shutdown) and held lines back; forget those windows (so the table stays as small
+        as the set of live reasons)."""
         now = self.time()
         for key, window in list(self._windows.items()):
-            if now - window[0] >= self.interval:
+            if final or now - window[0] >= self.interval:
                 if window[2]:
                     self._summary(key, window)
                 del self._windows[key]

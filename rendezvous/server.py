@@ -215,6 +215,7 @@ class RendezvousServer:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        self.dispatcher.warnings.summaries(final=True)
         if loop.get_exception_handler() == self._on_loop_error:
             loop.set_exception_handler(self._old_exception_handler)
 

@@ -37,6 +37,7 @@ class Settings:
     max_tokens: int = 100_000  # v2 reconnect tokens in their grace, in all
     max_tokens_per_ip: int = 1000  # ... and per source IP address
     fd_reserve: int = 64  # descriptors kept out of both caps (operator, logs, listeners)
+    log_buffer: int = 1 << 20  # characters of log lines queued for stderr before drops
 
     def __post_init__(self) -> None:
         for name in (
@@ -53,6 +54,8 @@ class Settings:
         for name in ("max_http_connections", "max_tokens", "max_tokens_per_ip"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.log_buffer < 1024:
+            raise ValueError(f"log_buffer must be at least 1024, got {self.log_buffer}")
         if self.fd_reserve < 0:
             raise ValueError(f"fd_reserve must be 0 or more, got {self.fd_reserve}")
         for flag, port in (("--port", self.port), ("--http-port", self.http_port)):
