@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -62,22 +61,22 @@ class HttpErrorLog(logging.Logger):
         self.status = status
         self.warnings = warnings
 
-    def _log(  # type: ignore[override]  # every level lands here; the signature varies
-        self, level: int, msg: object, args: Any, exc_info: Any = None, **_: Any
-    ) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else None
+    def handle(self, record: logging.LogRecord) -> None:
+        """Every record aiohttp logs here (debug or exception) ends up in this call."""
+        exc = record.exc_info[1] if record.exc_info else None
         reason = "http_malformed" if isinstance(exc, HttpProcessingError) else "http_error"
         self.status.metrics.reject(reason)
         if not self.warnings.allow(reason):
             return
+        args = record.args
         client = args[0] if isinstance(args, tuple) and args else None
-        detail = type(exc).__name__ + (f": {exc}" if exc is not None else "")
+        detail = record.getMessage() if exc is None else f"{type(exc).__name__}: {exc}"
         log.warning(
             "refused",
             extra={
                 "event": "refused",
                 "reason": reason,
-                "detail": f"{msg if exc is None else detail}"[:300],
+                "detail": detail[:300],
                 "client": str(client),
                 "protocol": "http",
             },
