@@ -192,7 +192,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
     install_early_signal_handlers()
     require_extra("rendezvous serve", "server", SERVER_MODULES)
     from rendezvous.event_loop import new_event_loop
-    from rendezvous.logs import configure_logging, flush_logs
+    from rendezvous.logs import configure_logging, flush_logs, route_library_logs
 
     if no_http:
         options["http_port"] = None
@@ -200,7 +200,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    configure_logging(settings.log_level, max_pending=settings.log_buffer)
+    route_library_logs(configure_logging(settings.log_level, max_pending=settings.log_buffer))
     limit = raise_open_files_limit()
     if limit is not None and limit < settings.max_connections + 64:
         log.warning(

@@ -341,12 +341,6 @@ def configure_logging(
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
-    # What the event loop and aiohttp report (their WARNING and above) goes out as JSON
-    # lines too, a traceback inside its line: nothing multi-line reaches stderr.
-    for name in LIBRARY_LOGGERS:
-        library = logging.getLogger(name)
-        library.handlers[:] = [handler]
-        library.propagate = False
     # The logging docs' "Optimization" switches: we log none of these fields, and
     # finding the caller's frame alone costs several microseconds per pairing.
     logging._srcfile = None
@@ -354,6 +348,16 @@ def configure_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     return handler
+
+
+def route_library_logs(handler: logging.Handler) -> None:
+    """What the event loop and aiohttp report (their WARNING and above) goes to
+    ``handler`` as JSON lines too, a traceback inside its line: nothing multi-line
+    reaches stderr. For the ``rendezvous serve`` process, which owns its logging."""
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.propagate = False
 
 
 if sys.version_info >= (3, 13):

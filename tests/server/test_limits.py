@@ -96,34 +96,30 @@ def test_a_sink_that_blocks_drops_whole_batches_and_counts_their_lines():
     stream = os.fdopen(write_end, "w")
     writer = LineWriter(stream, max_pending=4096)
     line = json.dumps({"event": "paired", "pad": "x" * 200}) + "\n"
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(b"".join(iter_pipe(read_end))), daemon=True)
     try:
         start = time.monotonic()
         kept = sum(writer.put(line * 10, 10) for _ in range(200))  # ~430 kB, pipe 64 kB
         assert time.monotonic() - start < 1.0  # never waits for the sink
         assert writer.dropped == (200 - kept) * 10 and writer.dropped > 0
-        got = b""
-        done = threading.Event()
-
-        def drain() -> None:
-            nonlocal got
-            while not done.is_set() or writer.wait(0):
-                chunk = os.read(read_end, 1 << 16)
-                got += chunk
-                if b"log_dropped" in got:
-                    return
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        writer.put(line, 1)  # the next batch after the drop carries the report
+        reader.start()  # the sink takes lines again
+        writer.put(line, 1)  # the next batch after a drop carries the report
         assert writer.wait(10)
-        done.set()
-        reader.join(timeout=10)
-        report = [json.loads(x) for x in got.splitlines() if b"log_dropped" in x]
-        assert report and report[0]["dropped"] == writer.dropped
     finally:
         writer.close(1)
         stream.close()
+        reader.join(timeout=10)
         os.close(read_end)
+    lines = [json.loads(x) for x in bytes(got).splitlines()]
+    reports = [x["dropped"] for x in lines if x["event"] == "log_dropped"]
+    assert sum(reports) == writer.dropped  # every dropped line reported
+    assert len(lines) - len(reports) == kept * 10 + 1  # the rest arrived whole
+
+
+def iter_pipe(fd: int):
+    while chunk := os.read(fd, 1 << 16):
+        yield chunk
 
 
 def test_warnings_are_rate_limited_per_reason_with_a_summary(caplog):
@@ -174,3 +170,24 @@ async def test_metrics_show_the_process_drains_and_every_protocol(make_server, u
     assert server.metrics.drained == 1 and server.metrics.expired == 0
     await waiter.close()
     await bad_v2.close()
+
+
+async def test_a_failed_accept_is_a_counted_refusal_and_one_line(make_server, caplog):
+    """What asyncio reports when accept() finds no descriptor left (it retries later)."""
+    import errno
+
+    server = await make_server()
+    caplog.set_level(logging.ERROR, logger="rendezvous")
+    loop = asyncio.get_running_loop()
+    assert loop.get_exception_handler() == server._on_loop_error
+    context = {
+        "message": "socket.accept() out of system resource",
+        "exception": OSError(errno.EMFILE, "Too many open files"),
+    }
+    for _ in range(50):
+        loop.call_exception_handler(context)
+    assert server.metrics.rejected["accept_failed"] == 50
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "accept_failed"]
+    assert 1 <= len(lines) <= 10 and not any(r.exc_info for r in lines)  # rate-limited
+    await server.stop()
+    assert loop.get_exception_handler() is None  # the loop's own handler is back
