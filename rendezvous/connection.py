@@ -4,9 +4,9 @@ A connection is accepted, reads one request, is dispatched (answered at once, or
 as a waiter), and closes. Which state follows which event is written down once, in
 ``TRANSITIONS`` (as h11's ``_state.py`` does); ``Connection._apply`` is the only place
 that changes ``state``. An event the table does not list for a state is a bug of ours
-and raises. New kinds of connections (a relay session) or new ways to end (a probe that
-vanishes before ``connection_made``) are new rows here and new handlers in
-:mod:`rendezvous.dispatch`.
+and raises. New kinds of connections (a relay session) or new ways to end (like VANISH:
+a probe reset before ``connection_made`` could read its address) are new rows here and
+new handlers in :mod:`rendezvous.dispatch`.
 
 No streams and no timer per connection: a pairing must cost well under 60 us of CPU.
 Deadlines live in :mod:`rendezvous.deadlines`; decisions in :mod:`rendezvous.dispatch`.

@@ -16,6 +16,7 @@ import functools
 import logging
 import socket
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from rendezvous import __version__
@@ -301,14 +302,15 @@ class RendezvousServer:
             self.metrics.reject(reason)
         if not self.dispatcher.warnings.allow(reason):
             return
-        log.error(
-            message or "event loop error",
-            extra={
-                "event": reason,
-                "detail": message,
-                "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
-            },
-        )
+        fields: dict[str, object] = {
+            "event": reason,
+            "detail": message,
+            "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
+        }
+        if isinstance(exc, BaseException) and not isinstance(exc, OSError):
+            # a bug of ours: its traceback, inside this one line
+            fields["traceback"] = "".join(traceback.format_exception(exc))
+        log.error(message or "event loop error", extra=fields)
 
 
 # accept() failing for want of descriptors or memory: the connection waits in the backlog

@@ -189,5 +189,11 @@ async def test_a_failed_accept_is_a_counted_refusal_and_one_line(make_server, ca
     assert server.metrics.rejected["accept_failed"] == 50
     lines = [r for r in caplog.records if getattr(r, "event", "") == "accept_failed"]
     assert 1 <= len(lines) <= 10 and not any(r.exc_info for r in lines)  # rate-limited
+    try:
+        raise RuntimeError("a bug of ours")
+    except RuntimeError as bug:
+        loop.call_exception_handler({"message": "Exception in callback", "exception": bug})
+    (line,) = [r for r in caplog.records if getattr(r, "event", "") == "loop_error"]
+    assert "a bug of ours" in line.traceback and "accept_failed" not in line.traceback
     await server.stop()
     assert loop.get_exception_handler() is None  # the loop's own handler is back
