@@ -102,6 +102,32 @@ def test_idle_http_flood_is_capped_timed_out_and_livez_still_answers():
     assert budget + rec["fds_at_start"] <= nofile
 
 
+def test_tcp_connections_beyond_the_budget_are_refused_and_counted_not_dropped():
+    nofile, idle = 256, 600
+    with server_process("--loop", "asyncio", nofile=nofile) as (proc, rec):
+        cap = min(rec["max_connections"], nofile)
+        held: list[socket.socket] = []
+        try:
+            for _ in range(idle):  # silent clients: each holds a descriptor until refused
+                held.append(socket.create_connection(("127.0.0.1", rec["port"]), timeout=10))
+            wait_until(
+                lambda: rejected(metrics(rec["http_port"]), "connection_cap") == idle - cap,
+                10,
+                "every connection beyond the cap refused and counted",
+            )
+            assert cap + rec["max_http_connections"] + rec["fd_reserve"] < nofile
+            assert fds(proc.pid) < nofile
+            assert http_get(rec["http_port"], "/livez") == (200, b"ok\n")
+            assert http_get(rec["http_port"], "/readyz")[0] == 503  # full, and says so
+        finally:
+            for sock in held:
+                sock.close()
+        # the held ones drain away and pairing works again
+        wait_until(lambda: http_get(rec["http_port"], "/readyz")[0] == 200, 10, "ready again")
+        asyncio.run(v1_pair(rec["port"], f"after_cap_{os.getpid()}".encode()))
+        assert_json_lines_only(stop_and_read(proc))
+
+
 MALFORMED = [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # a TLS hello
     b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n",  # an over-long request line
