@@ -235,6 +235,7 @@ def test_a_flood_of_hung_up_v2_waits_keeps_tokens_and_memory_bounded():
         proc.terminate()
         assert proc.wait(timeout=20) == 0
     # unbounded, 40,000 tokens hold ~15 MB for their grace; bounded, the flood adds little
+    print(f"RSS grew {grown / 2**20:.1f} MiB")  # shown with -s
     assert grown < 6 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB"
     assert m[("rendezvous_reconnect_tokens", ())] <= cap
     dropped = sum(
