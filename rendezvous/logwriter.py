@@ -65,6 +65,11 @@ class LineWriter:
         self._closing = False
         self._thread: threading.Thread | None = None
 
+    @property
+    def batches(self) -> int:
+        """Batches handed over so far: one thread hand-off each, never one per line."""
+        return self._queued
+
     def put(self, text: str, lines: int) -> bool:
         """Queue one batch of ``lines`` lines; False (and counted) when it was dropped."""
         with self._cond:

@@ -16,6 +16,7 @@ import tracemalloc
 from prometheus_client.parser import text_string_to_metric_families
 
 from rendezvous.fdbudget import plan
+from rendezvous.logs import BufferedLineHandler, UtcJsonLineFormatter, log_event
 from rendezvous.logwriter import LineWriter
 from rendezvous.ratelimit import LogRateLimit
 from rendezvous.room import Room, Waiting
@@ -197,3 +198,33 @@ async def test_a_failed_accept_is_a_counted_refusal_and_one_line(make_server, ca
     assert "a bug of ours" in line.traceback and "accept_failed" not in line.traceback
     await server.stop()
     assert loop.get_exception_handler() is None  # the loop's own handler is back
+
+
+async def test_the_writer_thread_gets_batches_not_lines():
+    """The hot path (a paired line per pairing) stays an append: one hand-off per batch."""
+    import io
+
+    stream = io.StringIO()
+    handler = BufferedLineHandler(stream, background=True, interval=0.05)
+    handler.setFormatter(
+        UtcJsonLineFormatter(
+            "{asctime}{levelname}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "message": "msg"},
+        )
+    )
+    log = logging.getLogger("rendezvous.test_limits.batches")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        for i in range(2000):
+            log_event(log, logging.INFO, "paired", {"event": "paired", "n": i})
+        assert handler.writer is not None and handler.writer.batches <= 4  # capacity 512
+        await asyncio.sleep(0.2)
+        assert handler.writer.wait(5)
+        assert [json.loads(x)["n"] for x in stream.getvalue().splitlines()] == list(range(2000))
+        assert handler.writer.batches <= 5
+    finally:
+        handler.close()
+        log.handlers.clear()
