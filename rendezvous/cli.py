@@ -134,6 +134,45 @@ def main() -> None:
     help="On SIGTERM/SIGINT, seconds to let requests in flight finish before closing.",
 )
 @_option(
+    "max-http-connections",
+    type=click.IntRange(min=1),
+    default=256,
+    help="Cap on open HTTP connections; at the cap a new one closes the oldest idle one "
+    "(so /livez and /metrics stay reachable).",
+)
+@_option(
+    "http-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="Seconds an HTTP connection has to send a complete request, and may stay idle.",
+)
+@_option(
+    "max-tokens",
+    type=click.IntRange(min=1),
+    default=100_000,
+    help="Cap on v2 reconnect tokens kept after their waiter left; the oldest is dropped "
+    "first (about 0.5 kB each).",
+)
+@_option(
+    "max-tokens-per-ip",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Cap on such tokens per source IP address; that address's oldest goes first.",
+)
+@_option(
+    "fd-reserve",
+    type=click.IntRange(min=0),
+    default=64,
+    help="File descriptors kept out of both caps (listeners, logs, an operator's request).",
+)
+@_option(
+    "log-buffer",
+    type=click.IntRange(min=1024),
+    default=1 << 20,
+    help="Characters of log lines that may wait for a slow stderr; beyond it lines are "
+    "dropped and counted (rendezvous_log_dropped_total), the event loop never waits.",
+)
+@_option(
     "loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -214,7 +253,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
     install_early_signal_handlers()
     require_extra("rendezvous serve", "server", SERVER_MODULES)
     from rendezvous.event_loop import new_event_loop
-    from rendezvous.logs import configure_logging, flush_logs
+    from rendezvous.logs import configure_logging, flush_logs, route_library_logs
 
     if no_http:
         options["http_port"] = None
@@ -224,7 +263,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    configure_logging(settings.log_level)
+    route_library_logs(configure_logging(settings.log_level, max_pending=settings.log_buffer))
     limit = raise_open_files_limit()
     if limit is not None and limit < settings.max_connections + 64:
         log.warning(
@@ -233,8 +272,8 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
                 "event": "config_warning",
                 "nofile": limit,
                 "max_connections": settings.max_connections,
-                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections, "
-                "or connections beyond the limit fail at accept()",
+                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections; "
+                "the caps are lowered to fit (see the listening line)",
             },
         )
     try:

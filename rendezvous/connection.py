@@ -4,9 +4,9 @@ A connection is accepted, reads one request, is dispatched (answered at once, or
 as a waiter), and closes. Which state follows which event is written down once, in
 ``TRANSITIONS`` (as h11's ``_state.py`` does); ``Connection._apply`` is the only place
 that changes ``state``. An event the table does not list for a state is a bug of ours
-and raises. New kinds of connections (a relay session) or new ways to end (a probe that
-vanishes before ``connection_made``) are new rows here and new handlers in
-:mod:`rendezvous.dispatch`.
+and raises. New kinds of connections (a relay session) or new ways to end (like VANISH:
+a probe reset before ``connection_made`` could read its address) are new rows here and
+new handlers in :mod:`rendezvous.dispatch`.
 
 No streams and no timer per connection: a pairing must cost well under 60 us of CPU.
 Deadlines live in :mod:`rendezvous.deadlines`; decisions in :mod:`rendezvous.dispatch`.
@@ -60,6 +60,7 @@ class Event(enum.IntEnum):
     LOST = 5  # the peer hung up, or its transport is closing under us
     ABORT = 6  # the server stops: closed without an answer
     HAND_OFF = 7  # a relay request: the transport goes to rendezvous.relay
+    VANISH = 8  # gone before connection_made could read its address (a probe's reset)
 
 
 # The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
@@ -77,6 +78,7 @@ _ANSWER = Event.ANSWER
 _LOST = Event.LOST
 _ABORT = Event.ABORT
 _HAND_OFF = Event.HAND_OFF
+_VANISH = Event.VANISH
 
 # Every allowed (state, event) and the state it leads to; nothing else is allowed.
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -84,6 +86,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (NEW, _REFUSE): CLOSED,
     (NEW, _LOST): CLOSED,
     (NEW, _ABORT): CLOSED,
+    (NEW, _VANISH): CLOSED,  # reset before it was accepted: closed at once, counted
     (READING, _REQUEST): DISPATCHING,
     (READING, _ANSWER): CLOSED,  # refused: malformed, over-long, timed out, drained
     (READING, _LOST): CLOSED,  # hung up before a complete request
@@ -163,6 +166,12 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         dispatcher = self.dispatcher
         peer = transport.get_extra_info("peername")
+        if peer is None:  # uvloop: reset between accept() and here (scanners, probes)
+            self.endpoint = _ZERO
+            self._apply(_VANISH)
+            dispatcher.refuse_unread(self, "reset", "the connection was reset at once")
+            transport.abort()
+            return
         ip = peer[0]
         if ":" in ip and ip.startswith("::ffff:"):
             ip = ip[7:]
@@ -170,12 +179,14 @@ class Connection(asyncio.Protocol):
         connections = dispatcher.connections
         if len(connections) >= dispatcher.max_connections:
             self._apply(_REFUSE)
-            dispatcher.refuse(self, "connection_cap", "the server's connection cap is reached")
+            dispatcher.refuse_unread(
+                self, "connection_cap", "the server's connection cap is reached"
+            )
             transport.abort()
             return
         if ":" in ip:
             self._apply(_REFUSE)
-            dispatcher.refuse(self, "not_ipv4", "TCPunch carries IPv4 endpoints only")
+            dispatcher.refuse_unread(self, "not_ipv4", "TCPunch carries IPv4 endpoints only")
             transport.abort()
             return
         connections.add(self)
@@ -222,9 +233,11 @@ class Connection(asyncio.Protocol):
         left = self._apply(_LOST)
         if left is READING:
             if self.reader.buffered:
-                dispatcher.refuse(self, "incomplete", str(self.reader.eof()))
+                dispatcher.refuse_unread(self, "incomplete", str(self.reader.eof()))
+            elif isinstance(exc, OSError):  # asyncio: a reset before any byte
+                dispatcher.refuse_unread(self, "reset", "the connection was reset at once")
             else:
-                dispatcher.refuse(self, "empty", "the connection closed without a request")
+                dispatcher.refuse_unread(self, "empty", "the connection closed without a request")
         elif left is WAITING:
             dispatcher.abandoned(self)
         self.waiter = None
@@ -250,7 +263,8 @@ class Connection(asyncio.Protocol):
     def _bad_request(self, exc: ProtocolError) -> None:
         if self.looks_v2:
             self.protocol = "v2"
-        self.dispatcher.refuse(self, _REFUSAL_REASONS.get(exc.reason, "malformed"), str(exc))
+        reason = _REFUSAL_REASONS.get(exc.reason, "malformed")
+        self.dispatcher.refuse_unread(self, reason, str(exc))
         self.finish(error=True)
 
     def request_timed_out(self, *, drained: float | None = None) -> None:
@@ -261,14 +275,14 @@ class Connection(asyncio.Protocol):
         self.protocol = "v2" if self.looks_v2 else "v1"
         dispatcher = self.dispatcher
         if drained is not None:
-            dispatcher.refuse(
+            dispatcher.refuse_unread(
                 self,
                 "drain",
                 f"request still incomplete when the drain ended after {drained:g} s "
                 f"({self.reader.buffered} bytes); the server is shutting down",
             )
         else:
-            dispatcher.refuse(
+            dispatcher.refuse_unread(
                 self,
                 "request_timeout",
                 f"no complete request within {dispatcher.request_timeout:g} s "
@@ -304,12 +318,13 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
         return left
 
-    def expire(self) -> None:
-        """The waiter's time is up: TIMEOUT (v2, may resume with its token) or close."""
+    def expire(self, *, drained: bool = False) -> None:
+        """The waiter's time is up (or the drain ends, ``drained``): TIMEOUT (v2, may
+        resume with its token) or close."""
         if self.state is not WAITING:
             return
         waiter = self.waiter
-        self.dispatcher.expired(self)
+        self.dispatcher.expired(self, drained=drained)
         payload = None
         if self.protocol == "v2" and waiter is not None:
             payload = encode_v2_response(

@@ -18,6 +18,7 @@ from rendezvous.connection import Connection
 from rendezvous.deadlines import Deadlines
 from rendezvous.logs import log_event
 from rendezvous.metrics import Metrics
+from rendezvous.ratelimit import LogRateLimit
 from rendezvous.room import Paired, Refused, Room, Waiter, Waiting
 from rendezvous.settings import Settings
 from tcpunch import (
@@ -54,13 +55,20 @@ class Dispatcher:
         self.room: Room[Connection] = Room(
             max_waiting_per_ip=settings.max_waiting_per_ip,
             token_grace=settings.effective_token_grace,
+            max_tokens=settings.max_tokens,
+            max_tokens_per_ip=settings.max_tokens_per_ip,
         )
-        self.metrics = Metrics(waiting=self.room.__len__)
+        self.metrics = Metrics(waiting=self.room.__len__, room=self.room)
+        # WARNING lines per refusal reason, a few a second; the rest summarised.
+        self.warnings = LogRateLimit(log, self._clock)
         self.deadlines: Deadlines[Connection] = Deadlines()
         self.connections: set[Connection] = set()
         self.name_pattern = re.compile(settings.name_pattern) if settings.name_pattern else None
         self.pairings = 0
         self.relay: RelayHub | None = None  # the server's relay hub, set at start()
+
+    def _clock(self) -> float:
+        return self.time()
 
     def dispatch(self, conn: Connection, request: Request | ExtRequest) -> None:
         handler = _HANDLERS.get(type(request))
@@ -240,8 +248,14 @@ class Dispatcher:
     # -- events from connections -----------------------------------------------------
 
     def refuse(self, conn: Connection, reason: str, detail: str) -> None:
+        """Count a refusal under ``reason`` and log it (rate-limited per reason; resets
+        and other probes' noise at DEBUG, see ``_REFUSAL_LEVELS``)."""
         self.metrics.reject(reason)
-        log.warning(
+        level = _REFUSAL_LEVELS.get(reason, logging.WARNING)
+        if not log.isEnabledFor(level) or not self.warnings.allow(reason):
+            return
+        log.log(
+            level,
             "refused",
             extra={
                 "event": "refused",
@@ -251,6 +265,12 @@ class Dispatcher:
                 "protocol": conn.protocol,
             },
         )
+
+    def refuse_unread(self, conn: Connection, reason: str, detail: str) -> None:
+        """Refuse a connection whose request was never complete: it counts as a
+        connection of the protocol it looked like (v2 when a NUL came), else "unknown"."""
+        self.metrics.connections["v2" if conn.looks_v2 else "unknown"] += 1
+        self.refuse(conn, reason, detail)
 
     def abandoned(self, conn: Connection, waiter: Waiter[Connection] | None = None) -> None:
         """A waiter hung up (or its connection is closing) before pairing."""
@@ -271,17 +291,22 @@ class Dispatcher:
             },
         )
 
-    def expired(self, conn: Connection) -> None:
+    def expired(self, conn: Connection, *, drained: bool = False) -> None:
+        """A waiter's time is up, or the drain closes it (counted apart)."""
         waiter = conn.waiter
         if waiter is None:
             return
         self.room.leave(waiter, self.time())
         conn.waiter = None
-        self.metrics.expired += 1
+        if drained:
+            self.metrics.drained += 1
+        else:
+            self.metrics.expired += 1
+        event = "drained_waiter" if drained else "expired"
         log.info(
-            "expired",
+            event,
             extra={
-                "event": "expired",
+                "event": event,
                 "pairing": name_text(waiter.name),
                 "client": str(conn.endpoint),
                 "protocol": conn.protocol,
@@ -292,6 +317,9 @@ class Dispatcher:
 def _not_started() -> float:
     raise RuntimeError("the server is not started: await server.start() first")
 
+
+# Refusal reasons logged below WARNING: what port scanners and TCP probes do all day.
+_REFUSAL_LEVELS = {"reset": logging.DEBUG}
 
 # The handler of each request type. A request of a type not listed (nor a subclass of
 # one) cannot come out of tcpunch's reader.

@@ -7,7 +7,10 @@ second, and ``json_serializer`` bound to one encoder instance. The handler colle
 lines and writes them in one ``write()`` per event-loop tick of ``FLUSH_INTERVAL``
 seconds instead of one per line; WARNING and above, a full buffer, a log call from outside
 the event loop, ``flush_logs()`` and interpreter exit (``logging.shutdown``) write at once,
-so no line is lost on a clean exit and lines never interleave.
+so no line is lost on a clean exit and lines never interleave. In the server process
+(:func:`configure_logging`) the batches go to a writer thread with a bounded queue
+(:mod:`rendezvous.logwriter`): a sink that blocks never blocks the event loop; lines it
+cannot take are dropped and counted (:func:`dropped_lines`).
 
 :func:`log_event` is the hot path (the server's ``paired`` line): where the logger is set
 up as :func:`configure_logging` does it, it builds the very line the formatter would,
@@ -27,11 +30,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
+from rendezvous.logwriter import MAX_PENDING, LineWriter
+
 FLUSH_INTERVAL = 0.1
 """Seconds a buffered INFO line may wait before it is written."""
 
 FLUSH_CAPACITY = 512
 """Buffered lines that force a write (bounds memory under a burst)."""
+
+LIBRARY_LOGGERS = ("asyncio", "aiohttp")
+"""Loggers of the libraries the server runs on, sent to the same handler."""
+
+FLUSH_WAIT = 2.0
+"""Seconds an explicit flush (shutdown, no loop) waits for the writer thread at most."""
 
 
 class JsonLineFormatter(JsonFormatter):
@@ -197,6 +208,11 @@ class BufferedLineHandler(_StreamHandler):
     ``loop.call_later`` timer, armed by the first line of a batch); records at
     ``flush_level`` or above, the ``capacity``-th line and records logged where no loop
     runs are written at once, together with everything before them.
+
+    ``background``: batches are handed to a :class:`~rendezvous.logwriter.LineWriter`
+    thread (at most ``max_pending`` characters queued, beyond that dropped and counted);
+    :meth:`flush` then waits for the thread, ``FLUSH_WAIT`` seconds at most, while the
+    flushes on the event loop (timer, level, capacity) never wait.
     """
 
     def __init__(
@@ -206,8 +222,11 @@ class BufferedLineHandler(_StreamHandler):
         interval: float = FLUSH_INTERVAL,
         capacity: int = FLUSH_CAPACITY,
         flush_level: int = logging.WARNING,
+        background: bool = False,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         super().__init__(stream)
+        self.writer = LineWriter(self.stream, max_pending) if background else None
         self.interval = interval
         self.capacity = capacity
         self.flush_level = flush_level
@@ -236,7 +255,8 @@ class BufferedLineHandler(_StreamHandler):
         lines = self.lines
         lines.append(line)
         if levelno >= self.flush_level or len(lines) >= self.capacity:
-            self.flush()
+            # On the event loop: hand over and go on; elsewhere: written when this returns.
+            self._write_out(wait=self.writer is not None and asyncio._get_running_loop() is None)
             return
         timer_loop = self._timer_loop
         if self._timer is not None and timer_loop is not None and not timer_loop.is_closed():
@@ -251,39 +271,63 @@ class BufferedLineHandler(_StreamHandler):
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.flush()
+        self._write_out(wait=False)
 
     def flush(self) -> None:
         """Write every buffered line in one ``write()``, then flush the stream."""
+        self._write_out(wait=True)
+
+    def _write_out(self, *, wait: bool) -> None:
+        """Write the buffered lines (to the writer thread when there is one; ``wait``:
+        until it wrote them, ``FLUSH_WAIT`` s at most)."""
+        writer = self.writer
         self.acquire()
         try:
-            if self.lines:
-                text = "".join(self.lines)
-                self.lines.clear()
-                self.stream.write(text)
-            if hasattr(self.stream, "flush"):
-                self.stream.flush()
+            if writer is not None:
+                if self.lines:
+                    writer.put("".join(self.lines), len(self.lines))
+                    self.lines.clear()
+            else:
+                if self.lines:
+                    text = "".join(self.lines)
+                    self.lines.clear()
+                    self.stream.write(text)
+                if hasattr(self.stream, "flush"):
+                    self.stream.flush()
         except Exception:  # a closed or broken stream must not take the server down
             self.lines.clear()
         finally:
             self.release()
+        if wait and writer is not None:
+            writer.wait(FLUSH_WAIT)
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because the sink did not keep up (0 without a writer thread)."""
+        return 0 if self.writer is None else self.writer.dropped
 
     def close(self) -> None:
         self.flush()
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+        if self.writer is not None:
+            self.writer.close(FLUSH_WAIT)
         super().close()
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> BufferedLineHandler:
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, max_pending: int = MAX_PENDING
+) -> BufferedLineHandler:
     """Send the ``rendezvous`` logger's records to ``stream`` (stderr) as JSON lines.
 
+    Lines are written by a thread; ``max_pending`` characters may wait for the stream,
+    beyond that lines are dropped and counted.
     Meant for the ``rendezvous serve`` process, which it owns: it also turns off
     logging's process-wide caller/thread/process lookups. Programs that embed the server
     (``BackgroundServer``) keep their own logging setup and do not call this.
     """
-    handler = BufferedLineHandler(stream or sys.stderr)
+    handler = BufferedLineHandler(stream or sys.stderr, background=True, max_pending=max_pending)
     handler.setFormatter(
         UtcJsonLineFormatter(
             "{asctime}{levelname}{message}",
@@ -304,6 +348,16 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> Buff
     logging.logProcesses = False
     logging.logMultiprocessing = False
     return handler
+
+
+def route_library_logs(handler: logging.Handler) -> None:
+    """What the event loop and aiohttp report (their WARNING and above) goes to
+    ``handler`` as JSON lines too, a traceback inside its line: nothing multi-line
+    reaches stderr. For the ``rendezvous serve`` process, which owns its logging."""
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.propagate = False
 
 
 if sys.version_info >= (3, 13):
@@ -347,6 +401,11 @@ def log_event(logger: logging.Logger, level: int, msg: str, fields: dict[str, An
                 handler.emit_line(line, level)
                 return
     logger.log(level, msg, extra=fields, stacklevel=2)
+
+
+def dropped_lines() -> int:
+    """Lines the ``rendezvous`` logger's handlers dropped because their sink was slow."""
+    return sum(getattr(h, "dropped", 0) for h in logging.getLogger("rendezvous").handlers)
 
 
 def flush_logs() -> None:

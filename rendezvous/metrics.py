@@ -3,21 +3,41 @@
 prometheus-client's Counter.inc() and Histogram.observe() cost microseconds each, and a
 pairing touches five of them; plain integers cost nanoseconds. The collector below
 exposes the same names and types (``rendezvous_connections_total{protocol}`` ...) through
-a per-server CollectorRegistry, so several servers can live in one process.
+a per-server CollectorRegistry, so several servers can live in one process. The registry
+also carries prometheus-client's standard process collector (``process_open_fds``,
+``process_max_fds``, ``process_resident_memory_bytes``, ``process_cpu_seconds_total``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+
+from rendezvous.logs import dropped_lines
+
+
+class TokenCounts(Protocol):
+    """What the metrics read of the room's reconnect tokens."""
+
+    @property
+    def token_count(self) -> int: ...
+
+    @property
+    def tokens_dropped(self) -> dict[str, int]: ...
+
+
+def _no_count() -> int:
+    return 0
+
 
 REFUSAL_REASONS = (
     "bad_token",
@@ -47,24 +67,32 @@ class Metrics:
 
     def __init__(
         self,
-        waiting: Callable[[], int] = lambda: 0,
-        open_connections: Callable[[], int] = lambda: 0,
+        waiting: Callable[[], int] = _no_count,
+        room: TokenCounts | None = None,
+        open_connections: Callable[[], int] = _no_count,
         max_connections: int = 0,
         ready: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.connections = {"v1": 0, "v2": 0, "command": 0}
+        # "unknown": connections that ended before showing a protocol (reset, empty,
+        # refused at the cap, junk without a NUL)
+        self.connections = {"v1": 0, "v2": 0, "command": 0, "unknown": 0}
         self.pairings = {"v1": 0, "v2": 0, "mixed": 0}
         self.rejected: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.expired = 0
+        self.drained = 0
         self.abandoned = 0
         self.waiting = waiting
         self.open_connections = open_connections
         self.max_connections = max_connections
         self.ready = ready
+        self.room = room
+        self.http_open: Callable[[], int] = _no_count  # set by the HTTP side
+        self.log_dropped: Callable[[], int] = dropped_lines  # this process's logging
         self.wait_counts = [0] * (len(WAIT_BUCKETS) + 1)  # the last one is +Inf
         self.wait_sum = 0.0
         self.registry = CollectorRegistry()
         self.registry.register(self)
+        ProcessCollector(registry=self.registry)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -132,3 +160,30 @@ class Metrics:
         yield CounterMetricFamily(
             "rendezvous_abandoned", "Waiters that hung up before pairing", self.abandoned
         )
+        yield CounterMetricFamily(
+            "rendezvous_drained",
+            "Waiters closed by a drain (SIGTERM), not by their timeout",
+            self.drained,
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_http_connections", "Open connections to the HTTP port", self.http_open()
+        )
+        yield CounterMetricFamily(
+            "rendezvous_log_dropped",
+            "Log lines dropped because the log sink (stderr) did not keep up",
+            self.log_dropped(),
+        )
+        if self.room is not None:
+            yield GaugeMetricFamily(
+                "rendezvous_reconnect_tokens",
+                "v2 reconnect tokens held (waiting, or within their grace)",
+                self.room.token_count,
+            )
+            family = CounterMetricFamily(
+                "rendezvous_tokens_dropped",
+                "Reconnect tokens dropped before their grace ended, by cap",
+                labels=["cap"],
+            )
+            for cap, count in sorted(self.room.tokens_dropped.items()):
+                family.add_metric([cap], count)
+            yield family

@@ -61,7 +61,7 @@ class Refused:
 Outcome = Paired[H] | Waiting[H] | Refused
 
 
-@dataclass
+@dataclass(slots=True)
 class _TokenRecord(Generic[H]):
     name: bytes
     waiter: Waiter[H] | None  # the connection currently waiting with this token
@@ -79,14 +79,29 @@ class Room(Generic[H]):
     ``token_grace`` is how long a token stays valid after its waiter left without
     pairing (timed out or hung up): at least one more peer timeout, so a client told
     TIMEOUT can come back and resume under the same name.
+
+    Tokens in their grace hold memory after their connection is gone, so they are
+    bounded: ``max_tokens`` in all and ``max_tokens_per_ip`` per source address; beyond
+    either, the oldest token in grace (of all, or of that address) is dropped and counted
+    in ``tokens_dropped``. Tokens of connections still waiting are bounded by the
+    connection cap.
     """
 
     max_waiting_per_ip: int = 1000
     token_grace: float = 60.0
     token_factory: Callable[[], str] = new_token
+    max_tokens: int = 100_000
+    max_tokens_per_ip: int = 1000
+    tokens_dropped: dict[str, int] = field(
+        default_factory=lambda: {"global_cap": 0, "per_ip_cap": 0}
+    )
     _waiting: dict[bytes, Waiter[H]] = field(default_factory=dict)
     _per_ip: dict[str, int] = field(default_factory=dict)
     _tokens: dict[str, _TokenRecord[H]] = field(default_factory=dict)
+    # Tokens in their grace, oldest first (one grace for all: also the expiry order),
+    # with the address they came from; and the same per address.
+    _graced: dict[str, str] = field(default_factory=dict)
+    _graced_per_ip: dict[str, dict[str, None]] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -102,6 +117,11 @@ class Room(Generic[H]):
     @property
     def token_count(self) -> int:
         return len(self._tokens)
+
+    @property
+    def graced_token_count(self) -> int:
+        """Tokens whose waiter left (kept for a resume within the grace)."""
+        return len(self._graced)
 
     # -- arrivals --------------------------------------------------------------------
 
@@ -122,7 +142,7 @@ class Room(Generic[H]):
         if token:
             record = self._tokens.get(token)
             if record is None or (record.valid_until is not None and now > record.valid_until):
-                self._tokens.pop(token, None)
+                self._forget(token)
                 return Refused("bad_token", f"reconnect token {token} is unknown or expired")
             if record.name != name:
                 return Refused(
@@ -133,13 +153,15 @@ class Room(Generic[H]):
                 replaced = record.waiter
                 self._remove(replaced)
                 record.waiter = None
+            else:
+                self._ungrace(token)  # resumed: its grace is over
         waiter = self._waiting.get(name)
         if waiter is not None:
             self._remove(waiter)
             if waiter.token is not None:
-                self._tokens.pop(waiter.token, None)
+                self._forget(waiter.token)
             if token:
-                self._tokens.pop(token, None)
+                self._forget(token)
             # A displaced connection of the same token is simply dropped.
             return Paired(waiter, token or None)
         if replaced is None and self._per_ip.get(endpoint.ip, 0) >= self.max_waiting_per_ip:
@@ -158,7 +180,11 @@ class Room(Generic[H]):
         self._waiting[name] = waiter
         self._per_ip[endpoint.ip] = self._per_ip.get(endpoint.ip, 0) + 1
         if token:
-            self._tokens[token] = _TokenRecord(name, waiter, None)
+            record = self._tokens.get(token)
+            if record is None:
+                self._tokens[token] = _TokenRecord(name, waiter, None)
+            else:  # a resume: the same record, waiting again
+                record.waiter, record.valid_until = waiter, None
         return Waiting(waiter, replaced)
 
     # -- departures ------------------------------------------------------------------
@@ -177,6 +203,7 @@ class Room(Generic[H]):
             if record is not None and record.waiter is waiter:
                 record.waiter = None
                 record.valid_until = now + self.token_grace
+                self._grace(waiter.token, waiter.endpoint.ip)
         return True
 
     def remove_name(self, name: bytes, now: float) -> Waiter[H] | None:
@@ -194,15 +221,44 @@ class Room(Generic[H]):
         return waiters
 
     def purge_tokens(self, now: float) -> int:
-        """Forget tokens whose grace has run out; returns how many."""
-        stale = [
-            key
-            for key, record in self._tokens.items()
-            if record.valid_until is not None and now > record.valid_until
-        ]
+        """Forget tokens whose grace has run out; returns how many. The graced tokens are
+        in expiry order, so this takes the expired front and stops."""
+        stale = []
+        tokens = self._tokens
+        for key in self._graced:
+            record = tokens.get(key)
+            if record is not None and record.valid_until is not None and now <= record.valid_until:
+                break
+            stale.append(key)
         for key in stale:
-            del self._tokens[key]
+            self._forget(key)
         return len(stale)
+
+    def _grace(self, token: str, ip: str) -> None:
+        """``token`` starts its grace: the newest of all and of ``ip``; drop the oldest
+        beyond the caps."""
+        self._ungrace(token)
+        self._graced[token] = ip
+        mine = self._graced_per_ip.setdefault(ip, {})
+        mine[token] = None
+        if len(mine) > self.max_tokens_per_ip:
+            self._forget(next(iter(mine)))
+            self.tokens_dropped["per_ip_cap"] += 1
+        if len(self._graced) > self.max_tokens:
+            self._forget(next(iter(self._graced)))
+            self.tokens_dropped["global_cap"] += 1
+
+    def _ungrace(self, token: str) -> None:
+        ip = self._graced.pop(token, None)
+        if ip is not None:
+            mine = self._graced_per_ip[ip]
+            del mine[token]
+            if not mine:
+                del self._graced_per_ip[ip]
+
+    def _forget(self, token: str) -> None:
+        self._tokens.pop(token, None)
+        self._ungrace(token)
 
     def _remove(self, waiter: Waiter[H]) -> None:
         del self._waiting[waiter.name]

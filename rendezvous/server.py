@@ -11,15 +11,18 @@ tick sweeps every deadline) and :mod:`rendezvous.http` (reads it through
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import socket
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from rendezvous import __version__
 from rendezvous.connection import READING, WAITING, Connection
 from rendezvous.dispatch import Dispatcher
+from rendezvous.fdbudget import FdBudget, descriptors_in_use, plan, raise_open_files_limit
 from rendezvous.metrics import Metrics
 from rendezvous.relay import RelayHub, RelayLimits
 from rendezvous.relay_metrics import RelayMetrics
@@ -96,6 +99,7 @@ class RendezvousServer:
         self._tick_timer: asyncio.TimerHandle | None = None
         self._next_purge = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None  # the running one, at start()
+        self._old_exception_handler: Any = None
         self.dispatcher = Dispatcher(settings)
         metrics = self.dispatcher.metrics  # the gauges only the server can answer
         metrics.open_connections = self.dispatcher.connections.__len__
@@ -105,6 +109,7 @@ class RendezvousServer:
         metrics.registry.register(self.relay.metrics)
         self.discovery_port: int | None = None
         self._discovery: asyncio.AbstractServer | None = None
+        self.budget: FdBudget | None = None  # the caps in force, from start()
 
     # -- what the connections share (read by the tests and the HTTP side) ------------
 
@@ -141,6 +146,9 @@ class RendezvousServer:
         loop = self._loop = asyncio.get_running_loop()
         self.dispatcher.time = loop.time
         s = self.settings
+        budget = self.budget = plan(s, raise_open_files_limit(), descriptors_in_use())
+        self.dispatcher.max_connections = budget.tcp
+        self.metrics.max_connections = budget.tcp  # the cap in force, for the gauge
         sock = _listening_socket(s.host, s.port, s)
         self.port = sock.getsockname()[1]
         self._server = await loop.create_server(
@@ -163,7 +171,12 @@ class RendezvousServer:
 
             try:
                 self._http, self.http_port = await start_http(
-                    self, s.http_host or s.host, s.http_port
+                    self,
+                    s.http_host or s.host,
+                    s.http_port,
+                    cap=budget.http,
+                    timeout=s.http_timeout,
+                    warnings=self.dispatcher.warnings,
                 )
             except BaseException:
                 self._server.close()
@@ -174,6 +187,8 @@ class RendezvousServer:
         self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
         self.relay.start(loop)
+        self._old_exception_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_error)
         log.info(
             "listening",
             extra={
@@ -189,7 +204,15 @@ class RendezvousServer:
                 "v1_peer_timeout": s.v1_peer_timeout,
                 "request_timeout": s.request_timeout,
                 "token_grace": s.effective_token_grace,
-                "max_connections": s.max_connections,
+                # the caps in force: the settings fitted to the open-files limit
+                "max_connections": budget.tcp,
+                "max_http_connections": budget.http,
+                "nofile": budget.nofile,
+                "fd_reserve": budget.reserve,
+                "fds_at_start": budget.in_use,
+                "http_timeout": s.http_timeout,
+                "max_tokens": s.max_tokens,
+                "max_tokens_per_ip": s.max_tokens_per_ip,
                 "max_waiting_per_ip": s.max_waiting_per_ip,
                 "name_pattern": s.name_pattern,
                 "allow_delete_pairs": s.allow_delete_pairs,
@@ -203,6 +226,20 @@ class RendezvousServer:
                 "relay_max_duration": s.relay_max_duration,
             },
         )
+        if budget.lowered(s):
+            log.warning(
+                "caps lowered to fit the open-files limit",
+                extra={
+                    "event": "fd_budget",
+                    "nofile": budget.nofile,
+                    "max_connections": budget.tcp,
+                    "asked_max_connections": s.max_connections,
+                    "max_http_connections": budget.http,
+                    "asked_max_http_connections": s.max_http_connections,
+                    "detail": "raise the hard limit (ulimit -Hn, --ulimit nofile=) to get "
+                    "the caps asked for",
+                },
+            )
 
     async def stop(self) -> None:
         """Close everything at once (no drain)."""
@@ -229,6 +266,9 @@ class RendezvousServer:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        self.dispatcher.warnings.summaries(final=True)
+        if loop.get_exception_handler() == self._on_loop_error:
+            loop.set_exception_handler(self._old_exception_handler)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, report not-ready, let requests in flight finish, close the rest.
@@ -252,7 +292,7 @@ class RendezvousServer:
         self.relay.close_all("drain")  # sessions still relaying at the drain's end
         for conn in list(self.connections):
             if conn.state is WAITING:
-                conn.expire()
+                conn.expire(drained=True)
             elif conn.state is READING:
                 conn.request_timed_out(drained=timeout)
         await self.stop()
@@ -272,7 +312,7 @@ class RendezvousServer:
         return (
             self._server is not None
             and not self.draining
-            and len(self.connections) < self.settings.max_connections
+            and len(self.connections) < self.dispatcher.max_connections
         )
 
     def health(self) -> Health:
@@ -298,4 +338,32 @@ class RendezvousServer:
         if now >= self._next_purge:
             self.room.purge_tokens(now)
             self._next_purge = now + _token_purge_interval(self.settings)
+        self.dispatcher.warnings.summaries()
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
+
+    # -- what the loop reports -----------------------------------------------------------
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """One JSON line (rate-limited) instead of the loop's traceback; a failed accept
+        (no descriptor left) is a refusal, counted."""
+        exc = context.get("exception")
+        message = str(context.get("message", ""))
+        reason = "loop_error"
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
+            reason = "accept_failed"
+            self.metrics.reject(reason)
+        if not self.dispatcher.warnings.allow(reason):
+            return
+        fields: dict[str, object] = {
+            "event": reason,
+            "detail": message,
+            "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
+        }
+        if isinstance(exc, BaseException) and not isinstance(exc, OSError):
+            # a bug of ours: its traceback, inside this one line
+            fields["traceback"] = "".join(traceback.format_exception(exc))
+        log.error(message or "event loop error", extra=fields)
+
+
+# accept() failing for want of descriptors or memory: the connection waits in the backlog
+_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

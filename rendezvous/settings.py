@@ -41,9 +41,22 @@ class Settings:
     relay_max_bytes: int = 0  # bytes per relay session, both directions; 0: no limit
     relay_idle_timeout: float = 300.0  # a relay session without a byte this long ends; 0: never
     relay_max_duration: float = 0.0  # seconds a relay session may last; 0: no limit
+    # hardening: what a public port meets (scanners, probes, slow HTTP, token floods)
+    max_http_connections: int = 256  # open HTTP connections; the oldest idle one makes room
+    http_timeout: float = 5.0  # seconds for a complete HTTP request, and idle keep-alive
+    max_tokens: int = 100_000  # v2 reconnect tokens in their grace, in all
+    max_tokens_per_ip: int = 1000  # ... and per source IP address
+    fd_reserve: int = 64  # descriptors kept out of both caps (operator, logs, listeners)
+    log_buffer: int = 1 << 20  # characters of log lines queued for stderr before drops
 
     def __post_init__(self) -> None:
-        for name in ("peer_timeout", "v1_peer_timeout", "request_timeout", "drain_timeout"):
+        for name in (
+            "peer_timeout",
+            "v1_peer_timeout",
+            "request_timeout",
+            "drain_timeout",
+            "http_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.emf_interval < 0:
@@ -59,6 +72,13 @@ class Settings:
             raise ValueError("--emf-service must be 1-1024 characters")
         if self.max_connections < 1 or self.max_waiting_per_ip < 1:
             raise ValueError("max_connections and max_waiting_per_ip must be at least 1")
+        for name in ("max_http_connections", "max_tokens", "max_tokens_per_ip"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.log_buffer < 1024:
+            raise ValueError(f"log_buffer must be at least 1024, got {self.log_buffer}")
+        if self.fd_reserve < 0:
+            raise ValueError(f"fd_reserve must be 0 or more, got {self.fd_reserve}")
         for flag, port in (("--port", self.port), ("--http-port", self.http_port)):
             if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{flag} must be in 0..65535 (0: any free port), got {port}")
