@@ -40,11 +40,16 @@ def _no_count() -> int:
 
 
 REFUSAL_REASONS = (
+    "accept_failed",
     "bad_token",
     "connection_cap",
     "delete_pairs_disabled",
     "drain",
     "empty",
+    "http_cap",
+    "http_error",
+    "http_evicted",
+    "http_malformed",
     "incomplete",
     "internal_error",
     "junk",
@@ -55,6 +60,7 @@ REFUSAL_REASONS = (
     "oversized",
     "per_ip_waiting_cap",
     "request_timeout",
+    "reset",
 )
 """Every reason the server refuses for, exported at 0 from the start: Prometheus's rate()
 cannot see a series' first increase, so a reason that first appears at 1 would be missed."""

@@ -9,8 +9,9 @@ from tcpunch import Status
 from tcpunch.relay import OBSERVE_REQUEST, RelayRequest, encode_relay_request
 from tests.server.wire import connect, v1, v2
 
-EXPECTED = {"pairings": 3, "requests": 8, "refusals": 1, "expirations": 1, "abandoned": 1}
-"""What drive_load adds to the server's counters (the server needs --peer-timeout < 5)."""
+EXPECTED = {"pairings": 3, "requests": 9, "refusals": 1, "expirations": 1, "abandoned": 1}
+"""What drive_load adds to the server's counters (the server needs --peer-timeout < 5).
+Requests count every connection, the refused oversized one too (as protocol "unknown")."""
 
 
 async def drive_load(port: int) -> None:

@@ -168,7 +168,12 @@ def test_every_refusal_reason_is_exported_from_the_start():
     used = {"malformed", *connection_module._REFUSAL_REASONS.values()}
     for path in Path(connection_module.__file__).parent.glob("*.py"):
         text = path.read_text()
-        used |= set(re.findall(r'(?:refuse\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"', text))
+        calls = r'(?:refuse(?:_unread)?\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"'
+        used |= set(re.findall(calls, text))
+        # a reason chosen into a variable, then counted: reason = "a" if ... else "b"
+        for pair in re.findall(r'reason = "(\w+)" if .+ else "(\w+)"', text):
+            used |= set(pair)
+        used |= set(re.findall(r'reason = "(\w+)"\s*\n\s*self\.metrics\.reject\(reason\)', text))
     assert len(used) >= 10, sorted(used)  # the scan finds the calls
     assert used == set(REFUSAL_REASONS)
     m = samples(generate_latest(Metrics().registry).decode())
