@@ -146,11 +146,26 @@ class ReplicaPresence:
         self._tasks[0] = asyncio.create_task(self._beat_loop(), name=f"heartbeat {self.replica}")
 
     async def call(self, awaitable: Awaitable[T], what: str) -> T:
-        return await bounded(awaitable, self.op_timeout, what)
+        try:
+            return await bounded(awaitable, self.op_timeout, what)
+        except RedisUnavailable as exc:
+            if isinstance(exc.__cause__, redis.exceptions.ConnectionError):
+                # one connection found closed: the idle ones likely are too (Redis restart)
+                with contextlib.suppress(*REDIS_ERRORS):
+                    pool = self.client.connection_pool
+                    closing = pool.disconnect(inuse_connections=False)
+                    await asyncio.wait_for(closing, self.op_timeout)
+            raise
 
     async def _beat_loop(self) -> None:
+        failed = False
         while True:
             try:
+                if failed:
+                    # Idle pooled connections may be to a Redis that went away; a call
+                    # on one would fail once more after Redis is back. Reconnect lazily.
+                    pool = self.client.connection_pool
+                    await self.call(pool.disconnect(inuse_connections=False), "disconnect")
                 await self._before_beat()
                 lapsed, reaped = await self.call(
                     self._beat_script(
@@ -164,8 +179,9 @@ class ReplicaPresence:
                 self.reaped += int(reaped)
                 if lapsed:
                     self._lapse()  # Redis forgot us: whatever we held there is gone
-                self._lapse_reported = False
+                self._lapse_reported = failed = False
             except RedisUnavailable as exc:
+                failed = True
                 last = self._last_beat
                 late = last is not None and time.monotonic() - last >= self.ttl
                 if late and not self._lapse_reported:
