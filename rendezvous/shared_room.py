@@ -173,6 +173,7 @@ class SharedRoom:
             socket_timeout=op_timeout,
             socket_connect_timeout=op_timeout,
             retry=Retry(NoBackoff(), 0),
+            client_name=f"rendezvous-{self.replica}",  # CLIENT LIST shows who is who
         )
         self._pool = pool
         self.client: Redis = Redis(connection_pool=pool)
