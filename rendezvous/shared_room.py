@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from rendezvous import shared_room_scripts as scripts
-from rendezvous.redis_presence import RedisUnavailable, ReplicaPresence
+from rendezvous.redis_presence import RedisUnavailable, ReplicaPresence, log
 from tcpunch import Endpoint
 
 Protocol = Literal["v1", "v2"]
@@ -328,19 +328,25 @@ class SharedRoom:
         kind = fields[0]
         if kind == b"P" and len(fields) == 5:
             peer = Endpoint(fields[2].decode(), int(fields[3]))
-            self._on_event(PeerArrived(waiter, peer, _protocol(fields[4])))
+            self._emit(PeerArrived(waiter, peer, _protocol(fields[4])))
         elif kind == b"R":
-            self._on_event(Displaced(waiter))
+            self._emit(Displaced(waiter))
         elif kind == b"D":
-            self._on_event(Removed(waiter))
+            self._emit(Removed(waiter))
         else:  # pragma: no cover - only our scripts publish here
             self._local[connection] = waiter
+
+    def _emit(self, event: RoomEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:  # a handler's bug must not stop the notices of every waiter
+            log.exception("replica %s: on_event failed for %r", self.replica, event)
 
     def _lapse(self) -> None:
         lost, self._local = list(self._local.values()), {}
         self._departures.clear()  # the reaping took care of them
         for waiter in lost:
-            self._on_event(Lost(waiter))
+            self._emit(Lost(waiter))
 
     async def _reconcile(self) -> None:
         """After a gap in notices: waiters whose entry is no longer ours are lost."""
@@ -356,7 +362,7 @@ class SharedRoom:
             if isinstance(raw, bytes) and raw.startswith(mine):
                 continue  # still ours
             if self._local.pop(waiter.connection, None) is not None:
-                self._on_event(Lost(waiter))
+                self._emit(Lost(waiter))
 
 
 def _protocol(raw: bytes) -> Protocol:

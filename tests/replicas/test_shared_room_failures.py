@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 
 from rendezvous.shared_room import Lost, Paired, PeerArrived, RedisUnavailable, Refused, Waiting
 from testbed.procs import python_env
+from testbed.redis_server import RedisServer
+from tests.replicas.conftest import have_redis_server
 from tests.replicas.harness import FAST, ep, replicas, until
-from tests.replicas.redisproc import RedisServer
 
 
 @pytest.mark.timeout(120)
 async def test_redis_restart_reported_then_recovered_without_restarting(tmp_path):
+    have_redis_server()
     redis = RedisServer(tmp_path)
     redis.start()
     try:

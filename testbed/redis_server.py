@@ -1,4 +1,5 @@
-"""A real redis-server for tests: a plain process on a free loopback port, no disk."""
+"""A real redis-server for tests and benchmarks: a plain process on a free loopback
+port, nothing on disk. Never the system service."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.facilities import require
-from tests.processes import free_port, stop
+from testbed.procs import free_port, stop
 
 
 def _pongs(port: int) -> bool:
@@ -27,8 +27,8 @@ class RedisServer:
 
     def __init__(self, workdir: Path) -> None:
         exe = shutil.which("redis-server")
-        require(exe is not None, "redis-server (apt-get install redis-server)")
-        assert exe is not None
+        if exe is None:
+            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
         self.exe = exe
         self.workdir = workdir
         self.port = free_port()
