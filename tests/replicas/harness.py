@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from rendezvous.shared_room import RoomEvent, SharedRoom
 from tcpunch import Endpoint
+from tests.facilities import require
+from tests.processes import free_port, running
 
 FAST = {"heartbeat_interval": 0.2, "heartbeat_ttl": 0.8}
 
@@ -46,3 +52,58 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") 
 
 def ep(i: int, ip: str = "198.51.100.1") -> Endpoint:
     return Endpoint(ip, 20000 + i)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def haproxy(tmp_path: Path, *backend_ports: int) -> Iterator[int]:
+    """HAProxy in TCP mode on a free loopback port, sending PROXY v2 to the backends
+    (round robin). Health checks every 200 ms use PROXY v2 too (LOCAL command), as an
+    NLB's would."""
+    exe = shutil.which("haproxy")
+    require(exe is not None, "haproxy (apt-get install haproxy)")
+    assert exe is not None
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n"
+        "    maxconn 200\n"
+        "defaults\n"
+        "    mode tcp\n"
+        "    timeout connect 2s\n"
+        "    timeout client 10s\n"
+        "    timeout server 10s\n"
+        "frontend rendezvous\n"
+        f"    bind 127.0.0.1:{port}\n"
+        "    default_backend replicas\n"
+        "backend replicas\n"
+        "    balance roundrobin\n"
+        + "".join(
+            f"    server r{i} 127.0.0.1:{backend} send-proxy-v2 check inter 200ms "
+            "check-send-proxy\n"
+            for i, backend in enumerate(backend_ports)
+        )
+    )
+    check = subprocess.run([exe, "-c", "-f", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = tmp_path / "haproxy.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [exe, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    started = False
+    try:
+        with running(proc, lambda: _accepts(port), "haproxy", timeout=15):
+            started = True
+            yield port
+    except RuntimeError as exc:
+        if started:
+            raise
+        raise RuntimeError(f"{exc}: {log.read_text()[-2000:]}") from exc

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,51 +20,7 @@ from tcpunch import (
     pack_endpoint,
     unpack_endpoint,
 )
-from tests.facilities import require
-from tests.processes import free_port, running
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def haproxy(tmp_path: Path, backend_port: int) -> Iterator[int]:
-    """HAProxy in TCP mode on a free loopback port, sending PROXY v2 to the backend.
-
-    Health checks every 200 ms use PROXY v2 too (LOCAL command), as an NLB's would.
-    """
-    exe = shutil.which("haproxy")
-    require(exe is not None, "haproxy (apt-get install haproxy)")
-    assert exe is not None
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        "global\n"
-        "    maxconn 200\n"
-        "defaults\n"
-        "    mode tcp\n"
-        "    timeout connect 2s\n"
-        "    timeout client 10s\n"
-        "    timeout server 10s\n"
-        "frontend rendezvous\n"
-        f"    bind 127.0.0.1:{port}\n"
-        "    default_backend replicas\n"
-        "backend replicas\n"
-        f"    server r1 127.0.0.1:{backend_port} send-proxy-v2 check inter 200ms "
-        "check-send-proxy\n"
-    )
-    check = subprocess.run([exe, "-c", "-f", str(config)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    proc = subprocess.Popen(
-        [exe, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    with running(proc, lambda: _accepts(port), "haproxy", timeout=15):
-        yield port
+from tests.replicas.harness import haproxy
 
 
 class EchoEndpointServer:
