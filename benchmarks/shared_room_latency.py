@@ -48,6 +48,29 @@ def memory_round_trips(pairs: int) -> list[float]:
     return samples
 
 
+async def tcp_round_trips(pairs: int) -> list[float]:
+    """Baseline: one request/reply on an open loopback TCP connection, same event loop."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(64):
+            writer.write(data)
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    samples = []
+    for _ in range(pairs):
+        start = time.perf_counter()
+        writer.write(b"x")
+        await reader.readexactly(1)
+        samples.append(time.perf_counter() - start)
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return samples
+
+
 async def redis_round_trips(url: str, pairs: int) -> list[float]:
     heard = asyncio.Event()
 
@@ -85,16 +108,21 @@ def main() -> None:
         redis.start()
         try:
             memory = memory_round_trips(args.pairs)
+            tcp = asyncio.run(tcp_round_trips(args.pairs))
             shared = asyncio.run(redis_round_trips(redis.url, args.pairs))
         finally:
             redis.stop()
     print(f"pairings: {args.pairs} (sequential), redis-server on loopback")
-    for label, samples in (("in-memory Room", memory), ("Redis, 2 replicas", shared)):
+    rows = (("in-memory Room", memory), ("loopback TCP RTT", tcp), ("Redis, 2 replicas", shared))
+    for label, samples in rows:
         p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
         print(f"{label:>18}: p50 {p50 * 1e6:9.1f} us   p99 {p99 * 1e6:9.1f} us")
     ratio50 = percentile(shared, 0.5) / percentile(memory, 0.5)
     ratio99 = percentile(shared, 0.99) / percentile(memory, 0.99)
-    print(f"{'ratio':>18}: p50 {ratio50:9.0f} x    p99 {ratio99:9.0f} x")
+    print(f"{'Redis / memory':>18}: p50 {ratio50:9.0f} x    p99 {ratio99:9.0f} x")
+    rtt50 = percentile(shared, 0.5) / percentile(tcp, 0.5)
+    rtt99 = percentile(shared, 0.99) / percentile(tcp, 0.99)
+    print(f"{'Redis / TCP RTT':>18}: p50 {rtt50:9.1f} x    p99 {rtt99:9.1f} x")
     print(f"{'mean added':>18}: {(statistics.mean(shared) - statistics.mean(memory)) * 1e6:.1f} us")
 
 

@@ -173,11 +173,12 @@ class ReplicaPresence:
                     ),
                     "the heartbeat",
                 )
-                if self._last_beat is None or lapsed:
+                first = self._last_beat is None
+                if first or lapsed:
                     log.info("replica %s: heartbeat registered in Redis", self.replica)
                 self._last_beat = time.monotonic()
                 self.reaped += int(reaped)
-                if lapsed:
+                if lapsed and not first:
                     self._lapse()  # Redis forgot us: whatever we held there is gone
                 self._lapse_reported = failed = False
             except RedisUnavailable as exc:
