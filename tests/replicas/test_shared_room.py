@@ -42,6 +42,7 @@ async def test_sides_at_different_replicas_pair_v1_v2_and_mixed(redis_server):
         assert await a.room.waiting_count() == 0
         assert await a.room.waiting_from("198.51.100.1") == 0
         assert a.room.local_waiters == 0
+        assert a.room.presence.lapses == b.room.presence.lapses == 0  # a fresh start: none
 
 
 @pytest.mark.timeout(120)
