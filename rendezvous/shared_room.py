@@ -174,6 +174,10 @@ class SharedRoom:
             socket_connect_timeout=op_timeout,
             retry=Retry(NoBackoff(), 0),
             client_name=f"rendezvous-{self.replica}",  # CLIENT LIST shows who is who
+            # a half-open notice connection (Redis host gone without a reset) is noticed
+            # within seconds, not the kernel's default two hours
+            socket_keepalive=True,
+            socket_keepalive_options=_keepalive_options(heartbeat_interval),
         )
         self._pool = pool
         self.client: Redis = Redis(connection_pool=pool)
@@ -363,6 +367,12 @@ class SharedRoom:
                 continue  # still ours
             if self._local.pop(waiter.connection, None) is not None:
                 self._emit(Lost(waiter))
+
+
+def _keepalive_options(interval: float) -> dict[int, int]:
+    seconds = max(1, round(interval))
+    names = {"TCP_KEEPIDLE": seconds, "TCP_KEEPINTVL": seconds, "TCP_KEEPCNT": 3}
+    return {getattr(socket, k): v for k, v in names.items() if hasattr(socket, k)}
 
 
 def _protocol(raw: bytes) -> Protocol:
