@@ -13,6 +13,7 @@ out and are reaped by the others within a heartbeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -27,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from rendezvous import shared_room_scripts as scripts
-from rendezvous.redis_presence import RedisUnavailable, ReplicaPresence, log
+from rendezvous.redis_presence import REDIS_ERRORS, RedisUnavailable, ReplicaPresence, log
 from tcpunch import Endpoint
 
 Protocol = Literal["v1", "v2"]
@@ -213,8 +214,9 @@ class SharedRoom:
 
     async def stop(self, retire: bool = True) -> None:
         await self.presence.stop(retire)
-        await self.client.aclose()
-        await self._pool.disconnect()  # a pool we built is ours to close
+        for closing in (self.client.aclose(), self._pool.disconnect()):
+            with contextlib.suppress(*REDIS_ERRORS):  # closing sockets: bounded all the same
+                await asyncio.wait_for(closing, self.presence.op_timeout)
 
     @property
     def ready(self) -> bool:
@@ -257,6 +259,12 @@ class SharedRoom:
         try:
             reply = await self.presence.call(self._arrive(args=args), "a pairing")
             early = self._early.pop(connection)
+        except RedisUnavailable:
+            # The script may have run before the deadline cut us off: make sure no entry
+            # of this connection stays behind (removed only if it is still this one).
+            gone = SharedWaiter(name, None, endpoint, protocol, now, None, self.replica, connection)
+            self._departures.append(gone)
+            raise
         finally:
             self._early.pop(connection, None)
         kind = reply[0].decode()

@@ -89,7 +89,7 @@ async def test_stopped_heartbeat_waiters_never_handed_out_and_reaped(redis_serve
             assert isinstance(outcome, Waiting)
             tokens.append(outcome.waiter.token)
         a.room.presence.stop_beating()  # frozen as far as Redis can tell; still listening
-        probe = Redis.from_url(redis_server.url)
+        probe = Redis.from_url(redis_server.url, socket_timeout=5)
         try:
             await until(lambda: not a.room.ready, 5)
             async with asyncio.timeout(5):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -61,7 +62,7 @@ async def test_cut_notice_connection_never_strands_a_pairing(redis_server):
         for round_ in range(5):
             name = f"cut_{round_}".encode()
             assert isinstance(await a.room.arrive(name, round_, ep(round_), "v1", 0), Waiting)
-            probe = Redis.from_url(redis_server.url)
+            probe = Redis.from_url(redis_server.url, socket_timeout=5)
             try:
                 for client in await probe.client_list():
                     if client["name"] == "rendezvous-r0" and client["sub"] != "0":
@@ -109,7 +110,7 @@ async def test_sigkilled_replica_waiters_never_handed_out(redis_server):
             stdout=subprocess.PIPE,
             env=python_env(),
         )
-        probe = Redis.from_url(redis_server.url)
+        probe = Redis.from_url(redis_server.url, socket_timeout=5)
         try:
             assert proc.stdout is not None
             line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
@@ -143,3 +144,40 @@ async def test_sigkilled_replica_waiters_never_handed_out(redis_server):
             if proc.stdout is not None:
                 proc.stdout.close()
             await probe.aclose()
+
+
+_BUSY = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
+
+
+async def test_arrival_cut_off_by_its_deadline_leaves_no_entry(redis_server):
+    """Redis busy past the deadline: the caller is refused at the deadline, and whether
+    or not its script still ran (Redis usually drops it with the cut connection), no
+    entry of that connection remains for a peer to be paired with."""
+    async with replicas(redis_server.url, 2, op_timeout=0.2, **FAST) as (a, b):
+        await asyncio.wait_for(_cut_off(redis_server.url, a, b), 60)
+
+
+async def _cut_off(url: str, a: Any, b: Any) -> None:
+    probe = Redis.from_url(url, socket_timeout=5)
+    try:
+        busy = asyncio.create_task(probe.eval(_BUSY, 0, 600_000))  # Redis busy 0.6 s
+        await asyncio.sleep(0.05)
+        with pytest.raises(RedisUnavailable, match=r"within 0\.20 s"):
+            await a.room.arrive(b"cut_off", "gone", ep(1), "v1", 0.0)
+        assert await busy == 1
+        await until(lambda: a.room.ready and b.room.ready, 5)
+        async with asyncio.timeout(5):  # the departure is retried with the heartbeat
+            while await b.room.waiting_count():
+                await asyncio.sleep(0.05)
+        outcome = await b.room.arrive(b"cut_off", "n", ep(2), "v1", 0.0)
+        assert isinstance(outcome, Waiting)
+        assert a.room.orphan_notices == 0
+    finally:
+        await probe.aclose()
