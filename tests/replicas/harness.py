@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from rendezvous.shared_room import RoomEvent, SharedRoom
 from tcpunch import Endpoint
 from tests.facilities import require
-from tests.processes import free_port, running
+from tests.processes import free_port, stop
 
 FAST = {"heartbeat_interval": 0.2, "heartbeat_ttl": 0.8}
 
@@ -62,17 +63,8 @@ def _accepts(port: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def haproxy(tmp_path: Path, *backend_ports: int) -> Iterator[int]:
-    """HAProxy in TCP mode on a free loopback port, sending PROXY v2 to the backends
-    (round robin). Health checks every 200 ms use PROXY v2 too (LOCAL command), as an
-    NLB's would."""
-    exe = shutil.which("haproxy")
-    require(exe is not None, "haproxy (apt-get install haproxy)")
-    assert exe is not None
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
+def _haproxy_config(port: int, backend_ports: tuple[int, ...]) -> str:
+    return (
         "global\n"
         "    maxconn 200\n"
         "defaults\n"
@@ -91,19 +83,48 @@ def haproxy(tmp_path: Path, *backend_ports: int) -> Iterator[int]:
             for i, backend in enumerate(backend_ports)
         )
     )
-    check = subprocess.run([exe, "-c", "-f", str(config)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    log = tmp_path / "haproxy.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [exe, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    started = False
+
+
+def _start_haproxy(
+    exe: str, tmp_path: Path, backend_ports: tuple[int, ...]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start HAProxy on a free port; another free port when that one was taken meanwhile
+    (a port is only free until someone else's connection picks it)."""
+    for attempt in range(5):
+        port = free_port()
+        config = tmp_path / f"haproxy-{attempt}.cfg"
+        config.write_text(_haproxy_config(port, backend_ports))
+        check = subprocess.run([exe, "-c", "-f", str(config)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        log = tmp_path / f"haproxy-{attempt}.log"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [exe, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        deadline = time.monotonic() + 15
+        while not _accepts(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                text = log.read_text()
+                if "Address already in use" in text and attempt < 4:
+                    break
+                raise RuntimeError(f"haproxy did not start: {text[-2000:]}")
+            time.sleep(0.05)
+        else:
+            return proc, port
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def haproxy(tmp_path: Path, *backend_ports: int) -> Iterator[int]:
+    """HAProxy in TCP mode on a free loopback port, sending PROXY v2 to the backends
+    (round robin). Health checks every 200 ms use PROXY v2 too (LOCAL command), as an
+    NLB's would."""
+    exe = shutil.which("haproxy")
+    require(exe is not None, "haproxy (apt-get install haproxy)")
+    assert exe is not None
+    proc, port = _start_haproxy(exe, tmp_path, backend_ports)
     try:
-        with running(proc, lambda: _accepts(port), "haproxy", timeout=15):
-            started = True
-            yield port
-    except RuntimeError as exc:
-        if started:
-            raise
-        raise RuntimeError(f"{exc}: {log.read_text()[-2000:]}") from exc
+        yield port
+    finally:
+        stop(proc)
