@@ -33,13 +33,26 @@ class RedisServer:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15) -> None:
+        """Start and wait for PONG. The first start moves to another free port when
+        the chosen one was taken meanwhile; a restart keeps its port (clients expect it)."""
         assert self.proc is None
+        for attempt in range(1 if self.started_once else 5):
+            if attempt:
+                self.port = free_port()
+            if self._launch(timeout):
+                self.started_once = True
+                return
+        raise RuntimeError(f"redis-server could not listen on 127.0.0.1:{self.port}")
+
+    def _launch(self, timeout: float) -> bool:
+        log = self.workdir / "redis.log"
         self.proc = subprocess.Popen(
             [
                 self.exe,
@@ -57,6 +70,8 @@ class RedisServer:
                 "yes",
                 "--loglevel",
                 "warning",
+                "--logfile",
+                str(log),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -64,10 +79,16 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while not _pongs(self.port):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                self.proc = None
+                text = log.read_text() if log.exists() else ""
+                if "Address already in use" in text:
+                    return False
+                raise RuntimeError(f"redis-server exited: {text[-1000:]}")
             if time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"redis-server did not answer within {timeout} s")
             time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         if self.proc is not None:
