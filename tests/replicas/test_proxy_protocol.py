@@ -109,6 +109,15 @@ def test_tlvs_are_kept_and_request_bytes_follow():
     assert parsed.rest == request
 
 
+def test_a_second_header_is_not_parsed():
+    """A balancer forwards a client's own (forged) header after its own: only the first
+    one counts, the forged one is the client's data."""
+    forged = build_header(("6.6.6.6", 666), ("192.0.2.10", 10000))
+    parsed = parse_all(V4_VECTOR + forged + b"name")
+    assert parsed.header.source == ("203.0.113.7", 51234)
+    assert parsed.rest == forged + b"name"
+
+
 def test_byte_by_byte_feeding():
     reader = ProxyHeaderReader()
     data = V4_VECTOR + b"x"
