@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from rendezvous.extras import missing_modules
+from rendezvous.optional_deps import missing_modules
 
 WITHOUT_REDIS = textwrap.dedent(
     """
