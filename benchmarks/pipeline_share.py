@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploy.pipeline.local import rendezvous_endpoint, run_local
-from examples.pipeline.data import generate
+from rendezvous_deploy.pipeline.local import rendezvous_endpoint, run_local
+from rendezvous_pipeline.data import generate
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ from rendezvous.optional_deps import require_extra
 # Checked before the command modules import them: a clear pip command, not a traceback.
 require_extra("rendezvous-deploy", "aws", ("boto3", "rich", "dns"))
 
-from deploy.pipeline.cli import pipeline  # noqa: E402
-from deploy.server.cli import server  # noqa: E402
+from rendezvous_deploy.pipeline.cli import pipeline  # noqa: E402
+from rendezvous_deploy.server.cli import server  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

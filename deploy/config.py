@@ -106,7 +106,7 @@ def config_option(table: str) -> Callable[[F], F]:
 
 
 def _check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    from deploy.validate import url
+    from rendezvous_deploy.validate import url
 
     if value:
         url(value, "--endpoint-url")

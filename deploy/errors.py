@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from deploy.aws import DeployError
+from rendezvous_deploy.aws import DeployError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +23,7 @@ def friendly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from examples.pipeline.payload import PayloadError
+        from rendezvous_pipeline.payload import PayloadError
 
         try:
             return func(*args, **kwargs)

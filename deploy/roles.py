@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from deploy.aws import Aws, DeployError, error_code
+from rendezvous_deploy.aws import Aws, DeployError, error_code
 
 POLICY_DIR = Path(__file__).resolve().parent / "iam"
 DESCRIPTION = "made by rendezvous-deploy"
@@ -109,7 +109,8 @@ def check_boundary(aws: Aws, account: str, name: str) -> str:
         raise DeployError(
             f"the permissions boundary {arn} does not exist. Every role rendezvous-deploy "
             f"makes carries it, and the deployer may only make roles that do, so an "
-            f"administrator creates it once: python -m deploy.roles {BOUNDARY_FILES[name]} "
+            f"administrator creates it once: python -m rendezvous_deploy.roles "
+            f"{BOUNDARY_FILES[name]} "
             f"Account={account} > {name}.json && "
             f"aws iam create-policy --policy-name {name} --policy-document file://{name}.json"
         ) from err
@@ -224,13 +225,13 @@ def placeholders(name: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.roles deployer Region=eu-west-1 Account=... > policy.json``:
+    """``python -m rendezvous_deploy.roles deployer Region=eu-west-1 Account=... > policy.json``:
     print a policy file filled in, ready for ``aws iam put-user-policy``."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.roles",
+        prog="python -m rendezvous_deploy.roles",
         description="Print deploy/iam/<NAME>.json with its ${Key} placeholders filled.",
     )
     parser.add_argument("name", help="policy file without .json, e.g. deployer")

@@ -22,7 +22,7 @@ mkdir -p "$out"
 rm -f "$out"/rendezvous-*.whl
 src="$(mktemp -d /tmp/rendezvous-src.XXXXXX)"
 trap 'rm -rf "$src"' EXIT
-sources=(setup.cfg pyproject.toml README.md rendezvous fmi_client tcpunch deploy)
+sources=(setup.cfg setup.py pyproject.toml README.md rendezvous fmi_client tcpunch deploy)
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard -- "${sources[@]}" |
         while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |

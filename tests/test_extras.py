@@ -55,7 +55,7 @@ def test_serve_without_server_extra_says_what_to_install(blocked):
 
 
 def test_deploy_without_aws_extra_says_what_to_install():
-    result = run_without("boto3,rich", "deploy.cli:main", "--help")
+    result = run_without("boto3,rich", "rendezvous_deploy.cli:main", "--help")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "boto3, rich" in result.stderr

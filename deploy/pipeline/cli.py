@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from deploy import validate
-from deploy.config import aws_options, config_option
-from deploy.errors import friendly
-from deploy.pipeline import DEFAULT_PREFIX, RUNS_FILE
+from rendezvous_deploy import validate
+from rendezvous_deploy.config import aws_options, config_option
+from rendezvous_deploy.errors import friendly
+from rendezvous_deploy.pipeline import DEFAULT_PREFIX, RUNS_FILE
 
 DEFAULT_RESULTS = Path("build/pipeline")
 
@@ -47,13 +47,13 @@ def parse_world_sizes(text: str) -> list[int]:
 
 
 def _aws(region: str | None, endpoint_url: str | None, profile: str | None) -> Any:
-    from deploy.aws import Aws
+    from rendezvous_deploy.aws import Aws
 
     return Aws(region=region, endpoint_url=endpoint_url, profile=profile)
 
 
 def _reporter() -> Any:
-    from deploy.progress import Reporter
+    from rendezvous_deploy.progress import Reporter
 
     return Reporter()
 
@@ -102,7 +102,7 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     Files are named 1.pt .. N.pt; each holds TensorDataset(image [n,5,32,32], magnitude
     [n,5], redshift [n]) with a relation the shipped model learnt.
     """
-    from examples.pipeline.data import generate as write
+    from rendezvous_pipeline.data import generate as write
 
     old = sorted(out_dir.rglob("*.pt")) if out_dir.is_dir() else []
     if old and not force:
@@ -218,7 +218,7 @@ def run(
     if not local:
         validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     if rendezvous is not None:
-        from examples.pipeline.payload import validate_endpoint
+        from rendezvous_pipeline.payload import validate_endpoint
 
         if validate_endpoint(rendezvous):
             raise click.BadParameter(
@@ -255,8 +255,8 @@ def _run_local(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from deploy.pipeline.local import PipelineFailed, rendezvous_endpoint, run_local
-    from deploy.pipeline.sweep import plot_sweep, sweep_rows, write_sweep
+    from rendezvous_deploy.pipeline.local import PipelineFailed, rendezvous_endpoint, run_local
+    from rendezvous_deploy.pipeline.sweep import plot_sweep, sweep_rows, write_sweep
 
     if not data_dir.is_dir() or not any(data_dir.rglob("*.pt")):
         raise click.UsageError(
@@ -327,8 +327,8 @@ def _run_aws(
     timeout: float | None,
     aws: Any,
 ) -> None:
-    from deploy.pipeline import cloud, preflight
-    from examples.pipeline.payload import PayloadError, validate_payload
+    from rendezvous_deploy.pipeline import cloud, preflight
+    from rendezvous_pipeline.payload import PayloadError, validate_payload
 
     try:
         payload = json.loads(payload_file.read_text())
@@ -468,8 +468,8 @@ def up(
     Idempotent: run it again after changing code or settings; unchanged parts are left
     alone (shown dimmed).
     """
-    from deploy.aws import DeployError
-    from deploy.pipeline import cloud
+    from rendezvous_deploy.aws import DeployError
+    from rendezvous_deploy.pipeline import cloud
 
     if not image_uri and not build:
         raise click.UsageError("give --image-uri URI (an image in ECR) or --build")
@@ -557,8 +557,8 @@ def report(
     memory. Written as Markdown, CSV and a PNG plot of CPU time, throughput and cost per
     world size (one line per partition size when the runs differ in it).
     """
-    from deploy.pipeline import cloud, figures
-    from deploy.pipeline.report import (
+    from rendezvous_deploy.pipeline import cloud, figures
+    from rendezvous_deploy.pipeline.report import (
         ARM,
         COLUMNS,
         X86,
@@ -651,7 +651,7 @@ def _recorded_executions(runs_file: Path) -> list[str]:
 
 def _collect(cloud: Any, aws: Any, names: Any, arn: str) -> dict[str, Any]:
     """cloud.collect_execution, with a clear message for an execution that is not there."""
-    from deploy.aws import error_code
+    from rendezvous_deploy.aws import error_code
 
     try:
         return dict(cloud.collect_execution(aws, names, arn))

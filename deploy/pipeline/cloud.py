@@ -21,25 +21,29 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from deploy import roles
-from deploy.aws import Aws, DeployError, error_code
-from deploy.pipeline import DEFAULT_PREFIX
-from deploy.pipeline.report import ReportLine, parse_report_line
-from deploy.roles import policy
+import rendezvous_pipeline
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws, DeployError, error_code
+from rendezvous_deploy.pipeline import DEFAULT_PREFIX
+from rendezvous_deploy.pipeline.report import ReportLine, parse_report_line
+from rendezvous_deploy.roles import policy
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-ASL = REPO_ROOT / "examples" / "pipeline" / "statemachine.asl.json"
+#: The pipeline's package (examples/pipeline/ in the repo, rendezvous_pipeline installed).
+PIPELINE_DIR = Path(rendezvous_pipeline.__file__).resolve().parent
+ASL = PIPELINE_DIR / "statemachine.asl.json"
+# Building the worker image needs a checkout of the repository (its build context).
+REPO_ROOT = PIPELINE_DIR.parent.parent
 DOCKERFILE = "examples/pipeline/Dockerfile"
 # The image installs from wheels fetched on the host: the build itself needs no network.
 WHEELS_SCRIPT = "examples/pipeline/build-wheels.sh"
+#: Initialize's and Summarize's modules, zipped as rendezvous_pipeline/<file>.
 HANDLER_FILES = (
-    "examples/__init__.py",
-    "examples/pipeline/__init__.py",
-    "examples/pipeline/payload.py",
-    "examples/pipeline/results.py",
-    "examples/pipeline/storage.py",
-    "examples/pipeline/initialize.py",
-    "examples/pipeline/summarize.py",
+    "__init__.py",
+    "payload.py",
+    "results.py",
+    "storage.py",
+    "initialize.py",
+    "summarize.py",
 )
 RUNTIME = "python3.12"
 Step = Callable[[str, bool], None]  # (what happened, whether anything changed)
@@ -119,7 +123,10 @@ def _zip(entries: Iterable[tuple[str, bytes]]) -> bytes:
 
 def handler_zip() -> bytes:
     """Initialize and Summarize: the handlers exactly as they are in the repo."""
-    return _zip((name, (REPO_ROOT / name).read_bytes()) for name in HANDLER_FILES)
+    return _zip(
+        (f"rendezvous_pipeline/{name}", (PIPELINE_DIR / name).read_bytes())
+        for name in HANDLER_FILES
+    )
 
 
 def layer_zip() -> bytes:
@@ -151,7 +158,7 @@ def definition(initialize_arn: str, worker_arn: str, summarize_arn: str) -> dict
 
 # -- IAM -----------------------------------------------------------------------------------
 # The roles' policies live in deploy/iam/pipeline-*.json (one source of truth, also read by
-# the policy tests), filled and applied by deploy.roles, which the server uses too.
+# the policy tests), filled and applied by rendezvous_deploy.roles, which the server uses too.
 # ``${Key}`` placeholders take a string; a list element that is exactly ``"${Key}"`` takes
 # a list of strings, spliced in (the S3 resources depend on --data and --results).
 
@@ -340,7 +347,7 @@ def build_and_push_worker(
     """Build examples/pipeline/Dockerfile and push it to ECR; returns the image URI."""
     from types import SimpleNamespace
 
-    from deploy.server.image import connect_docker, push_local_image
+    from rendezvous_deploy.server.image import connect_docker, push_local_image
 
     client = client or connect_docker()
     local = f"{names.repository}:latest"
@@ -384,7 +391,7 @@ def up(
     # Before anything is created: a missing Docker engine must cost nothing.
     docker = None
     if not settings.image_uri:
-        from deploy.server.image import connect_docker
+        from rendezvous_deploy.server.image import connect_docker
 
         docker = connect_docker()
     account = aws.client("sts").get_caller_identity()["Account"]
@@ -419,8 +426,8 @@ def up(
     code = handler_zip()
     arns: dict[str, str] = {}
     for name, handler in (
-        (names.initialize, "examples.pipeline.initialize.handler"),
-        (names.summarize, "examples.pipeline.summarize.handler"),
+        (names.initialize, "rendezvous_pipeline.initialize.handler"),
+        (names.summarize, "rendezvous_pipeline.summarize.handler"),
     ):
         arns[name], changed = ensure_function(
             aws,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from examples.pipeline.results import (
+from rendezvous_pipeline.results import (
     CPU_MEMORY,
     CPU_TIME,
     THROUGHPUT,
@@ -28,8 +28,8 @@ from examples.pipeline.results import (
     number,
     trimmed_mean,
 )
-from examples.pipeline.storage import is_local, open_storage, run_prefix
-from examples.pipeline.summarize import COMBINED, SUMMARY, archive_key
+from rendezvous_pipeline.storage import is_local, open_storage, run_prefix
+from rendezvous_pipeline.summarize import COMBINED, SUMMARY, archive_key
 
 
 @dataclass(frozen=True)

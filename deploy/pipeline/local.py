@@ -1,7 +1,7 @@
 """Run the pipeline on this machine: the same handlers, one OS process per rank.
 
 Initialize and Summarize run in this process; each rank is ``python -m
-examples.pipeline.worker ITEM.json``, so ranks talk over real sockets through a real
+rendezvous_pipeline.worker ITEM.json``, so ranks talk over real sockets through a real
 rendezvous server (an in-process BackgroundServer unless one is given).
 """
 
@@ -20,15 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import examples
-from deploy.aws import DeployError
-from examples.pipeline.initialize import initialize
-from examples.pipeline.results import ours
-from examples.pipeline.summarize import summarize
+import fmi_client
+import rendezvous_pipeline
+from rendezvous_deploy.aws import DeployError
+from rendezvous_pipeline.initialize import initialize
+from rendezvous_pipeline.results import ours
+from rendezvous_pipeline.summarize import summarize
 
-REPO_ROOT = Path(examples.__file__).resolve().parent.parent
+#: The checkout (examples/pipeline/ is rendezvous_pipeline): ranks run from here.
+REPO_ROOT = Path(rendezvous_pipeline.__file__).resolve().parent.parent.parent
 #: Holds ``fmi.py``, the top-level ``fmi`` module that is fmi_client.compat.
-FMI_MODULE_DIR = REPO_ROOT / "fmi_client" / "shim"
+FMI_MODULE_DIR = Path(fmi_client.__file__).resolve().parent / "shim"
 Progress = Callable[[int, int], None]  # (ranks finished, world size)
 
 
@@ -177,7 +179,7 @@ def run_ranks(
             path.write_text(json.dumps(item))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "examples.pipeline.worker", str(path)],
+                    [sys.executable, "-m", "rendezvous_pipeline.worker", str(path)],
                     env=env,
                     cwd=str(REPO_ROOT),
                     stdout=subprocess.PIPE,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy import roles
-from deploy.aws import Aws, error_code
-from deploy.pipeline.cloud import PipelineNames, UpSettings
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws, error_code
+from rendezvous_deploy.pipeline.cloud import PipelineNames, UpSettings
 
 
 def _allows(document: dict[str, Any], action: str, arn: str) -> bool:

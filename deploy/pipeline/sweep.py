@@ -6,8 +6,8 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.pipeline.figures import run_figures
-from deploy.pipeline.local import LocalRun
+from rendezvous_deploy.pipeline.figures import run_figures
+from rendezvous_deploy.pipeline.local import LocalRun
 
 COLUMNS = (
     "world size",

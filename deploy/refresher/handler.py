@@ -1,6 +1,6 @@
 """Lambda entry point: on "ECS Task State Change" to RUNNING, point the record at the task.
 
-Runs the same :func:`deploy.server.record.refresh` as ``rendezvous-deploy server
+Runs the same :func:`rendezvous_deploy.server.record.refresh` as ``rendezvous-deploy server
 dns-refresh``. Configuration comes from the function's environment, set by ``server up``.
 Only boto3 (present in the Lambda runtime) is needed.
 """
@@ -11,8 +11,8 @@ import json
 import os
 from typing import Any
 
-from deploy.aws import Aws
-from deploy.server.record import refresh
+from rendezvous_deploy.aws import Aws
+from rendezvous_deploy.server.record import refresh
 
 ENV_KEYS = ("RENDEZVOUS_CLUSTER", "RENDEZVOUS_SERVICE", "RENDEZVOUS_RECORD", "RENDEZVOUS_ZONE")
 

@@ -7,13 +7,13 @@ from typing import Any, TypeVar
 
 import click
 
-from deploy import validate
-from deploy.aws import Aws
-from deploy.config import aws_options, config_option, env_name
-from deploy.errors import friendly as _friendly
-from deploy.progress import Reporter
-from deploy.server.dnscheck import parse_server
-from deploy.server.settings import DEFAULT_NAME, ServerSettings, Waits
+from rendezvous_deploy import validate
+from rendezvous_deploy.aws import Aws
+from rendezvous_deploy.config import aws_options, config_option, env_name
+from rendezvous_deploy.errors import friendly as _friendly
+from rendezvous_deploy.progress import Reporter
+from rendezvous_deploy.server.dnscheck import parse_server
+from rendezvous_deploy.server.settings import DEFAULT_NAME, ServerSettings, Waits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,7 +134,7 @@ def up(**params: Any) -> None:
     Prints host:10000 on stdout when the record resolves to the task at the zone's
     authoritative name servers. Running it again with nothing changed changes nothing.
     """
-    from deploy.server.commands import up as run_up
+    from rendezvous_deploy.server.commands import up as run_up
 
     aws, settings = _settings(params)
     if not settings.record:
@@ -148,7 +148,7 @@ def up(**params: Any) -> None:
 @_friendly
 def dns_refresh(**params: Any) -> None:
     """Point the record at the running task's public IP (no change when already equal)."""
-    from deploy.server.commands import dns_refresh as run_refresh
+    from rendezvous_deploy.server.commands import dns_refresh as run_refresh
 
     aws, settings = _settings(params)
     if not settings.record:
@@ -163,11 +163,11 @@ def dns_refresh(**params: Any) -> None:
 @_friendly
 def status(**params: Any) -> None:
     """Show the task's state, health, public IP, the record's value and the last stop."""
-    from deploy.server.commands import status as run_status
-    from deploy.server.commands import status_table
+    from rendezvous_deploy.server.commands import status as run_status
+    from rendezvous_deploy.server.commands import status_table
 
     aws, settings = _settings(params)
-    from deploy.progress import make_console
+    from rendezvous_deploy.progress import make_console
 
     make_console(stderr=False).print(status_table(run_status(aws, settings)))
 
@@ -180,7 +180,7 @@ def status(**params: Any) -> None:
 @_friendly
 def down(delete: bool, remove_record: bool, **params: Any) -> None:
     """Scale the service to zero (or delete it); optionally remove the record."""
-    from deploy.server.commands import down as run_down
+    from rendezvous_deploy.server.commands import down as run_down
 
     if remove_record and not params.get("record"):
         raise click.UsageError("--remove-record needs --record NAME (nothing was changed)")
@@ -211,7 +211,7 @@ def policy(account: str, region: str, name: str, hosted_zone_id: str, record: st
     import json
     import re
 
-    from deploy import roles
+    from rendezvous_deploy import roles
 
     if not re.fullmatch(r"\d{12}", account):
         raise click.BadParameter(

@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deploy import roles
-from deploy.aws import Aws, DeployError
-from deploy.progress import Reporter, key_value_table
-from deploy.server import dnscheck, follower, iam, image, network, record, service, taskdef
-from deploy.server import monitoring as cloudwatch
-from deploy.server import tasks as ecs_tasks
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.progress import Reporter, key_value_table
+from rendezvous_deploy.server import (
+    dnscheck,
+    follower,
+    iam,
+    image,
+    network,
+    record,
+    service,
+    taskdef,
+)
+from rendezvous_deploy.server import monitoring as cloudwatch
+from rendezvous_deploy.server import tasks as ecs_tasks
+from rendezvous_deploy.server.settings import ServerSettings
 
 
 @dataclass(frozen=True)

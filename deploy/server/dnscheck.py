@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from deploy.aws import DeployError
+from rendezvous_deploy.aws import DeployError
 
 
 @dataclass(frozen=True)

@@ -16,22 +16,23 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from deploy import roles
-from deploy.aws import Aws, DeployError
-from deploy.server import iam
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server import iam
+from rendezvous_deploy.server.settings import ServerSettings
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rendezvous_deploy (deploy/ in the repo)
+#: The refresher's modules, zipped as rendezvous_deploy/<file>.
 FUNCTION_FILES = (
-    "deploy/__init__.py",
-    "deploy/aws.py",
-    "deploy/server/__init__.py",
-    "deploy/server/record.py",
-    "deploy/server/tasks.py",
-    "deploy/refresher/__init__.py",
-    "deploy/refresher/handler.py",
+    "__init__.py",
+    "aws.py",
+    "server/__init__.py",
+    "server/record.py",
+    "server/tasks.py",
+    "refresher/__init__.py",
+    "refresher/handler.py",
 )
-HANDLER = "deploy.refresher.handler.handler"
+HANDLER = "rendezvous_deploy.refresher.handler.handler"
 RUNTIME = "python3.12"
 
 
@@ -40,10 +41,10 @@ def function_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in FUNCTION_FILES:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(f"rendezvous_deploy/{name}", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, (PACKAGE_ROOT / name).read_bytes())
+            archive.writestr(info, (PACKAGE_DIR / name).read_bytes())
     return buffer.getvalue()
 
 

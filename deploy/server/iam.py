@@ -1,4 +1,4 @@
-"""The server's IAM roles, through the shared :mod:`deploy.roles` (also used by pipeline).
+"""The server's IAM roles, through the shared :mod:`rendezvous_deploy.roles` (the pipeline's too).
 
 Only deleting a role is the server's alone (``down --delete``); the pipeline never does.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy import roles
-from deploy.aws import Aws
-from deploy.roles import POLICY_DIR, no_such_entity, policy
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws
+from rendezvous_deploy.roles import POLICY_DIR, no_such_entity, policy
+from rendezvous_deploy.server.settings import ServerSettings
 
 __all__ = ["POLICY_DIR", "delete_role", "ensure_role", "execution_policy", "policy"]
 ECR_STATEMENTS = ("PullTheServerImage", "PullFromTheImagesRepository")
@@ -22,7 +22,7 @@ def execution_policy(
     """The task execution role's policy for ``image_uri``: pull from that image's ECR
     repository (whatever its name, account or region), or, for an image outside ECR
     (a public registry), no ECR rights at all; write the server's log group."""
-    from deploy.validate import ecr_image
+    from rendezvous_deploy.validate import ecr_image
 
     in_ecr = ecr_image(image_uri)
     image_account, image_region, repository = in_ecr or (account, region, settings.repository)

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from deploy.aws import Aws, DeployError
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server.settings import ServerSettings
 
 
 def connect_docker() -> Any:

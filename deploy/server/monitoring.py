@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deploy.aws import Aws, error_code
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.aws import Aws, error_code
+from rendezvous_deploy.server.settings import ServerSettings
 
 NAMESPACE = "Rendezvous"
 EMF_INTERVAL = 30

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from deploy.aws import Aws, DeployError
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server.settings import ServerSettings
 
 
 def subnets(aws: Aws, settings: ServerSettings) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deploy.aws import Aws, DeployError
-from deploy.server import tasks as ecs_tasks
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server import tasks as ecs_tasks
 
 _ZONE_ID = re.compile(r"(/hostedzone/)?[A-Z0-9]{6,}")  # ids have no dots, names do
 

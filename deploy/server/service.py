@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from deploy.aws import Aws, DeployError
-from deploy.server import tasks as ecs_tasks
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server import tasks as ecs_tasks
+from rendezvous_deploy.server.settings import ServerSettings
 
 
 def ensure_cluster(aws: Aws, name: str) -> tuple[str, bool]:

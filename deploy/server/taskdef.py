@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.server import monitoring
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.server import monitoring
+from rendezvous_deploy.server.settings import ServerSettings
 
 LIVEZ_PROBE = (
     "import sys, urllib.request; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.aws import Aws, DeployError
+from rendezvous_deploy.aws import Aws, DeployError
 
 
 def service_tasks(aws: Aws, cluster: str, service: str) -> list[dict[str, Any]]:

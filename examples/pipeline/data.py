@@ -5,7 +5,7 @@ images ``[N, 5, 32, 32]`` float32, magnitudes ``[N, 5]``, redshift ``[N]``. Colo
 (magnitude differences between bands) redden linearly with redshift and each galaxy's
 blob shrinks and dims with it, so both inputs carry signal; noise keeps the MAE above 0.
 
-    python -m examples.pipeline.data OUT_DIR --files 8 --samples 256
+    python -m rendezvous_pipeline.data OUT_DIR --files 8 --samples 256
 """
 
 from __future__ import annotations

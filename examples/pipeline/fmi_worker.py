@@ -22,9 +22,9 @@ import time
 import fmi
 import torch
 
-from examples.pipeline.data import load_partition
-from examples.pipeline.model import load_model
-from examples.pipeline.storage import join_key, open_storage
+from rendezvous_pipeline.data import load_partition
+from rendezvous_pipeline.model import load_model
+from rendezvous_pipeline.storage import join_key, open_storage
 
 
 def fmi_communicator(world_size, rank):

@@ -4,7 +4,7 @@ Validation comes first and covers the whole payload, so a typo fails here with e
 problem listed instead of as ``KeyError`` inside a rank after the fan-out. The Map items
 are written to storage (``{result_path}/_pipeline/items.json``) and read by the
 Distributed Map's ItemReader, so large world sizes do not hit the 256 KiB state payload
-limit. Handler: ``examples.pipeline.initialize.handler``.
+limit. Handler: ``rendezvous_pipeline.initialize.handler``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from examples.pipeline.payload import (
+from rendezvous_pipeline.payload import (
     Payload,
     build_items,
     log_run,
     natural_sorted,
     validate_payload,
 )
-from examples.pipeline.storage import Storage, is_local, join_key, open_storage
+from rendezvous_pipeline.storage import Storage, is_local, join_key, open_storage
 
 ITEMS_NAME = "_pipeline/items.json"
 MIB = 1024 * 1024

@@ -4,7 +4,7 @@ Lists ``{result_path}/`` WITH the trailing slash (so run ``1`` never picks up ru
 ``10``), takes the ``<rank>.json`` files directly under it, checks every rank reported,
 and writes the users' combined array plus ``summary.json`` (global quality metrics,
 timings, and the run figures the users' notebooks derive from the array).
-Handler: ``examples.pipeline.summarize.handler``.
+Handler: ``rendezvous_pipeline.summarize.handler``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 import re
 from typing import Any
 
-from examples.pipeline.payload import GLOBAL_SUMMARY, log_run
-from examples.pipeline.results import CPU_MEMORY, CPU_TIME, THROUGHPUT, number, ours, trimmed_mean
-from examples.pipeline.storage import join_key, open_storage, run_prefix
+from rendezvous_pipeline.payload import GLOBAL_SUMMARY, log_run
+from rendezvous_pipeline.results import CPU_MEMORY, CPU_TIME, THROUGHPUT, number, ours, trimmed_mean
+from rendezvous_pipeline.storage import join_key, open_storage, run_prefix
 
 COMBINED = "combined_data.json"
 SUMMARY = "summary.json"

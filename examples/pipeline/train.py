@@ -1,6 +1,6 @@
 """Train the shipped weights (reproducible: fixed seeds, CPU, about a minute on 2 cores).
 
-    python -m examples.pipeline.train [--out examples/pipeline/weights/redshift_small.pt]
+    python -m rendezvous_pipeline.train [--out examples/pipeline/weights/redshift_small.pt]
 
 Training data come from seeds disjoint from the generator's defaults, so the demo's MAE
 is measured on data the model never saw.
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from examples.pipeline.data import make_partition
-from examples.pipeline.model import WEIGHTS, RedshiftRegressor
+from rendezvous_pipeline.data import make_partition
+from rendezvous_pipeline.model import WEIGHTS, RedshiftRegressor
 
 TRAIN_SEED = 7_000_000
 

@@ -9,8 +9,8 @@ with RANK and WORLD_SIZE in its environment, ``import fmi`` (fmi_client.compat) 
 ``fmi.json`` for the run's rendezvous server beside it, and its exit code decides success.
 The per-rank JSON is the users' format (examples/pipeline/results.py).
 
-Handler: ``examples.pipeline.worker.handler``. Locally: ``python -m
-examples.pipeline.worker ITEM.json`` prints the result as JSON (exit 0) or the error.
+Handler: ``rendezvous_pipeline.worker.handler``. Locally: ``python -m
+rendezvous_pipeline.worker ITEM.json`` prints the result as JSON (exit 0) or the error.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from examples.pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
-from examples.pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
-from examples.pipeline.results import OURS, users_record
-from examples.pipeline.storage import Storage, join_key, open_storage
+import fmi_client
+from rendezvous_pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
+from rendezvous_pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
+from rendezvous_pipeline.results import OURS, users_record
+from rendezvous_pipeline.storage import Storage, join_key, open_storage
 
 CommunicatorFactory = Callable[[int, int, str, str, float], AbstractContextManager[Any]]
 
@@ -75,8 +76,8 @@ def infer(item: dict[str, Any], data: Storage, results: Storage) -> dict[str, An
     """Run the model over this rank's files; timing and error sums, no communication."""
     import torch
 
-    from examples.pipeline.data import load_partition
-    from examples.pipeline.model import load_model
+    from rendezvous_pipeline.data import load_partition
+    from rendezvous_pipeline.model import load_model
 
     if threads := os.environ.get("PIPELINE_TORCH_THREADS"):
         torch.set_num_threads(int(threads))
@@ -222,8 +223,9 @@ def run_rank(
     return result
 
 
-#: The directory holding fmi_client, tcpunch and examples (LAMBDA_TASK_ROOT in the image).
-CODE_ROOT = Path(__file__).resolve().parent.parent.parent
+#: The directory holding fmi_client and tcpunch (LAMBDA_TASK_ROOT in the image, the
+#: checkout or site-packages elsewhere).
+CODE_ROOT = Path(fmi_client.__file__).resolve().parent.parent
 
 
 def script_path() -> list[str]:
@@ -326,14 +328,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m examples.pipeline.worker ITEM.json``: one rank as a local process.
+    """``python -m rendezvous_pipeline.worker ITEM.json``: one rank as a local process.
 
     Prints one JSON line: the result, or ``{"error": ..., "origin": bool}`` where origin
     tells a rank's own failure from one caused by a peer's. Exit status 0 on success.
     """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m examples.pipeline.worker ITEM.json", file=sys.stderr)
+        print("usage: python -m rendezvous_pipeline.worker ITEM.json", file=sys.stderr)
         return 2
     item = json.loads(Path(args[0]).read_text())
     if not item.get("SCRIPT"):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.aws import Aws
-from deploy.progress import Reporter
-from deploy.server.settings import ServerSettings, Waits
+from rendezvous_deploy.aws import Aws
+from rendezvous_deploy.progress import Reporter
+from rendezvous_deploy.server.settings import ServerSettings, Waits
 from tests.deploy.world import Fargate, Nsd, Propagation, clients, keep_tasks_running, unique
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous:test"

@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 
-from deploy.aws import IAM_PREFIX
+from rendezvous_deploy.aws import IAM_PREFIX
 
 # API operation -> the IAM action AWS checks for it, where the two names differ.
 AUTHORISED_AS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploy.cli import main
+from rendezvous_deploy.cli import main
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
 
@@ -96,12 +96,13 @@ def test_up_takes_config_file_and_opens_http_port_only_to_admin_cidr(
     rules = {
         (p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]
     }
-    assert rules == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
+    # the rendezvous and NAT-discovery ports to every client, HTTP to the admin CIDR only
+    assert rules == {(10000, "0.0.0.0/0"), (10002, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
 
 
 def test_ecr_repository_is_created_once(aws_env: str) -> None:
-    from deploy.aws import Aws
-    from deploy.server.image import ensure_repository
+    from rendezvous_deploy.aws import Aws
+    from rendezvous_deploy.server.image import ensure_repository
 
     aws = Aws(endpoint_url=aws_env)
     uri, created = ensure_repository(aws, "rendezvous")

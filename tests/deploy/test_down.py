@@ -10,8 +10,8 @@ from typing import Any
 import boto3
 from rich.console import Console
 
-from deploy.progress import Reporter
-from deploy.server import commands
+from rendezvous_deploy.progress import Reporter
+from rendezvous_deploy.server import commands
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
 

@@ -11,10 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy.aws import Aws, DeployError, MissingPermission
-from deploy.server import commands
-from deploy.server.dnscheck import parse_server
-from deploy.server.record import find_zone
+from rendezvous_deploy.aws import Aws, DeployError, MissingPermission
+from rendezvous_deploy.server import commands
+from rendezvous_deploy.server.dnscheck import parse_server
+from rendezvous_deploy.server.record import find_zone
 from testbed.procs import free_port
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
@@ -81,7 +81,7 @@ def test_waiting_shows_elapsed_and_remaining_time(stack: Stack) -> None:
 
     from rich.console import Console
 
-    from deploy.progress import Reporter
+    from rendezvous_deploy.progress import Reporter
 
     out = StringIO()
     reporter = Reporter(Console(file=out, force_terminal=False, width=300, highlight=False))

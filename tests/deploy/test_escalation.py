@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy import roles
-from deploy.pipeline.cloud import PipelineNames
-from deploy.server import commands
+from rendezvous_deploy import roles
+from rendezvous_deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.server import commands
 from tests.deploy.conftest import Stack
 from tests.deploy.policyscan import escalation_problems
 
@@ -130,7 +130,7 @@ def test_roles_up_creates_carry_the_boundary(stack: Stack, quiet: Any) -> None:
 def test_pipeline_roles_carry_the_boundary(aws_env: str) -> None:
     from click.testing import CliRunner
 
-    from deploy.cli import main
+    from rendezvous_deploy.cli import main
 
     image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
     result = CliRunner().invoke(
@@ -163,7 +163,7 @@ def test_missing_boundary_stops_up_before_it_creates_anything(
 
     from click.testing import CliRunner
 
-    from deploy.cli import main
+    from rendezvous_deploy.cli import main
 
     urllib.request.urlopen(
         urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10
@@ -192,7 +192,7 @@ def test_missing_boundary_stops_up_before_it_creates_anything(
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
     assert f"the permissions boundary {PIPELINE_BOUNDARY} does not exist" in flat
-    assert "python -m deploy.roles pipeline-boundary Account=123456789012" in flat
+    assert "python -m rendezvous_deploy.roles pipeline-boundary Account=123456789012" in flat
     iam = boto3.client("iam", endpoint_url=moto_server, region_name=REGION)
     assert iam.list_roles()["Roles"] == []
 

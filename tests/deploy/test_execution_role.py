@@ -11,9 +11,9 @@ from typing import Any
 
 import boto3
 
-from deploy.server import commands
-from deploy.server.iam import execution_policy
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.server import commands
+from rendezvous_deploy.server.iam import execution_policy
+from rendezvous_deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
 from tests.deploy.policyscan import allowed, resource_allows
 

@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy.refresher.handler import handler
-from deploy.server import commands, follower
+from rendezvous_deploy.refresher.handler import handler
+from rendezvous_deploy.server import commands, follower
 from tests.deploy.conftest import Stack
 from tests.deploy.events import task_state_change
 from tests.deploy.world import answer, clients
@@ -58,7 +58,7 @@ def test_up_wires_rule_target_function_and_permission(stack: Stack, quiet: Any) 
     function = lam.get_function(FunctionName="rendezvous-dns-refresher")["Configuration"]
     (target,) = events.list_targets_by_rule(Rule="rendezvous-task-running")["Targets"]
     assert target["Arn"] == function["FunctionArn"]
-    assert function["Handler"] == "deploy.refresher.handler.handler"
+    assert function["Handler"] == "rendezvous_deploy.refresher.handler.handler"
     assert function["Environment"]["Variables"]["RENDEZVOUS_RECORD"] == stack.record + "."
     assert function["Environment"]["Variables"]["RENDEZVOUS_ZONE"] == stack.zone_id
     assert function["CodeSha256"] == follower.code_sha256(follower.function_zip())
@@ -109,7 +109,7 @@ def test_function_zip_runs_alone_with_boto3_only(
     archive = tmp_path / "function.zip"
     archive.write_bytes(follower.function_zip())
     with zipfile.ZipFile(io.BytesIO(archive.read_bytes())) as z:
-        assert "deploy/refresher/handler.py" in z.namelist()
+        assert "rendezvous_deploy/refresher/handler.py" in z.namelist()
     cluster_arn = clients(stack.endpoint)["ecs"].describe_clusters(clusters=["rendezvous"])[
         "clusters"
     ][0]["clusterArn"]
@@ -117,7 +117,7 @@ def test_function_zip_runs_alone_with_boto3_only(
     script = (
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "import deploy.refresher.handler as h\n"
+        "import rendezvous_deploy.refresher.handler as h\n"
         "assert h.__file__.startswith(sys.argv[1]), h.__file__\n"
         "print(json.dumps(h.handler(json.loads(sys.argv[2]))))\n"
         "banned = [m for m in ('click', 'rich', 'dns') if m in sys.modules]\n"

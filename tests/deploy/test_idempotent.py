@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.server import commands
+from rendezvous_deploy.server import commands
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
 
@@ -46,7 +46,7 @@ def test_environment_is_reconciled_and_shown_old_to_new(stack: Stack) -> None:
 
     from rich.console import Console
 
-    from deploy.progress import Reporter
+    from rendezvous_deploy.progress import Reporter
 
     out = StringIO()
     reporter = Reporter(Console(file=out, force_terminal=False, width=1000, highlight=False))

@@ -18,8 +18,8 @@ from typing import Any
 
 import boto3
 
-from deploy.server import commands, monitoring, taskdef
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.server import commands, monitoring, taskdef
+from rendezvous_deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
 from tests.monitoring.load import drive_load
 from tests.monitoring.stack import rendezvous_server

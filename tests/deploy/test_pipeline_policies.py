@@ -22,11 +22,11 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from deploy.aws import Aws, DeployError
-from deploy.cli import main
-from deploy.pipeline import cli as pipeline_cli
-from deploy.pipeline import cloud
-from deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.cli import main
+from rendezvous_deploy.pipeline import cli as pipeline_cli
+from rendezvous_deploy.pipeline import cloud
+from rendezvous_deploy.pipeline.cloud import PipelineNames
 from tests.deploy.policyscan import (
     allowed,
     authorised_as,
@@ -291,7 +291,7 @@ def test_state_machine_trust_is_limited_to_this_account() -> None:
 
 
 def _recording_cli(monkeypatch: pytest.MonkeyPatch) -> dict[str, Aws]:
-    """Make the CLI use one Aws for every command (deploy.aws records each action called);
+    """Make the CLI use one Aws for every command (rendezvous_deploy.aws records each action);
     the returned dict holds it under "aws" once the first command has run."""
     holder: dict[str, Aws] = {}
 
@@ -331,12 +331,12 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     # The paths moto cannot reach through the CLI: new code (with a config change, so the
     # update waits), the failed rank's message, and the repository of --build.
     spec = {"Runtime": cloud.RUNTIME, "Role": f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}",
-            "Handler": "examples.pipeline.initialize.handler",
+            "Handler": "rendezvous_pipeline.initialize.handler",
             "Code": {"ZipFile": cloud.handler_zip() + b"\0"}, "Timeout": 60}
     assert cloud.ensure_function(aws, names.initialize, spec)[1]
     arn = json.loads(runs.read_text())[0]["execution_arn"]
     cloud.rank_failure(aws, arn)
-    from deploy.server.image import ensure_repository
+    from rendezvous_deploy.server.image import ensure_repository
 
     ensure_repository(aws, names.repository)
 
@@ -383,9 +383,9 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
     import importlib.util
 
     require(importlib.util.find_spec("torch") is not None, "torch")
-    from examples.pipeline import initialize, summarize, worker
-    from examples.pipeline.data import make_partition, partition_bytes
     from rendezvous.embedded import BackgroundServer
+    from rendezvous_pipeline import initialize, summarize, worker
+    from rendezvous_pipeline.data import make_partition, partition_bytes
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
@@ -456,10 +456,10 @@ def test_the_role_up_attaches_lets_the_handlers_run_and_nothing_more(
     import importlib.util
 
     require(importlib.util.find_spec("torch") is not None, "torch")
-    from examples.pipeline import initialize, summarize, worker
-    from examples.pipeline.data import make_partition, partition_bytes
-    from examples.pipeline.storage import S3Storage
     from rendezvous.embedded import BackgroundServer
+    from rendezvous_pipeline import initialize, summarize, worker
+    from rendezvous_pipeline.data import make_partition, partition_bytes
+    from rendezvous_pipeline.storage import S3Storage
 
     admin = boto3.Session(region_name=REGION)
     s3 = admin.client("s3", endpoint_url=enforcing_moto)

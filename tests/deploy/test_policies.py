@@ -2,7 +2,7 @@
 
 The actions are collected twice: statically (every boto3 method name called in the
 deploy code, per service) and dynamically (what a full up / refresh / status / down run
-actually called, recorded by deploy.aws). The dynamic set must be inside the static one
+actually called, recorded by rendezvous_deploy.aws). The dynamic set must be inside the static one
 (so the scan misses nothing), and the policies must allow the static set.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy.pipeline.cloud import PipelineNames
-from deploy.refresher.handler import handler
-from deploy.server import commands, follower, iam, network
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.refresher.handler import handler
+from rendezvous_deploy.server import commands, follower, iam, network
+from rendezvous_deploy.server.settings import ServerSettings
 from tests.deploy.conftest import Stack
 from tests.deploy.events import task_state_change
 from tests.deploy.policyscan import (
@@ -49,7 +49,7 @@ IMPLIED_DEPLOYER = {
 
 DEPLOY_CODE = [*sorted((ROOT / "deploy" / "server").glob("*.py")), ROOT / "deploy" / "aws.py",
                ROOT / "deploy" / "roles.py"]
-FUNCTION_CODE = [ROOT / name for name in follower.FUNCTION_FILES]
+FUNCTION_CODE = [follower.PACKAGE_DIR / name for name in follower.FUNCTION_FILES]
 FILL = {
     "Region": "us-east-1",
     "Account": "123456789012",

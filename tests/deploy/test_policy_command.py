@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from deploy.cli import main
+from rendezvous_deploy.cli import main
 from tests.deploy.policyscan import checked_statements, resource_allows
 
 

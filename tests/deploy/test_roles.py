@@ -1,4 +1,4 @@
-"""deploy.roles: one ensure_role for server and pipeline, honest about what it changed.
+"""rendezvous_deploy.roles: one ensure_role for server and pipeline, honest about what it changed.
 
 Against a moto server process; ``Aws.actions`` records every AWS action a call made, so
 "nothing changed" is checked as "no Create/Put/Update call", not just as a flag.
@@ -14,10 +14,10 @@ from urllib.parse import quote
 import boto3
 import pytest
 
-from deploy import roles
-from deploy.aws import Aws, DeployError
-from deploy.pipeline import cloud
-from deploy.server import iam as server_iam
+from rendezvous_deploy import roles
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.pipeline import cloud
+from rendezvous_deploy.server import iam as server_iam
 
 MUTATING = ("iam:CreateRole", "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy")
 

@@ -13,9 +13,9 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy.aws import Aws, DeployError
-from deploy.server import network
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.server import network
+from rendezvous_deploy.server.settings import ServerSettings
 
 
 @pytest.fixture
@@ -104,7 +104,8 @@ def test_rules_no_longer_asked_for_are_revoked_and_reported_old_to_new(
     vpc = default_vpc(ec2)
     wide = replace(settings(), admin_cidr="0.0.0.0/0")
     group_id, _ = network.ensure_security_group(Aws(endpoint_url=aws_env), wide, vpc)
-    assert _opened(ec2, group_id) == {(10000, "0.0.0.0/0"), (10001, "0.0.0.0/0")}
+    assert _opened(ec2, group_id) == {
+        (10000, "0.0.0.0/0"), (10001, "0.0.0.0/0"), (10002, "0.0.0.0/0")}
     # Someone opened SSH by hand on the managed group: not asked for either.
     ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
@@ -115,7 +116,8 @@ def test_rules_no_longer_asked_for_are_revoked_and_reported_old_to_new(
     narrowed = network.ensure_security_group(
         aws, settings(), vpc, on_change=lambda *change: changes.append(change))
     assert narrowed == (group_id, True)
-    assert _opened(ec2, group_id) == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
+    assert _opened(ec2, group_id) == {
+        (10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0")}
     assert "ec2:RevokeSecurityGroupIngress" in aws.actions
     assert sorted(changes) == [
         (f"security group {group_id} tcp 10001 from", "0.0.0.0/0", "203.0.113.0/24"),

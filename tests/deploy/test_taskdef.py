@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from deploy.server import taskdef
-from deploy.server.settings import ServerSettings
+from rendezvous_deploy.server import taskdef
+from rendezvous_deploy.server.settings import ServerSettings
 
 ROLE = "arn:aws:iam::123456789012:role/rendezvous-task-execution"
 

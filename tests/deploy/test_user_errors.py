@@ -13,9 +13,9 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from deploy.aws import Aws, DeployError
-from deploy.cli import main
-from deploy.server.image import connect_docker
+from rendezvous_deploy.aws import Aws, DeployError
+from rendezvous_deploy.cli import main
+from rendezvous_deploy.server.image import connect_docker
 
 NO_ENGINE = f"unix:///nonexistent-{os.getpid()}.sock"
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -102,7 +102,7 @@ def test_no_docker_engine_fails_before_creating_anything(
 
 def _roles(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.roles", *args],
+        [sys.executable, "-m", "rendezvous_deploy.roles", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -14,8 +14,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from deploy import validate
-from deploy.cli import main
+from rendezvous_deploy import validate
+from rendezvous_deploy.cli import main
 from tests.deploy.conftest import IMAGE, Stack
 
 PIPELINE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"

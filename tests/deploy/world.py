@@ -303,7 +303,7 @@ def unique(prefix: str) -> str:
 def create_boundaries(endpoint: str) -> None:
     """What an administrator does once per account: create the permissions boundaries
     every role rendezvous-deploy makes must carry (deploy/iam/*-boundary.json)."""
-    from deploy.roles import BOUNDARY_FILES, policy
+    from rendezvous_deploy.roles import BOUNDARY_FILES, policy
 
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     for name, file in BOUNDARY_FILES.items():

@@ -21,7 +21,7 @@ def need_torch() -> None:
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three partitions (``1.pt``, ``2.pt``, ``10.pt``) of 40 samples each."""
     need_torch()
-    from examples.pipeline.data import make_partition, partition_bytes
+    from rendezvous_pipeline.data import make_partition, partition_bytes
 
     root = tmp_path_factory.mktemp("pipeline-data")
     for index, name in enumerate(("1.pt", "2.pt", "10.pt")):

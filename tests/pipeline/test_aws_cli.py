@@ -20,8 +20,8 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from deploy.cli import main
-from deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
+from rendezvous_deploy.cli import main
+from rendezvous_deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
 from tests.pipeline.users_format import USERS_RESULT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
@@ -50,8 +50,8 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     assert worker["Configuration"]["PackageType"] == "Image"
     assert worker["Code"]["ImageUri"] == IMAGE
     assert worker["Configuration"]["Timeout"] == 900
-    for function, handler in ((names.initialize, "examples.pipeline.initialize.handler"),
-                              (names.summarize, "examples.pipeline.summarize.handler")):
+    for function, handler in ((names.initialize, "rendezvous_pipeline.initialize.handler"),
+                              (names.summarize, "rendezvous_pipeline.summarize.handler")):
         config = lam.get_function(FunctionName=function)["Configuration"]
         assert config["Handler"] == handler
         assert config["Timeout"] == 120  # not the 3 s that killed the users' Initialize
@@ -94,7 +94,7 @@ def test_zip_functions_import_without_site_packages(tmp_path: Path) -> None:
         archive.extractall(tmp_path / "layer")
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
-        "import examples.pipeline.initialize, examples.pipeline.summarize, fmi_client\n"
+        "import rendezvous_pipeline.initialize, rendezvous_pipeline.summarize, fmi_client\n"
         "assert 'numpy' not in sys.modules and 'torch' not in sys.modules\n"
         "print('ok')"
     )
@@ -236,7 +236,7 @@ def test_run_refuses_a_bad_payload_before_starting(aws_env: str, tmp_path: Path)
 def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
     aws_env: str, tmp_path: Path
 ) -> None:
-    from deploy.pipeline.cloud import failure_message
+    from rendezvous_deploy.pipeline.cloud import failure_message
 
     name = "pl-wait"
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
@@ -298,7 +298,7 @@ def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
         ]
     )
     assert sent["script"] == "scripts/fmi_worker.py" and sent["world_size"] == 3
-    from examples.pipeline.payload import build_items, validate_payload
+    from rendezvous_pipeline.payload import build_items, validate_payload
 
     items = build_items(validate_payload(sent), ["parts/1.pt", "parts/2.pt", "parts/3.pt"])
     assert [(i["SCRIPT"], i["RANK"], i["WORLD_SIZE"]) for i in items] == [
@@ -307,8 +307,8 @@ def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
 
 
 def test_run_default_timeout_is_above_the_deployed_workers(aws_env: str) -> None:
-    from deploy.aws import Aws
-    from deploy.pipeline.preflight import execution_budget
+    from rendezvous_deploy.aws import Aws
+    from rendezvous_deploy.pipeline.preflight import execution_budget
 
     help_text = CliRunner().invoke(main, ["pipeline", "run", "--help"]).output
     assert "600" not in help_text.replace("--local 600", "")  # no AWS default below 900

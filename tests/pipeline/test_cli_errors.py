@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from deploy.cli import main
-from deploy.pipeline.local import PipelineFailed, run_ranks
+from rendezvous_deploy.cli import main
+from rendezvous_deploy.pipeline.local import PipelineFailed, run_ranks
 from testbed.procs import free_port
 from tests.pipeline.conftest import need_torch
 
@@ -115,7 +115,7 @@ def test_run_local_unreachable_rendezvous_fails_at_once(tmp_path: Path) -> None:
 
 def test_run_local_accepts_a_listening_rendezvous(tmp_path: Path) -> None:
     """The probe connects and lets go: a listener passes it (the run then needs data)."""
-    from deploy.pipeline.local import probe_endpoint
+    from rendezvous_deploy.pipeline.local import probe_endpoint
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         probe_endpoint(f"127.0.0.1:{listener.getsockname()[1]}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.pipeline.figures import (
+from rendezvous_deploy.pipeline.figures import (
     RunFigures,
     figure,
     plot,
@@ -16,8 +16,8 @@ from deploy.pipeline.figures import (
     run_figures,
     to_csv,
 )
-from examples.pipeline.results import format_problems, trimmed_mean, users_record
-from examples.pipeline.summarize import summarize
+from rendezvous_pipeline.results import format_problems, trimmed_mean, users_record
+from rendezvous_pipeline.summarize import summarize
 from tests.pipeline.users_format import USERS_RESULT, assert_users_format
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.pipeline.results import format_problems
+from rendezvous_pipeline.results import format_problems
 from tests.pipeline.conftest import need_torch
 from tests.pipeline.users_format import assert_users_format
 
@@ -28,7 +28,7 @@ def test_users_fmi_worker_through_the_local_runner(
     world_size: int, expected_paths: list, tiny_data: Path, endpoint: str, tmp_path: Path
 ) -> None:
     need_torch()
-    from deploy.pipeline.local import run_local
+    from rendezvous_deploy.pipeline.local import run_local
 
     source = FMI_WORKER.read_text()
     assert "\nimport fmi\n" in source  # FMI's module by its name, no import edited

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from examples.pipeline.results import format_problems
+from rendezvous_pipeline.results import format_problems
 from tests.pipeline.conftest import need_torch
 from tests.pipeline.users_format import assert_users_format
 
@@ -20,8 +20,8 @@ def direct_metrics(data_dir: Path) -> dict[str, float]:
     """MAE, MSE, bias over every partition, computed here without the pipeline."""
     import torch
 
-    from examples.pipeline.data import load_partition
-    from examples.pipeline.model import load_model
+    from rendezvous_pipeline.data import load_partition
+    from rendezvous_pipeline.model import load_model
 
     model = load_model()
     preds, trues = [], []
@@ -49,7 +49,7 @@ def test_local_run(
     world_size: int, expected_paths: list, tiny_data: Path, endpoint: str, tmp_path: Path
 ) -> None:
     need_torch()
-    from deploy.pipeline.local import run_local
+    from rendezvous_deploy.pipeline.local import run_local
 
     run = run_local(
         data_dir=tiny_data,
@@ -121,7 +121,7 @@ def test_a_failing_rank_fails_the_run_with_its_message(
     tiny_data: Path, endpoint: str, tmp_path: Path
 ) -> None:
     need_torch()
-    from deploy.pipeline.local import PipelineFailed, run_local
+    from rendezvous_deploy.pipeline.local import PipelineFailed, run_local
 
     data = tmp_path / "data"
     (data / "parts").mkdir(parents=True)
@@ -155,7 +155,7 @@ if os.environ["RANK"] == "1":
 def test_user_script_gets_rank_and_world_size(
     tiny_data: Path, endpoint: str, tmp_path: Path
 ) -> None:
-    from deploy.pipeline.local import run_local
+    from rendezvous_deploy.pipeline.local import run_local
 
     script = tmp_path / "infer.py"
     script.write_text(SCRIPT_OK)
@@ -171,7 +171,7 @@ def test_user_script_gets_rank_and_world_size(
 def test_user_script_exit_code_is_honoured(
     tiny_data: Path, endpoint: str, tmp_path: Path
 ) -> None:
-    from deploy.pipeline.local import PipelineFailed, run_local
+    from rendezvous_deploy.pipeline.local import PipelineFailed, run_local
 
     script = tmp_path / "infer.py"
     script.write_text(SCRIPT_FAILS_ON_RANK_1)
@@ -190,7 +190,7 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
 
     from click.testing import CliRunner
 
-    from deploy.cli import main
+    from rendezvous_deploy.cli import main
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -198,7 +198,7 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
                                 "32"], catch_exceptions=False)
     assert made.exit_code == 0, made.output
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["1.pt", "2.pt", "3.pt"]
-    from examples.pipeline.model import WEIGHTS
+    from rendezvous_pipeline.model import WEIGHTS
 
     own_model = tmp_path / "my-model.pt"  # a user's file: here a copy of the shipped one
     own_model.write_bytes(WEIGHTS.read_bytes())

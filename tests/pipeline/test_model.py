@@ -14,8 +14,8 @@ def test_shipped_weights_are_small_and_learnt_the_relation() -> None:
     need_torch()
     import torch
 
-    from examples.pipeline.data import make_partition
-    from examples.pipeline.model import WEIGHTS, load_model
+    from rendezvous_pipeline.data import make_partition
+    from rendezvous_pipeline.model import WEIGHTS, load_model
 
     assert WEIGHTS.stat().st_size < 200_000
     image, magnitude, z = make_partition(256, seed=42).tensors
@@ -34,7 +34,7 @@ def test_users_own_model_files() -> None:
     import torch
     from torch import nn
 
-    from examples.pipeline.model import RedshiftRegressor, load_model
+    from rendezvous_pipeline.model import RedshiftRegressor, load_model
 
     fresh = RedshiftRegressor()
     buf = io.BytesIO()

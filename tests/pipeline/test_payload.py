@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from examples.pipeline.payload import (
+from rendezvous_pipeline.payload import (
     PayloadError,
     assign_files,
     build_items,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.pipeline.report import (
+from rendezvous_deploy.pipeline.report import (
     ARM,
     X86,
     ReportLine,

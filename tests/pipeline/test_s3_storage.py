@@ -11,10 +11,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from examples.pipeline.initialize import handler as initialize_handler
-from examples.pipeline.payload import PayloadError
-from examples.pipeline.storage import LocalStorage, S3Storage, open_storage, run_prefix
-from examples.pipeline.summarize import handler as summarize_handler
+from rendezvous_pipeline.initialize import handler as initialize_handler
+from rendezvous_pipeline.payload import PayloadError
+from rendezvous_pipeline.storage import LocalStorage, S3Storage, open_storage, run_prefix
+from rendezvous_pipeline.summarize import handler as summarize_handler
 from tests.pipeline.conftest import need_torch
 
 
@@ -122,7 +122,7 @@ def test_summarize_uses_the_trailing_slash(s3) -> None:
 def test_whole_run_on_s3(s3, tiny_data: Path, endpoint: str, tmp_path: Path) -> None:
     """The same handlers, storage on S3: Initialize, two worker processes, Summarize."""
     need_torch()
-    from deploy.pipeline.local import run_ranks
+    from rendezvous_deploy.pipeline.local import run_ranks
 
     s3.create_bucket(Bucket="data")
     s3.create_bucket(Bucket="results")
@@ -156,8 +156,8 @@ def test_fmi_worker_in_the_script_slot_on_s3(
     """The users'-style worker (``import fmi``) as the payload's ``script``, read from S3,
     reading data from and writing their JSON to S3, as the Lambda worker runs it."""
     need_torch()
-    from deploy.pipeline.local import run_ranks
-    from examples.pipeline.results import format_problems
+    from rendezvous_deploy.pipeline.local import run_ranks
+    from rendezvous_pipeline.results import format_problems
 
     s3.create_bucket(Bucket="data")
     s3.create_bucket(Bucket="results")

@@ -28,7 +28,7 @@ print(json.dumps({"fmi": fmi.__file__, "reduced": total}))
 HANDLER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from examples.pipeline.worker import handler
+from rendezvous_pipeline.worker import handler
 print(json.dumps(handler(json.loads(sys.argv[2]))))
 """
 
@@ -61,7 +61,7 @@ def test_image_layout_runs_an_fmi_script(endpoint: str, tmp_path: Path) -> None:
     root = tmp_path / "task"
     lay_out_image(root)
     assert (root / "fmi.py").read_text() == (REPO / "fmi_client/shim/fmi.py").read_text()
-    assert (root / "examples/pipeline/fmi_worker.py").is_file()
+    assert (root / "rendezvous_pipeline/fmi_worker.py").is_file()
     bucket = tmp_path / "bucket"
     (bucket / "scripts").mkdir(parents=True)
     (bucket / "scripts" / "job.py").write_text(SCRIPT)

@@ -1,1 +1,0 @@
-"""Runnable examples shipped with rendezvous (importable so the CLI and Lambdas share code)."""
