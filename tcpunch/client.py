@@ -1,7 +1,8 @@
 """The client side of one rendezvous, sans IO: bytes in, events out, bytes out.
 
 ``ClientExchange(V1Request(b"name"))`` or ``ClientExchange(V2Request("name"))`` knows
-the whole conversation, across the connections it may take: ``start()`` gives the first
+the whole conversation (a ``V2Request`` built with ``credential=`` sends it on every
+request, the first and each token resume), across the connections it may take: ``start()`` gives the first
 request's bytes; ``receive_data(chunk)`` turns the server's bytes (split anyhow) into
 events (:mod:`tcpunch.client_events`); ``receive_eof()`` reports the server's close;
 ``resume()`` gives the bytes to send on a new connection after a resumable end (v1: the
@@ -137,6 +138,13 @@ class ClientExchange:
         return self._you
 
     @property
+    def carries_credential(self) -> bool:
+        """Whether every request (first and each resume) carries a credential (v2 only):
+        then an ERROR most likely means the server refused it."""
+        request = self._request
+        return type(request) is V2Request and request.credential is not None
+
+    @property
     def resumable(self) -> bool:
         return self._state in RESUMABLE
 
@@ -218,7 +226,7 @@ class ClientExchange:
         if type(request) is V1Request:
             return request.name
         assert type(request) is V2Request
-        return V2Request(request.name, self._token, request.flags).encode()
+        return V2Request(request.name, self._token, request.flags, request.credential).encode()
 
     def _own_endpoint(self, reply: bytes) -> Event:
         if reply.startswith(_HTTP):
