@@ -1,13 +1,13 @@
 """The client side of one rendezvous, sans IO: bytes in, events out, bytes out.
 
 ``ClientExchange(V1Request(b"name"))`` or ``ClientExchange(V2Request("name"))`` knows
-the whole conversation (a ``V2Request`` built with ``credential=`` sends it on every
-request, the first and each token resume), across the connections it may take: ``start()`` gives the first
+the whole conversation, across the connections it may take: ``start()`` gives the first
 request's bytes; ``receive_data(chunk)`` turns the server's bytes (split anyhow) into
 events (:mod:`tcpunch.client_events`); ``receive_eof()`` reports the server's close;
 ``resume()`` gives the bytes to send on a new connection after a resumable end (v1: the
 server ended our wait, rejoin; v2: TIMEOUT, a close while a token is known, or ERROR to a
-stale token). Sockets, deadlines and retry pauses stay with the caller
+stale token). A ``V2Request`` built with ``credential=`` sends it on every request, the
+first and each resume. Sockets, deadlines and retry pauses stay with the caller
 (``fmi_client.meet`` over blocking sockets). Where the conversation goes is decided by
 the tables in :mod:`tcpunch.client_state`. Bytes no TCPunch server sends raise
 RemoteProtocolError (``.reason`` says which rule); calls out of order raise
