@@ -30,6 +30,12 @@ __all__ = [
 #: Refusal reasons beyond tcpunch.credential.Verdict, for rejected_total{reason=...}.
 NO_CREDENTIAL = "no_credential"
 V1_NOT_ALLOWED = "v1_not_allowed"
+#: Every reason an AuthPolicy refuses for (metrics.REFUSAL_REASONS lists them too).
+REFUSAL_REASONS = (
+    NO_CREDENTIAL,
+    V1_NOT_ALLOWED,
+    *(verdict.value for verdict in Verdict if verdict is not Verdict.OK),
+)
 
 
 class AuthSecretError(ValueError):

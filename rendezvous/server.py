@@ -160,6 +160,8 @@ class RendezvousServer:
                 "name_pattern": s.name_pattern,
                 "allow_delete_pairs": s.allow_delete_pairs,
                 "drain_timeout": s.drain_timeout,
+                "auth": s.auth,  # whether credentials are required; never the secrets
+                "allow_v1": s.allow_v1,
             },
         )
 
