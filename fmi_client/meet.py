@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from fmi_client.credential import credential_refused
 from fmi_client.errors import PeerNeverArrived, RendezvousRefused, RendezvousUnreachable
 from tcpunch import (
     ClientExchange,
@@ -54,11 +55,11 @@ class Meeting:
     peer: Endpoint  # the peer's public endpoint, as the server saw it
 
 
-def exchange_for(name: str, protocol: str) -> ClientExchange:
+def exchange_for(name: str, protocol: str, credential: str | None = None) -> ClientExchange:
     """The exchange for ``name``; LocalProtocolError if the name does not fit ``protocol``."""
     if protocol == "v1":
         return ClientExchange(V1Request(encode_v1_name(name)))
-    return ClientExchange(V2Request(name))
+    return ClientExchange(V2Request(name, credential=credential))
 
 
 def reuse_socket() -> socket.socket:
@@ -267,6 +268,8 @@ def _converse(
                     return event, why
                 elif isinstance(event, ServerError):
                     if not event.resumable:
+                        if exchange.carries_credential:
+                            raise credential_refused(name, server)
                         raise _refused(name, server, "it answered ERROR to a fresh v2 request")
                     return event, why  # a stale token: start over without it
                 elif isinstance(event, ServerClosed):
