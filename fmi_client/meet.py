@@ -178,7 +178,9 @@ def _lost_server(name: str, server: tuple[str, int], why: str) -> RendezvousUnre
 def _refused(name: str, server: tuple[str, int], what: str) -> RendezvousRefused:
     return RendezvousRefused(
         f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} refused the request "
-        f"({what}). Likely reasons: its --name-pattern does not match this name; this IP "
+        f"({what}). Likely reasons: it requires a credential (started with an auth secret: "
+        "pass credential= or set RENDEZVOUS_CREDENTIAL, protocol v2; v1 names only if they "
+        "match its --allow-v1); its --name-pattern does not match this name; this IP "
         "address already has --max-waiting-per-ip clients waiting; the server is full "
         "(--max-connections); or the name breaks the name rules (v2: at most 99 UTF-8 bytes; "
         "v1: at most 100 bytes, no control characters). The server's log says which."
