@@ -279,3 +279,20 @@ def test_without_a_secret_the_listening_line_says_auth_is_off() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(encode_v2_request(name, credential=credential_for("open/")))
             assert decode_v2_response(sock.recv(51, socket.MSG_WAITALL)).status is Status.WAITING
+
+
+def test_settings_hide_the_secrets_and_check_the_auth_options() -> None:
+    from rendezvous.dispatch import Dispatcher
+    from rendezvous.settings import Settings
+
+    settings = Settings(auth_secrets=(SECRET.encode(),), allow_v1="legacy-.*")
+    assert settings.auth and SECRET not in repr(settings)
+    assert SECRET not in repr(Dispatcher(settings).auth)
+    assert not Settings().auth and Dispatcher(Settings()).auth is None
+    with pytest.raises(ValueError, match="only applies with auth on"):
+        Settings(allow_v1="legacy-.*")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        Settings(auth_secrets=(SECRET.encode(),), allow_v1="(")
+    with pytest.raises(ValueError, match="at least 16 bytes") as info:
+        Settings(auth_secrets=(b"hunter2",))
+    assert "hunter2" not in str(info.value)
