@@ -296,3 +296,19 @@ def test_settings_hide_the_secrets_and_check_the_auth_options() -> None:
     with pytest.raises(ValueError, match="at least 16 bytes") as info:
         Settings(auth_secrets=(b"hunter2",))
     assert "hunter2" not in str(info.value)
+
+
+def test_relay_requests_are_judged_like_v2_requests() -> None:
+    """The hook main's relay (issue 12) takes: RelayHub(credential_check=...)."""
+    from rendezvous.credentials import AuthPolicy
+
+    policy = AuthPolicy.create(SECRET.encode())
+    now = time.time()
+    good = credential_for("job/").encode()
+    assert policy.check_relay(b"job/0-1", good, now).allowed
+    assert policy.check_relay(b"job/0-1", b"", now).reason == "no_credential"
+    assert policy.check_relay(b"job/0-1", b"\xff\xfe", now).reason == "malformed"
+    assert policy.check_relay(b"other/0-1", good, now).reason == "wrong_prefix"
+    assert policy.check_relay(b"job/0-1", good, now + 3600).reason == "expired"
+    forged = credential_for("job/", secret=OTHER_SECRET).encode()
+    assert policy.check_relay(b"job/0-1", forged, now).reason == "forged"
