@@ -176,7 +176,7 @@ def test_reader_returns_a_valid_request_or_raises_the_remote_error(data: st.Data
 def client_requests(draw: st.DrawFn) -> V1Request | V2Request:
     if draw(st.booleans()):
         return V1Request(draw(v1_names))
-    return V2Request(draw(v2_names), draw(tokens))
+    return V2Request(draw(v2_names), draw(tokens), credential=draw(st.none() | credentials))
 
 
 def run_connection(exchange: ClientExchange, chunks: list[bytes], eof: bool) -> list[object]:
@@ -203,8 +203,10 @@ def test_client_exchange_gives_events_or_raises_the_remote_error(
     server_bytes = v1_server_bytes if isinstance(request, V1Request) else v2_server_bytes
     for _connection in range(data.draw(st.integers(1, 4))):
         assert sent  # every request or resume is non-empty bytes a server can read
-        if isinstance(request, V2Request):
-            assert decode_v2_request(sent).name == request.name
+        if isinstance(request, V2Request):  # what the server reads: name and credential
+            read = RequestReader().feed(sent)
+            assert isinstance(read, V2Request) and read.name == request.name
+            assert read.credential == request.credential
         wire = data.draw(server_bytes)
         events = run_connection(exchange, data.draw(split(wire)), data.draw(st.booleans()))
         for event in events:
