@@ -78,6 +78,7 @@ class Communicator:
         protocol: str = "v2",
         punch_timeout: float = PUNCH_WINDOW,
         op_timeout: float | None = None,
+        credential: str | None = None,
     ) -> None:
         rank = check_int(rank, "rank")
         world_size = check_int(world_size, "world_size")
@@ -95,6 +96,7 @@ class Communicator:
         self.protocol = protocol
         self.punch_timeout = punch_timeout
         self.op_timeout = op_timeout
+        self._credential = credential  # for pair(); None: $RENDEZVOUS_CREDENTIAL, if set
         limit = V2_NAME_FIELD - 1 if protocol == "v2" else V1_MAX_NAME
         longest = self.pairing_name(max(world_size - 2, 0), world_size - 1)
         if len(longest.encode("utf-8")) > limit:
@@ -142,6 +144,7 @@ class Communicator:
                 timeout=self.timeout,
                 protocol=self.protocol,
                 punch_timeout=self.punch_timeout,
+                credential=self._credential,
             )
         except PeerNeverArrived as exc:
             raise PeerNeverArrived(

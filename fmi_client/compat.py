@@ -11,6 +11,8 @@ non-commutative are folded strictly left to right in rank order.
 FMI's Lambdas meet at the original TCPunch server, which speaks protocol v1 only, so v1
 is the default here; ``backends.Direct.protocol: "v2"`` in fmi.json (or the keyword
 ``protocol="v2"``) selects the fork's protocol, which the project's server also speaks.
+A server started with an auth secret needs v2 and a credential: ``backends.Direct.credential``
+in fmi.json, else ``$RENDEZVOUS_CREDENTIAL`` (better: fmi.json is often committed).
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ class func:
         return scalar
 
 
-def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str]:
+def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str, str | None]:
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -153,7 +155,13 @@ def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str]:
         port = check_port(direct.get("port", DEFAULT_PORT), "backends.Direct.port")
     except (TypeError, ValueError) as exc:
         raise FmiClientError(f"{os.fspath(path)!r}: {exc}") from None
-    return host, port, timeout, protocol
+    credential = direct.get("credential")
+    if credential is not None and not (isinstance(credential, str) and credential):
+        raise FmiClientError(
+            f"{os.fspath(path)!r}: backends.Direct.credential must be a non-empty string "
+            "(printed by `rendezvous credential --prefix P`), or absent"
+        )
+    return host, port, timeout, protocol, credential
 
 
 class Communicator:
@@ -173,18 +181,29 @@ class Communicator:
         *,
         protocol: str | None = None,
     ) -> None:
-        host, port, timeout, configured = _read_config(config_path)
+        host, port, timeout, configured, credential = _read_config(config_path)
         if protocol is None:
             protocol = configured
         elif protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+        if credential is not None and protocol == "v1":
+            raise FmiClientError(
+                f"{os.fspath(config_path)!r}: backends.Direct.credential needs protocol v2 "
+                '(v1 cannot carry one): set backends.Direct.protocol to "v2"'
+            )
         # model.Direct.resolve_host_dns: we always resolve host names (IPs pass through).
         self.faas_memory = faas_memory
         self.hint_value = hints.fast
         self.peer_id = peer_id
         self.num_peers = num_peers
         self._comm = _Communicator(
-            peer_id, num_peers, f"{host}:{port}", comm_name, timeout=timeout, protocol=protocol
+            peer_id,
+            num_peers,
+            f"{host}:{port}",
+            comm_name,
+            timeout=timeout,
+            protocol=protocol,
+            credential=credential,  # None: $RENDEZVOUS_CREDENTIAL, if set
         )
 
     @property

@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from fmi_client.credential import credential_refused
 from fmi_client.errors import PeerNeverArrived, RendezvousRefused, RendezvousUnreachable
 from tcpunch import (
     ClientExchange,
@@ -54,11 +55,11 @@ class Meeting:
     peer: Endpoint  # the peer's public endpoint, as the server saw it
 
 
-def exchange_for(name: str, protocol: str) -> ClientExchange:
+def exchange_for(name: str, protocol: str, credential: str | None = None) -> ClientExchange:
     """The exchange for ``name``; LocalProtocolError if the name does not fit ``protocol``."""
     if protocol == "v1":
         return ClientExchange(V1Request(encode_v1_name(name)))
-    return ClientExchange(V2Request(name))
+    return ClientExchange(V2Request(name, credential=credential))
 
 
 def reuse_socket() -> socket.socket:
@@ -177,7 +178,9 @@ def _lost_server(name: str, server: tuple[str, int], why: str) -> RendezvousUnre
 def _refused(name: str, server: tuple[str, int], what: str) -> RendezvousRefused:
     return RendezvousRefused(
         f"pairing {name!r}: the rendezvous server {server[0]}:{server[1]} refused the request "
-        f"({what}). Likely reasons: its --name-pattern does not match this name; this IP "
+        f"({what}). Likely reasons: it requires a credential (started with an auth secret: "
+        "pass credential= or set RENDEZVOUS_CREDENTIAL, protocol v2; v1 names only if they "
+        "match its --allow-v1); its --name-pattern does not match this name; this IP "
         "address already has --max-waiting-per-ip clients waiting; the server is full "
         "(--max-connections); or the name breaks the name rules (v2: at most 99 UTF-8 bytes; "
         "v1: at most 100 bytes, no control characters). The server's log says which."
@@ -267,6 +270,8 @@ def _converse(
                     return event, why
                 elif isinstance(event, ServerError):
                     if not event.resumable:
+                        if exchange.carries_credential:
+                            raise credential_refused(name, server)
                         raise _refused(name, server, "it answered ERROR to a fresh v2 request")
                     return event, why  # a stale token: start over without it
                 elif isinstance(event, ServerClosed):

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
+from fmi_client.credential import resolve_credential
 from fmi_client.errors import NameTooLong, PunchFailed
 from fmi_client.meet import Meeting, exchange_for, meet, resolve, reuse_socket
 from tcpunch import V1_CONTROL_BYTES, ProtocolError
@@ -202,6 +203,7 @@ def pair(
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     keepalive_count: int = KEEPALIVE_COUNT,
     user_timeout: float | None = None,
+    credential: str | None = None,
 ) -> socket.socket:
     """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
 
@@ -223,6 +225,11 @@ def pair(
     ``keepalive_count`` and it resets the connection when the peer, alive, stops reading
     for that long with our data queued (a zero window): only set it above the longest
     pause of a peer that does not read.
+
+    ``credential`` (default: $RENDEZVOUS_CREDENTIAL) is for servers started with an auth
+    secret: minted by ``rendezvous credential --prefix P`` for a prefix of ``name``, sent
+    with every v2 request (v1 cannot carry one: ValueError). A server that refuses it
+    raises RendezvousRefused saying so.
     """
     if protocol not in ("v1", "v2"):
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
@@ -242,8 +249,9 @@ def pair(
             f"pairing name {name!r} contains control characters, which v1 servers refuse as "
             "junk; use printable characters only"
         )
+    credential = resolve_credential(credential, protocol, name)
     try:
-        exchange = exchange_for(name, protocol)
+        exchange = exchange_for(name, protocol, credential)
     except ProtocolError as exc:
         raise NameTooLong(f"pairing name {name!r} cannot be sent with {protocol}: {exc}") from exc
     server = resolve(host, port, name)

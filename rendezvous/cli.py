@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,6 +23,7 @@ import click
 from click.decorators import FC
 
 from rendezvous import __version__
+from rendezvous.credentials import SECRET_ENV, credential_command, load_secrets
 from rendezvous.optional_deps import require_extra
 from rendezvous.settings import Settings
 
@@ -244,7 +246,23 @@ def main() -> None:
     default=0.0,
     help="Seconds a relay session may last; 0: no limit.",
 )
-def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one per option
+@_option(
+    "auth-secret-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Require credentials: a file holding the auth secret (one per line: the first "
+    "mints, later ones still verify while a rotation runs). Without it the secret is read "
+    f"from ${SECRET_ENV}; the file wins when both are set. With neither, auth is off: "
+    "anyone may register any name.",
+)
+@_option(
+    "allow-v1",
+    default=None,
+    help="With auth on, let v1 clients (FMI, the C++ client: they cannot carry a "
+    "credential) register names matching this regular expression in full (e.g. "
+    "'legacy-.*'); other v1 names are refused.",
+)
+def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None:  # click's
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
 
     On a signal it stops accepting, reports not-ready, lets requests in flight finish
@@ -260,6 +278,7 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
     if not options["discovery_port"]:
         options["discovery_port"] = None  # 0 on the command line: off
     try:
+        options["auth_secrets"] = load_secrets(auth_secret_file, os.environ)
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -289,6 +308,37 @@ def serve(no_http: bool, **options: Any) -> None:  # Any: click's values, one pe
     finally:
         loop.close()
         flush_logs()  # buffered lines go out before any traceback or exit
+
+
+@main.command()
+@click.option("--prefix", required=True, help="One job's names, e.g. 'run-4f2a/'.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds until the credential expires.",
+)
+@click.option(
+    "--auth-secret-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="RENDEZVOUS_AUTH_SECRET_FILE",
+    show_envvar=True,
+    help=f"The server's auth secret file (the first line mints) [default: ${SECRET_ENV}; "
+    "the file wins when both are set].",
+)
+def credential(prefix: str, ttl: int, auth_secret_file: str | None) -> None:
+    """Print a credential for pairing names that start with PREFIX.
+
+    Give it to the job's clients (RENDEZVOUS_CREDENTIAL, or credential= in Python): a
+    server started with the same secret then lets them register names under PREFIX until
+    the TTL runs out. End PREFIX with a separator: 'job1' would also cover 'job10'.
+    """
+    try:
+        click.echo(credential_command(prefix, ttl, auth_secret_file))
+    except ValueError as exc:  # AuthSecretError is a ValueError; it never holds the secret
+        raise click.UsageError(str(exc)) from None
 
 
 def _probe_bind(host: str, port: int) -> None:

@@ -30,6 +30,12 @@ __all__ = [
 #: Refusal reasons beyond tcpunch.credential.Verdict, for rejected_total{reason=...}.
 NO_CREDENTIAL = "no_credential"
 V1_NOT_ALLOWED = "v1_not_allowed"
+#: Every reason an AuthPolicy refuses for (metrics.REFUSAL_REASONS lists them too).
+REFUSAL_REASONS = (
+    NO_CREDENTIAL,
+    V1_NOT_ALLOWED,
+    *(verdict.value for verdict in Verdict if verdict is not Verdict.OK),
+)
 
 
 class AuthSecretError(ValueError):
@@ -136,7 +142,7 @@ class AuthPolicy:
             ) from None
         return cls(held, pattern)
 
-    def check_v2(self, name: str, credential: str | None, now: float) -> Decision:
+    def check_v2(self, name: str | bytes, credential: str | None, now: float) -> Decision:
         """A v2 request for ``name`` with the credential of its trailer (None: no trailer).
 
         A credential minted with any held secret counts; a refusal reports the verdict
@@ -150,6 +156,18 @@ class AuthPolicy:
         forged = Verdict.FORGED
         reason = next((v for v in verdicts if v is not forged), verdicts[0])
         return Decision(False, reason.value)
+
+    def check_relay(self, name: bytes, credential: bytes, now: float) -> Decision:
+        """A relay request (raw name, the credential bytes of its extension; b"": none),
+        judged as a v2 request: the relay's ``credential_check`` hook is
+        ``lambda r: policy.check_relay(r.name, r.credential, time.time()).allowed``."""
+        if not credential:
+            return Decision(False, NO_CREDENTIAL)
+        try:
+            text = credential.decode("utf-8")
+        except UnicodeDecodeError:
+            return Decision(False, Verdict.MALFORMED.value)
+        return self.check_v2(name, text, now)
 
     def check_v1(self, name: bytes) -> Decision:
         """A v1 name: admitted only if it wholly matches the operator's pattern."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rendezvous.connection import Connection
+from rendezvous.credentials import AuthPolicy, Decision
 from rendezvous.deadlines import Deadlines
 from rendezvous.logs import log_event
 from rendezvous.metrics import Metrics
@@ -66,6 +68,13 @@ class Dispatcher:
         self.name_pattern = re.compile(settings.name_pattern) if settings.name_pattern else None
         self.pairings = 0
         self.relay: RelayHub | None = None  # the server's relay hub, set at start()
+        # With auth secrets: who may register names (None: everyone, as without auth).
+        self.auth: AuthPolicy | None = (
+            AuthPolicy.create(settings.auth_secrets, settings.allow_v1)
+            if settings.auth_secrets
+            else None
+        )
+        self.wall_clock: Callable[[], float] = time.time  # credential expiries are Unix times
 
     def _clock(self) -> float:
         return self.time()
@@ -87,6 +96,9 @@ class Dispatcher:
             self.refuse(conn, "junk", f"control bytes in v1 name {name[:40]!r}")
             conn.finish(error=True)
             return
+        auth = self.auth
+        if auth is not None and not self._admitted(conn, auth.check_v1(name), name):
+            return
         self._arrive(conn, name, None)
 
     def _v2(self, conn: Connection, request: Request) -> None:
@@ -94,7 +106,24 @@ class Dispatcher:
             assert isinstance(request, V2Request)
         conn.protocol = "v2"
         self.metrics.connections["v2"] += 1
-        self._arrive(conn, request.name.encode("utf-8"), request.token or None)
+        name = request.name.encode("utf-8")
+        auth = self.auth
+        if auth is not None:
+            # Every request is checked, token resumes too: they carry the credential again.
+            decision = auth.check_v2(request.name, request.credential, self.wall_clock())
+            if not self._admitted(conn, decision, name):
+                return
+        self._arrive(conn, name, request.token or None)
+
+    def _admitted(self, conn: Connection, decision: Decision, name: bytes) -> bool:
+        """Whether the auth policy lets the request on; if not, refused and closed (v2:
+        ERROR). The log says why, never the credential (a bearer token until it expires)."""
+        if decision.allowed:
+            return True
+        why = _AUTH_REFUSALS.get(decision.reason, decision.reason)
+        self.refuse(conn, decision.reason, f"name {name_text(name)!r}: {why}")
+        conn.finish(error=True)
+        return False
 
     def _arrive(self, conn: Connection, name: bytes, token: str | None) -> None:
         if self.name_pattern is not None and not self.name_pattern.fullmatch(name_text(name)):
@@ -202,6 +231,11 @@ class Dispatcher:
         if TYPE_CHECKING:  # _HANDLERS chose this by type
             assert isinstance(command, Command)
         self.metrics.connections["command"] += 1
+        auth = self.auth
+        if auth is not None:
+            decision = auth.check_command(command.kind, command.name)
+            if not self._admitted(conn, decision, command.name or command.kind.encode()):
+                return
         now = self.time()
         if command.kind == "delete_pairs":
             if not self.settings.allow_delete_pairs:
@@ -312,6 +346,19 @@ class Dispatcher:
                 "protocol": conn.protocol,
             },
         )
+
+
+# What each auth refusal means, for the log line (the credential itself is never logged).
+_AUTH_REFUSALS = {
+    "no_credential": "v2 request without a credential, and this server requires one "
+    "(mint one with `rendezvous credential --prefix P`)",
+    "malformed": "the credential is not '<expiry>:<prefix>:<password>'",
+    "forged": "the credential was not minted with this server's auth secret",
+    "expired": "the credential has expired",
+    "wrong_prefix": "the credential is for names with another prefix",
+    "v1_not_allowed": "v1 requests and commands cannot carry a credential; only names "
+    "matching --allow-v1 are let on (delete_pairs never)",
+}
 
 
 def _not_started() -> float:

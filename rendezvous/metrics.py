@@ -50,17 +50,22 @@ REFUSAL_REASONS = (
     "http_error",
     "http_evicted",
     "http_malformed",
+    "expired",
+    "forged",
     "incomplete",
     "internal_error",
     "junk",
     "malformed",
     "name_pattern",
+    "no_credential",
     "not_ipv4",
     "not_utf8",
     "oversized",
     "per_ip_waiting_cap",
     "request_timeout",
     "reset",
+    "v1_not_allowed",
+    "wrong_prefix",
 )
 """Every reason the server refuses for, exported at 0 from the start: Prometheus's rate()
 cannot see a series' first increase, so a reason that first appears at 1 would be missed."""

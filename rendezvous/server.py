@@ -105,7 +105,15 @@ class RendezvousServer:
         metrics.open_connections = self.dispatcher.connections.__len__
         metrics.max_connections = settings.max_connections
         metrics.ready = lambda: self.ready
-        self.relay = self.dispatcher.relay = RelayHub(_relay_limits(settings), RelayMetrics())
+        auth = self.dispatcher.auth
+        self.relay = self.dispatcher.relay = RelayHub(
+            _relay_limits(settings),
+            RelayMetrics(),
+            # with an auth secret, a relay end needs a credential for its name, as v2 does
+            credential_check=None
+            if auth is None
+            else lambda r: auth.check_relay(r.name, r.credential, time.time()).allowed,
+        )
         metrics.registry.register(self.relay.metrics)
         self.discovery_port: int | None = None
         self._discovery: asyncio.AbstractServer | None = None
@@ -224,6 +232,8 @@ class RendezvousServer:
                 "relay_max_bytes": s.relay_max_bytes,
                 "relay_idle_timeout": s.relay_idle_timeout,
                 "relay_max_duration": s.relay_max_duration,
+                "auth": s.auth,  # whether credentials are required; never the secrets
+                "allow_v1": s.allow_v1,
             },
         )
         if budget.lowered(s):

@@ -4,8 +4,10 @@ tests all build, so every knob has one name and one default."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from rendezvous.credentials import AuthPolicy
 
 LoopKind = Literal["auto", "asyncio", "uvloop"]
 
@@ -48,6 +50,15 @@ class Settings:
     max_tokens_per_ip: int = 1000  # ... and per source IP address
     fd_reserve: int = 64  # descriptors kept out of both caps (operator, logs, listeners)
     log_buffer: int = 1 << 20  # characters of log lines queued for stderr before drops
+    # Auth (issue 11): the secrets credentials are checked against (current first, then
+    # older ones still accepted while a rotation runs); None: auth off, nothing checked.
+    auth_secrets: tuple[bytes, ...] | None = field(default=None, repr=False)
+    allow_v1: str | None = None  # with auth: a regex v1 names may fully match to pass
+
+    @property
+    def auth(self) -> bool:
+        """Whether clients need credentials to register names."""
+        return bool(self.auth_secrets)
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,6 +120,17 @@ class Settings:
                 raise ValueError(
                     f"--name-pattern {self.name_pattern!r} is not a regex: {exc}"
                 ) from exc
+        self._check_auth()
+
+    def _check_auth(self) -> None:
+        if self.auth_secrets is not None:
+            # The secrets' strength and the pattern, checked as the dispatcher will use them.
+            AuthPolicy.create(self.auth_secrets, self.allow_v1)
+        elif self.allow_v1 is not None:
+            raise ValueError(
+                "--allow-v1 only applies with auth on: give --auth-secret-file or set "
+                "RENDEZVOUS_AUTH_SECRET (without auth every v1 name is allowed anyway)"
+            )
 
     @property
     def effective_token_grace(self) -> float:

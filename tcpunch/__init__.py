@@ -6,6 +6,9 @@ byte vectors. Kept dependency-free because it ships in the client's Lambda layer
 
 - ``endpoint``, ``v1``, ``v2``: the message codecs (8-byte endpoints, v1 names, v2's
   141-byte requests and 51-byte responses).
+- ``credential``, ``v2credential``: credentials for servers with an auth secret (TURN
+  REST style, bound to a name prefix) and how a v2 request carries one: flag bit 0, then
+  a length-prefixed trailer after the 141 bytes (``V2Request(..., credential=...)``).
 - ``request.RequestReader``: the server's side: bytes of one connection in, one request
   out (``V1Request``, ``V2Request`` or a fork's ``Command``), v1 and v2 on one port.
 - ``client.ClientExchange``: the client's side, across every connection a pairing

@@ -6,7 +6,8 @@ request's bytes; ``receive_data(chunk)`` turns the server's bytes (split anyhow)
 events (:mod:`tcpunch.client_events`); ``receive_eof()`` reports the server's close;
 ``resume()`` gives the bytes to send on a new connection after a resumable end (v1: the
 server ended our wait, rejoin; v2: TIMEOUT, a close while a token is known, or ERROR to a
-stale token). Sockets, deadlines and retry pauses stay with the caller
+stale token). A ``V2Request`` built with ``credential=`` sends it on every request, the
+first and each resume. Sockets, deadlines and retry pauses stay with the caller
 (``fmi_client.meet`` over blocking sockets). Where the conversation goes is decided by
 the tables in :mod:`tcpunch.client_state`. Bytes no TCPunch server sends raise
 RemoteProtocolError (``.reason`` says which rule); calls out of order raise
@@ -137,6 +138,13 @@ class ClientExchange:
         return self._you
 
     @property
+    def carries_credential(self) -> bool:
+        """Whether every request (first and each resume) carries a credential (v2 only):
+        then an ERROR most likely means the server refused it."""
+        request = self._request
+        return type(request) is V2Request and request.credential is not None
+
+    @property
     def resumable(self) -> bool:
         return self._state in RESUMABLE
 
@@ -218,7 +226,7 @@ class ClientExchange:
         if type(request) is V1Request:
             return request.name
         assert type(request) is V2Request
-        return V2Request(request.name, self._token, request.flags).encode()
+        return V2Request(request.name, self._token, request.flags, request.credential).encode()
 
     def _own_endpoint(self, reply: bytes) -> Event:
         if reply.startswith(_HTTP):

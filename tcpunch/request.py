@@ -3,7 +3,9 @@
 A v2 request is 141 bytes with a NUL inside its first 100 bytes; a v1 name never
 contains a NUL. So the first bytes decide: a NUL within the first 100 means v2 (wait for
 all 141), none means v1, and the v1 name is what arrived in the first read, exactly as
-the original server's single ``recv()`` took it.
+the original server's single ``recv()`` took it. A v2 request whose flag bit 0 is set
+is followed by a credential trailer (``tcpunch.v2credential``), read as part of it;
+every request with the bit clear (all the fork's clients send) reads as it always did.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Literal
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
 from tcpunch.v1 import V1_MAX_NAME, check_v1_name
 from tcpunch.v2 import V2_NAME_FIELD, V2_REQUEST_SIZE, V2Request, decode_v2_request
+from tcpunch.v2credential import FLAG_CREDENTIAL, split_request
 
 DELETE_PAIRS = b"delete_pairs"
+# The flags are 4 bytes in network order at 137..140: bit 0 is in the last one.
+_FLAGS_LOW_BYTE = V2_REQUEST_SIZE - 1
 REMOVE_PAIR_PREFIX = b"remove_pair_"
 
 
@@ -151,6 +156,12 @@ class RequestReader:
         if b"\0" in buffer[:V2_NAME_FIELD]:
             if len(buffer) < V2_REQUEST_SIZE:
                 return NeedMoreData
+            if buffer[_FLAGS_LOW_BYTE] & FLAG_CREDENTIAL:
+                split = split_request(buffer)  # raises for a bad or oversized trailer
+                if split is None:
+                    return NeedMoreData
+                self._done = True
+                return decode_v2_request(*split)
             if len(buffer) > V2_REQUEST_SIZE:
                 raise RemoteProtocolError(
                     f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(buffer)} or more",

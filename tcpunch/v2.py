@@ -11,7 +11,7 @@ import re
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tcpunch.endpoint import (
     Endpoint,
@@ -21,6 +21,7 @@ from tcpunch.endpoint import (
     unpack_ip_port,
 )
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from tcpunch.v2credential import FLAG_CREDENTIAL, encode_trailer, with_credential
 
 V2_NAME_FIELD = 100
 V2_TOKEN_FIELD = 37
@@ -97,6 +98,17 @@ def _v2_name_bytes(name: str) -> bytes:
     return raw
 
 
+def _check_credential(credential: str) -> None:
+    if type(credential) is not str:
+        raise LocalProtocolError(
+            f"a credential is a str, not {type(credential).__name__}", Reason.WRONG_TYPE
+        )
+    try:
+        encode_trailer(credential)  # its length and encoding, never its text, in errors
+    except UnicodeEncodeError:
+        raise LocalProtocolError("a credential must be UTF-8 text", Reason.NOT_UTF8) from None
+
+
 def _check_flags(flags: int) -> None:
     if type(flags) is not int:
         raise LocalProtocolError(
@@ -111,13 +123,17 @@ class V2Request:
     """A v2 request. ``token`` is ``NO_TOKEN`` for a fresh arrival.
 
     Validated at construction: the name is 1..99 UTF-8 bytes without NUL, the token a
-    UUID (stored in canonical form) or ``NO_TOKEN``, the flags fit 32 bits; anything else
-    raises LocalProtocolError.
+    UUID (stored in canonical form) or ``NO_TOKEN``, the flags fit 32 bits, the
+    credential (a bearer token: never in the repr) None or 1..512 UTF-8 bytes; anything
+    else raises LocalProtocolError. A request with a credential has flag bit 0 set (it
+    is set if not given) and goes on the wire with the credential in a trailer
+    (``tcpunch.v2credential``).
     """
 
     name: str
     token: str = NO_TOKEN
     flags: int = 0
+    credential: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _v2_name_bytes(self.name)
@@ -125,14 +141,21 @@ class V2Request:
         if token != self.token:
             object.__setattr__(self, "token", token)
         _check_flags(self.flags)
+        if self.credential is not None:
+            _check_credential(self.credential)
+            if not self.flags & FLAG_CREDENTIAL:  # the flags say what the wire says
+                object.__setattr__(self, "flags", self.flags | FLAG_CREDENTIAL)
 
     def encode(self) -> bytes:
-        """The 141 bytes on the wire."""
-        return (
+        """The bytes on the wire: 141, plus the credential trailer when there is one."""
+        request = (
             _v2_name_bytes(self.name).ljust(V2_NAME_FIELD, b"\0")
             + self.token.encode("ascii").ljust(V2_TOKEN_FIELD, b"\0")
             + _FLAGS.pack(self.flags)
         )
+        if self.credential is None:
+            return request
+        return with_credential(request, self.credential)
 
 
 _new_request = object.__new__
@@ -140,25 +163,38 @@ _new_request = object.__new__
 _set_request_name: Callable[[V2Request, str], None] = V2Request.__dict__["name"].__set__
 _set_request_token: Callable[[V2Request, str], None] = V2Request.__dict__["token"].__set__
 _set_request_flags: Callable[[V2Request, int], None] = V2Request.__dict__["flags"].__set__
+_set_request_credential: Callable[[V2Request, str | None], None] = V2Request.__dict__[
+    "credential"
+].__set__
 
 
-def _decoded_v2_request(name: str, token: str, flags: int) -> V2Request:
+def _decoded_v2_request(
+    name: str, token: str, flags: int, credential: str | None = None
+) -> V2Request:
     """A V2Request from fields decode_v2_request has checked (as RemoteProtocolError):
-    the server decodes one per v2 request, and checking the token twice costs a UUID parse."""
+    the server decodes one per v2 request, and checking the token twice costs a UUID parse.
+    ``credential``: decoded from its bounded trailer (tcpunch.v2credential), or None."""
     request: V2Request = _new_request(V2Request)
     _set_request_name(request, name)
     _set_request_token(request, token)
     _set_request_flags(request, flags)
+    _set_request_credential(request, credential)
     return request
 
 
-def encode_v2_request(name: str, token: str = NO_TOKEN, flags: int = 0) -> bytes:
-    """The 141 bytes of ``V2Request(name, token, flags)`` (LocalProtocolError if invalid)."""
-    return V2Request(name, token, flags).encode()
+def encode_v2_request(
+    name: str, token: str = NO_TOKEN, flags: int = 0, credential: str | None = None
+) -> bytes:
+    """The bytes of ``V2Request(name, token, flags, credential)`` (LocalProtocolError if
+    invalid): 141 without a credential, as every client of the fork sends."""
+    return V2Request(name, token, flags, credential).encode()
 
 
-def decode_v2_request(data: bytes) -> V2Request:
-    """Parse exactly 141 bytes; every malformation raises ProtocolError saying which."""
+def decode_v2_request(data: bytes, credential: str | None = None) -> V2Request:
+    """Parse exactly 141 bytes; every malformation raises ProtocolError saying which.
+
+    ``credential`` is what the request's trailer carried (RequestReader splits it off
+    with ``tcpunch.v2credential.split_request``); it is attached as is."""
     if len(data) != V2_REQUEST_SIZE:
         raise RemoteProtocolError(
             f"a v2 request is {V2_REQUEST_SIZE} bytes, got {len(data)}", Reason.WRONG_SIZE
@@ -179,7 +215,7 @@ def decode_v2_request(data: bytes) -> V2Request:
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("the reconnect token is not ASCII", Reason.BAD_TOKEN) from exc
     (flags,) = _FLAGS.unpack(data[V2_NAME_FIELD + V2_TOKEN_FIELD :])
-    return _decoded_v2_request(name, token, flags)
+    return _decoded_v2_request(name, token, flags, credential)
 
 
 def _check_endpoint(endpoint: object, what: str) -> Endpoint:

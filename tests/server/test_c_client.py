@@ -15,6 +15,7 @@ import pytest
 
 from rendezvous.embedded import BackgroundServer
 from tcpunch import Status, decode_v2_response, encode_v2_request
+from tcpunch.credential import mint
 from tests.facilities import require
 
 SOURCE = Path(__file__).with_name("tcpunch_client.c")
@@ -90,6 +91,44 @@ def test_c_client_pairs_with_v2_client(c_client, server):
         waiting = decode_v2_response(v2.recv(51, socket.MSG_WAITALL))
         assert waiting.status is Status.WAITING
         c = result(start(c_client, server.port, name))
+        paired = decode_v2_response(v2.recv(51, socket.MSG_WAITALL))
+    assert paired.status is Status.PAIRED
+    assert c["peer"] == str(waiting.you) and str(paired.peer) == c["local"]
+
+
+# -- a server with an auth secret: v1 (which cannot carry a credential) per --allow-v1 ----
+
+AUTH_SECRET = b"c-client-auth-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    with BackgroundServer(
+        http_port=None, auth_secrets=(AUTH_SECRET,), allow_v1=r"legacy_fmi\d+_\d+"
+    ) as running:
+        yield running
+
+
+def test_c_client_outside_the_allow_v1_pattern_is_refused(c_client, auth_server):
+    proc = start(c_client, auth_server.port, f"fmi_pair{os.getpid()}_3")
+    try:
+        _out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3 and "own endpoint: got 0 bytes" in err  # closed at once
+    assert auth_server.server.metrics.rejected["v1_not_allowed"] >= 1
+
+
+def test_c_client_matching_the_pattern_pairs_with_a_credentialed_v2_client(c_client, auth_server):
+    name = f"legacy_fmi{os.getpid()}_4"
+    credential = mint(AUTH_SECRET, "legacy_fmi", 600, time.time())
+    with socket.create_connection(("127.0.0.1", auth_server.port), timeout=5) as v2:
+        v2.sendall(encode_v2_request(name, credential=credential))
+        waiting = decode_v2_response(v2.recv(51, socket.MSG_WAITALL))
+        assert waiting.status is Status.WAITING
+        c = result(start(c_client, auth_server.port, name))
         paired = decode_v2_response(v2.recv(51, socket.MSG_WAITALL))
     assert paired.status is Status.PAIRED
     assert c["peer"] == str(waiting.you) and str(paired.peer) == c["local"]

@@ -163,9 +163,12 @@ def test_every_refusal_reason_is_exported_from_the_start():
     from pathlib import Path
 
     from rendezvous import connection as connection_module
+    from rendezvous import credentials
     from rendezvous.metrics import REFUSAL_REASONS, Metrics
 
+    # The auth policy's reasons reach refuse() as Decision.reason, not as literals.
     used = {"malformed", *connection_module._REFUSAL_REASONS.values()}
+    used |= set(credentials.REFUSAL_REASONS)
     for path in Path(connection_module.__file__).parent.glob("*.py"):
         text = path.read_text()
         calls = r'(?:refuse(?:_unread)?\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"'

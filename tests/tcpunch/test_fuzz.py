@@ -35,6 +35,7 @@ from tcpunch import (
     pack_endpoint,
     unpack_endpoint,
 )
+from tcpunch.v2credential import FLAG_CREDENTIAL, MAX_TRAILER_CREDENTIAL, encode_trailer
 
 FUZZ = settings.get_profile(os.environ.get("TCPUNCH_FUZZ", "tcpunch-ci"))
 EVENTS = (OwnEndpoint, Waiting, Paired, TimedOut, ServerError, ServerClosed)
@@ -50,7 +51,11 @@ v1_names = st.lists(st.integers(1, 255), min_size=1, max_size=100).map(bytes)
 v2_names = st.text(min_size=1, max_size=99).filter(
     lambda name: "\0" not in name and len(name.encode("utf-8")) <= 99
 )
+credentials = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=200)
+credentials = credentials.filter(lambda c: len(c.encode("utf-8")) <= MAX_TRAILER_CREDENTIAL)
 v2_requests = st.builds(V2Request, v2_names, tokens, flags)
+#: Requests with a credential trailer (flag bit 0 set, then length:u16 and the UTF-8 text).
+credentialed_requests = st.builds(V2Request, v2_names, tokens, flags, credentials)
 v2_responses = st.builds(V2Response, st.sampled_from(Status), endpoints, endpoints, tokens)
 
 
@@ -84,6 +89,21 @@ v2_shaped = st.builds(  # a NUL in the first 100 bytes, then anything: the v2 pa
 
 
 @st.composite
+def announced_trailers(draw: st.DrawFn) -> bytes:
+    """A v2 request with flag bit 0, then a trailer whose length field may lie: 0, the
+    truth, a little off, or over the bound, with any bytes (UTF-8 or not) after it."""
+    head = encode_v2_request(draw(v2_names), draw(tokens), draw(flags) | FLAG_CREDENTIAL)
+    body = draw(st.binary(max_size=80))
+    length = draw(
+        st.one_of(
+            st.sampled_from([0, len(body), len(body) + 1, MAX_TRAILER_CREDENTIAL + 1, 0xFFFF]),
+            st.integers(0, 0xFFFF),
+        )
+    )
+    return head + length.to_bytes(2, "big") + body
+
+
+@st.composite
 def nul_somewhere(draw: st.DrawFn) -> bytes:
     """A first NUL at any offset around the v1/v2 boundary (100) and lengths around 141."""
     at = draw(st.one_of(st.sampled_from([0, 98, 99, 100]), st.integers(0, 120)))
@@ -96,6 +116,8 @@ request_bytes = st.one_of(
     st.binary(max_size=300),
     nul_somewhere(),
     mutated(v2_requests.map(V2Request.encode)),
+    mutated(credentialed_requests.map(V2Request.encode)),
+    announced_trailers(),
     mutated(v2_shaped),
     mutated(v1_names),
     mutated(st.sampled_from([b"delete_pairs", b"remove_pair_", b"remove_pair_x"])),
@@ -154,7 +176,7 @@ def test_reader_returns_a_valid_request_or_raises_the_remote_error(data: st.Data
 def client_requests(draw: st.DrawFn) -> V1Request | V2Request:
     if draw(st.booleans()):
         return V1Request(draw(v1_names))
-    return V2Request(draw(v2_names), draw(tokens))
+    return V2Request(draw(v2_names), draw(tokens), credential=draw(st.none() | credentials))
 
 
 def run_connection(exchange: ClientExchange, chunks: list[bytes], eof: bool) -> list[object]:
@@ -181,8 +203,10 @@ def test_client_exchange_gives_events_or_raises_the_remote_error(
     server_bytes = v1_server_bytes if isinstance(request, V1Request) else v2_server_bytes
     for _connection in range(data.draw(st.integers(1, 4))):
         assert sent  # every request or resume is non-empty bytes a server can read
-        if isinstance(request, V2Request):
-            assert decode_v2_request(sent).name == request.name
+        if isinstance(request, V2Request):  # what the server reads: name and credential
+            read = RequestReader().feed(sent)
+            assert isinstance(read, V2Request) and read.name == request.name
+            assert read.credential == request.credential
         wire = data.draw(server_bytes)
         events = run_connection(exchange, data.draw(split(wire)), data.draw(st.booleans()))
         for event in events:
@@ -239,7 +263,39 @@ def test_v2_request_round_trip(request: V2Request) -> None:
     wire = encode_v2_request(request.name, request.token, request.flags)
     assert wire == request.encode() and len(wire) == 141
     assert decode_v2_request(wire) == request
-    assert RequestReader().feed(wire) == request
+    if request.flags & FLAG_CREDENTIAL:
+        # Bit 0 announces a credential trailer (no client of the fork sets it): the
+        # reader waits for the trailer, and an end of stream there is the remote's error.
+        reader = RequestReader()
+        assert reader.feed(wire) is NeedMoreData
+        assert isinstance(reader.eof(), RemoteProtocolError)
+    else:
+        assert RequestReader().feed(wire) == request
+
+
+@FUZZ
+@given(credentialed_requests, st.data())
+def test_credentialed_request_round_trip_however_split(
+    request: V2Request, data: st.DataObject
+) -> None:
+    assert request.flags & FLAG_CREDENTIAL and request.credential is not None
+    wire = encode_v2_request(request.name, request.token, request.flags, request.credential)
+    assert wire == request.encode()
+    assert wire[141:] == encode_trailer(request.credential)
+    assert decode_v2_request(wire[:141]) == V2Request(request.name, request.token, request.flags)
+    reader = RequestReader()
+    # As for every v2 request, the first read holds the name's NUL (without one it is v1).
+    head = len(request.name.encode("utf-8")) + 1
+    chunks = data.draw(split(wire[head:]))
+    chunks[0] = wire[:head] + chunks[0]
+    result: object = NeedMoreData
+    while result is NeedMoreData:
+        result = reader.feed(chunks.pop(0))
+    assert not b"".join(chunks)  # complete exactly with the trailer's last byte
+    assert isinstance(result, V2Request) and reader.done
+    assert result == request and result.credential == request.credential
+    # The credential is a bearer token: the repr is that of the request without it.
+    assert repr(result) == repr(dataclasses.replace(request, credential=None))
 
 
 @FUZZ
