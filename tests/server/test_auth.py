@@ -312,3 +312,30 @@ def test_relay_requests_are_judged_like_v2_requests() -> None:
     assert policy.check_relay(b"job/0-1", good, now + 3600).reason == "expired"
     forged = credential_for("job/", secret=OTHER_SECRET).encode()
     assert policy.check_relay(b"job/0-1", forged, now).reason == "forged"
+
+
+def test_relay_ends_need_a_credential_for_their_name(auth_server) -> None:
+    """With auth on, the relay is no open proxy: an end without a credential, or with one
+    for another prefix, is refused (BAD_CREDENTIAL); two ends with valid ones are spliced."""
+    from fmi_client.relay import RelayRefused, relay_connect
+    from tcpunch.relay import RelayRefusal
+
+    _, _, port, _ = auth_server
+    name = unique("jobR-")
+    for credential in (None, credential_for("someone-else-").encode()):
+        with pytest.raises(RelayRefused) as refused:
+            relay_connect(name, "127.0.0.1", port, time.monotonic() + 5, credential=credential)
+        assert refused.value.reason is RelayRefusal.BAD_CREDENTIAL
+    good = credential_for("jobR-").encode()
+    ends: list[socket.socket] = []
+    other = threading.Thread(
+        target=lambda: ends.append(
+            relay_connect(name, "127.0.0.1", port, time.monotonic() + 5, credential=good)
+        )
+    )
+    other.start()
+    mine = relay_connect(name, "127.0.0.1", port, time.monotonic() + 5, credential=good)
+    other.join(10)
+    with mine, ends[0]:
+        mine.sendall(b"relayed with a credential")
+        assert ends[0].recv(100) == b"relayed with a credential"
