@@ -17,6 +17,7 @@ import logging
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rendezvous import __version__
@@ -278,7 +279,7 @@ class RendezvousServer:
             self._http = None
         self.dispatcher.warnings.summaries(final=True)
         if loop.get_exception_handler() == self._on_loop_error:
-            loop.set_exception_handler(self._old_exception_handler)
+            loop.set_exception_handler(_after_stop(self._old_exception_handler))
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, report not-ready, let requests in flight finish, close the rest.
@@ -362,6 +363,9 @@ class RendezvousServer:
         if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
             reason = "accept_failed"
             self.metrics.reject(reason)
+        elif _late_accept_retry(context) and (self.draining or self._server is None):
+            log.debug("accept retry after the listener closed", extra={"event": "accept_retry"})
+            return
         if not self.dispatcher.warnings.allow(reason):
             return
         fields: dict[str, object] = {
@@ -373,6 +377,30 @@ class RendezvousServer:
             # a bug of ours: its traceback, inside this one line
             fields["traceback"] = "".join(traceback.format_exception(exc))
         log.error(message or "event loop error", extra=fields)
+
+
+def _late_accept_retry(context: dict[str, Any]) -> bool:
+    """asyncio retries accept() a second after EMFILE; when the listener was closed by
+    then (a drain), the retry meets a closed socket. Nothing is lost: not a bug of ours."""
+    message = str(context.get("message", ""))
+    return "_start_serving" in message and isinstance(context.get("exception"), ValueError)
+
+
+def _after_stop(
+    previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's own handler back, but for a late accept retry of our closed listener
+    (its timer can fire after stop() returned)."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _late_accept_retry(context):
+            return
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    return handler
 
 
 # accept() failing for want of descriptors or memory: the connection waits in the backlog
