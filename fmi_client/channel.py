@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 from fmi_client import framing
@@ -45,6 +47,8 @@ class Channel:
         self._start = 0  # unread bytes are _buf[_start:_end]
         self._end = 0
         self._queued: defaultdict[int, deque[Any]] = defaultdict(deque)
+        self._order: deque[int] = deque()  # the tags of queued frames, in arrival order
+        self._sender: Any = None  # an isend's thread still writing (see send_later)
         self._sendall = sock.sendall
         self._recv_into = sock.recv_into
         # while an exchange runs: the rest of our frame still to send (None otherwise)
@@ -56,6 +60,8 @@ class Channel:
     # -- sending -------------------------------------------------------------------------
 
     def send(self, obj: Any, tag: int) -> None:
+        if self._sender is not None:
+            self.finish_sending()
         if type(obj) is bytes and len(obj) <= SMALL_FRAME:  # the latency-critical case
             try:
                 self._sendall(_pack_fixed(MAGIC, KIND_BYTES, tag, len(obj), 0, 0) + obj)
@@ -65,6 +71,11 @@ class Channel:
         self._send_frame(*framing.encode(obj, tag))
 
     def _send_frame(self, header: bytes, payload: memoryview | bytes) -> None:
+        if self._sender is not None:
+            self.finish_sending()
+        self._write(header, payload)
+
+    def _write(self, header: bytes, payload: memoryview | bytes) -> None:
         try:
             if len(payload) <= SMALL_FRAME:
                 self.sock.sendall(header + bytes(payload))
@@ -197,20 +208,87 @@ class Channel:
                 if magic == MAGIC and kind == KIND_BYTES and got_tag == tag and stop <= end:
                     self._start = stop
                     return self._view[start + FIXED_SIZE : stop].tobytes()
-        else:
-            queue = self._queued.get(tag)
-            if queue:
-                obj = queue.popleft()
-                if not queue:
-                    del self._queued[tag]
-                return obj
+        elif tag in self._queued:
+            return self._dequeue(tag)
         while True:
             if self._start == self._end:
                 self._fill(FIXED_SIZE)
             got_tag, obj = self._read_frame(out)
             if got_tag == tag:
                 return obj
-            self._queued[got_tag].append(obj)
+            self._enqueue(got_tag, obj)
+
+    # -- any tag, polling, sending in the background (fmi_client.p2p) --------------------
+
+    def _enqueue(self, tag: int, obj: Any) -> None:
+        self._queued[tag].append(obj)
+        self._order.append(tag)
+
+    def _dequeue(self, tag: int) -> Any:
+        queue = self._queued[tag]
+        obj = queue.popleft()
+        if not queue:
+            del self._queued[tag]
+        self._order.remove(tag)  # its first occurrence: the frame just taken
+        return obj
+
+    def take_queued(self, tag: int) -> tuple[int, Any] | None:
+        """The oldest queued frame with ``tag`` (a negative tag: any user tag), or None."""
+        if tag < 0:
+            tag = next((t for t in self._order if t >= 0), -1)
+            if tag < 0:
+                return None
+        elif tag not in self._queued:
+            return None
+        return tag, self._dequeue(tag)
+
+    def recv_tagged(self, tag: int, out: Any = None) -> tuple[int, Any]:
+        """``(tag, obj)`` of the next frame with ``tag``; a negative tag takes any user tag."""
+        if tag >= 0:
+            return tag, self.recv(tag, out)
+        found = self.take_queued(tag)
+        if found is not None:
+            return found
+        while True:
+            got_tag, obj = self._read_frame(out)
+            if got_tag >= 0:
+                return got_tag, obj
+            self._enqueue(got_tag, obj)
+
+    def pump(self) -> None:
+        """Queue every frame whose first byte is here already (never waits for a frame
+        that has not started; finishes one that has, within the op timeout)."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), _POLLIN)
+        while self._start < self._end or poller.poll(0):
+            got_tag, obj = self._read_frame()
+            self._enqueue(got_tag, obj)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send_later(self, obj: Any, tag: int, done: Callable[[BaseException | None], None]) -> None:
+        """Send ``obj`` from a thread of its own (ends when the kernel has it all, or on an
+        error); later sends on this channel wait for it first, keeping frames in order."""
+        self.finish_sending()
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                self._write(*framing.encode(obj, tag))
+            except BaseException as exc:  # handed to the request, raised by its wait()
+                error = exc
+            done(error)
+
+        thread = threading.Thread(target=run, name=f"fmi-isend-{self.me}-{self.peer}", daemon=True)
+        self._sender = thread
+        thread.start()
+
+    def finish_sending(self) -> None:
+        """Wait for a send_later thread (its error goes to its request, not here)."""
+        thread, self._sender = self._sender, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def exchange(self, obj: Any, tag: int, out: Any = None) -> Any:
         """Send ``obj`` and receive the peer's object at the same time (both sides call it).
@@ -220,6 +298,8 @@ class Channel:
         block we poll() for both directions and send as much of our frame as the kernel
         takes (no thread; sending before receiving would deadlock with full buffers).
         """
+        if self._sender is not None:
+            self.finish_sending()
         header, payload = framing.encode(obj, tag)
         if len(payload) <= SMALL_EXCHANGE:
             self._send_frame(header, payload)
