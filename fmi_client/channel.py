@@ -56,6 +56,7 @@ class Channel:
         self._poller: select.poll | None = None
         self._op_timeout: float | None = None
         self.closed = False
+        self.eof = False  # pump() met the end of the stream
 
     # -- sending -------------------------------------------------------------------------
 
@@ -257,10 +258,22 @@ class Channel:
 
     def pump(self) -> None:
         """Queue every frame whose first byte is here already (never waits for a frame
-        that has not started; finishes one that has, within the op timeout)."""
+        that has not started; finishes one that has, within the op timeout). At the end
+        of the stream it sets ``eof`` and leaves the error to whoever needs more data."""
         poller = select.poll()
         poller.register(self.sock.fileno(), _POLLIN)
-        while self._start < self._end or poller.poll(0):
+        while not self.eof:
+            if self._start == self._end:
+                if not poller.poll(0):
+                    return
+                try:
+                    got = self.sock.recv_into(self._view)
+                except OSError as exc:
+                    raise self._lost(f"receiving failed ({exc})") from exc
+                if not got:
+                    self.eof = True
+                    return
+                self._start, self._end = 0, got
             got_tag, obj = self._read_frame()
             self._enqueue(got_tag, obj)
 

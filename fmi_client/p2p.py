@@ -192,11 +192,16 @@ def _recv_any_source(comm: Communicator, tag: int, status: Status | None, out: A
                 raise error  # e.g. the server refused: retrying would not help
             if peer not in comm._channels:
                 start_pairing(comm, peer)
-        channels = dict(comm._channels)
+        channels = {peer: ch for peer, ch in comm._channels.items() if not ch.eof}
         poller = select.poll()
         for channel in channels.values():
             poller.register(channel.fileno(), select.POLLIN)
-        pairing = len(channels) < len(peers)
+        pairing = len(comm._channels) < len(peers)
+        if not channels and not pairing:
+            raise PeerLost(
+                f"rank {comm.rank}: every other rank closed its connection; nothing can "
+                f"arrive (recv from ANY_SOURCE, tag {tag})"
+            )
         wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if pairing:
             wait = _PAIRING_POLL if wait is None else min(wait, _PAIRING_POLL)

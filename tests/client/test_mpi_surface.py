@@ -1,0 +1,225 @@
+"""The mpi4py surface of the Communicator over real punched sockets and a real rendezvous
+server; the ranks of a world are threads of this process (fast), one world size per test.
+
+Any source/any tag with Status, sendrecv, isend/irecv Requests, Split with collectives
+inside every color, the buffer calls against numpy, and wrong use raising at the caller.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fmi_client import ANY_SOURCE, ANY_TAG, IN_PLACE, MAXLOC, UNDEFINED, Communicator, Request
+from fmi_client import Status
+from fmi_client.ops import MAX, SUM, Op
+
+WORLD_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
+_names = itertools.count()
+
+
+def run_comms(server: Any, n: int, body: Callable[[Communicator], Any]) -> list[Any]:
+    """``body(comm)`` on every rank of a fresh world (threads); results in rank order."""
+    name = f"surface-{os.getpid()}-{next(_names)}"
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(rank: int) -> None:
+        try:
+            with Communicator(rank, n, server.address, name, timeout=60, op_timeout=60) as c:
+                results[rank] = body(c)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,), daemon=True) for r in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(t.is_alive() for t in threads), "a rank did not finish"
+    firsts = [e for e in errors if type(e).__name__ != "PeerLost"] or errors
+    if firsts:
+        raise firsts[0]
+    return results
+
+
+def data(rank: int, size: int = 6) -> np.ndarray:
+    return (np.arange(size, dtype=np.float64) * (rank + 1)) % 7
+
+
+@pytest.mark.parametrize("n", WORLD_SIZES)
+def test_object_calls(server: Any, n: int) -> None:
+    def body(c: Communicator) -> dict:
+        r, out = c.rank, {}
+        # everyone sends rank 0 two messages; rank 0 takes them from ANY_SOURCE
+        c.send(("hello", r), 0, tag=3)
+        c.send(r * 10, 0, tag=4)
+        if r == 0:
+            got = []
+            for _ in range(2 * n):
+                status = Status()
+                obj = c.recv(ANY_SOURCE, ANY_TAG, status)
+                got.append((status.Get_source(), status.Get_tag(), obj))
+            out["any"] = sorted(got, key=repr)
+        right, left = (r + 1) % n, (r - 1) % n
+        big = data(r, 300_000)  # 2.4 MB both ways at once: must not deadlock
+        got = c.sendrecv(big, right, 5, left, 5)
+        out["ring"] = np.array_equal(got, data(left, 300_000))
+        reqs = [c.irecv(left, 6), c.isend(big, right, 6), c.isend({"r": r}, right, 7)]
+        reqs.append(c.irecv(left, 7))
+        out["waitall"] = Request.waitall(reqs)
+        out["alltoall"] = c.alltoall([(r, j) for j in range(n)])
+        out["exscan"] = c.exscan(r + 1)
+        out["rs"] = c.reduce_scatter([r * n + j for j in range(n)], op=SUM)
+        out["maxloc"] = c.allreduce(((r * 5) % n, r), MAXLOC)
+        return out
+
+    results = run_comms(server, n, body)
+    expect = sorted(
+        [(s, 3, ("hello", s)) for s in range(n)] + [(s, 4, s * 10) for s in range(n)], key=repr
+    )
+    assert results[0]["any"] == expect
+    for r, out in enumerate(results):
+        left = (r - 1) % n
+        assert out["ring"]
+        assert np.array_equal(out["waitall"][0], data(left, 300_000))
+        assert out["waitall"][1:] == [None, None, {"r": left}]
+        assert out["alltoall"] == [(s, r) for s in range(n)]
+        assert out["exscan"] == (None if r == 0 else sum(s + 1 for s in range(r)))
+        assert out["rs"] == sum(s * n + r for s in range(n))
+        best = max((s * 5) % n for s in range(n))
+        assert out["maxloc"] == (best, min(s for s in range(n) if (s * 5) % n == best))
+
+
+@pytest.mark.parametrize("n", WORLD_SIZES)
+def test_buffer_calls(server: Any, n: int) -> None:
+    count = 4
+
+    def body(c: Communicator) -> dict:
+        r, out = c.rank, {}
+        for root in range(n):
+            buf = data(root, count) if r == root else np.empty(count)
+            c.Bcast(buf, root)
+            out[f"bcast{root}"] = buf.copy()
+            recv = np.empty(count) if r == root else None
+            c.Reduce(data(r, count), recv, op=MAX, root=root)
+            if r == root:
+                out[f"reduce{root}"] = recv
+        summed = np.empty(count)
+        c.Allreduce(data(r, count), summed)
+        inplace = data(r, 70_000)  # large: the reduce-scatter + allgather path
+        c.Allreduce(IN_PLACE, inplace, op=SUM)
+        gathered = np.empty(n * count)
+        c.Allgather([data(r, count), "MPI.DOUBLE"], gathered)
+        swapped = np.empty(n * count)
+        c.Alltoall(data(r, n * count), swapped)
+        rs = np.empty(count)
+        c.Reduce_scatter(data(r, n * count), rs, op=Op.create(np.add, commute=True))
+        right, left = (r + 1) % n, (r - 1) % n
+        got = np.empty(count)
+        c.Sendrecv(data(r, count), right, 1, got, left, 1)
+        c.Send(data(r, count) * 2, right, 2)
+        status = Status()
+        again = np.empty(count)
+        c.Recv(again, ANY_SOURCE, 2, status)
+        out.update(sum=summed, inplace=inplace, gathered=gathered, swapped=swapped, rs=rs)
+        out.update(sendrecv=got, recv=again, source=status.source)
+        return out
+
+    results = run_comms(server, n, body)
+    for r, out in enumerate(results):
+        left = (r - 1) % n
+        for root in range(n):
+            np.testing.assert_array_equal(out[f"bcast{root}"], data(root, count))
+        every = [data(s, count) for s in range(n)]
+        np.testing.assert_array_equal(out[f"reduce{r}"], functools.reduce(np.maximum, every))
+        np.testing.assert_allclose(out["sum"], sum(every))
+        np.testing.assert_allclose(out["inplace"], sum(data(s, 70_000) for s in range(n)))
+        np.testing.assert_array_equal(out["gathered"], np.concatenate(every))
+        blocks = [data(s, n * count)[r * count : (r + 1) * count] for s in range(n)]
+        np.testing.assert_array_equal(out["swapped"], np.concatenate(blocks))
+        np.testing.assert_allclose(out["rs"], functools.reduce(np.add, blocks))
+        np.testing.assert_array_equal(out["sendrecv"], data(left, count))
+        np.testing.assert_array_equal(out["recv"], data(left, count) * 2)
+        assert out["source"] == left
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 11])
+def test_split_into_colors(server: Any, n: int) -> None:
+    def body(c: Communicator) -> tuple:
+        color = UNDEFINED if c.rank == n - 1 and n > 2 else c.rank % 3
+        sub = c.Split(color, key=-c.rank)  # reversed order inside each color
+        if sub is None:
+            return (None, None, None)
+        with sub:
+            twice = sub.Split(0, 0)  # a split of a split: names must not collide
+            assert twice is not None
+            with twice:
+                return (sub.rank, sub.allgather(c.rank), twice.allreduce(c.rank))
+
+    results = run_comms(server, n, body)
+    for r, (new_rank, members, total) in enumerate(results):
+        if r == n - 1 and n > 2:
+            assert new_rank is None
+            continue
+        expect = sorted((s for s in range(n) if s % 3 == r % 3 and not (s == n - 1 and n > 2)),
+                        reverse=True)
+        assert members == expect
+        assert members[new_rank] == r
+        assert total == sum(expect)
+
+
+def test_wrong_use_raises_at_the_caller(server: Any) -> None:
+    def body(c: Communicator) -> list[str]:
+        errors = []
+        for call in (
+            lambda: c.send(1, 5),
+            lambda: c.send(1, 1, tag=-3),
+            lambda: c.recv(7),
+            lambda: c.recv(1, tag=-5),
+            lambda: c.isend(b"x", -4),
+            lambda: c.Allreduce(np.zeros(3), np.zeros(4)),
+            lambda: c.Allreduce(np.zeros(3), np.zeros(3, dtype=np.float32)),
+            lambda: c.Allgather(np.zeros(3), np.zeros(5)),
+            lambda: c.Alltoall(np.zeros(3), np.zeros(3)),
+            lambda: c.Bcast(np.zeros(3)[::2]),
+            lambda: c.Bcast([1, 2, 3]),
+            lambda: c.Reduce_scatter(np.zeros(4), np.zeros(2), [1, 3]),
+            lambda: c.alltoall([1]),
+            lambda: c.Split(-2),
+            lambda: c.reduce_scatter([1, 2, 3]),
+        ):
+            with pytest.raises((ValueError, TypeError)) as info:
+                call()
+            errors.append(str(info.value))
+        c.barrier()  # nothing above broke the communicator
+        return errors
+
+    messages = run_comms(server, 2, body)[0]
+    assert "dest must be a rank in 0..1" in messages[0]
+    assert "tag must be >= 0" in messages[1]
+    assert "ANY_SOURCE" in messages[2] and "ANY_TAG" in messages[3]
+    assert "recvbuf holds 4 x float64 but needs 3 x float64" in messages[5]
+    assert "float32" in messages[6]
+    assert "C-contiguous" in messages[9] and "numpy array" in messages[10]
+    assert "do not split into 2 blocks" in messages[8]
+
+
+def test_a_peer_with_a_different_buffer_size_fails_both_ranks_not_hangs(server: Any) -> None:
+    def body(c: Communicator) -> str:
+        try:
+            c.Bcast(np.zeros(4 if c.rank == 0 else 6))
+        except Exception as exc:
+            return type(exc).__name__ + ": " + str(exc)
+        return "no error"
+
+    got = run_comms(server, 3, body)
+    assert got[0] == "no error" or "PeerLost" in got[0]
+    assert any("Bcast: rank 0 sent 4 x float64" in g for g in got[1:]), got
