@@ -237,7 +237,6 @@ class Communicator(ObjectCalls, BufferCalls):
         source: int = ANY_SOURCE,
         tag: int = ANY_TAG,
         status: Status | None = None,
-        *,
         out: Any = None,
     ) -> Any:
         """The next object from ``source`` (any rank: ANY_SOURCE) with ``tag`` (any:

@@ -77,15 +77,21 @@ class Request:
         self._error: BaseException | None = None
         self._result: Any = None
         self._is_recv = False
+        self._status: Status | None = None
 
     def _finished(self, error: BaseException | None) -> None:
         self._error = error
         self._done.set()
 
     def wait(self, status: Status | None = None) -> Any:
-        if self._is_recv and not self._done.is_set():
-            self._result = self._comm.recv(self._source, self._tag, status, out=self._out)
-            self._done.set()
+        if self._is_recv:
+            if not self._done.is_set():
+                self._status = Status()
+                self._result = self._comm.recv(self._source, self._tag, self._status, self._out)
+                self._done.set()
+            if status is not None and self._status is not None:
+                status.source, status.tag = self._status.source, self._status.tag
+                status.count = self._status.count
         elif not self._is_recv:
             self._done.wait()
             if self._error is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fmi_client import exchanges
-from fmi_client.ops import MAX, MAXLOC, MIN, MINLOC, SUM, Op, as_op
+from fmi_client.ops import MAX, MAXLOC, MIN, SUM, Op, as_op
 from fmi_client.p2p import split_groups
 from tests.client.inmemory import InMemoryTransport, run_world
 
@@ -83,9 +83,7 @@ def test_buffer_collectives_fill_the_callers_arrays(n: int) -> None:
         send = np.arange(sum(counts), dtype=np.float64) + r
         for op in (SUM, MAX, MIN, Op.create(np.add)):
             into = np.empty(counts[r])
-            exchanges.reduce_scatter_into(
-                t, send, into, counts, op, np.empty((n - 1) * counts[r])
-            )
+            exchanges.reduce_scatter_into(t, send, into, counts, op, np.empty((n - 1) * counts[r]))
             out[f"rs-{op!r}"] = into
         return out
 

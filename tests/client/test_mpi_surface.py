@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fmi_client import ANY_SOURCE, ANY_TAG, IN_PLACE, MAXLOC, UNDEFINED, Communicator, Request
-from fmi_client import Status
+from fmi_client import (
+    ANY_SOURCE,
+    ANY_TAG,
+    IN_PLACE,
+    MAXLOC,
+    UNDEFINED,
+    Communicator,
+    Request,
+    Status,
+)
 from fmi_client.ops import MAX, SUM, Op
 
 WORLD_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
@@ -33,7 +41,7 @@ def run_comms(server: Any, n: int, body: Callable[[Communicator], Any]) -> list[
 
     def run(rank: int) -> None:
         try:
-            with Communicator(rank, n, server.address, name, timeout=60, op_timeout=60) as c:
+            with Communicator(rank, n, server.address, name, timeout=20, op_timeout=20) as c:
                 results[rank] = body(c)
         except BaseException as exc:
             errors.append(exc)
@@ -68,6 +76,7 @@ def test_object_calls(server: Any, n: int) -> None:
                 obj = c.recv(ANY_SOURCE, ANY_TAG, status)
                 got.append((status.Get_source(), status.Get_tag(), obj))
             out["any"] = sorted(got, key=repr)
+        c.barrier()  # nobody sends rank 0 more before it took these (ANY_TAG matches all)
         right, left = (r + 1) % n, (r - 1) % n
         big = data(r, 300_000)  # 2.4 MB both ways at once: must not deadlock
         got = c.sendrecv(big, right, 5, left, 5)
@@ -75,6 +84,14 @@ def test_object_calls(server: Any, n: int) -> None:
         reqs = [c.irecv(left, 6), c.isend(big, right, 6), c.isend({"r": r}, right, 7)]
         reqs.append(c.irecv(left, 7))
         out["waitall"] = Request.waitall(reqs)
+        pending = c.irecv(ANY_SOURCE, 8)
+        first = pending.test()  # nothing sent with tag 8 yet: must not wait
+        c.barrier()
+        c.send(r, right, 8)
+        status = Status()
+        while not (done := pending.test(status))[0]:
+            pass
+        out["test"] = (first, done[1], status.source)
         out["alltoall"] = c.alltoall([(r, j) for j in range(n)])
         out["exscan"] = c.exscan(r + 1)
         out["rs"] = c.reduce_scatter([r * n + j for j in range(n)], op=SUM)
@@ -91,6 +108,7 @@ def test_object_calls(server: Any, n: int) -> None:
         assert out["ring"]
         assert np.array_equal(out["waitall"][0], data(left, 300_000))
         assert out["waitall"][1:] == [None, None, {"r": left}]
+        assert out["test"] == ((False, None), left, left)
         assert out["alltoall"] == [(s, r) for s in range(n)]
         assert out["exscan"] == (None if r == 0 else sum(s + 1 for s in range(r)))
         assert out["rs"] == sum(s * n + r for s in range(n))
@@ -169,8 +187,9 @@ def test_split_into_colors(server: Any, n: int) -> None:
         if r == n - 1 and n > 2:
             assert new_rank is None
             continue
-        expect = sorted((s for s in range(n) if s % 3 == r % 3 and not (s == n - 1 and n > 2)),
-                        reverse=True)
+        expect = sorted(
+            (s for s in range(n) if s % 3 == r % 3 and not (s == n - 1 and n > 2)), reverse=True
+        )
         assert members == expect
         assert members[new_rank] == r
         assert total == sum(expect)
