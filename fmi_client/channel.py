@@ -243,6 +243,27 @@ class Channel:
             return None
         return tag, self._dequeue(tag)
 
+    def recv_any(self, out: Any = None) -> Any:
+        """The next object with any user tag (mpi4py's default ANY_TAG): recv's fast path."""
+        if not self._queued:
+            start, end = self._start, self._end
+            if start == end and self._pending is None:
+                try:
+                    end = self._recv_into(self._view)
+                except OSError as exc:
+                    raise self._lost(f"receiving failed ({exc})") from exc
+                if not end:
+                    raise self._lost("it closed the connection (EOF)")
+                start = self._start = 0
+                self._end = end
+            if end - start >= FIXED_SIZE:
+                magic, kind, got_tag, length, _, _ = _unpack_fixed(self._buf, start)
+                stop = start + FIXED_SIZE + length
+                if magic == MAGIC and kind == KIND_BYTES and got_tag >= 0 and stop <= end:
+                    self._start = stop
+                    return self._view[start + FIXED_SIZE : stop].tobytes()
+        return self.recv_tagged(-1, out)[1]
+
     def recv_tagged(self, tag: int, out: Any = None) -> tuple[int, Any]:
         """``(tag, obj)`` of the next frame with ``tag``; a negative tag takes any user tag."""
         if tag >= 0:

@@ -245,8 +245,11 @@ class Communicator(ObjectCalls, BufferCalls):
         size.
         """
         channel = self._channels.get(source)
-        if channel is not None and tag >= 0 and status is None:  # fast path: known peer
-            return channel.recv(tag, out)
+        if channel is not None and status is None:  # fast paths: known peer
+            if tag >= 0:
+                return channel.recv(tag, out)
+            if tag == ANY_TAG:
+                return channel.recv_any(out)
         return p2p.recv(self, source, tag, status, out)
 
     # -- collectives (the algorithms are in fmi_client.collectives and .allreduce) ----------
