@@ -28,6 +28,7 @@ from fmi_client import (
     Status,
 )
 from fmi_client.ops import MAX, SUM, Op
+from tests.client.ranks import run_ranks
 
 WORLD_SIZES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
 _names = itertools.count()
@@ -242,3 +243,29 @@ def test_a_peer_with_a_different_buffer_size_fails_both_ranks_not_hangs(server: 
     got = run_comms(server, 3, body)
     assert got[0] == "no error" or "PeerLost" in got[0]
     assert any("Bcast: rank 0 sent 4 x float64" in g for g in got[1:]), got
+
+
+@pytest.mark.parametrize("world_size", [3, 5])
+def test_the_surface_across_processes(server: Any, world_size: int) -> None:
+    """A few sizes only (each spawns its ranks); the threads above cover 1-9 and 11."""
+    comm_name = f"surface-procs-{os.getpid()}-{world_size}"
+    results = run_ranks(
+        lambda rank: [
+            "-m",
+            "tests.client.surface_worker",
+            server.host,
+            str(server.port),
+            str(rank),
+            str(world_size),
+            comm_name,
+        ],
+        world_size,
+        timeout=180,
+    )
+    failures = [f"rank {r.rank}: {r.stderr[-1500:]}" for r in results if r.returncode]
+    assert not failures, "\n".join(failures)
+    reports = [r.json() for r in results]
+    # 14 checks everywhere, 1 per root (Bcast) and 1 as root (Reduce), n + 1 more on rank 0
+    n = world_size
+    expected = [15 + n + (n + 1 if r == 0 else 0) for r in range(n)]
+    assert [rep["checks"] for rep in reports] == expected, reports
