@@ -93,7 +93,8 @@ class Communicator(ObjectCalls, BufferCalls):
         self._lock = threading.Lock()
         self._self_queue: dict[int, deque[Any]] = defaultdict(deque)
         self._self_order: deque[int] = deque()  # their tags in the order sent
-        self._pairing: dict[int, threading.Thread] = {}  # started by an any-source receive
+        self._pairing: dict[int, threading.Event] = {}  # set when that pairing ends
+        self._outbox: dict[int, tuple[threading.Thread, deque[Any]]] = {}  # isends, unpaired
         self._pair_errors: dict[int, BaseException] = {}
         self._splits = 0  # Split calls so far: part of the sub-communicators' names
         self._broken: BaseException | None = None
@@ -113,17 +114,40 @@ class Communicator(ObjectCalls, BufferCalls):
         return f"{self.comm_name}#{lo}-{hi}"
 
     def _channel(self, peer: int) -> Channel:
+        """The connection to ``peer``, paired now if need be. Only one pairing per peer
+        runs at a time (from any thread: an any-source receive, an isend's outbox), since
+        two under one name would be paired with each other by the server."""
         channel = self._channels.get(peer)
         if channel is not None:
             return channel
-        pending = self._pairing.get(peer)  # an any-source receive started it: never pair twice
-        if pending is not None:
-            pending.join()
+        while True:
+            with self._lock:
+                channel = self._channels.get(peer)
+                if channel is not None:
+                    return channel
+                pending = self._pairing.get(peer)
+                if pending is None:
+                    mine = self._pairing[peer] = threading.Event()
+            if pending is None:
+                return self._pair_registered(peer, mine)
+            pending.wait()
             channel = self._channels.get(peer)
             if channel is not None:
                 return channel
-            self._pair_errors.pop(peer, None)  # pair again here, raising for this caller
-        return self._pair_now(peer)
+            error = self._pair_errors.pop(peer, None)
+            if error is not None:
+                raise error
+
+    def _pair_registered(self, peer: int, event: threading.Event) -> Channel:
+        try:
+            return self._pair_now(peer)
+        except BaseException as exc:  # for the threads waiting on the same pairing
+            self._pair_errors[peer] = exc
+            raise
+        finally:
+            with self._lock:
+                self._pairing.pop(peer, None)
+            event.set()
 
     def _pair_now(self, peer: int) -> Channel:
         if self._closed:
@@ -162,6 +186,9 @@ class Communicator(ObjectCalls, BufferCalls):
             if self._closed_meanwhile():
                 channel.close()
                 raise FmiClientError(f"rank {self.rank}: the communicator is closed")
+            outbox = self._outbox.get(peer)
+            if outbox is not None:  # isends queued before we were paired go first
+                channel._sender = outbox[0]
             self._channels[peer] = channel
         log.debug(
             "rank %d: connected to rank %d in %.3f s", self.rank, peer, time.monotonic() - started

@@ -17,12 +17,15 @@ until ``wait()``/``test()`` takes it. No thread ever polls.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from fmi_client import framing
 from fmi_client.errors import FmiClientError, PeerLost, PeerNeverArrived
 
 if TYPE_CHECKING:
@@ -114,15 +117,14 @@ class Request:
 
     @staticmethod
     def waitall(requests: Sequence[Request], statuses: list[Status] | None = None) -> list[Any]:
-        """Every request's object, in order (sends first, so that a rank that sends and
-        receives in one waitall never waits for its own unsent data)."""
-        for request in requests:
-            if not request._is_recv:
-                request.wait()
-        results = []
-        for i, request in enumerate(requests):
+        """Every request's object, in order. Receives are taken first: our large sends
+        move in their own threads meanwhile, and a peer doing the same waitall finishes
+        its sends only once we read them."""
+        results: list[Any] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: not requests[i]._is_recv)
+        for i in order:
             status = statuses[i] if statuses is not None and i < len(statuses) else None
-            results.append(request.wait(status))
+            results[i] = requests[i].wait(status)
         return results
 
     Waitall = waitall
@@ -258,25 +260,35 @@ def start_pairing(comm: Communicator, peer: int) -> None:
     with comm._lock:
         if peer in comm._channels or peer in comm._pairing or comm._closed:
             return
+        event = comm._pairing[peer] = threading.Event()
+    name = f"fmi-pair-{comm.rank}-{peer}"
+    threading.Thread(target=_pair_quietly, args=(comm, peer, event), name=name, daemon=True).start()
 
-        def run() -> None:
-            try:
-                comm._pair_now(peer)
-            except BaseException as exc:  # kept for the receive that started it
-                comm._pair_errors[peer] = exc
-            finally:
-                with comm._lock:
-                    comm._pairing.pop(peer, None)
 
-        thread = threading.Thread(target=run, name=f"fmi-pair-{comm.rank}-{peer}", daemon=True)
-        comm._pairing[peer] = thread
-    thread.start()
+def _pair_quietly(comm: Communicator, peer: int, event: threading.Event) -> None:
+    with contextlib.suppress(BaseException):  # kept in comm._pair_errors for the receive
+        comm._pair_registered(peer, event)
 
 
 def isend(comm: Communicator, obj: Any, dest: int, tag: int) -> Request:
+    """Never waits for a pairing or a peer: an unpaired ``dest`` gets an outbox drained by
+    one thread (in order) once paired; a large frame to a paired one goes from a thread."""
     check_rank(comm, dest, "dest")
     check_tag(tag, receiving=False)
     request = Request(comm)
+    with comm._lock:
+        outbox = comm._outbox.get(dest)
+        if outbox is not None:
+            outbox[1].append((obj, tag, request))
+            return request
+        if dest != comm.rank and dest not in comm._channels:
+            queue: deque[Any] = deque([(obj, tag, request)])
+            thread = threading.Thread(
+                target=_drain, args=(comm, dest, queue), name=f"fmi-isend-{dest}", daemon=True
+            )
+            comm._outbox[dest] = (thread, queue)
+            thread.start()
+            return request
     nbytes = obj.nbytes if hasattr(obj, "nbytes") else len(obj) if isinstance(obj, bytes) else 0
     if dest == comm.rank or nbytes <= SMALL_ISEND:
         try:
@@ -288,6 +300,32 @@ def isend(comm: Communicator, obj: Any, dest: int, tag: int) -> Request:
     else:
         comm._channel(dest).send_later(obj, tag, request._finished)
     return request
+
+
+def _drain(comm: Communicator, dest: int, queue: deque[Any]) -> None:
+    """Pair with ``dest``, then send its outbox in order; every request learns its fate."""
+    error: BaseException | None = None
+    channel = None
+    try:
+        channel = comm._channel(dest)
+    except BaseException as exc:  # each queued request raises it from wait()
+        error = exc
+    while True:
+        with comm._lock:
+            if not queue:
+                comm._outbox.pop(dest, None)
+                return
+            obj, tag, request = queue.popleft()
+        if channel is None:
+            request._finished(error)
+            continue
+        try:
+            channel._write(*framing.encode(obj, tag))
+        except BaseException as exc:
+            error, channel = exc, None
+            request._finished(exc)
+        else:
+            request._finished(None)
 
 
 def irecv(comm: Communicator, source: int, tag: int, out: Any = None) -> Request:

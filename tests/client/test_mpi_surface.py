@@ -196,6 +196,22 @@ def test_split_into_colors(server: Any, n: int) -> None:
         assert total == sum(expect)
 
 
+def test_large_isends_both_ways_do_not_deadlock(server: Any) -> None:
+    """Arrays far beyond the socket buffers, every rank sending while its peer sends."""
+
+    def body(c: Communicator) -> bool:
+        right, left = (c.rank + 1) % c.size, (c.rank - 1) % c.size
+        big = data(c.rank, 4_000_000)  # 32 MB
+        reqs = [c.isend(big, right, 1), c.irecv(left, 1)]
+        got = Request.waitall(reqs)[1]
+        swapped = c.sendrecv(big, left, 2, right, 2)
+        return bool(np.array_equal(got, data(left, 4_000_000))) and bool(
+            np.array_equal(swapped, data(right, 4_000_000))
+        )
+
+    assert run_comms(server, 3, body) == [True, True, True]
+
+
 def test_wrong_use_raises_at_the_caller(server: Any) -> None:
     def body(c: Communicator) -> list[str]:
         errors = []
