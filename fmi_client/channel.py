@@ -15,7 +15,6 @@ import select
 import socket
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
 from typing import Any
 
 from fmi_client import framing
@@ -48,7 +47,7 @@ class Channel:
         self._end = 0
         self._queued: defaultdict[int, deque[Any]] = defaultdict(deque)
         self._order: deque[int] = deque()  # the tags of queued frames, in arrival order
-        self._sender: Any = None  # an isend's thread still writing (see send_later)
+        self._sender: Any = None  # an isend's thread still writing (see p2p.send_later)
         self._sendall = sock.sendall
         self._recv_into = sock.recv_into
         # while an exchange runs: the rest of our frame still to send (None otherwise)
@@ -301,25 +300,8 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send_later(self, obj: Any, tag: int, done: Callable[[BaseException | None], None]) -> None:
-        """Send ``obj`` from a thread of its own (ends when the kernel has it all, or on an
-        error); later sends on this channel wait for it first, keeping frames in order."""
-        self.finish_sending()
-
-        def run() -> None:
-            error: BaseException | None = None
-            try:
-                self._write(*framing.encode(obj, tag))
-            except BaseException as exc:  # handed to the request, raised by its wait()
-                error = exc
-            done(error)
-
-        thread = threading.Thread(target=run, name=f"fmi-isend-{self.me}-{self.peer}", daemon=True)
-        self._sender = thread
-        thread.start()
-
     def finish_sending(self) -> None:
-        """Wait for a send_later thread (its error goes to its request, not here)."""
+        """Wait for an isend's thread (``p2p.send_later``; its error goes to its request)."""
         thread, self._sender = self._sender, None
         if thread is not None and thread is not threading.current_thread():
             thread.join()

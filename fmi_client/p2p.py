@@ -29,6 +29,7 @@ from fmi_client import framing
 from fmi_client.errors import FmiClientError, PeerLost, PeerNeverArrived
 
 if TYPE_CHECKING:
+    from fmi_client.channel import Channel
     from fmi_client.communicator import Communicator
 
 #: Receive from any rank / with any tag (Open MPI's values, as mpi4py has them).
@@ -298,8 +299,26 @@ def isend(comm: Communicator, obj: Any, dest: int, tag: int) -> Request:
             raise
         request._finished(None)
     else:
-        comm._channel(dest).send_later(obj, tag, request._finished)
+        send_later(comm._channel(dest), obj, tag, request)
     return request
+
+
+def send_later(channel: Channel, obj: Any, tag: int, request: Request) -> None:
+    """Send ``obj`` from a thread of its own (it ends when the kernel has it all, or on an
+    error); later sends on the channel wait for it first, keeping frames in order."""
+    channel.finish_sending()
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            channel._write(*framing.encode(obj, tag))
+        except BaseException as exc:  # handed to the request, raised by its wait()
+            error = exc
+        request._finished(error)
+
+    name = f"fmi-isend-{channel.me}-{channel.peer}"
+    channel._sender = thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
 
 
 def _drain(comm: Communicator, dest: int, queue: deque[Any]) -> None:
