@@ -125,3 +125,15 @@ def test_split_groups_order_by_key_then_rank(n: int) -> None:
         expect = sorted((k, s) for s, (c, k) in enumerate(keys) if c == color)
         assert group == [s for _, s in expect]
         assert group[new_rank] == r
+
+
+def test_maxloc_minloc_and_op_create_as_mpi4py_spells_them() -> None:
+    assert MAXLOC((3, 5), (3, 2)) == (3, 2)  # a tie: the lower index
+    assert MAXLOC((1, 0), (4, 9)) == (4, 9)
+    assert as_op("minloc")((2.5, 7), (2.5, 1)) == (2.5, 1)
+    assert as_op("minloc")((-1, 7), (2.5, 1)) == (-1, 7)
+    assert not MAXLOC.elementwise and MAXLOC.commute
+    made = Op.Create(concat, commute=False)
+    assert made("a", "b") == "ab" and not made.commute
+    with pytest.raises(ValueError, match="MAXLOC, MINLOC"):
+        as_op("median")
