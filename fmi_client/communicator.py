@@ -4,8 +4,11 @@ Each pair of ranks shares one connection, made the first time they talk (pair() 
 name unique to the communicator and the pair) and reused both ways. This module owns the
 connections, point-to-point with tags, and failure handling (an error inside a collective
 closes this rank's connections so that its peers raise instead of waiting forever). The
-collective algorithms are functions over a Transport (``fmi_client.collectives`` and
-``fmi_client.allreduce``); the Communicator hands them its connections as one.
+collective algorithms are functions over a Transport (``fmi_client.collectives``,
+``fmi_client.allreduce`` and ``fmi_client.exchanges``); the Communicator hands them its
+connections as one (``fmi_client.links``). The rest of mpi4py's surface is mixed in:
+``fmi_client.surface`` (lowercase object calls, Split) and ``fmi_client.buffers``
+(uppercase buffer calls); any source, requests and outboxes live in ``fmi_client.p2p``.
 """
 
 from __future__ import annotations
