@@ -96,7 +96,7 @@ class Request:
             if status is not None and self._status is not None:
                 status.source, status.tag = self._status.source, self._status.tag
                 status.count = self._status.count
-        elif not self._is_recv:
+        else:
             self._done.wait()
             if self._error is not None:
                 raise self._error
@@ -201,7 +201,8 @@ def _recv_any_source(comm: Communicator, tag: int, status: Status | None, out: A
                 raise error  # e.g. the server refused: retrying would not help
             if peer not in comm._channels:
                 start_pairing(comm, peer)
-        channels = {peer: ch for peer, ch in comm._channels.items() if not ch.eof}
+        # a copy first (one C call): pairing threads add to the dict meanwhile
+        channels = {peer: ch for peer, ch in list(comm._channels.items()) if not ch.eof}
         poller = select.poll()
         for channel in channels.values():
             poller.register(channel.fileno(), select.POLLIN)
