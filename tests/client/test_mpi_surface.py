@@ -285,3 +285,23 @@ def test_the_surface_across_processes(server: Any, world_size: int) -> None:
     n = world_size
     expected = [15 + n + (n + 1 if r == 0 else 0) for r in range(n)]
     assert [rep["checks"] for rep in reports] == expected, reports
+
+
+def test_split_pairing_names_never_collide_with_the_parents_or_each_other() -> None:
+    """A world of one splits without any traffic: the names are visible offline."""
+    names: set[str] = set()
+    with Communicator(0, 1, "127.0.0.1:1", "job") as parent:
+        children = [parent.Split(color) for color in (0, 1, 0, 12)]
+        grandchild = children[0].Split(1) if children[0] else None
+        comms = [parent, *children, grandchild]
+        for comm in comms:
+            assert comm is not None
+            name = comm.pairing_name(0, 1)
+            assert name not in names, name
+            names.add(name)
+            assert name.rsplit("#", 1)[1] == "0-1"
+        assert children[0].comm_name == "job#s1c0" and children[3].comm_name == "job#s4c12"
+        assert grandchild is not None and grandchild.comm_name == "job#s1c0#s1c1"
+        for comm in comms[1:]:
+            assert comm is not None
+            comm.close()
