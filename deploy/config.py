@@ -109,19 +109,12 @@ def aws_options(func: F) -> F:
     """``--region``, ``--endpoint-url`` and ``--profile``, shared by every AWS command."""
     for option in reversed(
         [
-            click.option(
-                "--region",
-                envvar=env_name("region"),
-                help="AWS region (default: boto3's chain, e.g. AWS_REGION).",
-            ),
-            click.option(
-                "--endpoint-url",
-                envvar=env_name("endpoint_url"),
-                help="Send every AWS call here, e.g. an emulator such as moto.",
-            ),
-            click.option(
-                "--profile", envvar=env_name("profile"), help="Named profile from ~/.aws/config."
-            ),
+            click.option("--region", envvar=env_name("region"), help="AWS region "
+                         "(default: boto3's chain, e.g. AWS_REGION)."),
+            click.option("--endpoint-url", envvar=env_name("endpoint_url"),
+                         help="Send every AWS call here, e.g. an emulator such as moto."),
+            click.option("--profile", envvar=env_name("profile"),
+                         help="Named profile from ~/.aws/config."),
         ]
     ):
         func = option(func)

@@ -21,7 +21,6 @@ POLICY_DIR = Path(__file__).resolve().parent / "iam"
 DESCRIPTION = "made by rendezvous-deploy"
 _WHOLE_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
-
 def _fill(node: Any, values: dict[str, str | list[str]]) -> Any:
     if isinstance(node, dict):
         return {key: _fill(value, values) for key, value in node.items()}
@@ -139,12 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Print deploy/iam/<NAME>.json with its ${Key} placeholders filled.",
     )
     parser.add_argument("name", help="policy file without .json, e.g. deployer")
-    parser.add_argument(
-        "values",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="e.g. Region=eu-west-1 Account=123456789012 Prefix=rendezvous",
-    )
+    parser.add_argument("values", nargs="*", metavar="KEY=VALUE",
+                        help="e.g. Region=eu-west-1 Account=123456789012 Prefix=rendezvous")
     args = parser.parse_args(argv)
     if not (POLICY_DIR / f"{args.name}.json").is_file():
         known = ", ".join(sorted(p.stem for p in POLICY_DIR.glob("*.json")))

@@ -210,7 +210,8 @@ def run(
 
         if validate_endpoint(rendezvous):
             raise click.BadParameter(
-                f"expected host:port with a port 1-65535, e.g. 127.0.0.1:10000; got {rendezvous!r}",
+                f"expected host:port with a port 1-65535, e.g. 127.0.0.1:10000; "
+                f"got {rendezvous!r}",
                 param_hint="--rendezvous",
             )
     if local:
@@ -323,7 +324,7 @@ def _run_aws(
         ) from err
     if not isinstance(payload, dict):
         raise click.BadParameter(
-            f'{payload_file}: the payload must be a JSON object ({{"bucket": ...}}), '
+            f"{payload_file}: the payload must be a JSON object ({{\"bucket\": ...}}), "
             f"got a JSON {type(payload).__name__}",
             param_hint="--payload",
         )

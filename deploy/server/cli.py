@@ -27,60 +27,26 @@ def _stack_options(func: F) -> F:
     """Options every server command needs to find the deployment."""
     options = [
         config_option("server"),
-        _opt(
-            "--name",
-            default=DEFAULT_NAME,
-            show_default=True,
-            help="Name of the deployment: service, task family, log group, roles derive from it.",
-        ),
+        _opt("--name", default=DEFAULT_NAME, show_default=True,
+             help="Name of the deployment: service, task family, log group, roles derive "
+             "from it."),
         _opt("--cluster", default="", help="ECS cluster (default: the --name)."),
         _opt("--record", default="", help="DNS name of the server, e.g. rdv.example.com."),
-        _opt(
-            "--zone",
-            default="",
-            help="Hosted zone id or name (default: the closest public zone that holds --record).",
-        ),
-        _opt(
-            "--ttl",
-            default=60,
-            show_default=True,
-            type=click.IntRange(1),
-            help="TTL of the A record in seconds.",
-        ),
-        _opt(
-            "--dns-server",
-            "dns_servers",
-            multiple=True,
-            metavar="HOST[:PORT]",
-            help="Verify against these name servers instead of the zone's NS set (repeatable).",
-        ),
-        _opt(
-            "--verify-dns/--no-verify-dns",
-            default=True,
-            show_default=True,
-            help="Ask the authoritative name servers until they answer the new IP.",
-        ),
-        _opt(
-            "--poll-interval",
-            default=5.0,
-            show_default=True,
-            type=click.FloatRange(0.01),
-            help="Seconds between checks while waiting.",
-        ),
-        _opt(
-            "--task-timeout",
-            default=600.0,
-            show_default=True,
-            type=click.FloatRange(0),
-            help="Seconds to wait for a running, healthy task.",
-        ),
-        _opt(
-            "--dns-timeout",
-            default=180.0,
-            show_default=True,
-            type=click.FloatRange(0),
-            help="Seconds to wait for Route 53 and the name servers.",
-        ),
+        _opt("--zone", default="", help="Hosted zone id or name (default: the closest "
+             "public zone that holds --record)."),
+        _opt("--ttl", default=60, show_default=True, type=click.IntRange(1),
+             help="TTL of the A record in seconds."),
+        _opt("--dns-server", "dns_servers", multiple=True, metavar="HOST[:PORT]",
+             help="Verify against these name servers instead of the zone's NS set "
+             "(repeatable)."),
+        _opt("--verify-dns/--no-verify-dns", default=True, show_default=True,
+             help="Ask the authoritative name servers until they answer the new IP."),
+        _opt("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0.01),
+             help="Seconds between checks while waiting."),
+        _opt("--task-timeout", default=600.0, show_default=True, type=click.FloatRange(0),
+             help="Seconds to wait for a running, healthy task."),
+        _opt("--dns-timeout", default=180.0, show_default=True, type=click.FloatRange(0),
+             help="Seconds to wait for Route 53 and the name servers."),
         aws_options,
     ]
     for option in reversed(options):
@@ -127,48 +93,22 @@ def server() -> None:
 
 @server.command()
 @_stack_options
-@_opt(
-    "--image-uri",
-    default="",
-    help="Deploy this image; without it the local "
-    "--local-image is pushed to an ECR repository named like --name.",
-)
-@_opt(
-    "--local-image",
-    default="rendezvous:latest",
-    show_default=True,
-    help="Local image to push (built by `make image`), via the docker SDK (DOCKER_HOST).",
-)
+@_opt("--image-uri", default="", help="Deploy this image; without it the local "
+      "--local-image is pushed to an ECR repository named like --name.")
+@_opt("--local-image", default="rendezvous:latest", show_default=True,
+      help="Local image to push (built by `make image`), via the docker SDK (DOCKER_HOST).")
 @_opt("--cpu", default=1024, show_default=True, type=int, help="Task CPU units.")
 @_opt("--memory", default=3072, show_default=True, type=int, help="Task memory (MiB).")
-@_opt(
-    "--admin-cidr",
-    default="",
-    help="Who may reach the HTTP port 10001 (health, metrics); default: the VPC's CIDR.",
-)
-@_opt(
-    "--subnet",
-    multiple=True,
-    help="Subnet id (repeatable; default: the default VPC's default subnets).",
-)
-@_opt(
-    "--assign-public-ip/--no-assign-public-ip",
-    default=True,
-    show_default=True,
-    help="Give the task a public IP (required unless the subnets map one on launch).",
-)
-@_opt(
-    "--env",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra container environment (repeatable), e.g. RENDEZVOUS_LOG_LEVEL=debug.",
-)
-@_opt(
-    "--follow/--no-follow",
-    default=True,
-    show_default=True,
-    help="Install the EventBridge rule + Lambda that keep the record on the task.",
-)
+@_opt("--admin-cidr", default="", help="Who may reach the HTTP port 10001 "
+      "(health, metrics); default: the VPC's CIDR.")
+@_opt("--subnet", multiple=True, help="Subnet id (repeatable; default: the default VPC's "
+      "default subnets).")
+@_opt("--assign-public-ip/--no-assign-public-ip", default=True, show_default=True,
+      help="Give the task a public IP (required unless the subnets map one on launch).")
+@_opt("--env", multiple=True, metavar="KEY=VALUE", help="Extra container environment "
+      "(repeatable), e.g. RENDEZVOUS_LOG_LEVEL=debug.")
+@_opt("--follow/--no-follow", default=True, show_default=True,
+      help="Install the EventBridge rule + Lambda that keep the record on the task.")
 @_friendly
 def up(**params: Any) -> None:
     """Create or update everything, wait for a healthy task, point DNS at it.
@@ -216,11 +156,8 @@ def status(**params: Any) -> None:
 
 @server.command()
 @_stack_options
-@click.option(
-    "--delete",
-    is_flag=True,
-    help="Delete the service and the record-follower rule and function instead of scaling to zero.",
-)
+@click.option("--delete", is_flag=True, help="Delete the service and the record-follower "
+              "rule and function instead of scaling to zero.")
 @click.option("--remove-record", is_flag=True, help="Also delete the A record.")
 @_friendly
 def down(delete: bool, remove_record: bool, **params: Any) -> None:

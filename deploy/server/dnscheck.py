@@ -106,8 +106,9 @@ def verify(
                 values, authoritative = ask(server, fqdn, timeout=min(2.0, max(poll, 0.5)))
                 if values == [ip] and authoritative:
                     continue
-                last[server] = f"answers {', '.join(values) or 'nothing'}" + (
-                    "" if authoritative else " (not authoritative)"
+                last[server] = (
+                    f"answers {', '.join(values) or 'nothing'}"
+                    + ("" if authoritative else " (not authoritative)")
                 )
             except Exception as err:
                 last[server] = f"no answer ({type(err).__name__})"

@@ -138,10 +138,9 @@ def _ensure_function(
         changed = True
     wanted = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME}
     current_env = config.get("Environment", {}).get("Variables", {})
-    if (
-        any(config.get(k) != v for k, v in wanted.items())
-        or current_env != environment["Variables"]
-    ):
+    if any(config.get(k) != v for k, v in wanted.items()) or current_env != environment[
+        "Variables"
+    ]:
         _wait_function_idle(aws, settings.refresher_function)
         lam.update_function_configuration(
             FunctionName=settings.refresher_function, Environment=environment, **wanted
@@ -161,7 +160,9 @@ def _wait_function_idle(aws: Aws, name: str) -> None:
     raise DeployError(f"Lambda function {name} stayed busy updating for 60 s: run `up` again")
 
 
-def _ensure_rule(aws: Aws, settings: ServerSettings, cluster_arn: str, function_arn: str) -> bool:
+def _ensure_rule(
+    aws: Aws, settings: ServerSettings, cluster_arn: str, function_arn: str
+) -> bool:
     events = aws.client("events")
     pattern = event_pattern(cluster_arn, settings.service_name)
     changed = False

@@ -93,11 +93,8 @@ def ensure_security_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tu
                 }
             ],
         )["GroupId"]
-        group = {
-            "GroupId": group_id,
-            "IpPermissions": [],
-            "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}],
-        }
+        group = {"GroupId": group_id, "IpPermissions": [],
+                 "Tags": [{"Key": MANAGED_BY_TAG, "Value": MANAGED_BY}]}
         changed = True
     vpc_cidr = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
     have = {

@@ -27,20 +27,8 @@ AUTHORISED_AS = {
     "s3:HeadBucket": "s3:ListBucket",
 }
 # Every service prefix a policy file in deploy/iam may name.
-SERVICES = (
-    "ecs",
-    "ec2",
-    "ecr",
-    "route53",
-    "logs",
-    "iam",
-    "lambda",
-    "events",
-    "sts",
-    "states",
-    "s3",
-    "cloudwatch",
-)
+SERVICES = ("ecs", "ec2", "ecr", "route53", "logs", "iam", "lambda", "events", "sts",
+            "states", "s3", "cloudwatch")
 
 
 def authorised_as(action: str) -> str:

@@ -85,7 +85,8 @@ def test_dns_verification_succeeds_only_when_servers_answer_new_ip(
     """NSD keeps answering the old address (no propagation): verification times out."""
     stack.nsd.serve({"rdv": "198.18.0.99"})
     settings = stack.settings()
-    settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=20, dns_timeout=1))
+    settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=20,
+                                                         dns_timeout=1))
     with stack.fargate() as fargate:
         with pytest.raises(DeployError) as failed:
             commands.up(stack.aws(), settings, quiet)
@@ -122,13 +123,8 @@ def enforcing_moto() -> Iterator[str]:
 def test_missing_permission_names_the_action(
     enforcing_moto: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    iam = boto3.client(
-        "iam",
-        endpoint_url=enforcing_moto,
-        region_name="us-east-1",
-        aws_access_key_id="setup",
-        aws_secret_access_key="setup",
-    )
+    iam = boto3.client("iam", endpoint_url=enforcing_moto, region_name="us-east-1",
+                       aws_access_key_id="setup", aws_secret_access_key="setup")
     iam.create_user(UserName="deployer")
     key = iam.create_access_key(UserName="deployer")["AccessKey"]
     partial_rights = {
@@ -137,9 +133,8 @@ def test_missing_permission_names_the_action(
             {"Effect": "Allow", "Action": ["ec2:*", "ecs:Describe*"], "Resource": "*"},
         ],
     }
-    iam.put_user_policy(
-        UserName="deployer", PolicyName="partial", PolicyDocument=json.dumps(partial_rights)
-    )
+    iam.put_user_policy(UserName="deployer", PolicyName="partial",
+                        PolicyDocument=json.dumps(partial_rights))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)

@@ -29,7 +29,8 @@ def test_changed_image_registers_one_revision_and_rolls_the_service(
 ) -> None:
     with stack.fargate() as fargate, stack.propagation():
         first = commands.up(stack.aws(), stack.settings(), quiet)
-        second = commands.up(stack.aws(), stack.settings(image_uri="example/rendezvous:2"), quiet)
+        second = commands.up(stack.aws(), stack.settings(image_uri="example/rendezvous:2"),
+                             quiet)
     assert second.registered
     assert second.task_definition_arn.endswith(":2")
     ecs = clients(stack.endpoint)["ecs"]

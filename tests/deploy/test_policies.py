@@ -46,11 +46,8 @@ IMPLIED_DEPLOYER = {
 }
 
 
-DEPLOY_CODE = [
-    *sorted((ROOT / "deploy" / "server").glob("*.py")),
-    ROOT / "deploy" / "aws.py",
-    ROOT / "deploy" / "roles.py",
-]
+DEPLOY_CODE = [*sorted((ROOT / "deploy" / "server").glob("*.py")), ROOT / "deploy" / "aws.py",
+               ROOT / "deploy" / "roles.py"]
 FUNCTION_CODE = [ROOT / name for name in follower.FUNCTION_FILES]
 FILL = {
     "Region": "us-east-1",
@@ -90,20 +87,16 @@ def test_deployer_policy_allows_every_action_the_code_calls() -> None:
 
 def test_runtime_policy_allows_exactly_what_the_refresher_calls() -> None:
     policy = iam.policy("refresher", **FILL)
-    granted = allowed(policy) - {
-        "logs:CreateLogGroup",
-        "logs:CreateLogStream",
-        "logs:PutLogEvents",
-    }  # the Lambda runtime writes logs
+    granted = allowed(policy) - {"logs:CreateLogGroup", "logs:CreateLogStream",
+                                  "logs:PutLogEvents"}  # the Lambda runtime writes logs
     needed = static_actions(FUNCTION_CODE)
     assert needed, "the refresher code calls AWS"
     # The refresher reads the zone by id (set in its environment), never lists zones.
     needed.discard("route53:ListHostedZones")
     assert sorted(needed - granted) == []
     assert sorted(granted - needed) == []
-    record_statements = [
-        s for s in policy["Statement"] if "route53:ChangeResourceRecordSets" in s["Action"]
-    ]
+    record_statements = [s for s in policy["Statement"] if "route53:ChangeResourceRecordSets"
+                         in s["Action"]]
     assert all(s["Resource"] == "arn:aws:route53:::hostedzone/Z123" for s in record_statements)
 
 
@@ -120,12 +113,8 @@ def test_recorded_actions_of_a_full_run_are_found_by_the_scan(
         commands.down(aws, stack.settings(), quiet, delete=True, remove_record=True)
     static = static_actions(DEPLOY_CODE)
     assert aws.actions <= static, sorted(aws.actions - static)
-    assert {
-        "ecs:CreateService",
-        "route53:ChangeResourceRecordSets",
-        "lambda:CreateFunction",
-        "events:PutRule",
-    } <= aws.actions
+    assert {"ecs:CreateService", "route53:ChangeResourceRecordSets",
+            "lambda:CreateFunction", "events:PutRule"} <= aws.actions
 
     # The refresher, run as EventBridge would run it, stays inside its runtime policy.
     fn_aws = stack.aws()
@@ -170,17 +159,10 @@ ACCOUNT = FILL["Account"]
 REGION = FILL["Region"]
 
 
-def deployer(
-    prefix: str = "team-a", zone: str = "Z123", record: str = "rdv.example.com"
-) -> dict[str, Any]:
-    return iam.policy(
-        "deployer",
-        Region=REGION,
-        Account=ACCOUNT,
-        Prefix=prefix,
-        HostedZoneId=zone,
-        RecordName=record,
-    )
+def deployer(prefix: str = "team-a", zone: str = "Z123", record: str = "rdv.example.com"
+             ) -> dict[str, Any]:
+    return iam.policy("deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix,
+                      HostedZoneId=zone, RecordName=record)
 
 
 def _listed(value: str | list[str]) -> list[str]:
@@ -234,41 +216,33 @@ def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None
         "route53:GetChange": "arn:aws:route53:::change/C0123",
         "iam:UpdateAssumeRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.execution_role}",
         "iam:GetRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.refresher_role}",
-        "lambda:UpdateFunctionCode": f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
+        "lambda:UpdateFunctionCode":
+            f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
         "events:PutRule": f"arn:aws:events:{arn}:rule/{settings.refresher_rule}",
         "ec2:AuthorizeSecurityGroupIngress": f"arn:aws:ec2:{arn}:security-group/sg-1",
     }
     for action, resource in inside.items():
         assert resource_allows(policy, action, resource), (action, resource)
     outside = {
-        "ecs:UpdateService": [
-            f"arn:aws:ecs:{arn}:service/prod/api",
-            f"arn:aws:ecs:{arn}:service/{cluster}/api",
-            f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{cluster}/{prefix}",
-        ],
+        "ecs:UpdateService": [f"arn:aws:ecs:{arn}:service/prod/api",
+                              f"arn:aws:ecs:{arn}:service/{cluster}/api",
+                              f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{cluster}/{prefix}"],
         "ecs:DeleteService": [f"arn:aws:ecs:{arn}:service/prod/{prefix}"],
         "ecs:RegisterTaskDefinition": [f"arn:aws:ecs:{arn}:task-definition/payroll:1"],
-        "logs:CreateLogGroup": [
-            f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll",
-            f"arn:aws:logs:{arn}:log-group:/ecs/payroll",
-        ],
+        "logs:CreateLogGroup": [f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll",
+                                f"arn:aws:logs:{arn}:log-group:/ecs/payroll"],
         "logs:PutRetentionPolicy": [f"arn:aws:logs:{arn}:log-group:/ecs/payroll:*"],
         "route53:ChangeResourceRecordSets": ["arn:aws:route53:::hostedzone/ZOTHER"],
-        "iam:PutRolePolicy": [
-            f"arn:aws:iam::{ACCOUNT}:role/admin",
-            "arn:aws:iam::999999999999:role/team-a-task-execution",
-        ],
+        "iam:PutRolePolicy": [f"arn:aws:iam::{ACCOUNT}:role/admin",
+                              "arn:aws:iam::999999999999:role/team-a-task-execution"],
         "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/payroll"],
     }
     for action, resources in outside.items():
         for resource in resources:
             assert not resource_allows(policy, action, resource), (action, resource)
     # Each role is passable only as what it is, and only to the service that uses it.
-    passes = {
-        s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
-        for s in policy["Statement"]
-        if s["Action"] == ["iam:PassRole"]
-    }
+    passes = {s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
+              for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]}
     assert passes == {
         f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-task-execution": "ecs-tasks.amazonaws.com",
         f"arn:aws:iam::{ACCOUNT}:role/{prefix}*-dns-refresher": "lambda.amazonaws.com",
@@ -279,11 +253,8 @@ def test_deployer_changes_only_the_a_record_of_its_name() -> None:
     policy = deployer(record="rdv.example.com")
     denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
     assert {s["Resource"] for s in denies} == {"arn:aws:route53:::hostedzone/Z123"}
-    conditions = {
-        key: values
-        for s in denies
-        for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()
-    }
+    conditions = {key: values for s in denies
+                  for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()}
     assert conditions == {
         "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["rdv.example.com"],
         "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
@@ -303,13 +274,13 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
 
     (authorize,) = by_action["ec2:AuthorizeSecurityGroupIngress"]
     assert authorize["Condition"] == {
-        "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}
-    }
+        "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}}
     (tagging,) = by_action["ec2:CreateTags"]
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
     creating = {s["Resource"]: s.get("Condition") for s in by_action["ec2:CreateSecurityGroup"]}
     group_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"
-    assert creating[group_arn] == {"StringEquals": {f"aws:RequestTag/{tag}": network.MANAGED_BY}}
+    assert creating[group_arn] == {
+        "StringEquals": {f"aws:RequestTag/{tag}": network.MANAGED_BY}}
     assert set(creating) == {group_arn, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/*"}
     # The code creates the group with that tag in the same call (no separate CreateTags).
     source = (ROOT / "deploy" / "server" / "network.py").read_text()
@@ -318,10 +289,6 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
 
 def test_deployer_policy_covers_the_role_updates() -> None:
     policy = allowed(deployer())
-    assert {
-        "iam:GetRolePolicy",
-        "iam:UpdateAssumeRolePolicy",
-        "iam:PutRolePolicy",
-        "ec2:CreateTags",
-    } <= policy
+    assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
+            "ec2:CreateTags"} <= policy
     assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy"} <= static_actions(DEPLOY_CODE)

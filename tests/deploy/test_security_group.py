@@ -33,7 +33,9 @@ def settings() -> ServerSettings:
     return ServerSettings(name=f"rendezvous-sg-{os.getpid()}", admin_cidr="203.0.113.0/24")
 
 
-def test_group_is_created_tagged_in_one_call_and_left_alone_after(aws_env: str, ec2: Any) -> None:
+def test_group_is_created_tagged_in_one_call_and_left_alone_after(
+    aws_env: str, ec2: Any
+) -> None:
     vpc = default_vpc(ec2)
     aws = Aws(endpoint_url=aws_env)
     group_id, changed = network.ensure_security_group(aws, settings(), vpc)
@@ -42,9 +44,8 @@ def test_group_is_created_tagged_in_one_call_and_left_alone_after(aws_env: str, 
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     assert {"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY} in group["Tags"]
     assert network.managed(group)
-    opened = {
-        (p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p.get("IpRanges", [])
-    }
+    opened = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"]
+              for r in p.get("IpRanges", [])}
     assert opened == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
 
     again = Aws(endpoint_url=aws_env)
@@ -56,9 +57,8 @@ def test_untagged_group_missing_rules_is_an_early_error_with_the_fix(
     aws_env: str, ec2: Any
 ) -> None:
     vpc = default_vpc(ec2)
-    group_id = ec2.create_security_group(
-        GroupName=settings().security_group_name, Description="made by hand", VpcId=vpc
-    )["GroupId"]
+    group_id = ec2.create_security_group(GroupName=settings().security_group_name,
+                                         Description="made by hand", VpcId=vpc)["GroupId"]
     aws = Aws(endpoint_url=aws_env)
     with pytest.raises(DeployError) as refused:
         network.ensure_security_group(aws, settings(), vpc)
@@ -68,27 +68,22 @@ def test_untagged_group_missing_rules_is_an_early_error_with_the_fix(
     assert "ec2:AuthorizeSecurityGroupIngress" not in aws.actions
 
     # Tagged as the message says, the same call goes through.
-    ec2.create_tags(
-        Resources=[group_id], Tags=[{"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY}]
-    )
+    ec2.create_tags(Resources=[group_id],
+                    Tags=[{"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY}])
     assert network.ensure_security_group(Aws(endpoint_url=aws_env), settings(), vpc) == (
-        group_id,
-        True,
-    )
+        group_id, True)
 
 
-def test_untagged_group_that_already_has_the_rules_is_used_as_is(aws_env: str, ec2: Any) -> None:
+def test_untagged_group_that_already_has_the_rules_is_used_as_is(
+    aws_env: str, ec2: Any
+) -> None:
     vpc = default_vpc(ec2)
-    group_id = ec2.create_security_group(
-        GroupName=settings().security_group_name, Description="made by hand", VpcId=vpc
-    )["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
-            for port, cidr in ((10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"))
-        ],
-    )
+    group_id = ec2.create_security_group(GroupName=settings().security_group_name,
+                                         Description="made by hand", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
+        for port, cidr in ((10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"))
+    ])
     aws = Aws(endpoint_url=aws_env)
     assert network.ensure_security_group(aws, settings(), vpc) == (group_id, False)
     assert "ec2:AuthorizeSecurityGroupIngress" not in aws.actions

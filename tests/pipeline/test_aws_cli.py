@@ -49,10 +49,8 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     assert worker["Configuration"]["PackageType"] == "Image"
     assert worker["Code"]["ImageUri"] == IMAGE
     assert worker["Configuration"]["Timeout"] == 900
-    for function, handler in (
-        (names.initialize, "examples.pipeline.initialize.handler"),
-        (names.summarize, "examples.pipeline.summarize.handler"),
-    ):
+    for function, handler in ((names.initialize, "examples.pipeline.initialize.handler"),
+                              (names.summarize, "examples.pipeline.summarize.handler")):
         config = lam.get_function(FunctionName=function)["Configuration"]
         assert config["Handler"] == handler
         assert config["Timeout"] == 120  # not the 3 s that killed the users' Initialize
@@ -72,10 +70,8 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     assert list(definition["States"]) == ["Initialize", "Distributed Test", "Summarize"]
     fan_out = definition["States"]["Distributed Test"]
     assert fan_out["MaxConcurrencyPath"] == "$.max_concurrency"  # never below world size
-    assert fan_out["ItemReader"]["Parameters"] == {
-        "Bucket.$": "$.items_bucket",
-        "Key.$": "$.items_key",
-    }
+    assert fan_out["ItemReader"]["Parameters"] == {"Bucket.$": "$.items_bucket",
+                                                   "Key.$": "$.items_key"}
     assert fan_out["ToleratedFailurePercentage"] == 0
     rank = fan_out["ItemProcessor"]["States"]["Rank"]
     assert rank["Parameters"]["FunctionName"].endswith(f":function:{names.worker}")
@@ -98,30 +94,18 @@ def test_zip_functions_import_without_site_packages(tmp_path: Path) -> None:
         "print('ok')"
     )
     out = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-I",
-            "-c",
-            code,
-            str(tmp_path / "task"),
-            str(tmp_path / "layer" / "python"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [sys.executable, "-S", "-I", "-c", code, str(tmp_path / "task"),
+         str(tmp_path / "layer" / "python")],
+        capture_output=True, text=True, timeout=60, check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
 
 def report_line(request_id: str, billed_ms: int, memory: int, used: int, cold: bool) -> str:
-    line = (
-        f"REPORT RequestId: {request_id}\tDuration: {billed_ms - 0.4} ms\t"
-        f"Billed Duration: {billed_ms} ms\tMemory Size: {memory} MB\t"
-        f"Max Memory Used: {used} MB\t"
-    )
+    line = (f"REPORT RequestId: {request_id}\tDuration: {billed_ms - 0.4} ms\t"
+            f"Billed Duration: {billed_ms} ms\tMemory Size: {memory} MB\t"
+            f"Max Memory Used: {used} MB\t")
     return line + ("Init Duration: 250.00 ms\t" if cold else "")
 
 
@@ -130,39 +114,15 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     names = PipelineNames(name)
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
     payload_file = tmp_path / "payload.json"
-    payload_file.write_text(
-        json.dumps(
-            {
-                "bucket": "results",
-                "data_bucket": "data",
-                "data_prefix": "parts/",
-                "result_path": "runs/x",
-                "world_size": "1",
-                "batch_size": "512",
-                "object_type": "folder",
-                "S3_object_name": "",
-                "script": "",
-                "rendezvous_endpoint": "rendezvous.example.org:10000",
-            }
-        )
-    )
+    payload_file.write_text(json.dumps({
+        "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+        "result_path": "runs/x", "world_size": "1", "batch_size": "512",
+        "object_type": "folder", "S3_object_name": "", "script": "",
+        "rendezvous_endpoint": "rendezvous.example.org:10000",
+    }))
     runs_file = tmp_path / "runs.json"
-    out = invoke(
-        [
-            "pipeline",
-            "run",
-            "--name",
-            name,
-            "--payload",
-            str(payload_file),
-            "--world-size",
-            "2,3",
-            "--no-wait",
-            "--runs-file",
-            str(runs_file),
-        ],
-        aws_env,
-    )
+    out = invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+                  "--world-size", "2,3", "--no-wait", "--runs-file", str(runs_file)], aws_env)
     assert "world size 3: started" in out
     runs = json.loads(runs_file.read_text())
     assert [r["world_size"] for r in runs] == [2, 3]
@@ -182,35 +142,26 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     expected: dict[int, list[tuple[int, int, int]]] = {2: [], 3: []}
     for run in runs:
         ws, rid = run["world_size"], run["run_id"]
-        events[names.initialize] += [
-            f"PIPELINE_RUN {rid} initialize RequestId: i-{rid}",
-            report_line(f"i-{rid}", 900, 512, 80, True),
-        ]
+        events[names.initialize] += [f"PIPELINE_RUN {rid} initialize RequestId: i-{rid}",
+                                     report_line(f"i-{rid}", 900, 512, 80, True)]
         expected[ws].append((900, 512, 80))
         for rank in range(ws):
             req = f"w-{rid}-{rank}"
             billed = 20_000 + 1000 * rank
-            events[names.worker] += [
-                f"PIPELINE_RUN {rid} rank {rank} RequestId: {req}",
-                report_line(req, billed, 3008, 2000 + rank, rank == 0),
-            ]
+            events[names.worker] += [f"PIPELINE_RUN {rid} rank {rank} RequestId: {req}",
+                                     report_line(req, billed, 3008, 2000 + rank, rank == 0)]
             expected[ws].append((billed, 3008, 2000 + rank))
-        events[names.summarize] += [
-            f"PIPELINE_RUN {rid} summarize RequestId: s-{rid}",
-            report_line(f"s-{rid}", 300, 512, 70, False),
-        ]
+        events[names.summarize] += [f"PIPELINE_RUN {rid} summarize RequestId: s-{rid}",
+                                    report_line(f"s-{rid}", 300, 512, 70, False)]
         expected[ws].append((300, 512, 70))
-    events[names.worker] += [
-        "PIPELINE_RUN other-run rank 0 RequestId: zzz",
-        report_line("zzz", 99_000, 3008, 3000, False),
-    ]
+    events[names.worker] += ["PIPELINE_RUN other-run rank 0 RequestId: zzz",
+                             report_line("zzz", 99_000, 3008, 3000, False)]
     for function, messages in events.items():
         group = f"/aws/lambda/{function}"
         logs.create_log_group(logGroupName=group)
         logs.create_log_stream(logGroupName=group, logStreamName="s")
         logs.put_log_events(
-            logGroupName=group,
-            logStreamName="s",
+            logGroupName=group, logStreamName="s",
             logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)],
         )
 
@@ -220,48 +171,23 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
     s3.create_bucket(Bucket="results")
     for run in runs:
         ws, rid = run["world_size"], run["run_id"]
-        combined = [
-            {
-                **USERS_RESULT,
-                "total_cpu_time (seconds)": 10.0 * ws + rank,
-                "throughput_bps": 1e6 * (rank + 1),
-                "result_path": "runs/x",
-            }
-            for rank in range(ws)
-        ]
+        combined = [{**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
+                     "throughput_bps": 1e6 * (rank + 1), "result_path": "runs/x"}
+                    for rank in range(ws)]
         kept = f"runs/x/_pipeline/runs/{rid}"
-        s3.put_object(
-            Bucket="results", Key=f"{kept}/combined_data.json", Body=json.dumps(combined).encode()
-        )
-        s3.put_object(
-            Bucket="results",
-            Key=f"{kept}/summary.json",
-            Body=json.dumps({"run_id": rid, "partition_mb": ws - 1.5}).encode(),
-        )
+        s3.put_object(Bucket="results", Key=f"{kept}/combined_data.json",
+                      Body=json.dumps(combined).encode())
+        s3.put_object(Bucket="results", Key=f"{kept}/summary.json",
+                      Body=json.dumps({"run_id": rid, "partition_mb": ws - 1.5}).encode())
 
     out_dir = tmp_path / "report"
-    invoke(
-        [
-            "pipeline",
-            "report",
-            "--name",
-            name,
-            "--runs-file",
-            str(runs_file),
-            "--out",
-            str(out_dir),
-        ],
-        aws_env,
-    )
+    invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),
+            "--out", str(out_dir)], aws_env)
     figures = list(csv.DictReader((out_dir / "runs.csv").open()))
-    costs = {
-        row["world size"]: row["cost (USD)"]
-        for row in csv.DictReader((out_dir / "report.csv").open())
-    }
+    costs = {row["world size"]: row["cost (USD)"] for row in csv.DictReader(
+        (out_dir / "report.csv").open())}
     assert [(r["world size"], r["partition (MB)"], r["ranks"]) for r in figures] == [
-        ("2", "0.5", "2"),
-        ("3", "1.5", "3"),
-    ]
+        ("2", "0.5", "2"), ("3", "1.5", "3")]
     assert [float(r["total CPU time (s)"]) for r in figures] == [20.5, 31.0]  # mean per rank
     assert [float(r["throughput (Mbit/s)"]) for r in figures] == [3.0, 6.0]  # sum over ranks
     assert all(r["cost (USD)"] == costs[r["world size"]] for r in figures)
@@ -275,8 +201,7 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
         assert int(row["requests"]) == ws + 2
         assert float(row["billed GB-s"]) == pytest.approx(gb_s, abs=1e-3)
         assert float(row["cost (USD)"]) == pytest.approx(
-            gb_s * 0.0000166667 + len(figures) * 0.2e-6, abs=1e-6
-        )
+            gb_s * 0.0000166667 + len(figures) * 0.2e-6, abs=1e-6)
         assert int(row["max memory used (MB)"]) == 2000 + ws - 1
         assert int(row["configured memory (MB)"]) == 3008
         assert float(row["max duration (s)"]) == pytest.approx(20 + ws - 1 - 0.0004, abs=0.01)
@@ -292,9 +217,8 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
 def test_run_refuses_a_bad_payload_before_starting(aws_env: str, tmp_path: Path) -> None:
     payload_file = tmp_path / "payload.json"
     payload_file.write_text(json.dumps({"bucket": "b", "worldsize": 8}))
-    result = CliRunner().invoke(
-        main, ["pipeline", "run", "--payload", str(payload_file), "--endpoint-url", aws_env]
-    )
+    result = CliRunner().invoke(main, ["pipeline", "run", "--payload", str(payload_file),
+                                       "--endpoint-url", aws_env])
     assert result.exit_code != 0
     assert "unknown field 'worldsize'" in result.output
     assert "missing field 'rendezvous_endpoint'" in result.output
@@ -310,44 +234,25 @@ def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
     name = "pl-wait"
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
     payload_file = tmp_path / "payload.json"
-    payload_file.write_text(
-        json.dumps(
-            {
-                "bucket": "results",
-                "data_prefix": "p/",
-                "result_path": "r",
-                "world_size": 1,
-                "rendezvous_endpoint": "10.0.0.1:10000",
-            }
-        )
-    )
-    out = invoke(
-        [
-            "pipeline",
-            "run",
-            "--name",
-            name,
-            "--payload",
-            str(payload_file),
-            "--world-size",
-            "1",
-            "--timeout",
-            "0.5",
-            "--runs-file",
-            str(tmp_path / "runs.json"),
-        ],
-        aws_env,
-    )
+    payload_file.write_text(json.dumps({
+        "bucket": "results", "data_prefix": "p/", "result_path": "r", "world_size": 1,
+        "rendezvous_endpoint": "10.0.0.1:10000",
+    }))
+    out = invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+                  "--world-size", "1", "--timeout", "0.5", "--runs-file",
+                  str(tmp_path / "runs.json")], aws_env)
     assert "world size 1: RUNNING" in out  # moto never finishes it; the wait is bounded
-    cause = json.dumps(
-        {"errorMessage": "rank 2/8 failed: cannot load s3://d/p/3.pt", "errorType": "RankFailed"}
-    )
-    assert failure_message({"error": "States.ExceedToleratedFailureThreshold", "cause": cause}) == (
+    cause = json.dumps({"errorMessage": "rank 2/8 failed: cannot load s3://d/p/3.pt",
+                        "errorType": "RankFailed"})
+    assert failure_message({"error": "States.ExceedToleratedFailureThreshold",
+                            "cause": cause}) == (
         "States.ExceedToleratedFailureThreshold: rank 2/8 failed: cannot load s3://d/p/3.pt"
     )
 
 
-def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(aws_env: str, tmp_path: Path) -> None:
+def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(
+    aws_env: str, tmp_path: Path
+) -> None:
     """The layer `up` publishes holds the `fmi` module, and a payload naming the users'-style
     worker in `script` starts an execution that hands it to every rank unchanged."""
     with zipfile.ZipFile(io.BytesIO(layer_zip())) as archive:
@@ -358,32 +263,14 @@ def test_the_pipeline_takes_an_fmi_worker_in_the_script_slot(aws_env: str, tmp_p
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE], aws_env)
     payload_file = tmp_path / "payload.json"
     payload = {
-        "bucket": "results",
-        "data_bucket": "data",
-        "data_prefix": "parts/",
-        "result_path": "runs/fmi",
-        "world_size": 2,
-        "script": "scripts/fmi_worker.py",
+        "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
+        "result_path": "runs/fmi", "world_size": 2, "script": "scripts/fmi_worker.py",
         "rendezvous_endpoint": "rendezvous.example.org:10000",
     }
     payload_file.write_text(json.dumps(payload))
     runs_file = tmp_path / "runs.json"
-    invoke(
-        [
-            "pipeline",
-            "run",
-            "--name",
-            name,
-            "--payload",
-            str(payload_file),
-            "--world-size",
-            "3",
-            "--no-wait",
-            "--runs-file",
-            str(runs_file),
-        ],
-        aws_env,
-    )
+    invoke(["pipeline", "run", "--name", name, "--payload", str(payload_file),
+            "--world-size", "3", "--no-wait", "--runs-file", str(runs_file)], aws_env)
     run = json.loads(runs_file.read_text())[0]
     sent = json.loads(
         client("stepfunctions", aws_env).describe_execution(executionArn=run["execution_arn"])[
