@@ -29,6 +29,7 @@ READ_CHUNK = 256 * 1024
 SMALL_FRAME = 64 * 1024
 #: Below this, an exchange sends before it receives: the socket buffer absorbs the frame.
 SMALL_EXCHANGE = 32 * 1024
+ANY_USER = -2  # _read_frame's want: any user tag (>= 0); never a tag on the wire
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLERR = select.POLLERR | select.POLLHUP | getattr(select, "POLLNVAL", 0)
@@ -154,7 +155,8 @@ class Channel:
                 raise self._lost(f"it closed the connection (EOF) after {pos} of {total} bytes")
             pos += got
 
-    def _read_frame(self, out: Any = None) -> tuple[int, Any]:
+    def _read_frame(self, out: Any = None, want: int = 0) -> tuple[int, Any]:
+        """The next frame; an array lands in ``out`` only if its tag is ``want`` (or any >= 0)."""
         start, end = self._start, self._end
         if end - start >= FIXED_SIZE:  # fast path: a small non-array frame already buffered
             magic, kind, tag, length, _, _ = _unpack_fixed(self._buf, start)
@@ -165,6 +167,8 @@ class Channel:
         header = framing.decode_fixed(self._take(FIXED_SIZE))
         if header.kind == KIND_ARRAY:
             dtype, shape = framing.decode_array_meta(header, bytes(self._take(header.meta_size)))
+            if out is not None and header.tag != want and (want != ANY_USER or header.tag < 0):
+                out = None
             return header.tag, self._read_array(header, dtype, shape, out)
         if header.length <= READ_CHUNK:
             return header.tag, framing.decode_payload(header, self._take(header.length))
@@ -213,7 +217,7 @@ class Channel:
         while True:
             if self._start == self._end:
                 self._fill(FIXED_SIZE)
-            got_tag, obj = self._read_frame(out)
+            got_tag, obj = self._read_frame(out, tag)
             if got_tag == tag:
                 return obj
             self._enqueue(got_tag, obj)
@@ -271,7 +275,7 @@ class Channel:
         if found is not None:
             return found
         while True:
-            got_tag, obj = self._read_frame(out)
+            got_tag, obj = self._read_frame(out, ANY_USER)
             if got_tag >= 0:
                 return got_tag, obj
             self._enqueue(got_tag, obj)

@@ -305,3 +305,30 @@ def test_split_pairing_names_never_collide_with_the_parents_or_each_other() -> N
         for comm in comms[1:]:
             assert comm is not None
             comm.close()
+
+
+def test_out_only_receives_the_frame_asked_for() -> None:
+    """A frame read past on the way to the one asked for is queued in its own array,
+    never in the caller's ``out`` (which then holds the right message)."""
+    import socket
+
+    from fmi_client.channel import Channel
+
+    a, b = socket.socketpair()
+    sender, receiver = Channel(a, 0, 1), Channel(b, 1, 0)
+    try:
+        sender.send(np.full(4, 3.0), 3)
+        sender.send(np.full(4, -1.0), -1)  # a collective's frame
+        sender.send(np.full(4, 5.0), 5)
+        out = np.zeros(4)
+        got = receiver.recv(5, out)
+        assert got is out and np.all(out == 5.0)
+        assert np.all(receiver.recv(3) == 3.0) and np.all(receiver.recv(-1) == -1.0)
+        sender.send(np.full(4, -1.0), -1)
+        sender.send(np.full(4, 7.0), 7)
+        tag, got = receiver.recv_tagged(ANY_TAG, out)  # any user tag: skips the collective's
+        assert tag == 7 and got is out and np.all(out == 7.0)
+        assert np.all(receiver.recv(-1) == -1.0)
+    finally:
+        sender.close()
+        receiver.close()
