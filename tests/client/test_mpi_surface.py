@@ -332,3 +332,30 @@ def test_out_only_receives_the_frame_asked_for() -> None:
     finally:
         sender.close()
         receiver.close()
+
+
+def test_any_tag_recv_keeps_order_and_reports_a_closed_peer(server: Any) -> None:
+    """recv() with mpi4py's defaults from a known rank: frames that arrive together come
+    out one by one in order, an array after bytes, and a peer that left raises PeerLost."""
+    from fmi_client import PeerLost
+
+    def body(c: Communicator) -> list[Any]:
+        if c.rank == 1:
+            c.send(b"a", 0)  # pairs
+            c.barrier()
+            for item in (b"b", b"c", np.arange(3), b"d"):
+                c.send(item, 0, tag=4)
+            return []
+        got = [c.recv(1)]
+        c.barrier()
+        got += [c.recv(1) for _ in range(4)]
+        while True:  # rank 1 leaves now; its close arrives as EOF
+            try:
+                c.recv(1)
+            except PeerLost as exc:
+                got.append(type(exc).__name__)
+                return got
+
+    got = run_comms(server, 2, body)[0]
+    assert got[:3] == [b"a", b"b", b"c"] and np.array_equal(got[3], np.arange(3))
+    assert got[4:] == [b"d", "PeerLost"]
