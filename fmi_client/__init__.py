@@ -7,6 +7,7 @@ FMI's Python module. Pure Python, no dependencies; numpy arrays travel as raw bu
 when numpy is installed.
 """
 
+from fmi_client.buffers import IN_PLACE
 from fmi_client.communicator import Communicator
 from fmi_client.errors import (
     FmiClientError,
@@ -17,18 +18,37 @@ from fmi_client.errors import (
     RendezvousRefused,
     RendezvousUnreachable,
 )
+from fmi_client.ops import BAND, BOR, LAND, LOR, MAX, MAXLOC, MIN, MINLOC, PROD, SUM, Op
+from fmi_client.p2p import ANY_SOURCE, ANY_TAG, UNDEFINED, Request, Status
 from fmi_client.punch import pair
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANY_SOURCE",
+    "ANY_TAG",
+    "BAND",
+    "BOR",
+    "IN_PLACE",
+    "LAND",
+    "LOR",
+    "MAX",
+    "MAXLOC",
+    "MIN",
+    "MINLOC",
+    "PROD",
+    "SUM",
+    "UNDEFINED",
     "Communicator",
     "FmiClientError",
     "NameTooLong",
+    "Op",
     "PeerLost",
     "PeerNeverArrived",
     "PunchFailed",
     "RendezvousRefused",
     "RendezvousUnreachable",
+    "Request",
+    "Status",
     "pair",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 from collections import defaultdict, deque
 from typing import Any
 
@@ -28,6 +29,7 @@ READ_CHUNK = 256 * 1024
 SMALL_FRAME = 64 * 1024
 #: Below this, an exchange sends before it receives: the socket buffer absorbs the frame.
 SMALL_EXCHANGE = 32 * 1024
+ANY_USER = -2  # _read_frame's want: any user tag (>= 0); never a tag on the wire
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLERR = select.POLLERR | select.POLLHUP | getattr(select, "POLLNVAL", 0)
@@ -45,6 +47,8 @@ class Channel:
         self._start = 0  # unread bytes are _buf[_start:_end]
         self._end = 0
         self._queued: defaultdict[int, deque[Any]] = defaultdict(deque)
+        self._order: deque[int] = deque()  # the tags of queued frames, in arrival order
+        self._sender: Any = None  # an isend's thread still writing (see p2p.send_later)
         self._sendall = sock.sendall
         self._recv_into = sock.recv_into
         # while an exchange runs: the rest of our frame still to send (None otherwise)
@@ -52,10 +56,13 @@ class Channel:
         self._poller: select.poll | None = None
         self._op_timeout: float | None = None
         self.closed = False
+        self.eof = False  # pump() met the end of the stream
 
     # -- sending -------------------------------------------------------------------------
 
     def send(self, obj: Any, tag: int) -> None:
+        if self._sender is not None:
+            self.finish_sending()
         if type(obj) is bytes and len(obj) <= SMALL_FRAME:  # the latency-critical case
             try:
                 self._sendall(_pack_fixed(MAGIC, KIND_BYTES, tag, len(obj), 0, 0) + obj)
@@ -65,6 +72,11 @@ class Channel:
         self._send_frame(*framing.encode(obj, tag))
 
     def _send_frame(self, header: bytes, payload: memoryview | bytes) -> None:
+        if self._sender is not None:
+            self.finish_sending()
+        self._write(header, payload)
+
+    def _write(self, header: bytes, payload: memoryview | bytes) -> None:
         try:
             if len(payload) <= SMALL_FRAME:
                 self.sock.sendall(header + bytes(payload))
@@ -143,7 +155,8 @@ class Channel:
                 raise self._lost(f"it closed the connection (EOF) after {pos} of {total} bytes")
             pos += got
 
-    def _read_frame(self, out: Any = None) -> tuple[int, Any]:
+    def _read_frame(self, out: Any = None, want: int = 0) -> tuple[int, Any]:
+        """The next frame; an array lands in ``out`` only if its tag is ``want`` (or any >= 0)."""
         start, end = self._start, self._end
         if end - start >= FIXED_SIZE:  # fast path: a small non-array frame already buffered
             magic, kind, tag, length, _, _ = _unpack_fixed(self._buf, start)
@@ -154,6 +167,8 @@ class Channel:
         header = framing.decode_fixed(self._take(FIXED_SIZE))
         if header.kind == KIND_ARRAY:
             dtype, shape = framing.decode_array_meta(header, bytes(self._take(header.meta_size)))
+            if out is not None and header.tag != want and (want != ANY_USER or header.tag < 0):
+                out = None
             return header.tag, self._read_array(header, dtype, shape, out)
         if header.length <= READ_CHUNK:
             return header.tag, framing.decode_payload(header, self._take(header.length))
@@ -197,20 +212,103 @@ class Channel:
                 if magic == MAGIC and kind == KIND_BYTES and got_tag == tag and stop <= end:
                     self._start = stop
                     return self._view[start + FIXED_SIZE : stop].tobytes()
-        else:
-            queue = self._queued.get(tag)
-            if queue:
-                obj = queue.popleft()
-                if not queue:
-                    del self._queued[tag]
-                return obj
+        elif tag in self._queued:
+            return self._dequeue(tag)
         while True:
             if self._start == self._end:
                 self._fill(FIXED_SIZE)
-            got_tag, obj = self._read_frame(out)
+            got_tag, obj = self._read_frame(out, tag)
             if got_tag == tag:
                 return obj
-            self._queued[got_tag].append(obj)
+            self._enqueue(got_tag, obj)
+
+    # -- any tag, polling, sending in the background (fmi_client.p2p) --------------------
+
+    def _enqueue(self, tag: int, obj: Any) -> None:
+        self._queued[tag].append(obj)
+        self._order.append(tag)
+
+    def _dequeue(self, tag: int) -> Any:
+        queue = self._queued[tag]
+        obj = queue.popleft()
+        if not queue:
+            del self._queued[tag]
+        self._order.remove(tag)  # its first occurrence: the frame just taken
+        return obj
+
+    def take_queued(self, tag: int) -> tuple[int, Any] | None:
+        """The oldest queued frame with ``tag`` (a negative tag: any user tag), or None."""
+        if tag < 0:
+            tag = next((t for t in self._order if t >= 0), -1)
+            if tag < 0:
+                return None
+        elif tag not in self._queued:
+            return None
+        return tag, self._dequeue(tag)
+
+    def recv_any(self, out: Any = None) -> Any:
+        """The next object with any user tag (mpi4py's default ANY_TAG): recv's fast path."""
+        if not self._queued:
+            start, end = self._start, self._end
+            if start == end and self._pending is None:
+                try:
+                    end = self._recv_into(self._view)
+                except OSError as exc:
+                    raise self._lost(f"receiving failed ({exc})") from exc
+                if not end:
+                    raise self._lost("it closed the connection (EOF)")
+                start = self._start = 0
+                self._end = end
+            if end - start >= FIXED_SIZE:
+                magic, kind, got_tag, length, _, _ = _unpack_fixed(self._buf, start)
+                stop = start + FIXED_SIZE + length
+                if magic == MAGIC and kind == KIND_BYTES and got_tag >= 0 and stop <= end:
+                    self._start = stop
+                    return self._view[start + FIXED_SIZE : stop].tobytes()
+        return self.recv_tagged(-1, out)[1]
+
+    def recv_tagged(self, tag: int, out: Any = None) -> tuple[int, Any]:
+        """``(tag, obj)`` of the next frame with ``tag``; a negative tag takes any user tag."""
+        if tag >= 0:
+            return tag, self.recv(tag, out)
+        found = self.take_queued(tag)
+        if found is not None:
+            return found
+        while True:
+            got_tag, obj = self._read_frame(out, ANY_USER)
+            if got_tag >= 0:
+                return got_tag, obj
+            self._enqueue(got_tag, obj)
+
+    def pump(self) -> None:
+        """Queue every frame whose first byte is here already (never waits for a frame
+        that has not started; finishes one that has, within the op timeout). At the end
+        of the stream it sets ``eof`` and leaves the error to whoever needs more data."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), _POLLIN)
+        while not self.eof:
+            if self._start == self._end:
+                if not poller.poll(0):
+                    return
+                try:
+                    got = self.sock.recv_into(self._view)
+                except OSError as exc:
+                    raise self._lost(f"receiving failed ({exc})") from exc
+                if not got:
+                    self.eof = True
+                    return
+                self._start, self._end = 0, got
+            got_tag, obj = self._read_frame()
+            self._enqueue(got_tag, obj)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def finish_sending(self) -> None:
+        """Wait for an isend's thread (``p2p.send_later``; its error goes to its request)."""
+        thread, self._sender = self._sender, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def exchange(self, obj: Any, tag: int, out: Any = None) -> Any:
         """Send ``obj`` and receive the peer's object at the same time (both sides call it).
@@ -220,6 +318,8 @@ class Channel:
         block we poll() for both directions and send as much of our frame as the kernel
         takes (no thread; sending before receiving would deadlock with full buffers).
         """
+        if self._sender is not None:
+            self.finish_sending()
         header, payload = framing.encode(obj, tag)
         if len(payload) <= SMALL_EXCHANGE:
             self._send_frame(header, payload)

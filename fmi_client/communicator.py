@@ -4,8 +4,11 @@ Each pair of ranks shares one connection, made the first time they talk (pair() 
 name unique to the communicator and the pair) and reused both ways. This module owns the
 connections, point-to-point with tags, and failure handling (an error inside a collective
 closes this rank's connections so that its peers raise instead of waiting forever). The
-collective algorithms are functions over a Transport (``fmi_client.collectives`` and
-``fmi_client.allreduce``); the Communicator hands them its connections as one.
+collective algorithms are functions over a Transport (``fmi_client.collectives``,
+``fmi_client.allreduce`` and ``fmi_client.exchanges``); the Communicator hands them its
+connections as one (``fmi_client.links``). The rest of mpi4py's surface is mixed in:
+``fmi_client.surface`` (lowercase object calls, Split) and ``fmi_client.buffers``
+(uppercase buffer calls); any source, requests and outboxes live in ``fmi_client.p2p``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fmi_client import collectives
+from fmi_client import collectives, p2p
 from fmi_client.address import check_int, parse_rendezvous
 from fmi_client.allreduce import LARGE_ALLREDUCE, Scratch, allreduce
-from fmi_client.channel import Channel
+from fmi_client.buffers import BufferCalls
+from fmi_client.channel import SMALL_FRAME, Channel
 from fmi_client.errors import (
     FmiClientError,
     NameTooLong,
@@ -28,31 +32,20 @@ from fmi_client.errors import (
     PeerNeverArrived,
     PunchFailed,
 )
+from fmi_client.framing import FIXED_SIZE, FIXED_STRUCT, KIND_BYTES, MAGIC
+from fmi_client.links import CollectiveLinks, Guard, round_robin
 from fmi_client.ops import OpLike, as_op
+from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
 from fmi_client.punch import PUNCH_WINDOW, pair
+from fmi_client.surface import ObjectCalls
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
 
 log = logging.getLogger("fmi_client")
-
-_COLL = -1  # the tag of collective traffic; user tags are >= 0
-
-
-def round_robin(world_size: int) -> list[list[tuple[int, int]]]:
-    """Rounds of disjoint rank pairs covering every pair once (the circle method)."""
-    players = world_size + (world_size % 2)
-    rounds = []
-    for r in range(players - 1):
-        matches = []
-        for i in range(players // 2):
-            a = (r + i) % (players - 1)
-            b = players - 1 if i == 0 else (r - i) % (players - 1)
-            if a < world_size and b < world_size:
-                matches.append((min(a, b), max(a, b)))
-        rounds.append(matches)
-    return rounds
+_pack_bytes = FIXED_STRUCT.pack
+_unpack = FIXED_STRUCT.unpack_from
 
 
-class Communicator:
+class Communicator(ObjectCalls, BufferCalls):
     """Rank ``rank`` of ``world_size`` ranks that meet at the ``rendezvous`` server.
 
     ``rendezvous`` is ``"host:port"`` (``"host"`` alone means port 10000); ``comm_name``
@@ -107,10 +100,15 @@ class Communicator:
         self._channels: dict[int, Channel] = {}
         self._lock = threading.Lock()
         self._self_queue: dict[int, deque[Any]] = defaultdict(deque)
+        self._self_order: deque[int] = deque()  # their tags in the order sent
+        self._pairing: dict[int, threading.Event] = {}  # set when that pairing ends
+        self._outbox: dict[int, tuple[threading.Thread, deque[Any]]] = {}  # isends, unpaired
+        self._pair_errors: dict[int, BaseException] = {}
+        self._splits = 0  # Split calls so far: part of the sub-communicators' names
         self._broken: BaseException | None = None
         self._closed = False
         self._scratch = Scratch()  # the large allreduce's receive buffer, kept between calls
-        self._links = _CollectiveLinks(self)
+        self._links = CollectiveLinks(self)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -124,9 +122,42 @@ class Communicator:
         return f"{self.comm_name}#{lo}-{hi}"
 
     def _channel(self, peer: int) -> Channel:
+        """The connection to ``peer``, paired now if need be. Only one pairing per peer
+        runs at a time (from any thread: an any-source receive, an isend's outbox), since
+        two under one name would be paired with each other by the server."""
         channel = self._channels.get(peer)
         if channel is not None:
             return channel
+        while True:
+            with self._lock:
+                channel = self._channels.get(peer)
+                if channel is not None:
+                    return channel
+                pending = self._pairing.get(peer)
+                if pending is None:
+                    mine = self._pairing[peer] = threading.Event()
+            if pending is None:
+                return self._pair_registered(peer, mine)
+            pending.wait()
+            channel = self._channels.get(peer)
+            if channel is not None:
+                return channel
+            error = self._pair_errors.pop(peer, None)
+            if error is not None:
+                raise error
+
+    def _pair_registered(self, peer: int, event: threading.Event) -> Channel:
+        try:
+            return self._pair_now(peer)
+        except BaseException as exc:  # for the threads waiting on the same pairing
+            self._pair_errors[peer] = exc
+            raise
+        finally:
+            with self._lock:
+                self._pairing.pop(peer, None)
+            event.set()
+
+    def _pair_now(self, peer: int) -> Channel:
         if self._closed:
             raise FmiClientError(f"rank {self.rank}: the communicator is closed")
         if self._broken is not None:
@@ -164,6 +195,9 @@ class Communicator:
             if self._closed_meanwhile():
                 channel.close()
                 raise FmiClientError(f"rank {self.rank}: the communicator is closed")
+            outbox = self._outbox.get(peer)
+            if outbox is not None:  # isends queued before we were paired go first
+                channel._sender = outbox[0]
             self._channels[peer] = channel
         log.debug(
             "rank %d: connected to rank %d in %.3f s", self.rank, peer, time.monotonic() - started
@@ -201,8 +235,8 @@ class Communicator:
         """Whether close() ran (from another thread) while we were pairing."""
         return self._closed
 
-    def _guard(self) -> _Guard:
-        return _Guard(self)
+    def _guard(self) -> Guard:
+        return Guard(self)
 
     def _abort(self, exc: BaseException) -> None:
         """After a failure, close every connection so that ranks waiting on us fail too."""
@@ -224,32 +258,54 @@ class Communicator:
         """Send ``obj`` to rank ``dest``; numpy arrays go as raw buffers, the rest pickled."""
         channel = self._channels.get(dest)
         if channel is not None and tag >= 0:  # fast path: known peer
+            if type(obj) is bytes and len(obj) <= SMALL_FRAME and channel._sender is None:
+                try:  # Channel.send's first case, inlined: one Python call less per message
+                    channel._sendall(_pack_bytes(MAGIC, KIND_BYTES, tag, len(obj), 0, 0) + obj)
+                except OSError as exc:
+                    raise channel._lost(f"sending to it failed ({exc})") from exc
+                return
             channel.send(obj, tag)
             return
-        self._check_peer(dest, "dest")
-        if tag < 0:
-            raise ValueError(f"tag must be >= 0, got {tag}")
+        p2p.check_rank(self, dest, "dest")
+        p2p.check_tag(tag, receiving=False)
         if dest == self.rank:
             self._self_queue[tag].append(obj)
+            self._self_order.append(tag)
             return
         self._channel(dest).send(obj, tag)
 
-    def recv(self, source: int, tag: int = 0, *, out: Any = None) -> Any:
-        """The next object rank ``source`` sent with ``tag`` (others are kept for later).
-
-        An array lands in ``out`` (no allocation) when ``out`` has its dtype and size.
-        """
+    def recv(
+        self,
+        source: int = ANY_SOURCE,
+        tag: int = ANY_TAG,
+        status: Status | None = None,
+        out: Any = None,
+    ) -> Any:
+        """The next object from ``source`` (any rank: ANY_SOURCE) with ``tag`` (any:
+        ANY_TAG); others are kept for later. ``status`` (a Status) learns its source, tag
+        and size. An array lands in ``out`` when ``out`` has its dtype and size."""
         channel = self._channels.get(source)
-        if channel is not None and tag >= 0:  # fast path: known peer
-            return channel.recv(tag, out)
-        self._check_peer(source, "source")
-        if tag < 0:
-            raise ValueError(f"tag must be >= 0, got {tag}")
-        if source == self.rank:
-            if not self._self_queue[tag]:
-                raise FmiClientError(f"rank {self.rank}: recv from itself with nothing sent")
-            return self._self_queue[tag].popleft()
-        return self._channel(source).recv(tag, out)
+        if channel is not None and status is None:  # fast paths: known peer
+            if tag == ANY_TAG:
+                start, end = channel._start, channel._end
+                if start == end and not channel._queued and channel._pending is None:
+                    try:  # Channel.recv_any's first case, inlined: one Python call less
+                        end = channel._recv_into(channel._view)
+                    except OSError as exc:
+                        raise channel._lost(f"receiving failed ({exc})") from exc
+                    if end >= FIXED_SIZE:
+                        magic, kind, got, length, _, _ = _unpack(channel._buf, 0)
+                        whole = FIXED_SIZE + length == end  # exactly one small frame came
+                        if magic == MAGIC and kind == KIND_BYTES and got >= 0 and whole:
+                            channel._start = channel._end = 0
+                            return channel._view[FIXED_SIZE:end].tobytes()
+                    channel._start, channel._end = 0, end
+                    if not end:
+                        raise channel._lost("it closed the connection (EOF)")
+                return channel.recv_any(out)
+            if tag >= 0:
+                return channel.recv(tag, out)
+        return p2p.recv(self, source, tag, status, out)
 
     # -- collectives (the algorithms are in fmi_client.collectives and .allreduce) ----------
 
@@ -343,53 +399,6 @@ class Communicator:
             f"Communicator(rank={self.rank}, world_size={self.size}, "
             f"rendezvous='{self.host}:{self.port}', comm_name={self.comm_name!r})"
         )
-
-
-class _CollectiveLinks:
-    """A Communicator as the Transport of the collectives: its connections, on the tag of
-    collective traffic (so collectives never take a user's point-to-point messages).
-
-    Known peers are looked up in the Communicator's own dict (close() and failures empty
-    it); an unknown one is paired by ``Communicator._channel``, which also refuses on a
-    closed or broken communicator.
-    """
-
-    __slots__ = ("_channels", "_connect", "rank", "size")
-
-    def __init__(self, comm: Communicator) -> None:
-        self.rank = comm.rank
-        self.size = comm.size
-        self._channels = comm._channels
-        self._connect = comm._channel
-
-    def send(self, obj: Any, peer: int) -> None:
-        (self._channels.get(peer) or self._connect(peer)).send(obj, _COLL)
-
-    def recv(self, peer: int, out: Any = None) -> Any:
-        return (self._channels.get(peer) or self._connect(peer)).recv(_COLL, out)
-
-    def exchange(self, obj: Any, peer: int, out: Any = None) -> Any:
-        return (self._channels.get(peer) or self._connect(peer)).exchange(obj, _COLL, out)
-
-
-class _Guard:
-    """Turns any failure inside a collective into a closed communicator (see _abort).
-
-    Not only network errors: a user op that raises, a frame that does not decode, an
-    interrupt. A rank that leaves a collective half done would leave its peers waiting
-    for a message that never comes; closing its connections makes them raise PeerLost.
-    (Argument errors are raised before a collective starts and break nothing.)
-    """
-
-    def __init__(self, comm: Communicator) -> None:
-        self.comm = comm
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is not None:
-            self.comm._abort(exc)
 
 
 __all__ = ["LARGE_ALLREDUCE", "Communicator", "PeerLost", "round_robin"]

@@ -219,7 +219,7 @@ class Communicator:
         self._comm.send(kind.convert(obj), dst)
 
     def recv(self, src: int, kind: types) -> Any:
-        return kind.convert(self._comm.recv(src))
+        return kind.convert(self._comm.recv(src, 0))
 
     def bcast(self, obj: Any, root: int, kind: types) -> Any:
         mine = kind.convert(obj) if self.peer_id == root else None

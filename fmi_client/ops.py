@@ -1,5 +1,5 @@
 """Reduction operators as objects, as mpi4py has them: ``SUM``, ``PROD``, ``MIN``, ``MAX``,
-``LAND``, ``LOR``, ``BAND``, ``BOR`` and ``Op.create(f, commute=...)``.
+``LAND``, ``LOR``, ``BAND``, ``BOR``, ``MAXLOC``, ``MINLOC`` and ``Op.create(f, commute=...)``.
 
 Wherever an op is accepted, the strings "sum", "prod", "min", "max" (and "land", "lor",
 "band", "bor") and any plain callable ``f(a, b)`` work too (``as_op`` turns them into an
@@ -56,6 +56,9 @@ class Op:
         unless ``commute=True``). It is applied to whole values, never to slices."""
         return cls(function, commute=commute)
 
+    #: mpi4py's spelling
+    Create = create
+
     def __call__(self, left: Any, right: Any, *, out: Any = None) -> Any:
         """``left op right``; an array result of a named op lands in ``out`` if given."""
         array = self._array
@@ -97,6 +100,26 @@ def _lor(a: Any, b: Any) -> bool:
     return bool(a) or bool(b)
 
 
+def _maxloc(a: Any, b: Any) -> tuple[Any, Any]:
+    """MPI's MAXLOC on ``(value, index)`` pairs: the larger value; on a tie the lower index."""
+    (va, ia), (vb, ib) = a, b
+    if va > vb:
+        return (va, ia)
+    if vb > va:
+        return (vb, ib)
+    return (va, min(ia, ib))
+
+
+def _minloc(a: Any, b: Any) -> tuple[Any, Any]:
+    """MPI's MINLOC on ``(value, index)`` pairs: the smaller value; on a tie the lower index."""
+    (va, ia), (vb, ib) = a, b
+    if va < vb:
+        return (va, ia)
+    if vb < va:
+        return (vb, ib)
+    return (va, min(ia, ib))
+
+
 SUM = Op(operator.add, commute=True, name="sum", array_function=_ufunc("add"))
 PROD = Op(operator.mul, commute=True, name="prod", array_function=_ufunc("multiply"))
 MIN = Op(min, commute=True, name="min", array_function=_ufunc("minimum"))
@@ -105,6 +128,9 @@ LAND = Op(_land, commute=True, name="land", array_function=_logical("logical_and
 LOR = Op(_lor, commute=True, name="lor", array_function=_logical("logical_or"))
 BAND = Op(operator.and_, commute=True, name="band", array_function=_ufunc("bitwise_and"))
 BOR = Op(operator.or_, commute=True, name="bor", array_function=_ufunc("bitwise_or"))
+#: On ``(value, index)`` pairs (as mpi4py's object calls take them), never element-wise.
+MAXLOC = Op(_maxloc, commute=True, name="maxloc")
+MINLOC = Op(_minloc, commute=True, name="minloc")
 
 #: The named ops by the strings that stand for them.
 NAMED: dict[str, Op] = {
@@ -117,6 +143,8 @@ NAMED: dict[str, Op] = {
     "band": BAND,
     "bor": BOR,
 }
+#: The pair ops by their strings (not element-wise, so kept apart from NAMED).
+LOC: dict[str, Op] = {"maxloc": MAXLOC, "minloc": MINLOC}
 
 #: What the Communicator accepts as an op.
 OpLike = Op | str | Binary
@@ -128,14 +156,15 @@ def as_op(op: OpLike) -> Op:
     if isinstance(op, Op):
         return op
     if isinstance(op, str):
-        named = NAMED.get(op)
+        named = NAMED.get(op) or LOC.get(op)
         if named is not None:
             return named
     elif callable(op):
         return Op(op, commute=True)
     raise ValueError(
-        f"op must be an fmi_client.ops.Op (SUM, PROD, MIN, MAX, LAND, LOR, BAND, BOR or "
-        f"Op.create(f)), one of {', '.join(map(repr, NAMED))} or a callable f(a, b), not {op!r}"
+        "op must be an fmi_client.ops.Op (SUM, PROD, MIN, MAX, LAND, LOR, BAND, BOR, MAXLOC, "
+        f"MINLOC or Op.create(f)), one of {', '.join(map(repr, [*NAMED, *LOC]))} or a callable "
+        f"f(a, b), not {op!r}"
     )
 
 
@@ -143,9 +172,12 @@ __all__ = [
     "BAND",
     "BOR",
     "LAND",
+    "LOC",
     "LOR",
     "MAX",
+    "MAXLOC",
     "MIN",
+    "MINLOC",
     "NAMED",
     "PROD",
     "SUM",
