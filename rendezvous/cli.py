@@ -432,6 +432,7 @@ async def _serve(settings: Settings) -> None:
             namespace=settings.emf_namespace,
             service=settings.emf_service,
         )
+        server.metrics.emf_dropped = lambda: emf.dropped if emf is not None else 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The loop's handlers take over from the early ones; a signal that arrived before

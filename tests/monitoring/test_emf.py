@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import threading
 import time
+import urllib.request
+from functools import partial
 
 import pytest
 
@@ -203,3 +208,67 @@ def test_the_spec_checker_catches_each_broken_rule(mutate, rule) -> None:
     mutate(document)
     found = violations(json.dumps(document))
     assert any(rule in problem for problem in found), found
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe of one page whose buffer is already full: the next write to it blocks."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_fd, b"x" * 4096)
+    os.set_blocking(write_fd, True)
+    return read_fd, write_fd
+
+
+def test_a_stdout_nobody_reads_never_stops_the_server(tmp_path) -> None:
+    read_fd, write_fd = full_pipe()
+    try:
+        with rendezvous_server(
+            tmp_path / "server.log", "--emf-interval", "1", "--drain-timeout", "1",
+            stdout=write_fd, env=clean_env(),
+        ) as server:  # fmt: skip
+            os.close(write_fd)
+            write_fd = -1
+            time.sleep(2.5)  # an EMF line or two is due: stdout takes none of them
+            base = f"http://127.0.0.1:{server.http_port}"
+            with urllib.request.urlopen(base + "/livez", timeout=5) as answer:
+                assert answer.status == 200
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+                metrics = answer.read().decode()
+            assert "rendezvous_emf_dropped_total 0.0" in metrics
+            server.proc.terminate()
+            assert server.proc.wait(timeout=20) == 0  # the last line waits 2 s at most
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def test_lines_stdout_cannot_take_are_dropped_counted_and_reported(caplog) -> None:
+    read_fd, write_fd = full_pipe()
+    stream = os.fdopen(write_fd, "w")
+    writer = EmfWriter(Source(), 60, stream=stream, max_pending=2000)
+    emitted = threading.Thread(target=lambda: [writer.emit() for _ in range(20)])
+    emitted.start()
+    emitted.join(timeout=10)
+    try:
+        assert not emitted.is_alive()  # emit() never waits for stdout
+        assert 0 < writer.dropped < 20
+        reported = [r for r in caplog.records if getattr(r, "event", "") == "emf_dropped"]
+        assert sum(r.dropped for r in reported) == writer.dropped
+        chunks: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: chunks.extend(iter(partial(os.read, read_fd, 1 << 16), b""))
+        )
+        reader.start()  # stdout is read again: the queued lines go out
+        writer.stop()  # never started: no last line, the queue is written (2 s at most)
+    finally:
+        stream.close()
+    reader.join(timeout=10)
+    os.close(read_fd)
+    data = b"".join(chunks)
+    lines = data.lstrip(b"x").decode().splitlines()
+    assert len(lines) == 20 - writer.dropped  # every line that was queued, whole
+    assert all(violations(line) == [] for line in lines)
