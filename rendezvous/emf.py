@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -108,7 +109,7 @@ class EmfWriter:
         stream: TextIO | None = None,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        if interval <= 0:
+        if not math.isfinite(interval) or interval <= 0:
             raise ValueError(f"the EMF interval must be positive, got {interval}")
         self.read = read
         self.interval = interval

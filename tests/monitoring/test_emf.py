@@ -16,6 +16,7 @@ from functools import partial
 import pytest
 
 from rendezvous.emf import SERIES, EmfWriter
+from rendezvous.settings import Settings
 from tests.monitoring.emf_spec import violations
 from tests.monitoring.load import EXPECTED, drive_load
 from tests.monitoring.stack import SERVE, rendezvous_server
@@ -36,21 +37,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
-    env = clean_env(RENDEZVOUS_EMF_INTERVAL="0.3")
+    env = clean_env(RENDEZVOUS_EMF_INTERVAL="1")  # the shortest interval allowed
     args = ("--peer-timeout", "0.5", "--drain-timeout", "2", "--emf-namespace", "RvTest")
     args += ("--emf-service", "team-a")
     with rendezvous_server(
         tmp_path / "server.log", *args, stdout=subprocess.PIPE, env=env
     ) as server:
         asyncio.run(drive_load(server.port))
-        time.sleep(1)  # a few more intervals
+        time.sleep(3.5)  # a few more intervals
         server.proc.terminate()
         out, _ = server.proc.communicate(timeout=20)
         assert server.proc.returncode == 0
     lines = out.splitlines()
     logged = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
     (on,) = [entry for entry in logged if entry.get("event") == "emf_on"]
-    assert (on["interval"], on["namespace"], on["service"]) == (0.3, "RvTest", "team-a")
+    assert (on["interval"], on["namespace"], on["service"]) == (1, "RvTest", "team-a")
     assert len(lines) >= 4, out  # periodic lines, not only the one at exit
     for line in lines:
         assert violations(line) == [], line
@@ -86,23 +87,42 @@ def test_no_emf_lines_by_default(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "complaint"),
+    ("args", "env", "complaints"),
     [
-        (("--emf-interval", "-1"), "--emf-interval"),
-        (("--emf-namespace", "AWS/ECS"), "--emf-namespace"),
-        (("--emf-namespace", ""), "--emf-namespace"),
-        (("--emf-service", ""), "--emf-service"),
+        (("--emf-interval", "-1"), {}, ("--emf-interval",)),
+        (("--emf-interval", "nan"), {}, ("--emf-interval", "finite", "nan")),
+        (("--emf-interval", "inf"), {}, ("--emf-interval", "finite")),
+        ((), {"RENDEZVOUS_EMF_INTERVAL": "nan"}, ("--emf-interval", "finite")),
+        (("--emf-interval", "1e-9"), {}, ("--emf-interval", "at least 1")),
+        (("--emf-interval", "0.5"), {}, ("--emf-interval", "at least 1")),
+        (("--emf-namespace", "AWS/ECS"), {}, ("--emf-namespace",)),
+        (("--emf-namespace", ""), {}, ("--emf-namespace",)),
+        (("--emf-service", ""), {}, ("--emf-service", "1-1024")),
+        (("--emf-service", " "), {}, ("--emf-service", "not whitespace")),
+        (("--emf-service", "équipe"), {}, ("--emf-service", "ASCII only")),
+        (("--emf-service", "a\tb"), {}, ("--emf-service", "control characters")),
+        (("--emf-service", "x" * 1025), {}, ("--emf-service", "1-1024")),
     ],
 )
-def test_bad_emf_options_are_usage_errors(args, complaint) -> None:
+def test_bad_emf_options_are_usage_errors(args, env, complaints) -> None:
     run = subprocess.run(
         [*SERVE, "--port", "0", "--http-port", "0", *args],
         capture_output=True,
         text=True,
         timeout=30,
-        env=clean_env(),
+        env=clean_env(**env),
     )
-    assert run.returncode == 2 and complaint in run.stderr, run.stderr
+    assert run.returncode == 2, run.stderr
+    for complaint in complaints:
+        assert complaint in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("interval", "service"), [(0, "rendezvous"), (1, "team a"), (30.5, "x" * 1024)]
+)
+def test_good_emf_settings_are_taken(interval, service) -> None:
+    settings = Settings(emf_interval=interval, emf_service=service)
+    assert (settings.emf_interval, settings.emf_service) == (interval, service)
 
 
 class Source:
