@@ -3,7 +3,8 @@
 stdout stays free for the one machine-readable result (``host:10000``), so scripts can
 capture it while people watch the progress. Marks: ``~`` something was created or
 changed, ``✓`` checked and already right (nothing done), ``✗`` failed. Off a terminal
-(a pipe, a CI log) lines are not wrapped, so ARNs and tables stay whole.
+(a pipe, a CI log) lines are not wrapped, so ARNs and tables stay whole; tables even
+where COLUMNS is set (a number cut short is worse than a long line).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 CHANGED = "~"
@@ -106,7 +108,19 @@ class Reporter:
             table.add_column(column)
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
-        self.console.print(table)
+        if self.console.is_terminal:
+            self.console.print(table)  # fits the terminal, as people read it there
+            return
+        # Off a terminal (a pipe, a log) a table is printed whole at its natural width,
+        # even where COLUMNS asks for less: cells cut short would lose digits.
+        console = self.console
+        natural = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table)
+        width = console.width
+        console.width = max(natural.maximum, width)
+        try:
+            console.print(table)
+        finally:
+            console.width = width
 
 
 def key_value_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:

@@ -190,8 +190,9 @@ def main() -> None:
     "emf-interval",
     type=click.FloatRange(min=0),
     default=0.0,
-    help="Every this many seconds, print the metrics to stdout as one CloudWatch Embedded "
-    "Metric Format line (CloudWatch Logs turns them into metrics, e.g. on Fargate); 0: off.",
+    help="Every this many seconds (at least 1), print the metrics to stdout as one CloudWatch "
+    "Embedded Metric Format line (CloudWatch Logs turns them into metrics, e.g. on Fargate); "
+    "0: off.",
 )
 @_option(
     "emf-namespace",
@@ -201,7 +202,8 @@ def main() -> None:
 @_option(
     "emf-service",
     default="rendezvous",
-    help="Value of the EMF metrics' Service dimension (one per deployment).",
+    help="Value of the EMF metrics' Service dimension (one per deployment): 1-1024 ASCII "
+    "characters, not all whitespace, no control characters.",
 )
 @_option(
     "discovery-port",
@@ -432,6 +434,7 @@ async def _serve(settings: Settings) -> None:
             namespace=settings.emf_namespace,
             service=settings.emf_service,
         )
+        server.metrics.emf_dropped = lambda: emf.dropped if emf is not None else 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The loop's handlers take over from the early ones; a signal that arrived before

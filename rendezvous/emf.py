@@ -9,6 +9,10 @@ Format (CloudWatch's EMF specification): the root object has ``_aws`` with ``Tim
 (milliseconds since the epoch) and ``CloudWatchMetrics`` (one directive: ``Namespace``,
 ``Dimensions`` as a list of dimension-name lists, ``Metrics`` as ``{"Name", "Unit"}``);
 every metric and dimension named there is also a member of the root object.
+
+The lines go to stdout through a :class:`~rendezvous.logwriter.LineWriter` thread, the
+one the JSON log uses for stderr: a stdout nobody reads never blocks the event loop;
+lines it cannot take are dropped and counted (``rendezvous_emf_dropped_total``).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
+
+from rendezvous.logwriter import LineWriter
 
 if TYPE_CHECKING:
     from rendezvous.metrics import Metrics
@@ -28,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("rendezvous")
 
 DEFAULT_NAMESPACE = "Rendezvous"
+MAX_PENDING = 256 * 1024
+"""Characters of EMF lines that may wait for stdout before new lines are dropped."""
+CLOSE_WAIT = 2.0
+"""Seconds ``stop()`` waits for the queued lines to reach stdout at most."""
 SERVICE_DIMENSION = "Service"
 
 
@@ -80,7 +91,9 @@ class EmfWriter:
     """Prints one EMF line every ``interval`` seconds, and a last one at ``stop()``.
 
     ``read`` returns the current values (``read_metrics`` of the server's Metrics);
-    ``write`` receives each line without its newline. Lives on the server's event loop,
+    ``write`` receives each line without its newline; without one, lines go to ``stream``
+    (stdout) through a writer thread, ``max_pending`` characters queued at most, and
+    ``dropped`` counts the lines it had to drop. Lives on the server's event loop,
     independent of the server object itself.
     """
 
@@ -93,15 +106,22 @@ class EmfWriter:
         service: str = "rendezvous",
         write: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        stream: TextIO | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
-        if interval <= 0:
+        if not math.isfinite(interval) or interval <= 0:
             raise ValueError(f"the EMF interval must be positive, got {interval}")
         self.read = read
         self.interval = interval
         self.namespace = namespace
         self.service = service
-        self.write = write or _stdout_line
+        self._lines: LineWriter | None = None
+        if write is None:
+            self._lines = LineWriter(stream or sys.stdout, max_pending, sink="stdout", report=False)
+            write = self._put_line
+        self.write = write
         self.clock = clock
+        self._reported_drops = 0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next = 0.0
@@ -137,8 +157,28 @@ class EmfWriter:
         self._previous = current  # only once the document is whole: a failure loses nothing
         return root
 
+    @property
+    def dropped(self) -> int:
+        """EMF lines dropped because stdout did not keep up (0 with a ``write`` given)."""
+        return 0 if self._lines is None else self._lines.dropped
+
+    def _put_line(self, line: str) -> None:
+        assert self._lines is not None
+        self._lines.put(line + "\n", 1)
+
     def emit(self) -> None:
         self.write(json.dumps(self.document(), separators=(",", ":")))
+        dropped = self.dropped
+        if dropped > self._reported_drops:  # on stderr: stdout is the one not keeping up
+            log.warning(
+                "EMF lines dropped",
+                extra={
+                    "event": "emf_dropped",
+                    "dropped": dropped - self._reported_drops,
+                    "detail": "stdout did not keep up; read it faster",
+                },
+            )
+            self._reported_drops = dropped
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -164,13 +204,11 @@ class EmfWriter:
 
     def stop(self) -> None:
         """Cancel the timer and print the last interval (nothing is lost on SIGTERM)."""
-        if self._timer is None:
-            return
-        self._timer.cancel()
-        self._timer = None
-        self.emit()
-
-
-def _stdout_line(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+        timer, self._timer = self._timer, None
+        try:
+            if timer is not None:
+                timer.cancel()
+                self.emit()
+        finally:
+            if self._lines is not None:  # a second stop: the thread is already gone
+                self._lines.close(CLOSE_WAIT)

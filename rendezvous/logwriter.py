@@ -30,7 +30,7 @@ def _fileno(stream: TextIO) -> int | None:
         return None
 
 
-def dropped_line(count: int) -> str:
+def dropped_line(count: int, sink: str = "stderr") -> str:
     """The JSON line that reports ``count`` dropped lines (same keys as every line)."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
@@ -42,7 +42,7 @@ def dropped_line(count: int) -> str:
                 "msg": "log lines dropped",
                 "event": "log_dropped",
                 "dropped": count,
-                "detail": "the log sink (stderr) did not keep up; read it faster",
+                "detail": f"the log sink ({sink}) did not keep up; read it faster",
             }
         )
         + "\n"
@@ -50,11 +50,25 @@ def dropped_line(count: int) -> str:
 
 
 class LineWriter:
-    """One thread that writes queued batches to ``stream``, in order, whole."""
+    """One thread that writes queued batches to ``stream``, in order, whole.
 
-    def __init__(self, stream: TextIO, max_pending: int = MAX_PENDING) -> None:
+    ``sink`` names the stream in the thread's name and the ``log_dropped`` line;
+    ``report=False`` leaves that line out (a stream of other lines, e.g. EMF on stdout,
+    where the owner reports drops its own way).
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        max_pending: int = MAX_PENDING,
+        *,
+        sink: str = "stderr",
+        report: bool = True,
+    ) -> None:
         self.stream = stream
         self.max_pending = max_pending
+        self.sink = sink
+        self.report = report
         self.dropped = 0  # lines dropped since start (the metric)
         self._unreported = 0  # lines dropped and not yet reported in a log_dropped line
         self._queue: collections.deque[str] = collections.deque()
@@ -84,7 +98,7 @@ class LineWriter:
             self._queued += 1
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="rendezvous-log-writer", daemon=True
+                    target=self._run, name=f"rendezvous-{self.sink}-writer", daemon=True
                 )
                 self._thread.start()
             else:
@@ -130,8 +144,8 @@ class LineWriter:
                 self._queue.clear()
                 unreported, self._unreported = self._unreported, 0
             text = "".join(batches)
-            if unreported:
-                text += dropped_line(unreported)
+            if unreported and self.report:
+                text += dropped_line(unreported, self.sink)
             self._write(fd, text)
             with self._cond:
                 self._pending -= sum(len(batch) for batch in batches)

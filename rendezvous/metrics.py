@@ -99,6 +99,7 @@ class Metrics:
         self.room = room
         self.http_open: Callable[[], int] = _no_count  # set by the HTTP side
         self.log_dropped: Callable[[], int] = dropped_lines  # this process's logging
+        self.emf_dropped: Callable[[], int] = _no_count  # set by the EMF writer, if any
         self.wait_counts = [0] * (len(WAIT_BUCKETS) + 1)  # the last one is +Inf
         self.wait_sum = 0.0
         self.registry = CollectorRegistry()
@@ -183,6 +184,11 @@ class Metrics:
             "rendezvous_log_dropped",
             "Log lines dropped because the log sink (stderr) did not keep up",
             self.log_dropped(),
+        )
+        yield CounterMetricFamily(
+            "rendezvous_emf_dropped",
+            "EMF metric lines dropped because stdout did not keep up",
+            self.emf_dropped(),
         )
         if self.room is not None:
             yield GaugeMetricFamily(

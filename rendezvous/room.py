@@ -8,6 +8,7 @@ encoded, so a v1 and a v2 client that use the same name pair with each other.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,15 @@ class _TokenRecord(Generic[H]):
 
 def new_token() -> str:
     return str(uuid.uuid4())
+
+
+def token_digest(token: str) -> str:
+    """What a log may say about a reconnect token: the first 8 hex digits of its SHA-256.
+
+    Enough to match two lines about one token; the token itself lets its holder take
+    over the wait, so it never goes into a log line.
+    """
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
 
 
 @dataclass
@@ -143,11 +153,13 @@ class Room(Generic[H]):
             record = self._tokens.get(token)
             if record is None or (record.valid_until is not None and now > record.valid_until):
                 self._forget(token)
-                return Refused("bad_token", f"reconnect token {token} is unknown or expired")
+                return Refused(
+                    "bad_token", f"reconnect token {token_digest(token)} is unknown or expired"
+                )
             if record.name != name:
                 return Refused(
                     "bad_token",
-                    f"reconnect token {token} belongs to another pairing name",
+                    f"reconnect token {token_digest(token)} belongs to another pairing name",
                 )
             if record.waiter is not None:
                 replaced = record.waiter

@@ -3,6 +3,7 @@ tests all build, so every knob has one name and one default."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,6 +11,24 @@ from typing import Literal
 from rendezvous.credentials import AuthPolicy
 
 LoopKind = Literal["auto", "asyncio", "uvloop"]
+
+
+MIN_EMF_INTERVAL = 1.0
+"""Shortest ``--emf-interval`` (seconds); 0 turns EMF off."""
+
+
+def dimension_value_problem(value: str) -> str | None:
+    """What breaks CloudWatch's rules for a dimension value (1-1024 characters, ASCII
+    only, no control characters, at least one that is not whitespace), or None."""
+    if not 1 <= len(value) <= 1024:
+        return f"it must be 1-1024 characters long, not {len(value)}"
+    if not value.isascii():
+        return "it must be ASCII only (no accents, no other scripts)"
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        return "it must not contain ASCII control characters (tab, newline, ...)"
+    if value.isspace():
+        return "it must contain at least one character that is not whitespace"
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,12 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not math.isfinite(self.emf_interval) or 0 < self.emf_interval < MIN_EMF_INTERVAL:
+            raise ValueError(
+                f"--emf-interval must be 0 (off) or a finite number of seconds, at least "
+                f"{MIN_EMF_INTERVAL:g} (one line a second is CloudWatch's finest resolution), "
+                f"got {self.emf_interval}"
+            )
         if self.emf_interval < 0:
             raise ValueError(f"--emf-interval must be 0 (off) or positive, got {self.emf_interval}")
         if not re.fullmatch(r"[A-Za-z0-9._#:/ -]{1,255}", self.emf_namespace) or (
@@ -79,8 +104,11 @@ class Settings:
                 f"--emf-namespace {self.emf_namespace!r} is not a CloudWatch namespace: use "
                 "1-255 letters, digits and . - _ / # : or space, not starting with AWS/"
             )
-        if not 0 < len(self.emf_service) <= 1024:
-            raise ValueError("--emf-service must be 1-1024 characters")
+        problem = dimension_value_problem(self.emf_service)
+        if problem:
+            raise ValueError(
+                f"--emf-service {self.emf_service!r} is not a CloudWatch dimension value: {problem}"
+            )
         if self.max_connections < 1 or self.max_waiting_per_ip < 1:
             raise ValueError("max_connections and max_waiting_per_ip must be at least 1")
         for name in ("max_http_connections", "max_tokens", "max_tokens_per_ip"):

@@ -2,12 +2,13 @@
 
 Frozen, slotted and validated at construction (LocalProtocolError), like the requests:
 an event holding a port outside 0..65535, a token that is not a UUID or a negative byte
-count cannot exist, so code that receives one need not check it again.
+count cannot exist, so code that receives one need not check it again. A reconnect
+token lets its holder take over the wait: it is left out of the reprs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tcpunch.endpoint import Endpoint
 from tcpunch.errors import LocalProtocolError, Reason
@@ -51,7 +52,7 @@ class Waiting:
     server sent one) resumes the wait on a new connection."""
 
     you: Endpoint
-    token: str = NO_TOKEN
+    token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
 
     def __post_init__(self) -> None:
         _check_endpoint(self.you, "you")
@@ -64,7 +65,7 @@ class Paired:
 
     you: Endpoint
     peer: Endpoint
-    token: str = NO_TOKEN
+    token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
 
     def __post_init__(self) -> None:
         _check_endpoint(self.you, "you")
@@ -78,7 +79,7 @@ class TimedOut:
     request (with the token, when one is known) for a new connection."""
 
     you: Endpoint
-    token: str = NO_TOKEN
+    token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
 
     def __post_init__(self) -> None:
         _check_endpoint(self.you, "you")

@@ -123,15 +123,16 @@ class V2Request:
     """A v2 request. ``token`` is ``NO_TOKEN`` for a fresh arrival.
 
     Validated at construction: the name is 1..99 UTF-8 bytes without NUL, the token a
-    UUID (stored in canonical form) or ``NO_TOKEN``, the flags fit 32 bits, the
-    credential (a bearer token: never in the repr) None or 1..512 UTF-8 bytes; anything
+    UUID (stored in canonical form) or ``NO_TOKEN`` (it lets its holder take over the
+    wait: never in the repr), the flags fit 32 bits, the credential (a bearer token:
+    never in the repr) None or 1..512 UTF-8 bytes; anything
     else raises LocalProtocolError. A request with a credential has flag bit 0 set (it
     is set if not given) and goes on the wire with the credential in a trailer
     (``tcpunch.v2credential``).
     """
 
     name: str
-    token: str = NO_TOKEN
+    token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
     flags: int = 0
     credential: str | None = field(default=None, repr=False)
 
@@ -232,12 +233,12 @@ def _check_endpoint(endpoint: object, what: str) -> Endpoint:
 @dataclass(frozen=True, slots=True)
 class V2Response:
     """A v2 response. Validated at construction: a known status, IPv4 endpoints with
-    ports in 0..65535, a UUID token (stored canonical) or ``NO_TOKEN``."""
+    ports in 0..65535, a UUID token (stored canonical, never in the repr) or ``NO_TOKEN``."""
 
     status: Status
     you: Endpoint = _ZERO_ENDPOINT
     peer: Endpoint = _ZERO_ENDPOINT
-    token: str = NO_TOKEN
+    token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
 
     def __post_init__(self) -> None:
         if type(self.status) is not Status:

@@ -39,3 +39,21 @@ def test_communicator_example_prints_what_its_comment_says(tmp_path: Path):
     compact = " ".join(result.stdout.split())
     assert "array([3., 3., 3., 3.], dtype=float32), 3," in compact
     assert "[[8., 7.], [7., 8.]]" in compact
+
+
+@pytest.mark.parametrize("fmi_module", [False, True])
+def test_the_layer_figures_are_what_a_build_writes(fmi_module: bool, tmp_path: Path):
+    """The README's file count is exact and its size within 25% (it drifts with edits)."""
+    import zipfile
+
+    from fmi_client.layer import build_layer
+
+    bullet = README.read_text().split("- **Lambda layer**", 1)[1].split("\n- ", 1)[0]
+    stated = re.findall(r"\((\d+) files, \**([\d.]+) KiB", bullet)
+    assert len(stated) == 2, bullet  # without and with --fmi-module
+    files, kib = stated[fmi_module]
+    zip_path = tmp_path / "layer.zip"
+    build_layer(zip_path, fmi_module)
+    entries = [i for i in zipfile.ZipFile(zip_path).infolist() if not i.is_dir()]
+    assert len(entries) == int(files)
+    assert abs(zip_path.stat().st_size / 1024 - float(kib)) <= 0.25 * float(kib)

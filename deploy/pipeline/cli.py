@@ -207,14 +207,16 @@ def run(
     """Run the pipeline for each world size and print the performance table.
 
     With --local: Initialize, one worker process per rank and Summarize on this
-    machine, a table (world size, wall time, per-rank time, samples/s, MAE) and a PNG
+    machine, a table (world size, wall (s), per rank (s), samples/s, MAE, comm (s),
+    comm share, total CPU time (s), throughput (Mbit/s); also in sweep.csv) and a PNG
     plot of the sweep. Without it: start one Step Functions execution per world size
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
     sizes = parse_world_sizes(world_sizes)
     if timeout is not None and timeout <= 0:
-        raise click.BadParameter(f"{timeout} is not a positive number of seconds",
-                                 param_hint="--timeout")
+        raise click.BadParameter(
+            f"{timeout} is not a positive number of seconds", param_hint="--timeout"
+        )
     if not local:
         validate.resource_name(name, "--name", validate.PIPELINE_SUFFIXES)
     if rendezvous is not None:
@@ -222,8 +224,7 @@ def run(
 
         if validate_endpoint(rendezvous):
             raise click.BadParameter(
-                f"expected host:port with a port 1-65535, e.g. 127.0.0.1:10000; "
-                f"got {rendezvous!r}",
+                f"expected host:port with a port 1-65535, e.g. 127.0.0.1:10000; got {rendezvous!r}",
                 param_hint="--rendezvous",
             )
     if local:
@@ -338,7 +339,7 @@ def _run_aws(
         ) from err
     if not isinstance(payload, dict):
         raise click.BadParameter(
-            f"{payload_file}: the payload must be a JSON object ({{\"bucket\": ...}}), "
+            f'{payload_file}: the payload must be a JSON object ({{"bucket": ...}}), '
             f"got a JSON {type(payload).__name__}",
             param_hint="--payload",
         )
@@ -482,8 +483,9 @@ def up(
         for location in locations:
             validate.bucket(location, option)
     if any_bucket and (data_locations or result_locations):
-        raise click.UsageError("--any-bucket widens --data and --results to every bucket: "
-                               "give one or the other")
+        raise click.UsageError(
+            "--any-bucket widens --data and --results to every bucket: give one or the other"
+        )
     if not any_bucket and not result_locations:
         raise click.UsageError(
             "give --results s3://BUCKET/PREFIX (where results are written) and --data "
@@ -602,6 +604,12 @@ def report(
         )
     for label, why in unread:
         reporter.warn(f"no per-rank results for {label}: {why}; its figures show n/a")
+    for run in runs:
+        if run.left_out and run.ranks > len(run.left_out):
+            reporter.warn(
+                f"{run.label}: left out of its figures (not in the users' format): "
+                f"{run.left_out_text()}"
+            )
     rows.sort(key=lambda r: r.world_size)
     runs.sort(key=lambda r: (r.partition_mb or 0.0, r.world_size))
     reporter.table("Inference pipeline on AWS Lambda", COLUMNS, [row_cells(r) for r in rows])

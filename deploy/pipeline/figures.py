@@ -44,6 +44,13 @@ class RunFigures:
     throughput_bps: float | None  # sum over ranks
     memory_mb: float | None  # sum of total_cpu_memory (MB) over ranks
     cost_usd: float | None
+    # (rank, what is wrong) of the objects not in the users' format: left out of every
+    # figure above, which would otherwise take their missing numbers as 0
+    left_out: tuple[tuple[int, str], ...] = ()
+
+    def left_out_text(self) -> str:
+        """The ranks left out and why, for a warning line ("" when none)."""
+        return "; ".join(f"rank {rank}: {why}" for rank, why in self.left_out)
 
 
 def run_figures(
@@ -54,18 +61,27 @@ def run_figures(
     cost_usd: float | None = None,
     partition: float | None = None,
 ) -> RunFigures:
-    """Aggregate one run's per-rank objects as the users' notebooks do."""
+    """Aggregate one run's per-rank objects as the users' notebooks do; objects not in
+    their format (by position, the rank) are left out and listed in ``left_out``."""
     if not combined:
         return RunFigures(label, world_size, partition, 0, None, None, None, cost_usd)
+    left_out = tuple(
+        (rank, "; ".join(problems))
+        for rank, record in enumerate(combined)
+        if (problems := format_problems(record))
+    )
+    bad = {rank for rank, _ in left_out}
+    good = [record for rank, record in enumerate(combined) if rank not in bad]
     return RunFigures(
         label=label,
         world_size=world_size,
         partition_mb=partition,
         ranks=len(combined),
-        cpu_seconds=trimmed_mean([number(r, CPU_TIME) for r in combined]),
-        throughput_bps=sum(number(r, THROUGHPUT) for r in combined),
-        memory_mb=sum(number(r, CPU_MEMORY) for r in combined),
+        cpu_seconds=trimmed_mean([number(r, CPU_TIME) for r in good]) if good else None,
+        throughput_bps=sum(number(r, THROUGHPUT) for r in good) if good else None,
+        memory_mb=sum(number(r, CPU_MEMORY) for r in good) if good else None,
         cost_usd=cost_usd,
+        left_out=left_out,
     )
 
 
@@ -86,8 +102,11 @@ def _reader(bucket: str, aws: Any) -> tuple[Callable[[str], bytes], Callable[[st
 
 def read_run(
     payload: Mapping[str, Any], run_id: str, aws: Any = None
-) -> tuple[list[dict[str, Any]], float | None, str | None]:
+) -> tuple[list[Any], float | None, str | None]:
     """(per-rank objects, partition MB, None) of one execution, or ([], None, why).
+
+    The objects come in rank order, malformed ones included (``run_figures`` leaves them
+    out of the figures and names them); ``why`` when not one is in the users' format.
 
     Reads the copies Summarize keeps per run under ``{result_path}/_pipeline/runs/<run_id>/``
     (all the deployer's policy lets `pipeline report` read), not the result_path's own
@@ -113,7 +132,7 @@ def read_run(
         partition = float(summary["partition_mb"])
     except Exception:  # summarized without it: the partition size stays unknown
         partition = None
-    return [r for r in combined if isinstance(r, dict)], partition, None
+    return combined, partition, None
 
 
 COLUMNS = (
@@ -125,6 +144,7 @@ COLUMNS = (
     "throughput (Mbit/s)",
     "total CPU memory (MB)",
     "cost (USD)",
+    "ranks left out",
 )
 
 
@@ -143,6 +163,7 @@ def cells(row: RunFigures) -> list[str]:
         _cell(throughput, ".2f"),
         _cell(row.memory_mb, ".1f"),
         _cell(row.cost_usd, ".6f"),
+        " ".join(str(rank) for rank, _ in row.left_out) or "none",
     ]
 
 

@@ -38,7 +38,7 @@ def emf_lines_of_the_task(tmp_path: Path, settings: ServerSettings) -> list[dict
     wanted = taskdef.desired(settings, "img", "arn:aws:iam::1:role/r", "us-east-1")
     env = {e["name"]: e["value"] for e in wanted["containerDefinitions"][0]["environment"]}
     assert env["RENDEZVOUS_EMF_INTERVAL"] == str(monitoring.EMF_INTERVAL)
-    env["RENDEZVOUS_EMF_INTERVAL"] = "0.2"  # the task's 30 s is too slow for a test
+    env["RENDEZVOUS_EMF_INTERVAL"] = "1"  # the task's 30 s is too slow for a test
     env.pop("RENDEZVOUS_PORT"), env.pop("RENDEZVOUS_HTTP_PORT")
     base = {k: v for k, v in os.environ.items() if not k.startswith("RENDEZVOUS_")}
     with rendezvous_server(
@@ -46,7 +46,7 @@ def emf_lines_of_the_task(tmp_path: Path, settings: ServerSettings) -> list[dict
         stdout=subprocess.PIPE, env={**base, **env},
     ) as server:  # fmt: skip
         asyncio.run(drive_load(server.port))
-        time.sleep(0.5)
+        time.sleep(1.2)
         server.proc.terminate()
         out, _ = server.proc.communicate(timeout=20)
     return [json.loads(line) for line in out.splitlines()]

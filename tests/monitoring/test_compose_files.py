@@ -49,3 +49,15 @@ def test_scrape_target_is_the_compose_server_http_port() -> None:
     for target in job["static_configs"][0]["targets"]:
         host, port = target.split(":")
         assert host in base and port in container_ports and port == "10001"
+
+
+def test_the_config_header_names_the_compose_file_that_uses_it() -> None:
+    """docker/compose.monitoring.yaml is a file of its own, on purpose not a profile."""
+    header = "".join(
+        line
+        for line in (MONITORING / "prometheus.yml").read_text().splitlines(keepends=True)
+        if line.startswith("#")
+    )
+    assert "docker/compose.monitoring.yaml" in header
+    assert "profile" not in header
+    assert "profiles" not in load("compose.yaml").get("services", {}).get("server", {})

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import threading
 import time
+import urllib.request
+from functools import partial
 
 import pytest
 
 from rendezvous.emf import SERIES, EmfWriter
+from rendezvous.settings import Settings
 from tests.monitoring.emf_spec import violations
 from tests.monitoring.load import EXPECTED, drive_load
 from tests.monitoring.stack import SERVE, rendezvous_server
@@ -31,21 +37,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_server_prints_valid_emf_lines_whose_counters_add_up(tmp_path) -> None:
-    env = clean_env(RENDEZVOUS_EMF_INTERVAL="0.3")
+    env = clean_env(RENDEZVOUS_EMF_INTERVAL="1")  # the shortest interval allowed
     args = ("--peer-timeout", "0.5", "--drain-timeout", "2", "--emf-namespace", "RvTest")
     args += ("--emf-service", "team-a")
     with rendezvous_server(
         tmp_path / "server.log", *args, stdout=subprocess.PIPE, env=env
     ) as server:
         asyncio.run(drive_load(server.port))
-        time.sleep(1)  # a few more intervals
+        time.sleep(3.5)  # a few more intervals
         server.proc.terminate()
         out, _ = server.proc.communicate(timeout=20)
         assert server.proc.returncode == 0
     lines = out.splitlines()
     logged = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
     (on,) = [entry for entry in logged if entry.get("event") == "emf_on"]
-    assert (on["interval"], on["namespace"], on["service"]) == (0.3, "RvTest", "team-a")
+    assert (on["interval"], on["namespace"], on["service"]) == (1, "RvTest", "team-a")
     assert len(lines) >= 4, out  # periodic lines, not only the one at exit
     for line in lines:
         assert violations(line) == [], line
@@ -81,23 +87,42 @@ def test_no_emf_lines_by_default(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "complaint"),
+    ("args", "env", "complaints"),
     [
-        (("--emf-interval", "-1"), "--emf-interval"),
-        (("--emf-namespace", "AWS/ECS"), "--emf-namespace"),
-        (("--emf-namespace", ""), "--emf-namespace"),
-        (("--emf-service", ""), "--emf-service"),
+        (("--emf-interval", "-1"), {}, ("--emf-interval",)),
+        (("--emf-interval", "nan"), {}, ("--emf-interval", "finite", "nan")),
+        (("--emf-interval", "inf"), {}, ("--emf-interval", "finite")),
+        ((), {"RENDEZVOUS_EMF_INTERVAL": "nan"}, ("--emf-interval", "finite")),
+        (("--emf-interval", "1e-9"), {}, ("--emf-interval", "at least 1")),
+        (("--emf-interval", "0.5"), {}, ("--emf-interval", "at least 1")),
+        (("--emf-namespace", "AWS/ECS"), {}, ("--emf-namespace",)),
+        (("--emf-namespace", ""), {}, ("--emf-namespace",)),
+        (("--emf-service", ""), {}, ("--emf-service", "1-1024")),
+        (("--emf-service", " "), {}, ("--emf-service", "not whitespace")),
+        (("--emf-service", "équipe"), {}, ("--emf-service", "ASCII only")),
+        (("--emf-service", "a\tb"), {}, ("--emf-service", "control characters")),
+        (("--emf-service", "x" * 1025), {}, ("--emf-service", "1-1024")),
     ],
 )
-def test_bad_emf_options_are_usage_errors(args, complaint) -> None:
+def test_bad_emf_options_are_usage_errors(args, env, complaints) -> None:
     run = subprocess.run(
         [*SERVE, "--port", "0", "--http-port", "0", *args],
         capture_output=True,
         text=True,
         timeout=30,
-        env=clean_env(),
+        env=clean_env(**env),
     )
-    assert run.returncode == 2 and complaint in run.stderr, run.stderr
+    assert run.returncode == 2, run.stderr
+    for complaint in complaints:
+        assert complaint in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("interval", "service"), [(0, "rendezvous"), (1, "team a"), (30.5, "x" * 1024)]
+)
+def test_good_emf_settings_are_taken(interval, service) -> None:
+    settings = Settings(emf_interval=interval, emf_service=service)
+    assert (settings.emf_interval, settings.emf_service) == (interval, service)
 
 
 class Source:
@@ -203,3 +228,67 @@ def test_the_spec_checker_catches_each_broken_rule(mutate, rule) -> None:
     mutate(document)
     found = violations(json.dumps(document))
     assert any(rule in problem for problem in found), found
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe of one page whose buffer is already full: the next write to it blocks."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_fd, b"x" * 4096)
+    os.set_blocking(write_fd, True)
+    return read_fd, write_fd
+
+
+def test_a_stdout_nobody_reads_never_stops_the_server(tmp_path) -> None:
+    read_fd, write_fd = full_pipe()
+    try:
+        with rendezvous_server(
+            tmp_path / "server.log", "--emf-interval", "1", "--drain-timeout", "1",
+            stdout=write_fd, env=clean_env(),
+        ) as server:  # fmt: skip
+            os.close(write_fd)
+            write_fd = -1
+            time.sleep(2.5)  # an EMF line or two is due: stdout takes none of them
+            base = f"http://127.0.0.1:{server.http_port}"
+            with urllib.request.urlopen(base + "/livez", timeout=5) as answer:
+                assert answer.status == 200
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+                metrics = answer.read().decode()
+            assert "rendezvous_emf_dropped_total 0.0" in metrics
+            server.proc.terminate()
+            assert server.proc.wait(timeout=20) == 0  # the last line waits 2 s at most
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def test_lines_stdout_cannot_take_are_dropped_counted_and_reported(caplog) -> None:
+    read_fd, write_fd = full_pipe()
+    stream = os.fdopen(write_fd, "w")
+    writer = EmfWriter(Source(), 60, stream=stream, max_pending=2000)
+    emitted = threading.Thread(target=lambda: [writer.emit() for _ in range(20)])
+    emitted.start()
+    emitted.join(timeout=10)
+    try:
+        assert not emitted.is_alive()  # emit() never waits for stdout
+        assert 0 < writer.dropped < 20
+        reported = [r for r in caplog.records if getattr(r, "event", "") == "emf_dropped"]
+        assert sum(r.dropped for r in reported) == writer.dropped
+        chunks: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: chunks.extend(iter(partial(os.read, read_fd, 1 << 16), b""))
+        )
+        reader.start()  # stdout is read again: the queued lines go out
+        writer.stop()  # never started: no last line, the queue is written (2 s at most)
+    finally:
+        stream.close()
+    reader.join(timeout=10)
+    os.close(read_fd)
+    data = b"".join(chunks)
+    lines = data.lstrip(b"x").decode().splitlines()
+    assert len(lines) == 20 - writer.dropped  # every line that was queued, whole
+    assert all(violations(line) == [] for line in lines)

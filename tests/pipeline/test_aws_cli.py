@@ -181,6 +181,8 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
         combined = [{**USERS_RESULT, "total_cpu_time (seconds)": 10.0 * ws + rank,
                      "throughput_bps": 1e6 * (rank + 1), "result_path": run["result_path"]}
                     for rank in range(ws)]
+        if ws == 3:  # one malformed rank: left out of the figures, not counted as 0
+            combined[2]["total_cpu_time"] = combined[2].pop("total_cpu_time (seconds)")
         kept = f"{run['result_path']}/_pipeline/runs/{rid}"
         s3.put_object(Bucket="results", Key=f"{kept}/combined_data.json",
                       Body=json.dumps(combined).encode())
@@ -188,15 +190,17 @@ def test_run_then_report(aws_env: str, tmp_path: Path) -> None:
                       Body=json.dumps({"run_id": rid, "partition_mb": ws - 1.5}).encode())
 
     out_dir = tmp_path / "report"
-    invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),
-            "--out", str(out_dir)], aws_env)
+    output = invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs_file),
+                     "--out", str(out_dir)], aws_env)
     figures = list(csv.DictReader((out_dir / "runs.csv").open()))
     costs = {row["world size"]: row["cost (USD)"] for row in csv.DictReader(
         (out_dir / "report.csv").open())}
     assert [(r["world size"], r["partition (MB)"], r["ranks"]) for r in figures] == [
         ("2", "0.5", "2"), ("3", "1.5", "3")]
-    assert [float(r["total CPU time (s)"]) for r in figures] == [20.5, 31.0]  # mean per rank
-    assert [float(r["throughput (Mbit/s)"]) for r in figures] == [3.0, 6.0]  # sum over ranks
+    assert [float(r["total CPU time (s)"]) for r in figures] == [20.5, 30.5]  # mean per rank
+    assert [float(r["throughput (Mbit/s)"]) for r in figures] == [3.0, 3.0]  # sum over ranks
+    assert [r["ranks left out"] for r in figures] == ["none", "2"]
+    assert "rank 2: missing key 'total_cpu_time (seconds)'" in " ".join(output.split())
     assert all(r["cost (USD)"] == costs[r["world size"]] for r in figures)
     assert "| total CPU time (s) |" in (out_dir / "report.md").read_text()
     rows = list(csv.DictReader((out_dir / "report.csv").open()))

@@ -15,6 +15,7 @@ from rendezvous_deploy.pipeline.figures import (
     read_run,
     run_figures,
     to_csv,
+    to_markdown,
 )
 from rendezvous_pipeline.results import format_problems, trimmed_mean, users_record
 from rendezvous_pipeline.summarize import summarize
@@ -103,10 +104,48 @@ def test_run_figures_aggregate_as_the_notebooks() -> None:
     lines = to_csv([row, empty]).splitlines()
     assert lines[0] == (
         "execution,world size,partition (MB),ranks,total CPU time (s),"
-        "throughput (Mbit/s),total CPU memory (MB),cost (USD)"
+        "throughput (Mbit/s),total CPU memory (MB),cost (USD),ranks left out"
     )
-    assert lines[1] == "r1,4,25.0,4,11.000,10.00,460.0,0.500000"
-    assert lines[2] == "r2,8,n/a,0,n/a,n/a,n/a,0.100000"
+    assert lines[1] == "r1,4,25.0,4,11.000,10.00,460.0,0.500000,none"
+    assert lines[2] == "r2,8,n/a,0,n/a,n/a,n/a,0.100000,none"
+
+
+def test_a_malformed_rank_is_left_out_of_the_figures_and_named() -> None:
+    """A rank whose CPU time key was renamed must not count as 0 s, 0 bps, 0 MB."""
+    combined = [rank(10.0, 1e6, 100.0, "p/1.pt"), rank(12.0, 2e6, 110.0, "p/2.pt")]
+    broken = rank(11.0, 3e6, 120.0, "p/3.pt")
+    broken["total_cpu_time"] = broken.pop("total_cpu_time (seconds)")
+    combined.insert(1, broken)
+    row = run_figures("r1", 3, combined, cost_usd=0.5)
+    assert row.ranks == 3 and [r for r, _ in row.left_out] == [1]
+    assert row.cpu_seconds == pytest.approx(11.0)  # (10 + 12) / 2, not (10 + 0 + 12) / 3
+    assert row.throughput_bps == pytest.approx(3e6) and row.memory_mb == pytest.approx(210.0)
+    assert "rank 1: missing key 'total_cpu_time (seconds)'" in row.left_out_text()
+    assert to_csv([row]).splitlines()[1] == "r1,3,n/a,3,11.000,3.00,210.0,0.500000,1"
+    assert to_markdown([row]).splitlines()[2].endswith("| 1 |")
+    none_good = run_figures("r2", 1, [broken])
+    assert (none_good.cpu_seconds, none_good.throughput_bps, none_good.memory_mb) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_read_run_keeps_malformed_ranks_in_place(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    for r, cpu in enumerate((1.0, 2.0, 3.0)):
+        path = bucket / "runs" / "x" / f"{r}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = rank(cpu, 1.0, 1.0, f"parts/{r}.pt")
+        if r == 2:
+            record["total_cpu_time"] = record.pop("total_cpu_time (seconds)")
+        path.write_text(json.dumps(record))
+    event = {"bucket": str(bucket), "result_path": "runs/x", "world_size": 3, "run_id": "ws3"}
+    summarize(event)
+    combined, _, why = read_run({"bucket": str(bucket), "result_path": "runs/x"}, "ws3")
+    assert why is None and len(combined) == 3
+    row = run_figures("ws3", 3, combined)
+    assert [r for r, _ in row.left_out] == [2] and row.cpu_seconds == pytest.approx(1.5)
 
 
 def test_plot_per_world_size_and_partition_with_units(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     result = runner.invoke(main, ["pipeline", "run", "--local", "--world-size", "1,2",
                                   "--data", "data", "--results", "out",
                                   "--model", str(own_model)],
-                           catch_exceptions=False)
+                           catch_exceptions=False, env={"COLUMNS": "80"})  # not a terminal
     assert result.exit_code == 0, result.output
     assert "(96 samples)" in result.output
     assert result.output.strip().endswith("out/sweep.png")
@@ -216,6 +216,10 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     assert float(rows[0]["MAE"]) < 0.1
     for row in rows:  # the users' figures, from each run's combined_data.json
         assert float(row["total CPU time (s)"]) > 0 and float(row["throughput (Mbit/s)"]) > 0
+    printed = [line for line in result.output.splitlines() if line.startswith("│ ")]
+    assert len(printed) == len(rows)  # in a pipe the table is whole, not cut at COLUMNS
+    for line, row in zip(printed, rows, strict=True):
+        assert [cell.strip() for cell in line.strip("│").split("│")] == list(row.values())
     items = json.loads(next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json"))
                        .read_text())
     assert items[0]["S3_OBJECT_NAME"].endswith("/my-model.pt")
@@ -226,3 +230,15 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     bad = runner.invoke(main, ["pipeline", "run", "--local", "--data", "data",
                                "--world-size", "2,x"])
     assert bad.exit_code == 2 and "'x' is not a positive integer" in bad.output
+
+
+def test_run_help_names_every_column_of_the_local_table() -> None:
+    from click.testing import CliRunner
+
+    from rendezvous_deploy.cli import main
+    from rendezvous_deploy.pipeline.sweep import COLUMNS
+
+    shown = CliRunner().invoke(main, ["pipeline", "run", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(shown.output.split())
+    assert shown.exit_code == 0
+    assert [column for column in COLUMNS if column not in text] == []

@@ -502,3 +502,39 @@ async def test_a_mixed_pairing_says_which_side_spoke_which(make_server, unique):
     finally:
         handler.close()
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+async def test_refusal_lines_never_hold_a_reconnect_token(make_server, unique):
+    """A live token lets its holder take over the wait: a refusal names it by a digest."""
+    from rendezvous.room import token_digest
+    from tests.server.wire import v2
+
+    log = logging.getLogger("rendezvous")
+    saved = log.handlers[:], log.level, log.propagate
+    stream = CountingStream()
+    handler = configure_logging("INFO", stream=stream)
+    try:
+        server = await make_server(http_port=None)
+        victim = await v2(server.port, unique("victim"))
+        waiting = await victim.read_v2()
+        live = waiting.token
+        assert waiting.status.name == "WAITING" and live
+        other = await v2(server.port, unique("other"), live)  # a live token, another name
+        assert (await other.read_v2()).status.name == "ERROR"
+        unknown = "0b8e3a4c-2f1d-4e5a-9c7b-6d5e4f3a2b1c"
+        stranger = await v2(server.port, unique("stranger"), unknown)
+        assert (await stranger.read_v2()).status.name == "ERROR"
+        for client in (victim, other, stranger):
+            await client.close()
+        handler.flush()
+        text = stream.getvalue()
+        refused = [json.loads(line) for line in text.splitlines() if '"refused"' in line]
+        assert [line["reason"] for line in refused] == ["bad_token", "bad_token"], text
+        assert live not in text and live.replace("-", "") not in text
+        assert unknown not in text
+        assert token_digest(live) in refused[0]["detail"]
+        assert token_digest(unknown) in refused[1]["detail"]
+        assert re.fullmatch(r"sha256:[0-9a-f]{8}", token_digest(live))
+    finally:
+        handler.close()
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]

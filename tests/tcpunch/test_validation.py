@@ -187,3 +187,33 @@ def test_events_are_frozen_and_slotted() -> None:
         event.token = ""  # type: ignore[misc]
     for cls in (V1Request, V2Request, Command, V2Response, OwnEndpoint, ServerClosed):
         assert "__slots__" in vars(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: V2Request("pair", TOKEN),
+        lambda: V2Request("pair", TOKEN.upper()),  # stored canonical: still not shown
+        lambda: V2Response(Status.WAITING, YOU, token=TOKEN),
+        lambda: Waiting(YOU, TOKEN),
+        lambda: Paired(YOU, YOU, TOKEN),
+        lambda: TimedOut(YOU, TOKEN),
+    ],
+)
+def test_reconnect_tokens_stay_out_of_reprs(make) -> None:
+    """A token lets its holder take over the wait: reprs (logs, tracebacks) never show it."""
+    value = make()
+    assert value.token == TOKEN  # still there, and still compared
+    assert TOKEN not in repr(value) and TOKEN not in str(value)
+    assert "token" not in repr(value)
+    assert value == make() and dataclasses.replace(value).token == TOKEN
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.token = "x"  # type: ignore[misc]
+    with pytest.raises(LocalProtocolError):
+        dataclasses.replace(value, token="not a uuid")
+
+
+def test_a_decoded_request_keeps_its_token_out_of_its_repr() -> None:
+    request = RequestReader().feed(V2Request("pair", TOKEN).encode())
+    assert isinstance(request, V2Request)  # the server's fast constructor path
+    assert request.token == TOKEN and TOKEN not in repr(request)
