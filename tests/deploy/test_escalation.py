@@ -37,6 +37,8 @@ RUNTIME_FILL = {
     "HostedZoneId": "Z1",
     "RecordName": "rdv.example.com",
     "Function": "rendezvous-dns-refresher",
+    "AuthSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+    "rendezvous/rendezvous/auth-secret-AbC123",
 }
 PIPELINE_FILL: dict[str, Any] = {
     "Region": REGION,
