@@ -40,9 +40,7 @@ def desired(
             *settings.environment,
         ]
     )
-    secrets = (
-        [{"name": AUTH_SECRET_ENV, "valueFrom": auth_secret_arn}] if auth_secret_arn else []
-    )
+    secrets = [{"name": AUTH_SECRET_ENV, "valueFrom": auth_secret_arn}] if auth_secret_arn else []
     return {
         "family": settings.family,
         "networkMode": "awsvpc",

@@ -66,8 +66,11 @@ def test_up_makes_the_secret_once_gives_it_to_the_task_and_never_prints_it(
         assert environment["RENDEZVOUS_ALLOW_V1"] == "legacy-.*"
         assert "RENDEZVOUS_AUTH_SECRET" not in environment
         assert value not in json.dumps(container)
-        readers = [s for s in execution_statements(stack.endpoint)
-                   if "secretsmanager:GetSecretValue" in s["Action"]]
+        readers = [
+            s
+            for s in execution_statements(stack.endpoint)
+            if "secretsmanager:GetSecretValue" in s["Action"]
+        ]
         assert [s["Resource"] for s in readers] == [arn]  # exactly this secret
 
         second = run("up", *stack.cli_args(), "--image-uri", IMAGE, "--allow-v1", "legacy-.*")
@@ -83,8 +86,11 @@ def test_up_makes_the_secret_once_gives_it_to_the_task_and_never_prints_it(
         assert "registered task definition rendezvous:2" in off.stderr
         assert "--no-auth" in off.stderr
         assert not latest_container(stack.endpoint).get("secrets")
-        assert not [s for s in execution_statements(stack.endpoint)
-                    if "secretsmanager:GetSecretValue" in s["Action"]]
+        assert not [
+            s
+            for s in execution_statements(stack.endpoint)
+            if "secretsmanager:GetSecretValue" in s["Action"]
+        ]
 
         down = run("down", *stack.cli_args(), "--delete")
         assert down.returncode == 0, down.stderr
@@ -116,12 +122,14 @@ def test_a_rotated_value_is_kept_and_down_delete_tolerates_no_secret(
 def test_the_secret_never_goes_into_the_environment_and_allow_v1_needs_auth(
     stack: Stack,
 ) -> None:
-    leaked = run("up", *stack.cli_args(), "--image-uri", IMAGE,
-                 "--env", "RENDEZVOUS_AUTH_SECRET=" + "x" * 40)
+    leaked = run(
+        "up", *stack.cli_args(), "--image-uri", IMAGE, "--env", "RENDEZVOUS_AUTH_SECRET=" + "x" * 40
+    )
     assert leaked.returncode == 2
     assert "Secrets Manager" in leaked.stderr and "x" * 40 not in leaked.stderr
-    pointless = run("up", *stack.cli_args(), "--image-uri", IMAGE, "--no-auth",
-                    "--allow-v1", "legacy-.*")
+    pointless = run(
+        "up", *stack.cli_args(), "--image-uri", IMAGE, "--no-auth", "--allow-v1", "legacy-.*"
+    )
     assert pointless.returncode == 2 and "--allow-v1 only applies with auth" in pointless.stderr
     broken = run("up", *stack.cli_args(), "--image-uri", IMAGE, "--allow-v1", "legacy-(")
     assert broken.returncode == 2 and "not a regular expression" in broken.stderr
