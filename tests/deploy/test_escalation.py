@@ -51,6 +51,8 @@ PIPELINE_FILL: dict[str, Any] = {
     "ReadObjects": ["arn:aws:s3:::d/*"],
     "WriteObjects": ["arn:aws:s3:::r/*"],
     "ItemObjects": ["arn:aws:s3:::r/*_pipeline/items.json"],
+    "AuthSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+    "rendezvous/rendezvous/auth-secret-AbC123",
 }
 
 
