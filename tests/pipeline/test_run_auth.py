@@ -146,21 +146,25 @@ def test_local_runs_are_authenticated_with_their_own_credential(
     for value in (*first.values(), *second.values(), server.auth_secret.decode()):
         assert value not in written and value not in shown
 
-    # The same server refuses ranks without a credential: auth really is on.
-    with BackgroundServer(
-        host="127.0.0.1", port=0, http_port=None, auth_secrets=(SECRET,)
-    ) as strict:
-        with pytest.raises(local.PipelineFailed, match="refused|credential"):
-            local.run_local(
-                data_dir=tiny_data,
-                results_dir=tmp_path / "refused",
-                world_size=2,
-                endpoint=strict.address,
-                batch_size=16,
-                data_prefix="parts/",
-                timeout=60,
-                cpus=2,
-            )
+    # A server with auth refuses ranks without a credential: auth really is on.
+    with (
+        BackgroundServer(
+            host="127.0.0.1", port=0, http_port=None, auth_secrets=(SECRET,)
+        ) as strict,
+        pytest.raises(local.PipelineFailed) as refused,
+    ):
+        local.run_local(
+            data_dir=tiny_data,
+            results_dir=tmp_path / "refused",
+            world_size=2,
+            endpoint=strict.address,
+            batch_size=16,
+            data_prefix="parts/",
+            timeout=60,
+            cpus=2,
+        )
+    assert "RendezvousRefused" in str(refused.value)
+    assert "requires a credential" in str(refused.value)
 
 
 @pytest.mark.torch
