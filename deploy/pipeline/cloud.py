@@ -434,7 +434,8 @@ def up(
     boundary = roles.check_boundary(aws, account, roles.PIPELINE_BOUNDARY)
     secret_arn = find_auth_secret(aws, settings)
     if secret_arn:
-        step(f"Initialize mints each run's credential from {secret_arn}", False)
+        secret_name = secret_arn.rsplit(":", 1)[-1]  # (rich would show ":secret:" as an emoji)
+        step(f"Initialize mints each run's credential from the server's {secret_name}", False)
     elif settings.auth is False:
         step("--no-auth: runs get no credential (only a server without auth admits them)",
              False)
