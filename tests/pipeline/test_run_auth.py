@@ -192,3 +192,58 @@ def test_users_fmi_worker_pairs_with_the_runs_credential(tiny_data: Path, tmp_pa
     reduced = json.loads((run.results_dir / "reduce.json").read_text())
     assert reduced["world_size"] == 2
     assert [o["returncode"] for o in run.added] == [0, 0]
+
+
+SCRIPT = """
+import hashlib, json, os, pathlib
+item = json.loads(os.environ["PIPELINE_ITEM"])
+config = json.loads(pathlib.Path(os.environ["FMI_CONFIG"]).read_text())
+digest = lambda name: hashlib.sha256(os.environ.get(name, "").encode()).hexdigest()
+out = pathlib.Path(os.environ["S3_BUCKET"], os.environ["RESULT_PATH"], os.environ["RANK"] + ".json")
+out.write_text(json.dumps({
+    "credential": digest("RENDEZVOUS_CREDENTIAL"), "job_secret": digest("FMI_SECRET"),
+    "item_keys": sorted(item), "protocol": config["backends"]["Direct"].get("protocol"),
+}))
+"""
+
+
+def test_a_script_gets_the_runs_credential_and_job_secret_in_its_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No torch, no pairing: a script that reports (hashes of) what it was handed."""
+    import hashlib
+
+    from rendezvous_deploy.pipeline import local
+
+    handed: list[dict[str, str]] = []
+    real = local.run_auth
+    monkeypatch.setattr(local, "run_auth", lambda *a: handed.append(real(*a)) or handed[-1])
+    monkeypatch.setenv("FMI_SECRET", "stale-from-the-parent")  # never passed on
+    script = tmp_path / "report_env.py"
+    script.write_text(SCRIPT)
+    payload = _payload(tmp_path)
+    run = local.run_local(
+        data_dir=Path(payload["data_bucket"]),
+        results_dir=tmp_path / "res",
+        world_size=2,
+        endpoint="127.0.0.1:10000",
+        data_prefix="parts/",
+        script=script,
+        timeout=60,
+        cpus=2,
+        auth_secret=SECRET,
+        comm_name="fmi_pair",
+    )
+    (auth,) = handed
+    for rank in (0, 1):
+        seen = json.loads((run.results_dir / f"{rank}.json").read_text())
+        assert (
+            seen["credential"] == hashlib.sha256(auth["RENDEZVOUS_CREDENTIAL"].encode()).hexdigest()
+        )
+        assert seen["job_secret"] == hashlib.sha256(auth["FMI_SECRET"].encode()).hexdigest()
+        assert "RENDEZVOUS_CREDENTIAL" not in seen["item_keys"]
+        assert "FMI_SECRET" not in seen["item_keys"] and "COMM_NAME" in seen["item_keys"]
+        assert seen["protocol"] == "v2"  # v1, FMI's default, cannot carry a credential
+    assert verify(SECRET, auth["RENDEZVOUS_CREDENTIAL"], "fmi_pair#0-1", time.time()) is Verdict.OK
+    written = _files_text(tmp_path / "res")
+    assert auth["RENDEZVOUS_CREDENTIAL"] not in written and auth["FMI_SECRET"] not in written
