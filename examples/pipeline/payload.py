@@ -213,9 +213,7 @@ def validate_payload(raw: Any) -> Payload:
     if raw.get("comm_name") not in (None, ""):
         comm_name = _str(raw["comm_name"], "comm_name", problems)
         if comm_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", comm_name):
-            problems.append(
-                f"comm_name: use letters, digits, '.', '_' or '-' (got {comm_name!r})"
-            )
+            problems.append(f"comm_name: use letters, digits, '.', '_' or '-' (got {comm_name!r})")
 
     if problems:
         raise PayloadError(problems)

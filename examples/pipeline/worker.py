@@ -65,7 +65,11 @@ def fmi_communicator(
     import fmi_client  # deferred: script-only runs need no communicator
 
     return fmi_client.Communicator(
-        rank, world_size, rendezvous=endpoint, comm_name=name, timeout=timeout,
+        rank,
+        world_size,
+        rendezvous=endpoint,
+        comm_name=name,
+        timeout=timeout,
         credential=credential,
     )
 
@@ -189,14 +193,17 @@ def run_rank(
     vector[len(SUM_FIELDS) + rank] = local["inference_seconds"]
     vector[len(SUM_FIELDS) + world_size + rank] = 1.0 if failure else 0.0
     comm0, comm0_unix = time.perf_counter(), time.time()
-    with _JobSecret(auth.get(JOB_SECRET_FIELD)), communicator(
-        rank,
-        world_size,
-        item["RENDEZVOUS_ENDPOINT"],
-        item["COMM_NAME"],
-        item["TIMEOUT"],
-        credential=auth.get(CREDENTIAL_FIELD),
-    ) as comm:
+    with (
+        _JobSecret(auth.get(JOB_SECRET_FIELD)),
+        communicator(
+            rank,
+            world_size,
+            item["RENDEZVOUS_ENDPOINT"],
+            item["COMM_NAME"],
+            item["TIMEOUT"],
+            credential=auth.get(CREDENTIAL_FIELD),
+        ) as comm,
+    ):
         connected = time.perf_counter()
         comm.barrier()
         barrier_done = time.perf_counter()
