@@ -162,6 +162,13 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "$S3_BUCKET/$RESULT_PATH/$RANK.json).",
 )
 @click.option(
+    "--comm-name",
+    default=None,
+    help="--local: the comm_name --script passes to fmi.Communicator when it uses a fixed "
+    "one (FMI workers' 'fmi_pair'): the run's credential is minted for it (default: the "
+    "run's own, $COMM_NAME). On AWS: the payload's comm_name.",
+)
+@click.option(
     "--timeout",
     type=float,
     default=None,
@@ -195,6 +202,7 @@ def run(
     batch_size: int,
     model: Path | None,
     script: Path | None,
+    comm_name: str | None,
     timeout: float | None,
     payload_file: Path | None,
     name: str,
@@ -234,7 +242,8 @@ def run(
                 "generate DIR`)"
             )
         _run_local(
-            sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout or 600.0
+            sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout or 600.0,
+            comm_name,
         )
         return
     if payload_file is None:
@@ -253,10 +262,11 @@ def _run_local(
     model: Path | None,
     script: Path | None,
     timeout: float,
+    comm_name: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rendezvous_deploy.pipeline.local import PipelineFailed, rendezvous_endpoint, run_local
+    from rendezvous_deploy.pipeline.local import PipelineFailed, local_rendezvous, run_local
     from rendezvous_deploy.pipeline.sweep import plot_sweep, sweep_rows, write_sweep
 
     if not data_dir.is_dir() or not any(data_dir.rglob("*.pt")):
@@ -265,8 +275,12 @@ def _run_local(
         )
     reporter = _reporter()
     runs = []
-    with rendezvous_endpoint(rendezvous) as endpoint:
-        reporter.step(f"rendezvous server at {endpoint}" + ("" if rendezvous else " (in process)"))
+    with local_rendezvous(rendezvous) as server:
+        endpoint = server.address
+        where = "" if rendezvous else " (in process, auth on from a fresh secret)"
+        minted = "a credential and " if server.auth_secret else ""
+        reporter.step(f"rendezvous server at {endpoint}{where}; each run gets {minted}"
+                      "its own job secret")
         with Progress(
             TextColumn("world size {task.fields[ws]:>3}"),
             BarColumn(),
@@ -294,6 +308,8 @@ def _run_local(
                             script=script,
                             timeout=timeout,
                             progress=advance,
+                            auth_secret=server.auth_secret,
+                            comm_name=comm_name,
                         )
                     )
                 except PipelineFailed as err:
@@ -448,6 +464,19 @@ def _run_aws(
     is_flag=True,
     help="Let the functions read and write every bucket of the account instead.",
 )
+@click.option(
+    "--server-name",
+    default="rendezvous",
+    show_default=True,
+    help="The --name of `server up`: Initialize mints each run's credential from that "
+    "server's auth secret (rendezvous/NAME/auth-secret), and only it may read it.",
+)
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="--auth: the server's auth secret must exist (else an error). --no-auth: mint no "
+    "credentials (for a server without auth). Default: use the secret when it exists.",
+)
 @aws_options
 @friendly
 def up(
@@ -459,6 +488,8 @@ def up(
     data_locations: tuple[str, ...],
     result_locations: tuple[str, ...],
     any_bucket: bool,
+    server_name: str,
+    auth: bool | None,
     region: str | None,
     endpoint_url: str | None,
     profile: str | None,
@@ -501,7 +532,10 @@ def up(
         read_locations=data_locations,
         write_locations=result_locations,
         any_bucket=any_bucket,
+        server_name=server_name,
+        auth=auth,
     )
+    validate.resource_name(server_name, "--server-name", validate.SERVER_SUFFIXES)
     aws = _aws(region, endpoint_url, profile)
     if any_bucket:
         reporter.warn("--any-bucket: the functions may read and write every S3 bucket")

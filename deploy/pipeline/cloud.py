@@ -27,6 +27,7 @@ from rendezvous_deploy.aws import Aws, DeployError, error_code
 from rendezvous_deploy.pipeline import DEFAULT_PREFIX
 from rendezvous_deploy.pipeline.report import ReportLine, parse_report_line
 from rendezvous_deploy.roles import policy
+from rendezvous_pipeline.runauth import SECRET_ARN_ENV
 
 #: The pipeline's package (examples/pipeline/ in the repo, rendezvous_pipeline installed).
 PIPELINE_DIR = Path(rendezvous_pipeline.__file__).resolve().parent
@@ -41,6 +42,7 @@ HANDLER_FILES = (
     "__init__.py",
     "payload.py",
     "results.py",
+    "runauth.py",
     "storage.py",
     "initialize.py",
     "summarize.py",
@@ -76,6 +78,12 @@ class PipelineNames:
         return f"{self.prefix}-lambda"
 
     @property
+    def initialize_role(self) -> str:
+        """Initialize's own role: the Lambda role's rights plus reading the server's auth
+        secret, which the workers (running users' scripts) must not have."""
+        return f"{self.prefix}-initialize"
+
+    @property
     def states_role(self) -> str:
         return f"{self.prefix}-states"
 
@@ -104,6 +112,10 @@ class UpSettings:
     read_locations: tuple[str, ...] = ()
     write_locations: tuple[str, ...] = ()
     any_bucket: bool = False
+    # The `server up --name` whose auth secret Initialize mints credentials from; with
+    # auth off, ranks meet a server that needs no credential.
+    server_name: str = "rendezvous"
+    auth: bool | None = None  # None: when the server has a secret; True: it must
 
 
 # -- artefacts ---------------------------------------------------------------------------
@@ -228,11 +240,28 @@ def _runtime_values(
     }
 
 
+SECRET_STATEMENT = "ReadTheServersAuthSecret"
+
+
 def lambda_policy(
-    region: str, account: str, names: PipelineNames, s3: dict[str, list[str]]
+    region: str,
+    account: str,
+    names: PipelineNames,
+    s3: dict[str, list[str]],
+    auth_secret_arn: str | None = None,
 ) -> dict[str, Any]:
-    """The three functions' role: their own log groups, and S3 as :func:`s3_access` says."""
-    return policy(LAMBDA_POLICY, **_runtime_values(region, account, names, s3))
+    """The functions' role: their own log groups, and S3 as :func:`s3_access` says; with
+    ``auth_secret_arn`` (Initialize's role only) reading exactly that secret too."""
+    document = policy(
+        LAMBDA_POLICY,
+        **_runtime_values(region, account, names, s3),
+        AuthSecretArn=auth_secret_arn or "",
+    )
+    if not auth_secret_arn:
+        document["Statement"] = [
+            s for s in document["Statement"] if s.get("Sid") != SECRET_STATEMENT
+        ]
+    return document
 
 
 def states_policy(
@@ -298,6 +327,10 @@ def _wait_updated(lam: Any, name: str, deadline_s: float = 120.0) -> None:
     raise DeployError(f"Lambda {name} is still updating after {deadline_s:.0f} s; retry `up`")
 
 
+def _variables(config: dict[str, Any]) -> dict[str, str]:
+    return dict((config.get("Environment") or {}).get("Variables") or {})
+
+
 def ensure_function(
     aws: Aws, name: str, spec: dict[str, Any], on_change: roles.Change | None = None
 ) -> tuple[str, bool]:
@@ -322,7 +355,9 @@ def ensure_function(
         lam.update_function_code(FunctionName=name, ImageUri=code["ImageUri"])
         report(f"function {name} image", current.get("Code", {}).get("ImageUri"), code["ImageUri"])
         changed = True
-    wanted = {k: spec[k] for k in ("Role", "Timeout", "MemorySize") if k in spec}
+    wanted = {k: spec[k] for k in ("Role", "Timeout", "MemorySize", "Environment") if k in spec}
+    if "Environment" in wanted:  # as get_function reports it ({} or absent: none)
+        config = {**config, "Environment": {"Variables": _variables(config)}}
     layers = spec.get("Layers")
     have_layers = [layer["Arn"] for layer in config.get("Layers", [])]
     for key, value in wanted.items():
@@ -397,6 +432,16 @@ def up(
     account = aws.client("sts").get_caller_identity()["Account"]
     region = aws.region_name
     boundary = roles.check_boundary(aws, account, roles.PIPELINE_BOUNDARY)
+    secret_arn = find_auth_secret(aws, settings)
+    if secret_arn:
+        secret_name = secret_arn.rsplit(":", 1)[-1]  # (rich would show ":secret:" as an emoji)
+        step(f"Initialize mints each run's credential from the server's {secret_name}", False)
+    elif settings.auth is False:
+        step("--no-auth: runs get no credential (only a server without auth admits them)",
+             False)
+    else:
+        step(f"no auth secret for server {settings.server_name!r}: runs get no credential, "
+             "so only a server without auth admits them (--auth makes this an error)", False)
 
     s3 = s3_access(
         settings.read_locations, settings.write_locations, any_bucket=settings.any_bucket
@@ -410,6 +455,15 @@ def up(
         on_change,
     )
     step(f"Lambda role {names.lambda_role}", changed)
+    initialize_role, changed = ensure_role(
+        aws,
+        names.initialize_role,
+        policy(LAMBDA_TRUST),
+        lambda_policy(region, account, names, s3, secret_arn),
+        boundary,
+        on_change,
+    )
+    step(f"Initialize role {names.initialize_role}", changed)
     states_role, changed = ensure_role(
         aws,
         names.states_role,
@@ -425,16 +479,18 @@ def up(
 
     code = handler_zip()
     arns: dict[str, str] = {}
-    for name, handler in (
-        (names.initialize, "rendezvous_pipeline.initialize.handler"),
-        (names.summarize, "rendezvous_pipeline.summarize.handler"),
+    minting = {SECRET_ARN_ENV: secret_arn} if secret_arn else {}
+    for name, handler, role, variables in (
+        (names.initialize, "rendezvous_pipeline.initialize.handler", initialize_role, minting),
+        (names.summarize, "rendezvous_pipeline.summarize.handler", lambda_role, {}),
     ):
         arns[name], changed = ensure_function(
             aws,
             name,
             {
                 "Runtime": RUNTIME,
-                "Role": lambda_role,
+                "Role": role,
+                "Environment": {"Variables": variables},
                 "Handler": handler,
                 "Code": {"ZipFile": code},
                 "Timeout": settings.small_timeout_s,
@@ -475,6 +531,30 @@ def up(
         layer_arn,
         image_uri,
     )
+
+
+def find_auth_secret(aws: Aws, settings: UpSettings) -> str | None:
+    """The ARN of the server's auth secret (``server up --name``), None with auth off or
+    (auth not asked for) no secret; a DeployError when auth is asked for and none exists."""
+    from rendezvous_deploy.server import authsecret
+
+    if settings.auth is False:
+        return None
+    name = authsecret.secret_name(settings.server_name)
+    try:  # metadata only: the deployer never reads the value
+        found = aws.client("secretsmanager").describe_secret(SecretId=name)
+    except Exception as err:
+        if error_code(err) != "ResourceNotFoundException":
+            raise
+        found = None
+    arn = str(found["ARN"]) if found and not found.get("DeletedDate") else None
+    if arn is None and settings.auth:
+        raise DeployError(
+            f"no auth secret {name}: deploy the server first (`rendezvous-deploy server up "
+            f"--name {settings.server_name}`), name it with --server-name, or pass --no-auth "
+            "if the server runs without auth"
+        )
+    return arn
 
 
 def find_state_machine(aws: Aws, name: str) -> str | None:

@@ -2,7 +2,9 @@
 
 Initialize and Summarize run in this process; each rank is ``python -m
 rendezvous_pipeline.worker ITEM.json``, so ranks talk over real sockets through a real
-rendezvous server (an in-process BackgroundServer unless one is given).
+rendezvous server (an in-process BackgroundServer unless one is given). The in-process
+server runs with auth, from a fresh random secret; each run gets its own credential and
+job secret, handed to the rank processes in their environment (never in a file).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,6 +28,7 @@ import rendezvous_pipeline
 from rendezvous_deploy.aws import DeployError
 from rendezvous_pipeline.initialize import initialize
 from rendezvous_pipeline.results import ours
+from rendezvous_pipeline.runauth import AUTH_FIELDS, run_auth
 from rendezvous_pipeline.summarize import summarize
 
 #: The checkout (examples/pipeline/ is rendezvous_pipeline): ranks run from here.
@@ -163,14 +167,20 @@ def run_ranks(
     timeout: float,
     progress: Progress | None = None,
     cpus: int | None = None,
+    auth: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Start one process per item, wait for all (bounded), return results by rank.
+
+    ``auth`` (the run's credential and job secret) goes into the ranks' environment.
 
     The first rank that fails on its own (not because a peer failed) stops the run and
     its message becomes the PipelineFailed message; the other processes are stopped.
     """
     world_size = len(items)
     env = worker_env(world_size, cpus)
+    for name in AUTH_FIELDS:  # this run's, or none at all
+        env.pop(name, None)
+    env.update(auth or {})
     work_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -232,10 +242,38 @@ def probe_endpoint(address: str, timeout: float = 3.0) -> None:
         ) from err
 
 
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the ranks meet, and the server's auth secret to mint credentials from (None:
+    the server needs none, or its secret is not known here)."""
+
+    address: str
+    auth_secret: bytes | None = field(default=None, repr=False)
+
+
+@contextlib.contextmanager
+def local_rendezvous(address: str | None) -> Iterator[Rendezvous]:
+    """The given ``host:port`` (its secret from $RENDEZVOUS_AUTH_SECRET, as the server
+    reads it, if set), or an in-process server with auth on, from a fresh secret."""
+    from rendezvous.credentials import load_secret
+
+    if address:
+        probe_endpoint(address)
+        yield Rendezvous(address, load_secret(None, os.environ))
+        return
+    from rendezvous.embedded import BackgroundServer
+
+    secret = secrets.token_urlsafe(32).encode()
+    with BackgroundServer(
+        host="127.0.0.1", port=0, http_port=None, auth_secrets=(secret,)
+    ) as server:
+        yield Rendezvous(server.address, secret)
+
+
 @contextlib.contextmanager
 def rendezvous_endpoint(address: str | None) -> Iterator[str]:
     """The given ``host:port`` (checked to accept connections), or an in-process server on a
-    free loopback port."""
+    free loopback port without auth (``local_rendezvous`` has auth)."""
     if address:
         probe_endpoint(address)
         yield address
@@ -261,8 +299,15 @@ def run_local(
     run_id: str | None = None,
     progress: Progress | None = None,
     cpus: int | None = None,
+    auth_secret: bytes | None = None,
+    comm_name: str | None = None,
 ) -> LocalRun:
-    """Initialize, one process per rank, Summarize; timings from the first to the last."""
+    """Initialize, one process per rank, Summarize; timings from the first to the last.
+
+    Every run gets a fresh job secret, and with ``auth_secret`` (the server's) a credential
+    for its own pairing names (``comm_name``, default ``pipeline-<run_id>``: give the
+    name a script passes to ``fmi.Communicator`` when it uses a fixed one).
+    """
     results_dir = results_dir.resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_id or f"ws{world_size}-{int(time.time() * 1000)}-{os.getpid()}"
@@ -279,6 +324,8 @@ def run_local(
     }
     if file_limit:
         payload["file_limit"] = file_limit
+    if comm_name:
+        payload["comm_name"] = comm_name
     if model is not None:
         key = f"models/{run_id}/{model.name}"
         (results_dir / key).parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +338,8 @@ def run_local(
         payload["script"] = key
 
     started = time.perf_counter()
-    init = initialize(payload)
+    auth = run_auth(comm_name or f"pipeline-{run_id}", auth_secret, int(timeout) + 300)
+    init = initialize(payload, auth=auth)
     items = json.loads((results_dir / init["items_key"]).read_text())
     ranks = run_ranks(
         items,
@@ -299,6 +347,7 @@ def run_local(
         timeout=timeout,
         progress=progress,
         cpus=cpus,
+        auth=init.pop("auth"),
     )
     summary = summarize(init)
     wall = time.perf_counter() - started

@@ -74,6 +74,16 @@ def _validate(params: dict[str, Any]) -> None:
         validate.image_reference(params["local_image"], "--local-image")
     for subnet in params.get("subnets", ()):
         validate.subnet_id(subnet)
+    if params.get("allow_v1"):
+        import re
+
+        try:
+            re.compile(params["allow_v1"])
+        except re.error as err:
+            raise click.BadParameter(
+                f"{params['allow_v1']!r} is not a regular expression: {err}",
+                param_hint="--allow-v1",
+            ) from None
 
 
 def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
@@ -127,6 +137,13 @@ def server() -> None:
       "(repeatable), e.g. RENDEZVOUS_LOG_LEVEL=debug.")
 @_opt("--follow/--no-follow", default=True, show_default=True,
       help="Install the EventBridge rule + Lambda that keep the record on the task.")
+@_opt("--auth/--no-auth", default=True, show_default=True,
+      help="Require credentials: keep the server's auth secret in Secrets Manager "
+      "(rendezvous/NAME/auth-secret, made once) and give it to the task. --no-auth: "
+      "anyone who reaches the server may register any name.")
+@_opt("--allow-v1", default="", metavar="REGEX",
+      help="With auth, let v1 clients (FMI, the C++ client) register names matching "
+      "this pattern in full; other v1 names are refused.")
 @_friendly
 def up(**params: Any) -> None:
     """Create or update everything, wait for a healthy task, point DNS at it.
@@ -139,6 +156,14 @@ def up(**params: Any) -> None:
     aws, settings = _settings(params)
     if not settings.record:
         raise click.UsageError("--record is required (the DNS name clients will use)")
+    if settings.allow_v1 and not settings.auth:
+        raise click.UsageError("--allow-v1 only applies with auth on (without auth every "
+                               "v1 name is allowed): drop it or --no-auth")
+    if any(key == "RENDEZVOUS_AUTH_SECRET" for key, _ in settings.environment):
+        raise click.UsageError(
+            "--env RENDEZVOUS_AUTH_SECRET would put the secret in the task definition for "
+            "anyone to read: `up` keeps it in Secrets Manager instead (the default --auth)"
+        )
     result = run_up(aws, settings, Reporter())
     click.echo(result.endpoint)
 

@@ -9,6 +9,7 @@ from rendezvous_deploy import roles
 from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter, key_value_table
 from rendezvous_deploy.server import (
+    authsecret,
     dnscheck,
     follower,
     iam,
@@ -59,9 +60,12 @@ def ensure_task_definition(
     image_uri: str,
     execution_role_arn: str,
     on_change: roles.Change = lambda _what, _old, _new: None,
+    auth_secret_arn: str | None = None,
 ) -> tuple[str, bool, list[str]]:
     """The latest revision when it already matches; else a newly registered one."""
-    wanted = taskdef.desired(settings, image_uri, execution_role_arn, aws.region_name)
+    wanted = taskdef.desired(
+        settings, image_uri, execution_role_arn, aws.region_name, auth_secret_arn
+    )
     ecs = aws.client("ecs")
     try:
         latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
@@ -148,14 +152,24 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"pushed {settings.local_image} as {image_uri}")
 
     reporter.step(f"log group {settings.log_group}", ensure_log_group(aws, settings))
-    execution_policy = iam.execution_policy(settings, image_uri, region, account)
+    secret_arn = None
+    if settings.auth:
+        secret_arn, secret_created = authsecret.ensure(aws, settings.name)
+        reporter.step(
+            f"auth secret {authsecret.secret_name(settings.name)} (the task reads it as "
+            f"${authsecret.SECRET_ENV}; mint credentials with it)",
+            secret_created,
+        )
+    else:
+        reporter.warn("--no-auth: anyone who can reach the server may register any name")
+    execution_policy = iam.execution_policy(settings, image_uri, region, account, secret_arn)
     execution_arn, role_changed = iam.ensure_role(
         aws, settings.execution_role, "trust-ecs-tasks", execution_policy, boundary,
         reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
     td_arn, registered, why = ensure_task_definition(
-        aws, settings, image_uri, execution_arn, reporter.change
+        aws, settings, image_uri, execution_arn, reporter.change, secret_arn
     )
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
@@ -312,6 +326,8 @@ def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str
         f"rule {settings.refresher_rule}, function {settings.refresher_function}, "
         f"role {settings.refresher_role}",
         f"role {settings.execution_role}",
+        f"auth secret {authsecret.secret_name(settings.name)} (credentials minted from it "
+        "stop working)",
         f"security group {settings.security_group_name}",
         f"task definitions {settings.family}:*",
         f"cluster {settings.cluster_name} (when nothing else runs in it)",
@@ -333,6 +349,8 @@ def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None
     """What ``up`` made besides the service and the follower; each step tolerates absence."""
     if iam.delete_role(aws, settings.execution_role):
         reporter.step(f"removed role {settings.execution_role}")
+    if authsecret.delete(aws, settings.name):
+        reporter.step(f"removed auth secret {authsecret.secret_name(settings.name)}")
     for what in network.delete_security_group(aws, settings):
         reporter.step(what)
     for what in service.deregister_family(aws, settings):

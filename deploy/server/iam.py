@@ -14,14 +14,20 @@ from rendezvous_deploy.server.settings import ServerSettings
 
 __all__ = ["POLICY_DIR", "delete_role", "ensure_role", "execution_policy", "policy"]
 ECR_STATEMENTS = ("PullTheServerImage", "PullFromTheImagesRepository")
+SECRET_STATEMENT = "ReadTheAuthSecret"
 
 
 def execution_policy(
-    settings: ServerSettings, image_uri: str, region: str, account: str
+    settings: ServerSettings,
+    image_uri: str,
+    region: str,
+    account: str,
+    auth_secret_arn: str | None = None,
 ) -> dict[str, Any]:
     """The task execution role's policy for ``image_uri``: pull from that image's ECR
     repository (whatever its name, account or region), or, for an image outside ECR
-    (a public registry), no ECR rights at all; write the server's log group."""
+    (a public registry), no ECR rights at all; write the server's log group; read
+    exactly the auth secret ``auth_secret_arn`` (None: auth off, no secret at all)."""
     from rendezvous_deploy.validate import ecr_image
 
     in_ecr = ecr_image(image_uri)
@@ -34,11 +40,12 @@ def execution_policy(
         ImageAccount=image_account,
         Repository=repository,
         LogGroup=settings.log_group,
+        AuthSecretArn=auth_secret_arn or "",
     )
-    if in_ecr is None:
-        document["Statement"] = [
-            s for s in document["Statement"] if s.get("Sid") not in ECR_STATEMENTS
-        ]
+    dropped = (ECR_STATEMENTS if in_ecr is None else ()) + (
+        () if auth_secret_arn else (SECRET_STATEMENT,)
+    )
+    document["Statement"] = [s for s in document["Statement"] if s.get("Sid") not in dropped]
     return document
 
 

@@ -43,6 +43,10 @@ class ServerSettings:
     follow: bool = True
     dns_servers: tuple[str, ...] = ()
     verify_dns: bool = True
+    # Credentials: with auth (the default) a secret in Secrets Manager, read by the task;
+    # allow_v1 is the server's --allow-v1 pattern ("": v1 clients refused).
+    auth: bool = True
+    allow_v1: str = ""
     waits: Waits = field(default_factory=Waits)
 
     @property

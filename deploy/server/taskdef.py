@@ -11,6 +11,7 @@ from typing import Any
 from rendezvous_deploy.server import monitoring
 from rendezvous_deploy.server.settings import ServerSettings
 
+AUTH_SECRET_ENV = "RENDEZVOUS_AUTH_SECRET"  # rendezvous.credentials.SECRET_ENV
 LIVEZ_PROBE = (
     "import sys, urllib.request; "
     "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/livez', timeout=4).status"
@@ -19,19 +20,27 @@ LIVEZ_PROBE = (
 
 
 def desired(
-    settings: ServerSettings, image: str, execution_role_arn: str, region: str
+    settings: ServerSettings,
+    image: str,
+    execution_role_arn: str,
+    region: str,
+    auth_secret_arn: str | None = None,
 ) -> dict[str, Any]:
-    """register_task_definition keyword arguments for the server."""
+    """register_task_definition keyword arguments for the server; ``auth_secret_arn``
+    (None: auth off) becomes $RENDEZVOUS_AUTH_SECRET through the container's secrets."""
     given = {key for key, _ in settings.environment}  # --env wins over our EMF defaults
+    allow_v1 = [("RENDEZVOUS_ALLOW_V1", settings.allow_v1)] if settings.allow_v1 else []
     environment = sorted(
         [
             ("RENDEZVOUS_PORT", str(settings.port)),
             ("RENDEZVOUS_HTTP_PORT", str(settings.http_port)),
             ("RENDEZVOUS_DISCOVERY_PORT", str(settings.discovery_port)),
             *[(k, v) for k, v in monitoring.task_environment(settings) if k not in given],
+            *allow_v1,
             *settings.environment,
         ]
     )
+    secrets = [{"name": AUTH_SECRET_ENV, "valueFrom": auth_secret_arn}] if auth_secret_arn else []
     return {
         "family": settings.family,
         "networkMode": "awsvpc",
@@ -55,6 +64,7 @@ def desired(
                     ),
                 ],
                 "environment": [{"name": k, "value": v} for k, v in environment],
+                "secrets": secrets,
                 "healthCheck": {
                     "command": [
                         "CMD",
@@ -108,16 +118,24 @@ def _covers(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
+def _with_secrets(definition: dict[str, Any]) -> dict[str, Any]:
+    """ECS leaves out an empty ``secrets``: read that as [] (so turning auth off is seen)."""
+    containers = [
+        {"secrets": [], **container} for container in definition.get("containerDefinitions", [])
+    ]
+    return {**definition, "containerDefinitions": containers}
+
+
 def matches(latest: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
     """Whether the latest ACTIVE revision already is the definition we would register."""
     if latest is None or latest.get("status", "ACTIVE") != "ACTIVE":
         return False
-    return _covers(_normalise(latest), _normalise(wanted))
+    return _covers(_normalise(_with_secrets(latest)), _normalise(wanted))
 
 
 def changed_fields(latest: dict[str, Any] | None, wanted: dict[str, Any]) -> list[str]:
     """Top-level fields that differ, to tell the user why a new revision is registered."""
     if latest is None:
         return ["(no revision yet)"]
-    a, w = _normalise(latest), _normalise(wanted)
+    a, w = _normalise(_with_secrets(latest)), _normalise(wanted)
     return [k for k in w if not _covers(a.get(k), w[k])]

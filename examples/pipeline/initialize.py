@@ -4,7 +4,10 @@ Validation comes first and covers the whole payload, so a typo fails here with e
 problem listed instead of as ``KeyError`` inside a rank after the fan-out. The Map items
 are written to storage (``{result_path}/_pipeline/items.json``) and read by the
 Distributed Map's ItemReader, so large world sizes do not hit the 256 KiB state payload
-limit. Handler: ``rendezvous_pipeline.initialize.handler``.
+limit. Each run gets its own rendezvous credential and job secret
+(:mod:`rendezvous_pipeline.runauth`), returned under ``auth`` for the Map's ItemSelector
+to hand every rank; they are never written to ``items.json``. Handler:
+``rendezvous_pipeline.initialize.handler``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rendezvous_pipeline.payload import (
     natural_sorted,
     validate_payload,
 )
+from rendezvous_pipeline.runauth import auth_from_environment
 from rendezvous_pipeline.storage import Storage, is_local, join_key, open_storage
 
 ITEMS_NAME = "_pipeline/items.json"
@@ -41,7 +45,9 @@ def partition_mb(sizes: dict[str, int]) -> float:
     return round(sum(sizes.values()) / len(sizes) / MIB, 1)
 
 
-def initialize(raw: Any) -> dict[str, Any]:
+def initialize(raw: Any, auth: dict[str, str] | None = None) -> dict[str, Any]:
+    """Validate, assign, write the items; ``auth`` (default: minted as this function's
+    environment says) is the run's credential and job secret, returned beside them."""
     payload = validate_payload(raw)
     data = open_storage(payload.data_bucket)
     results = open_storage(payload.bucket)
@@ -53,6 +59,8 @@ def initialize(raw: Any) -> dict[str, Any]:
             "and data_prefix"
         )
     items = build_items(payload, files)
+    if auth is None:
+        auth = auth_from_environment(items[0]["COMM_NAME"])
     items_key = join_key(payload.result_path, ITEMS_NAME)
     results.write(items_key, json.dumps(items).encode())
     bucket = payload.bucket
@@ -68,6 +76,8 @@ def initialize(raw: Any) -> dict[str, Any]:
         "items_key": items_key,
         "bucket": payload.bucket,
         "result_path": payload.result_path,
+        "comm_name": items[0]["COMM_NAME"],
+        "auth": auth,
     }
 
 

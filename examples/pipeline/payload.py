@@ -30,6 +30,7 @@ OPTIONAL = (
     "max_concurrency",
     "timeout",
     "run_id",
+    "comm_name",
     "comment",
     "Comment",
 )
@@ -82,6 +83,7 @@ class Payload:
     max_concurrency: int = 0
     timeout: float = DEFAULT_TIMEOUT_S
     run_id: str = ""
+    comm_name: str = ""  # the ranks' pairing names start with it (default pipeline-<run_id>)
 
 
 def _int(value: Any, name: str, problems: list[str], *, minimum: int = 1) -> int | None:
@@ -207,9 +209,16 @@ def validate_payload(raw: Any) -> Payload:
         if run_id and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", run_id):
             problems.append(f"run_id: use letters, digits, '.', '_' or '-' (got {run_id!r})")
 
+    comm_name = ""
+    if raw.get("comm_name") not in (None, ""):
+        comm_name = _str(raw["comm_name"], "comm_name", problems)
+        if comm_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", comm_name):
+            problems.append(f"comm_name: use letters, digits, '.', '_' or '-' (got {comm_name!r})")
+
     if problems:
         raise PayloadError(problems)
     assert world_size is not None
+    run_id = run_id or uuid.uuid4().hex[:12]
     return Payload(
         bucket=bucket,
         data_bucket=data_bucket,
@@ -224,7 +233,8 @@ def validate_payload(raw: Any) -> Payload:
         script=script,
         max_concurrency=max_concurrency,
         timeout=timeout,
-        run_id=run_id or uuid.uuid4().hex[:12],
+        run_id=run_id,
+        comm_name=comm_name or f"pipeline-{run_id}",
     )
 
 
@@ -289,7 +299,7 @@ def build_items(payload: Payload, files: Sequence[str]) -> list[dict[str, Any]]:
                 "RESULT_PATH": payload.result_path,
                 "BATCH_SIZE": payload.batch_size,
                 "RENDEZVOUS_ENDPOINT": payload.rendezvous_endpoint,
-                "COMM_NAME": f"pipeline-{payload.run_id}",
+                "COMM_NAME": payload.comm_name or f"pipeline-{payload.run_id}",
                 "RUN_ID": payload.run_id,
                 "TIMEOUT": payload.timeout,
             }

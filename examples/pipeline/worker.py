@@ -33,9 +33,17 @@ import fmi_client
 from rendezvous_pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
 from rendezvous_pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
 from rendezvous_pipeline.results import OURS, users_record
+from rendezvous_pipeline.runauth import (
+    CREDENTIAL_FIELD,
+    JOB_SECRET_FIELD,
+    rank_auth,
+    with_auth,
+    without_auth,
+)
 from rendezvous_pipeline.storage import Storage, join_key, open_storage
 
-CommunicatorFactory = Callable[[int, int, str, str, float], AbstractContextManager[Any]]
+#: (rank, world_size, endpoint, comm_name, timeout, credential=...) -> a Communicator.
+CommunicatorFactory = Callable[..., AbstractContextManager[Any]]
 
 
 class RankFailed(RuntimeError):
@@ -47,13 +55,44 @@ class PeerFailed(RuntimeError):
 
 
 def fmi_communicator(
-    rank: int, world_size: int, endpoint: str, name: str, timeout: float
+    rank: int,
+    world_size: int,
+    endpoint: str,
+    name: str,
+    timeout: float,
+    credential: str | None = None,
 ) -> AbstractContextManager[Any]:
     import fmi_client  # deferred: script-only runs need no communicator
 
     return fmi_client.Communicator(
-        rank, world_size, rendezvous=endpoint, comm_name=name, timeout=timeout
+        rank,
+        world_size,
+        rendezvous=endpoint,
+        comm_name=name,
+        timeout=timeout,
+        credential=credential,
     )
+
+
+class _JobSecret:
+    """$FMI_SECRET set to the run's job secret while the rank communicates (where
+    fmi_client looks for it), and put back as it was afterwards (a warm Lambda's next
+    run must not inherit it)."""
+
+    def __init__(self, secret: str | None) -> None:
+        self.secret = secret
+        self.before: str | None = None
+
+    def __enter__(self) -> None:
+        self.before = os.environ.get(JOB_SECRET_FIELD)
+        if self.secret:
+            os.environ[JOB_SECRET_FIELD] = self.secret
+
+    def __exit__(self, *exc: object) -> None:
+        if self.before is None:
+            os.environ.pop(JOB_SECRET_FIELD, None)
+        else:
+            os.environ[JOB_SECRET_FIELD] = self.before
 
 
 def _memory_mb() -> float:
@@ -127,7 +166,9 @@ def run_rank(
 ) -> dict[str, Any]:
     """Everything one rank does; returns its per-rank result (also written to storage)."""
     wall0 = time.perf_counter()
-    item = validate_item(event)
+    event = with_auth(event)
+    auth = rank_auth(event)
+    item = validate_item(without_auth(event))
     rank, world_size = item["RANK"], item["WORLD_SIZE"]
     try:
         results = open_storage(str(item["S3_BUCKET"]))
@@ -135,7 +176,7 @@ def run_rank(
     except ValueError as exc:
         raise RankFailed(f"rank {rank}/{world_size}: {exc}") from exc
     if item.get("SCRIPT"):
-        return run_script(item, results, remaining_s)
+        return run_script(item, results, remaining_s, auth)
 
     failure: Exception | None = None
     try:
@@ -152,9 +193,17 @@ def run_rank(
     vector[len(SUM_FIELDS) + rank] = local["inference_seconds"]
     vector[len(SUM_FIELDS) + world_size + rank] = 1.0 if failure else 0.0
     comm0, comm0_unix = time.perf_counter(), time.time()
-    with communicator(
-        rank, world_size, item["RENDEZVOUS_ENDPOINT"], item["COMM_NAME"], item["TIMEOUT"]
-    ) as comm:
+    with (
+        _JobSecret(auth.get(JOB_SECRET_FIELD)),
+        communicator(
+            rank,
+            world_size,
+            item["RENDEZVOUS_ENDPOINT"],
+            item["COMM_NAME"],
+            item["TIMEOUT"],
+            credential=auth.get(CREDENTIAL_FIELD),
+        ) as comm,
+    ):
         connected = time.perf_counter()
         comm.barrier()
         barrier_done = time.perf_counter()
@@ -234,9 +283,13 @@ def script_path() -> list[str]:
     return [str(CODE_ROOT), str(CODE_ROOT / "fmi_client" / "shim")]
 
 
-def write_fmi_config(directory: Path, endpoint: str, timeout_s: float) -> Path:
+def write_fmi_config(
+    directory: Path, endpoint: str, timeout_s: float, protocol: str | None = None
+) -> Path:
     """FMI's ``fmi.json`` for this run's rendezvous server, next to the script (and in its
-    working directory), where FMI-style helpers look for it."""
+    working directory), where FMI-style helpers look for it. ``protocol="v2"`` when the
+    rank holds a credential (v1, FMI's default, cannot carry one); the credential itself
+    stays in the environment, not in the file."""
     host, _, port = endpoint.rpartition(":")
     config = {
         "backends": {
@@ -245,6 +298,7 @@ def write_fmi_config(directory: Path, endpoint: str, timeout_s: float) -> Path:
                 "host": host.strip("[]"),
                 "port": int(port),
                 "max_timeout": int(timeout_s * 1000),
+                **({"protocol": protocol} if protocol else {}),
             }
         },
         "model": {"Direct": {"resolve_host_dns": True}},
@@ -254,8 +308,18 @@ def write_fmi_config(directory: Path, endpoint: str, timeout_s: float) -> Path:
     return path
 
 
-def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None) -> dict[str, Any]:
-    """Run the user's script from S3_BUCKET as a subprocess; a non-zero exit fails the rank."""
+def run_script(
+    item: dict[str, Any],
+    results: Storage,
+    remaining_s: float | None,
+    auth: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the user's script from S3_BUCKET as a subprocess; a non-zero exit fails the rank.
+
+    The run's credential and job secret reach it as $RENDEZVOUS_CREDENTIAL and $FMI_SECRET,
+    where ``fmi`` looks for them (``PIPELINE_ITEM`` holds neither).
+    """
+    auth = auth or {}
     rank, world_size = item["RANK"], item["WORLD_SIZE"]
     key = str(item["SCRIPT"])
     try:
@@ -277,13 +341,22 @@ def run_script(item: dict[str, Any], results: Storage, remaining_s: float | None
         DATA_PATH=json.dumps(data_path_keys(item["DATA_PATH"])),
         RESULT_PATH=str(item["RESULT_PATH"]),
         BATCH_SIZE=str(item["BATCH_SIZE"]),
-        PIPELINE_ITEM=json.dumps(item),
+        PIPELINE_ITEM=json.dumps(without_auth(item)),
     )
+    for field in (CREDENTIAL_FIELD, JOB_SECRET_FIELD):  # this run's, or none at all
+        env.pop(field, None)
+        if auth.get(field):
+            env[field] = auth[field]
     timeout = max(1.0, (remaining_s or 3600.0) - 5.0)
     with tempfile.TemporaryDirectory(prefix=f"pipeline-rank{rank}-") as tmp:
         path = Path(tmp) / Path(key).name
         path.write_bytes(source)
-        config = write_fmi_config(Path(tmp), str(item["RENDEZVOUS_ENDPOINT"]), item["TIMEOUT"])
+        config = write_fmi_config(
+            Path(tmp),
+            str(item["RENDEZVOUS_ENDPOINT"]),
+            item["TIMEOUT"],
+            "v2" if auth.get(CREDENTIAL_FIELD) else None,
+        )
         env["FMI_CONFIG"] = str(config)
         started = time.perf_counter()
         try:
@@ -323,7 +396,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     remaining = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         remaining = context.get_remaining_time_in_millis() / 1000.0
-    log_run(event.get("RUN_ID"), f"rank {event.get('RANK')}", context)
+    shown = with_auth(event)  # the Map's {"item", "auth"}; only public fields are logged
+    log_run(shown.get("RUN_ID"), f"rank {shown.get('RANK')}", context)
     return run_rank(event, remaining_s=remaining)
 
 

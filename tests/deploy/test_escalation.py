@@ -37,6 +37,8 @@ RUNTIME_FILL = {
     "HostedZoneId": "Z1",
     "RecordName": "rdv.example.com",
     "Function": "rendezvous-dns-refresher",
+    "AuthSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+    "rendezvous/rendezvous/auth-secret-AbC123",
 }
 PIPELINE_FILL: dict[str, Any] = {
     "Region": REGION,
@@ -49,6 +51,8 @@ PIPELINE_FILL: dict[str, Any] = {
     "ReadObjects": ["arn:aws:s3:::d/*"],
     "WriteObjects": ["arn:aws:s3:::r/*"],
     "ItemObjects": ["arn:aws:s3:::r/*_pipeline/items.json"],
+    "AuthSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+    "rendezvous/rendezvous/auth-secret-AbC123",
 }
 
 

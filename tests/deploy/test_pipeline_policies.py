@@ -67,6 +67,8 @@ LAMBDA_RUNTIME_LOGS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutL
 REGION, ACCOUNT = "us-east-1", "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
 LOCATIONS = ["--data", "s3://data", "--results", "s3://results"]
+SECRET_ARN = (f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+              "rendezvous/rendezvous/auth-secret-AbC123")
 FILL: dict[str, Any] = {
     "Region": REGION,
     "Account": ACCOUNT,
@@ -79,6 +81,7 @@ FILL: dict[str, Any] = {
     "ReadObjects": ["arn:aws:s3:::data/*"],
     "WriteObjects": ["arn:aws:s3:::results/*"],
     "ItemObjects": ["arn:aws:s3:::results/*_pipeline/items.json"],
+    "AuthSecretArn": SECRET_ARN,
 }
 
 
@@ -147,7 +150,7 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
             assert resource_allows(policy, action, f"arn:aws:lambda:{arn}:function:{function}")
         group = f"arn:aws:logs:{arn}:log-group:/aws/lambda/{function}:*"
         assert resource_allows(policy, "logs:FilterLogEvents", group)
-    for role in (names.lambda_role, names.states_role):
+    for role in (names.lambda_role, names.initialize_role, names.states_role):
         role_arn = f"arn:aws:iam::{ACCOUNT}:role/{role}"
         for action in ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy",
                        "iam:PassRole"):
@@ -180,7 +183,14 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
     passes = [s for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]]
     services = {s["Resource"].rsplit("-", 1)[1]: s["Condition"]["StringEquals"][
         "iam:PassedToService"] for s in passes}
-    assert services == {"lambda": "lambda.amazonaws.com", "states": "states.amazonaws.com"}
+    assert services == {"lambda": "lambda.amazonaws.com", "initialize": "lambda.amazonaws.com",
+                        "states": "states.amazonaws.com"}
+    # It may look up the servers' auth secrets (metadata), never read or change one.
+    secret = f"arn:aws:secretsmanager:{arn}:secret:rendezvous/rendezvous/auth-secret-AbC123"
+    assert resource_allows(policy, "secretsmanager:DescribeSecret", secret)
+    assert not resource_allows(policy, "secretsmanager:DescribeSecret",
+                               f"arn:aws:secretsmanager:{arn}:secret:payroll-AbC123")
+    assert not covers(allowed(policy), "secretsmanager:GetSecretValue")
 
 
 # -- the runtime roles ----------------------------------------------------------------------
@@ -189,9 +199,18 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
 def test_lambda_role_allows_exactly_what_the_handlers_call() -> None:
     lambda_policy, _ = runtime(read=("data",), write=("results",))
     needed = static_actions(FUNCTION_CODE)
-    assert needed == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
+    assert needed == {"s3:ListBucket", "s3:GetObject", "s3:PutObject",
+                      "secretsmanager:GetSecretValue"}
     granted = allowed(lambda_policy)
-    assert granted - LAMBDA_RUNTIME_LOGS == needed  # the Lambda runtime itself writes logs
+    # The workers and Summarize: everything but the server's secret (users' scripts run
+    # in the worker, and a holder of the secret mints credentials for any name).
+    assert granted - LAMBDA_RUNTIME_LOGS == needed - {"secretsmanager:GetSecretValue"}
+    s3 = cloud.s3_access(("data",), ("results",))
+    initialize = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"), s3, SECRET_ARN)
+    assert allowed(initialize) - LAMBDA_RUNTIME_LOGS == needed
+    assert resource_allows(initialize, "secretsmanager:GetSecretValue", SECRET_ARN)
+    assert not resource_allows(initialize, "secretsmanager:GetSecretValue",
+                               SECRET_ARN.replace("rendezvous/rendezvous", "rendezvous/other"))
     for function in PipelineNames("pl").functions():
         group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function}:*"
         assert resource_allows(lambda_policy, "logs:PutLogEvents", group)
@@ -362,13 +381,17 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
 
 
 class _S3Calls:
-    """Every S3 call boto3's default session makes: (action, resource ARN)."""
+    """Every S3 and Secrets Manager call boto3's default session makes: (action, resource
+    ARN)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
     def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         action = authorised_as(f"{model.service_model.signing_name}:{model.name}")
+        if "SecretId" in params:
+            self.calls.append((action, params["SecretId"]))
+            return
         resource = f"arn:aws:s3:::{params['Bucket']}"
         if "Key" in params:
             resource += f"/{params['Key']}"
@@ -392,14 +415,21 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
     boto3.setup_default_session()
     calls = _S3Calls()
     boto3.DEFAULT_SESSION.events.register("provide-client-params.s3", calls)
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.secretsmanager", calls)
 
     s3 = boto3.Session().client("s3", endpoint_url=aws_env, region_name=REGION)  # unrecorded
     for bucket in ("data", "results"):
         s3.create_bucket(Bucket=bucket)
     for index, key in enumerate(("parts/1.pt", "parts/2.pt")):
         s3.put_object(Bucket="data", Key=key, Body=partition_bytes(make_partition(16, index)))
+    server_secret = "s" * 43  # as `server up` makes it, read by Initialize only
+    secret_arn = boto3.Session().client(
+        "secretsmanager", endpoint_url=aws_env, region_name=REGION
+    ).create_secret(Name="rendezvous/rendezvous/auth-secret", SecretString=server_secret)["ARN"]
+    monkeypatch.setenv("RENDEZVOUS_AUTH_SECRET_ARN", secret_arn)  # what `up` sets
 
-    with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as server:
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None,
+                          auth_secrets=(server_secret.encode(),)) as server:
         handed = initialize.handler({
             "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
             "result_path": "runs/r1", "world_size": 1, "batch_size": 8,
@@ -408,15 +438,24 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
         items = json.loads(s3.get_object(Bucket=handed["items_bucket"],
                                          Key=handed["items_key"])["Body"].read())
         # (that read stands in for the state machine's ItemReader: checked below)
-        worker.handler(items[0])
+        assert "RENDEZVOUS_CREDENTIAL" not in items[0] and "FMI_SECRET" not in items[0]
+        # The Map's ItemSelector: the item, and Initialize's auth beside it.
+        worker.handler({"item": items[0], "auth": handed["auth"]})
     summary = summarize.handler(handed)
     assert summary["ranks"] == 1 and summary["num_samples"] == 32
 
     lambda_policy, states_policy = runtime(read=("s3://data/parts",),
                                            write=("s3://results/runs",))
+    s3_locations = cloud.s3_access(("s3://data/parts",), ("s3://results/runs",))
+    initialize_policy = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"),
+                                            s3_locations, secret_arn)
     actions = {action for action, _ in calls.calls}
     assert actions == static_actions(FUNCTION_CODE), actions  # the scan saw them all
-    denied = [(a, r) for a, r in calls.calls if not resource_allows(lambda_policy, a, r)]
+    assert [c for c in calls.calls if c[0].startswith("secretsmanager:")] == [
+        ("secretsmanager:GetSecretValue", secret_arn)]
+    denied = [(a, r) for a, r in calls.calls
+              if not resource_allows(initialize_policy, a, r)
+              or (a.startswith("s3:") and not resource_allows(lambda_policy, a, r))]
     assert not denied, denied
     item_arn = f"arn:aws:s3:::{handed['items_bucket']}/{handed['items_key']}"
     assert resource_allows(states_policy, "s3:GetObject", item_arn)

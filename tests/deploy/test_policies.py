@@ -39,6 +39,7 @@ IMPLIED_DEPLOYER = {
     "iam:PassRole",
     "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
+    "secretsmanager:TagResource",  # create_secret with Tags
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
     "ecr:UploadLayerPart",
@@ -62,6 +63,8 @@ FILL = {
     "ImageAccount": "123456789012",
     "LogGroup": "/ecs/rendezvous",
     "Prefix": "rendezvous",
+    "AuthSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    "rendezvous/rendezvous/auth-secret-AbC123",
 }
 
 

@@ -144,7 +144,9 @@ def test_policy_fills_strings_splices_lists_and_names_a_missing_value() -> None:
                           Initialize="a", Worker="b", Summarize="c", StateMachine="d",
                           ListBuckets=["arn:aws:s3:::x", "arn:aws:s3:::y"],
                           ReadObjects=["arn:aws:s3:::x/*"], WriteObjects=["arn:aws:s3:::y/*"],
-                          ItemObjects=["arn:aws:s3:::y/*items.json"])
+                          ItemObjects=["arn:aws:s3:::y/*items.json"],
+                          AuthSecretArn="arn:aws:secretsmanager:us-east-1:123456789012:"
+                          "secret:rendezvous/r/auth-secret-AbC123")
     text = json.dumps(filled)
     assert "${" not in text and '"arn:aws:s3:::x", "arn:aws:s3:::y"' in text
     with pytest.raises(DeployError, match=r"refresher.json needs a value for \$\{HostedZoneId\}"):

@@ -43,7 +43,7 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     names = PipelineNames(name)
     first = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
     assert first.strip().endswith(f"stateMachine:{name}")
-    assert first.count("~ ") == 7
+    assert first.count("~ ") == 8  # 3 roles, layer, 3 functions, state machine
 
     lam = client("lambda", aws_env)
     worker = lam.get_function(FunctionName=names.worker)
@@ -86,6 +86,52 @@ def test_up_deploys_everything_once(aws_env: str) -> None:
     assert len(lam.list_layer_versions(LayerName=names.layer)["LayerVersions"]) == 1
 
 
+def test_up_lets_only_initialize_read_the_servers_auth_secret(aws_env: str) -> None:
+    name = "pl-auth"
+    names = PipelineNames(name)
+    refused = CliRunner().invoke(main, ["pipeline", "up", "--name", name, "--image-uri", IMAGE,
+                                        *LOCATIONS, "--auth", "--server-name", "rdv",
+                                        "--endpoint-url", aws_env])
+    assert refused.exit_code == 1
+    assert "no auth secret rendezvous/rdv/auth-secret" in refused.output
+    assert "server up --name rdv" in refused.output
+    lam = client("lambda", aws_env)
+    assert not lam.list_functions()["Functions"] or all(
+        f["FunctionName"] != names.initialize for f in lam.list_functions()["Functions"])
+
+    arn = client("secretsmanager", aws_env).create_secret(
+        Name="rendezvous/rdv/auth-secret", SecretString="v" * 43)["ARN"]
+    shown = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                    "--server-name", "rdv"], aws_env)
+    assert "Initialize mints each run's credential from the server's rendezvous/rdv/" in shown
+    assert "v" * 43 not in shown
+    config = lam.get_function(FunctionName=names.initialize)["Configuration"]
+    assert config["Environment"]["Variables"] == {"RENDEZVOUS_AUTH_SECRET_ARN": arn}
+    assert config["Role"].endswith(f":role/{names.initialize_role}")
+    for function in (names.worker, names.summarize):
+        other = lam.get_function(FunctionName=function)["Configuration"]
+        assert other["Role"].endswith(f":role/{names.lambda_role}")
+        assert "RENDEZVOUS_AUTH_SECRET_ARN" not in json.dumps(other.get("Environment", {}))
+    iam = client("iam", aws_env)
+
+    def readers(role: str) -> list[str]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
+        return [s["Resource"] for s in document["Statement"]
+                if "secretsmanager:GetSecretValue" in s["Action"]]
+
+    assert readers(names.initialize_role) == [arn]  # exactly the server's secret
+    assert readers(names.lambda_role) == []  # users' scripts run in the worker
+    again = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                    "--server-name", "rdv"], aws_env)
+    assert "~ " not in again
+    off = invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
+                  "--no-auth"], aws_env)
+    assert f"~ function {names.initialize} Environment" in off
+    assert readers(names.initialize_role) == []
+    config = lam.get_function(FunctionName=names.initialize)["Configuration"]
+    assert not config.get("Environment", {}).get("Variables")
+
+
 def test_zip_functions_import_without_site_packages(tmp_path: Path) -> None:
     """The handler zip plus the layer is all Initialize and Summarize need (no numpy)."""
     with zipfile.ZipFile(io.BytesIO(handler_zip())) as archive:
@@ -95,6 +141,8 @@ def test_zip_functions_import_without_site_packages(tmp_path: Path) -> None:
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
         "import rendezvous_pipeline.initialize, rendezvous_pipeline.summarize, fmi_client\n"
+        "from rendezvous_pipeline.runauth import run_auth\n"
+        "assert 'RENDEZVOUS_CREDENTIAL' in run_auth('pipeline-r1', b'k' * 43)\n"
         "assert 'numpy' not in sys.modules and 'torch' not in sys.modules\n"
         "print('ok')"
     )
