@@ -40,7 +40,8 @@ DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 14400)
 class RelayMetrics:
     """Counters of the relay and the discovery port; gauges read through callables."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int = 0) -> None:
+        self.max_sessions = max_sessions  # the cap (--relay-max-sessions), for saturation
         self.requests = 0
         self.started = 0
         self.bytes = 0
@@ -67,6 +68,11 @@ class RelayMetrics:
         )
         yield GaugeMetricFamily(
             "rendezvous_relay_waiting", "Relay ends waiting for their peer", self.waiting()
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_relay_max_sessions",
+            "The cap on relay sessions and waiting ends (--relay-max-sessions)",
+            self.max_sessions,
         )
         yield GaugeMetricFamily(
             "rendezvous_relay_buffered_bytes",

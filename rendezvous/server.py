@@ -109,7 +109,7 @@ class RendezvousServer:
         auth = self.dispatcher.auth
         self.relay = self.dispatcher.relay = RelayHub(
             _relay_limits(settings),
-            RelayMetrics(),
+            RelayMetrics(max_sessions=settings.relay_max_sessions),
             # with an auth secret, a relay end needs a credential for its name, as v2 does
             credential_check=None
             if auth is None

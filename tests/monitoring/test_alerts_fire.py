@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tcpunch.relay import RelayRequest, encode_relay_request
 from tests.monitoring.stack import RULES, Prometheus, prometheus, rendezvous_server
 from tests.server.wire import Client, connect, v1, v2
 
 LOWERED = {"RendezvousRefusalRateHigh", "RendezvousExpiryRateHigh"}
 FIRE_WITH_SERVER_UP = (
     "RendezvousNotReady",
+    "RendezvousRelaySaturated",
     "RendezvousConnectionsNearLimit",
     "RendezvousRefusalRateHigh",
     "RendezvousExpiryRateHigh",
@@ -57,6 +59,19 @@ def wait_firing(api: Prometheus, instance: str, wanted: set[str], timeout: float
         time.sleep(0.25)
 
 
+async def relay_session(port: int) -> list[asyncio.StreamWriter]:
+    """Two ends of one relay session: the relay's cap of 1 is reached."""
+    request = encode_relay_request(RelayRequest(f"fire_relay_{time.time_ns()}".encode(), b"r" * 16))
+    ends = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        ends.append((reader, writer))
+        await asyncio.sleep(0.05)
+    assert await ends[1][0].readexactly(2) == b"\x02\x00"  # accepted: the session runs
+    return [writer for _, writer in ends]
+
+
 async def trouble(port: int) -> list[Client]:
     """A refusal and an expiry, then two waiters: the cap of 2 is reached."""
     refused = await connect(port, b"x" * 150)
@@ -70,7 +85,7 @@ async def trouble(port: int) -> list[Client]:
 
 @pytest.mark.timeout(180)
 def test_every_alert_fires_on_a_real_server_in_trouble(tmp_path: Path) -> None:
-    args = ("--peer-timeout", "0.5", "--max-connections", "2")
+    args = ("--peer-timeout", "0.5", "--max-connections", "2", "--relay-max-sessions", "1")
     loop = asyncio.new_event_loop()
     with (
         rendezvous_server(tmp_path / "server.log", *args) as server,
@@ -80,10 +95,13 @@ def test_every_alert_fires_on_a_real_server_in_trouble(tmp_path: Path) -> None:
             api.wait_until(f'up{{instance="{server.instance}"}} == 1', "the first scrape")
             time.sleep(1.5)  # one more scrape: every series is in before the trouble
             assert firing(api, server.instance) == set()
+            relayed = loop.run_until_complete(relay_session(server.port))  # before the cap
             waiters = loop.run_until_complete(trouble(server.port))
             wait_firing(api, server.instance, set(FIRE_WITH_SERVER_UP))
             for client in waiters:
                 loop.run_until_complete(client.close())
+            for writer in relayed:
+                writer.close()
         finally:
             loop.close()
         server.proc.kill()
