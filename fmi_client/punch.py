@@ -32,10 +32,24 @@ log = logging.getLogger("fmi_client")
 #: other at the same instant, so a punch that works takes a few round trips; a NAT that
 #: blocks it will not start working later.
 PUNCH_WINDOW = 3.0
-#: Pause after a failed connect() attempt (e.g. refused because the peer's listener was
-#: not up yet); doubles up to the cap. Milliseconds, so a punch takes round trips.
-RETRY_FIRST = 0.005
-RETRY_CAP = 0.1
+#: Pacing of connect() attempts after a failure. Why it matters: a NAT router that
+#: answers an unsolicited SYN with a reset (a Linux router without INPUT rules) sends
+#: that reset through our NAT, which closes the mapping our SYN had just opened; the
+#: peer's SYN then meets a closed mapping and is reset too. Through two such NATs the
+#: punch only works when the two sides' SYNs cross in flight, i.e. are sent less than
+#: the round trip between the NATs apart (microseconds in a lab, milliseconds on the
+#: Internet). Free-running or jittered retries rarely line up; so both sides retry on a
+#: grid that starts when the punch starts (both learn of each other at the same
+#: instant): every RETRY_PERIOD, and the side with the higher public endpoint every
+#: RETRY_PERIOD + RETRY_SWEEP, so the offset between the two grids sweeps through the
+#: crossing window instead of staying wherever the start left it. (The original C++
+#: client retries exactly 100 ms after each reset, which lines up by luck.) After
+#: RETRY_FAST_FOR seconds, attempts are RETRY_SLOW apart: that bounds what a peer behind
+#: a NAT that can never be punched receives.
+RETRY_PERIOD = 0.0005
+RETRY_SWEEP = 0.00001
+RETRY_FAST_FOR = 1.0
+RETRY_SLOW = 0.01
 #: A connect() attempt still unanswered after this long is replaced by a fresh one.
 ATTEMPT_LIFETIME = 1.0
 #: Liveness of punched connections (seconds, probes): an idle connection whose peer vanished
@@ -45,17 +59,42 @@ KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 4
 
 
+def _next_slot(started: float, now: float, period: float) -> float:
+    """When to make the next connect() after a failure at ``now``: the next tick of a grid
+    ``period`` apart that starts when the punch started (see RETRY_PERIOD)."""
+    if now - started >= RETRY_FAST_FOR:
+        period = RETRY_SLOW
+    return started + (math.floor((now - started) / period) + 1) * period
+
+
+def _select(sel: selectors.BaseSelector, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
+    """``sel.select(timeout)``, honouring sub-millisecond timeouts (epoll rounds them up
+    to a whole millisecond, which would space our retries too far apart)."""
+    if 0 < timeout < 0.001:
+        time.sleep(timeout)
+        timeout = 0
+    return sel.select(timeout)
+
+
 def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
-    """Simultaneous open from rv.local's port to rv.peer; the connected socket or PunchFailed."""
+    """Simultaneous open from rv.local's port to rv.peer; the connected socket or PunchFailed.
+
+    One listener stays open on our port for the whole window (a peer's SYN that gets
+    through lands there once our own attempt has died); connect() attempts follow one
+    another on a grid (see RETRY_PERIOD) while they fail at once, or after
+    ATTEMPT_LIFETIME without an answer.
+    """
     port = rv.local.port
     peer = (rv.peer.ip, rv.peer.port)
     started = time.monotonic()
+    # the side with the higher public endpoint ticks a little slower (see RETRY_PERIOD)
+    slower = (rv.public.ip, rv.public.port) > (rv.peer.ip, rv.peer.port)
+    period = RETRY_PERIOD + (RETRY_SWEEP if slower else 0.0)
     sel = selectors.DefaultSelector()
     listener = reuse_socket()
     attempt: socket.socket | None = None
     attempt_started = 0.0
     next_attempt = started
-    pause = RETRY_FIRST
     winner: socket.socket | None = None
     attempts = 0
     last_error = "no answer"
@@ -82,6 +121,7 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
             if attempt is None and now >= next_attempt:
                 attempt = reuse_socket()
                 attempts += 1
+                attempt_started = time.monotonic()
                 try:
                     attempt.bind(("0.0.0.0", port))
                     attempt.setblocking(False)
@@ -89,18 +129,16 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
                 except OSError as exc:
                     code = exc.errno or errno.EIO
                 if code in (0, errno.EINPROGRESS):
-                    attempt_started = now
                     sel.register(attempt, selectors.EVENT_WRITE)
                 else:
                     last_error = errno.errorcode.get(code, str(code))
                     attempt.close()
                     attempt = None
-                    next_attempt = now + pause
-                    pause = min(pause * 2, RETRY_CAP)
+                    next_attempt = _next_slot(started, time.monotonic(), period)
             wake = deadline if attempt is not None else min(deadline, next_attempt)
             if attempt is not None:
                 wake = min(wake, attempt_started + ATTEMPT_LIFETIME)
-            for key, _events in sel.select(max(wake - time.monotonic(), 0)):
+            for key, _events in _select(sel, max(wake - time.monotonic(), 0)):
                 if key.fileobj is listener:
                     try:
                         conn, addr = listener.accept()
@@ -116,11 +154,11 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
                     if code == 0:
                         winner, attempt = attempt, None
                         break
+                    failed_at = time.monotonic()
                     last_error = errno.errorcode.get(code, str(code))
                     attempt.close()
                     attempt = None
-                    next_attempt = time.monotonic() + pause
-                    pause = min(pause * 2, RETRY_CAP)
+                    next_attempt = _next_slot(started, failed_at, period)
     finally:
         sel.close()
         listener.close()
