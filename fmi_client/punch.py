@@ -13,16 +13,20 @@ quickly with an error that says so.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import selectors
 import socket
+import struct
 import time
-from dataclasses import dataclass
 
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
-from fmi_client.errors import NameTooLong, PunchFailed
+from fmi_client.errors import LinkCheckFailed, NameTooLong, PeerNeverArrived, PunchFailed
+from fmi_client.link import LinkInfo, PairedSocket
+from fmi_client.linkcheck import CheckFailed, verify_link
+from fmi_client.liveness import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, Liveness
 from fmi_client.meet import Meeting, exchange_for, meet, resolve, reuse_socket
 from tcpunch import V1_CONTROL_BYTES, ProtocolError
 
@@ -50,13 +54,26 @@ RETRY_PERIOD = 0.0005
 RETRY_SWEEP = 0.00001
 RETRY_FAST_FOR = 1.0
 RETRY_SLOW = 0.01
+#: One punch round: a punch that has not got through by then is given up and the pair
+#: re-pairs under a fresh name (new ports, so new NAT mappings and a new start for the
+#: retry grid), within ``punch_timeout`` in all. Through reset-answering NATs most punches
+#: get through in tens of ms or not for a long time, so a fresh start beats waiting.
+PUNCH_ROUND = 0.5
+#: A round in which every attempt so far was answered by a reset ends after RESET_ROUND
+#: seconds or RESET_ROUND_RTTS of the slowest such answer, whichever is longer: the two
+#: sides' SYNs cross mostly in the first few milliseconds, while both have just been
+#: woken by the server's reply; later, a fresh pairing (a new start) beats waiting.
+RESET_ROUND = 0.1
+RESET_ROUND_RTTS = 20
+#: How long a side waits at the server for its peer to come back after a failed round
+#: or check (both notice within about a round of each other).
+REPAIR_WAIT = 2.0
+#: Link check (see fmi_client.linkcheck): bytes each way, and how long it may take.
+VERIFY_BYTES = 65536
+VERIFY_WINDOW = 2.0
+RELAY_MODES = ("auto", "never", "always")
 #: A connect() attempt still unanswered after this long is replaced by a fresh one.
 ATTEMPT_LIFETIME = 1.0
-#: Liveness of punched connections (seconds, probes): an idle connection whose peer vanished
-#: (a frozen Lambda, a host gone from the network) fails after about IDLE + INTERVAL * COUNT.
-KEEPALIVE_IDLE = 15
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 4
 
 
 def _next_slot(started: float, now: float, period: float) -> float:
@@ -96,7 +113,8 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
     attempt_started = 0.0
     next_attempt = started
     winner: socket.socket | None = None
-    attempts = 0
+    attempts = resets = 0
+    rtt = 0.0  # longest connect-to-reset time seen
     last_error = "no answer"
     try:
         try:
@@ -113,6 +131,8 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
             now = time.monotonic()
             if now >= deadline:
                 break
+            if resets == attempts and now - started > max(RESET_ROUND, RESET_ROUND_RTTS * rtt):
+                break  # only resets so far: the SYNs do not cross; a fresh pairing may
             if attempt is not None and now - attempt_started > ATTEMPT_LIFETIME:
                 sel.unregister(attempt)
                 attempt.close()
@@ -156,6 +176,9 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
                         break
                     failed_at = time.monotonic()
                     last_error = errno.errorcode.get(code, str(code))
+                    if code == errno.ECONNREFUSED:
+                        resets += 1
+                        rtt = max(rtt, failed_at - attempt_started)
                     attempt.close()
                     attempt = None
                     next_attempt = _next_slot(started, failed_at, period)
@@ -189,42 +212,25 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
     return winner
 
 
-@dataclass(frozen=True)
-class Liveness:
-    """TCP keepalive (and optionally TCP_USER_TIMEOUT) settings for a punched socket."""
+def _round_name(name: str, pairing: int, protocol: str) -> str:
+    """The pairing name of re-pairing number ``pairing`` (0: the caller's name). Both sides
+    count their re-pairings alike, so they meet again without talking it over; a name
+    that has no room for the suffix is reused as it is."""
+    if pairing == 0:
+        return name
+    candidate = f"{name}~{pairing}"
+    try:
+        exchange_for(candidate, protocol)
+    except ProtocolError:
+        return name
+    return candidate
 
-    idle: float = KEEPALIVE_IDLE
-    interval: float = KEEPALIVE_INTERVAL
-    count: int = KEEPALIVE_COUNT
-    user_timeout: float | None = None
 
-    def check(self) -> None:
-        if self.idle < 1 or self.interval < 1:
-            raise ValueError(
-                f"keepalive_idle and keepalive_interval are whole seconds >= 1, not "
-                f"{self.idle!r} and {self.interval!r}"
-            )
-        if not 1 <= self.count <= 127:
-            raise ValueError(f"keepalive_count must be in 1..127 (Linux), not {self.count!r}")
-        if self.user_timeout is not None and self.user_timeout <= 0:
-            raise ValueError(
-                f"user_timeout must be positive seconds or None, not {self.user_timeout!r}"
-            )
-
-    def apply(self, sock: socket.socket) -> None:
-        """Set what this platform has (Linux: all; macOS: no TCP_USER_TIMEOUT)."""
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        idle_option = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))
-        for option, value in (
-            (idle_option, math.ceil(self.idle)),
-            (getattr(socket, "TCP_KEEPINTVL", None), math.ceil(self.interval)),
-            (getattr(socket, "TCP_KEEPCNT", None), self.count),
-        ):
-            if option is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-        if self.user_timeout is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
-            milliseconds = max(1, math.ceil(self.user_timeout * 1000))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+def _abort(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0): nothing of a failed link lingers retransmitting."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def pair(
@@ -240,17 +246,31 @@ def pair(
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     keepalive_count: int = KEEPALIVE_COUNT,
     user_timeout: float | None = None,
-) -> socket.socket:
+    verify_bytes: int = VERIFY_BYTES,
+    verify_timeout: float = VERIFY_WINDOW,
+    relay: str = "auto",
+) -> PairedSocket:
     """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
 
-    ``timeout`` bounds everything (reaching the server, waiting for the peer, punching);
-    the punch itself gets at most ``punch_timeout`` of it. ``protocol`` is "v2" (the
+    ``timeout`` bounds everything (reaching the server, waiting for the peer, punching,
+    checking); the punch gets at most ``punch_timeout`` of it, in rounds of PUNCH_ROUND
+    between which both sides re-pair under ``name~1``, ``name~2``... ``protocol`` is "v2" (the
     fork's protocol, resumes after server timeouts) or "v1" (the original TCPunch, FMI's
     server; when it ends a long wait we rejoin until ``timeout``). Raises
     RendezvousUnreachable, RendezvousRefused (the server answered but turned the request
-    down), PeerNeverArrived or PunchFailed; ValueError for a port outside 1..65535, an
-    empty host or a v1 name with control characters. Safe to call from several
-    threads at once; nothing is left open on any path but the result.
+    down), PeerNeverArrived, PunchFailed or LinkCheckFailed (a PunchFailed); ValueError
+    for a port outside 1..65535, an empty host or a v1 name with control characters. Safe
+    to call from several threads at once; nothing is left open on any path but the result.
+
+    Before the link is returned, both sides push ``verify_bytes`` (default 64 KiB) through
+    it each way and acknowledge them (fmi_client.linkcheck); a link that has not done so
+    within ``verify_timeout`` s is dropped and the pair re-paired until ``timeout``. Both
+    sides need the same setting; ``verify_bytes=0`` turns the check off (needed to pair
+    with the C++ TCPunch client). The result is a ``PairedSocket`` (a socket.socket) whose
+    ``link`` attribute (a LinkInfo) tells the path, the final pairing name and any stall.
+
+    ``relay`` ("auto", "never", "always") chooses the path; until the relay lands every
+    link is punched: "auto" and "never" punch, "always" raises NotImplementedError.
 
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
     ``keepalive_idle`` s of silence, every ``keepalive_interval`` s, and gives up after
@@ -264,6 +284,14 @@ def pair(
     """
     if protocol not in ("v1", "v2"):
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+    if relay not in RELAY_MODES:
+        raise ValueError(f"relay must be one of {RELAY_MODES}, not {relay!r}")
+    if relay == "always":
+        raise NotImplementedError("relay='always' needs the relay, which this build lacks")
+    if not isinstance(verify_bytes, int) or verify_bytes < 0:
+        raise ValueError(f"verify_bytes must be a whole number >= 0, not {verify_bytes!r}")
+    if verify_bytes and not verify_timeout > 0:
+        raise ValueError(f"verify_timeout must be positive seconds, not {verify_timeout!r}")
     host = check_host(host)
     port = check_port(port)
     liveness = (
@@ -281,20 +309,65 @@ def pair(
             "junk; use printable characters only"
         )
     try:
-        exchange = exchange_for(name, protocol)
+        exchange_for(name, protocol)
     except ProtocolError as exc:
         raise NameTooLong(f"pairing name {name!r} cannot be sent with {protocol}: {exc}") from exc
     server = resolve(host, port, name)
-    rv = meet(exchange, name, server, deadline, timeout)
-    try:
-        log.info("pairing %r: paired with %s; punching from %s", name, rv.peer, rv.local)
-        sock = _punch(rv, name, min(deadline, time.monotonic() + punch_timeout))
-    finally:
-        rv.sock.close()
-    if liveness is not None:
+    link = LinkInfo()
+    failure: PunchFailed | None = None  # why the last pairing did not give a link
+    punch_end: float | None = None  # end of the punch budget, from the first punch on
+    while True:
+        pname = _round_name(name, link.pairings, protocol)
+        wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
         try:
-            liveness.apply(sock)
+            rv = meet(exchange_for(pname, protocol), pname, server, wait_until, timeout)
+        except PeerNeverArrived as exc:
+            if failure is None:
+                raise
+            raise failure from exc  # the peer did not come back to re-pair
+        link.pairings += 1
+        # Path selection: relay="auto" goes through the relay here when the NATs cannot
+        # be punched, or below when the punch fails; "never" only punches.
+        punched_at = time.monotonic()
+        punch_end = punch_end or punched_at + punch_timeout
+        try:
+            log.info("pairing %r: paired with %s; punching from %s", pname, rv.peer, rv.local)
+            sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+        except PunchFailed as exc:
+            link.punch_failures += 1
+            link.problems.append(str(exc))
+            now = time.monotonic()
+            if rv.public.port != rv.local.port or now >= min(deadline, punch_end):
+                raise  # our NAT rewrote the port (symmetric), or no punch time left
+            log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
+            failure = exc
+            continue
+        finally:
+            rv.sock.close()
+        link.punch_s = time.monotonic() - punched_at
+        punch_end = None
+        try:
+            if verify_bytes:
+                checked_at = time.monotonic()
+                verify_link(sock, verify_bytes, min(deadline, checked_at + verify_timeout))
+                link.verify_s = time.monotonic() - checked_at
+                link.verified_bytes = verify_bytes
+            if liveness is not None:
+                liveness.apply(sock)
+        except CheckFailed as exc:
+            _abort(sock)
+            link.stalls += 1
+            link.problems.append(str(exc))
+            log.warning("pairing %r: link check failed, re-pairing: %s", pname, exc)
+            failure = LinkCheckFailed(
+                f"pairing {name!r}: the punched link to {rv.peer} failed its check: {exc}",
+                stalled=exc.stalled,
+            )
+            if not exc.stalled or time.monotonic() >= deadline:
+                raise failure from exc
+            continue
         except BaseException:
             sock.close()
             raise
-    return sock
+        link.name = pname
+        return PairedSocket.adopt(sock, link)
