@@ -125,29 +125,35 @@ class _Reader:
 def verify_link(sock: socket.socket, nbytes: int, deadline: float) -> None:
     """Run the check over ``sock`` (restored to blocking after); CheckFailed if it does
     not complete by ``deadline`` (monotonic)."""
-    outgoing = bytearray(build_offer(nbytes))
+    offer = build_offer(nbytes)
+    outgoing = [memoryview(offer)]  # what is left to send, in order (then our ack)
+    total = len(offer) + ACK.size
     sent = 0
     reader = _Reader(nbytes)
     sel = selectors.DefaultSelector()
     sock.setblocking(False)
     try:
         sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        while reader.stage != "done" or sent < len(outgoing):
+        while reader.stage != "done" or sent < total:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CheckFailed(
-                    f"the link stalled: {sent} of {len(outgoing)} bytes sent and "
+                    f"the link stalled: {sent} of {total} bytes sent and "
                     f"{reader.stage} of the peer's check pending after the deadline",
                     stalled=True,
                 )
             wanted = selectors.EVENT_READ if reader.stage != "done" else 0
-            if sent < len(outgoing):
+            if outgoing:
                 wanted |= selectors.EVENT_WRITE
             sel.modify(sock, wanted)
             for _key, events in sel.select(remaining):
                 if events & selectors.EVENT_WRITE:
                     try:
-                        sent += sock.send(outgoing[sent:])
+                        n = sock.send(outgoing[0])
+                        sent += n
+                        outgoing[0] = outgoing[0][n:]
+                        if not outgoing[0]:
+                            outgoing.pop(0)
                     except (BlockingIOError, InterruptedError):
                         pass
                     except OSError as exc:
@@ -164,7 +170,7 @@ def verify_link(sock: socket.socket, nbytes: int, deadline: float) -> None:
                             "the peer closed the link during the link check", stalled=True
                         )
                     if reader.feed(chunk):
-                        outgoing += build_ack(reader.offered)
+                        outgoing.append(memoryview(build_ack(reader.offered)))
     finally:
         sel.close()
         if sock.fileno() >= 0:
