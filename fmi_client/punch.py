@@ -63,7 +63,7 @@ PUNCH_ROUND = 0.5
 #: seconds or RESET_ROUND_RTTS of the slowest such answer, whichever is longer: the two
 #: sides' SYNs cross mostly in the first few milliseconds, while both have just been
 #: woken by the server's reply; later, a fresh pairing (a new start) beats waiting.
-RESET_ROUND = 0.1
+RESET_ROUND = 0.05
 RESET_ROUND_RTTS = 20
 #: How long a side waits at the server for its peer to come back after a failed round
 #: or check (both notice within about a round of each other).
