@@ -54,6 +54,8 @@ RETRY_PERIOD = 0.0005
 RETRY_SWEEP = 0.00001
 RETRY_FAST_FOR = 1.0
 RETRY_SLOW = 0.01
+#: Waits shorter than this (the grid's) are polled, not slept (see _select).
+SPIN_BELOW = 0.001
 #: One punch round: a punch that has not got through by then is given up and the pair
 #: re-pairs under a fresh name (new ports, so new NAT mappings and a new start for the
 #: retry grid), within ``punch_timeout`` in all. Through reset-answering NATs most punches
@@ -85,11 +87,15 @@ def _next_slot(started: float, now: float, period: float) -> float:
 
 
 def _select(sel: selectors.BaseSelector, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
-    """``sel.select(timeout)``, honouring sub-millisecond timeouts (epoll rounds them up
-    to a whole millisecond, which would space our retries too far apart)."""
-    if 0 < timeout < 0.001:
-        time.sleep(timeout)
-        timeout = 0
+    """``sel.select(timeout)``; a wait shorter than SPIN_BELOW polls instead of sleeping,
+    so that the next attempt leaves on its grid tick rather than a scheduler's wake-up
+    later (epoll also rounds sub-millisecond timeouts up to a whole millisecond)."""
+    if 0 < timeout < SPIN_BELOW:
+        until = time.monotonic() + timeout
+        while True:
+            ready = sel.select(0)
+            if ready or time.monotonic() >= until:
+                return ready
     return sel.select(timeout)
 
 

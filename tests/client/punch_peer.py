@@ -59,7 +59,7 @@ def main() -> int:
     for i in range(runs):
         started = time.monotonic()
         try:
-            sock = pair(f"{name}-{i}", host, port, timeout=30, punch_timeout=10, verify_timeout=1)
+            sock = pair(f"{name}-{i}", host, port, timeout=40, punch_timeout=20, verify_timeout=1)
         except FmiClientError as exc:
             results.append([type(exc).__name__, time.monotonic() - started, str(exc)])
             continue

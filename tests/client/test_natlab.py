@@ -209,7 +209,7 @@ def run_punch_peers(
             *(unstall if unstall and side == 0 else []),
         ],
         2,
-        timeout=170,
+        timeout=400,
         prefix_for=lambda side: lab.exec_prefix(hosts[side]),
     )
     assert all(r.returncode == 0 for r in results), [r.stderr[-1500:] for r in results]
