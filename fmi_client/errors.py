@@ -35,6 +35,16 @@ class PunchFailed(FmiClientError):
     """Both sides were paired but no TCP connection got through their NATs in time."""
 
 
+class LinkCheckFailed(PunchFailed):
+    """A punched link failed the link check (pair()'s ``verify_bytes``) and re-pairing did
+    not give a working one before the deadline. ``stalled`` is True when the link stopped
+    carrying bytes, False when the peer did not speak the check (verify_bytes differs)."""
+
+    def __init__(self, message: str, *, stalled: bool = True) -> None:
+        super().__init__(message)
+        self.stalled = stalled
+
+
 class PeerLost(FmiClientError):
     """An established connection to a rank ended (EOF or reset) while we needed it."""
 

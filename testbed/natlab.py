@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,41 +208,43 @@ def lab_server(lab: NatLab, extra_args: Sequence[str] = ()) -> Iterator[int]:
     """The project's server in the lab's public namespace; yields its port.
 
     ``extra_args`` go to ``rendezvous serve`` (e.g. ``--no-relay``); the NAT discovery
-    port is the default 10002 unless they say otherwise.
-    """
+    port is the default 10002 unless they say otherwise. Its log goes to a temporary file,
+    not a pipe: nobody reads a pipe while the lab runs, and a server whose log pipe is
+    full blocks (after some hundred pairings)."""
     port = 10000
-    proc = subprocess.Popen(
-        [
-            *lab.exec_prefix(lab.public),
-            sys.executable,
-            "-m",
-            "rendezvous",
-            "serve",
-            "--host",
-            lab.server_ip,
-            "--port",
-            str(port),
-            "--no-http",
-            *extra_args,
-        ],
-        cwd=REPO,
-        env=python_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        probe = [
-            *lab.exec_prefix(lab.public),
-            sys.executable,
-            "-c",
-            f"import socket; socket.create_connection(('{lab.server_ip}', {port}), 1)",
-        ]
-        while subprocess.run(probe, capture_output=True).returncode:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"lab server did not start: {proc.stderr.read()!r}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        stop(proc)
-        proc.stderr.close()
+    with tempfile.TemporaryFile() as log_file:
+        proc = subprocess.Popen(
+            [
+                *lab.exec_prefix(lab.public),
+                sys.executable,
+                "-m",
+                "rendezvous",
+                "serve",
+                "--host",
+                lab.server_ip,
+                "--port",
+                str(port),
+                "--no-http",
+                *extra_args,
+            ],
+            cwd=REPO,
+            env=python_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            probe = [
+                *lab.exec_prefix(lab.public),
+                sys.executable,
+                "-c",
+                f"import socket; socket.create_connection(('{lab.server_ip}', {port}), 1)",
+            ]
+            while subprocess.run(probe, capture_output=True).returncode:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_file.seek(0)
+                    raise RuntimeError(f"lab server did not start: {log_file.read()[-2000:]!r}")
+                time.sleep(0.1)
+            yield port
+        finally:
+            stop(proc)

@@ -190,3 +190,88 @@ def test_lab_routers_answer_unsolicited_syns_as_configured(mode):
                 timeout=30,
             )
             assert out.stdout.strip() == ("silent" if mode == "drop" else "reset"), out
+
+
+def run_punch_peers(
+    lab: natlab.NatLab, port: int, runs: int, unstall: list[str] | None = None
+) -> list[dict]:
+    """tests.client.punch_peer on host_a and host_b, pairing ``runs`` times."""
+    name = f"punch-{os.getpid()}-{time.monotonic_ns()}"
+    hosts = [lab.host_a, lab.host_b]
+    results = run_ranks(
+        lambda side: [
+            "-m",
+            "tests.client.punch_peer",
+            lab.server_ip,
+            str(port),
+            name,
+            str(runs),
+            *(unstall if unstall and side == 0 else []),
+        ],
+        2,
+        timeout=400,
+        prefix_for=lambda side: lab.exec_prefix(hosts[side]),
+    )
+    assert all(r.returncode == 0 for r in results), [r.stderr[-1500:] for r in results]
+    return [r.json() for r in results]
+
+
+@pytest.mark.parametrize(
+    ("unsolicited", "runs"),
+    [(("reset", "reset"), 100), (("reset", "drop"), 30), (("drop", "reset"), 30), ("drop", 30)],
+)
+def test_pairings_through_port_preserving_nats_never_fail(
+    lab_available, unsolicited, runs: int
+) -> None:
+    """Whatever the routers do with an unsolicited SYN (reset it, possibly on both sides,
+    or drop it), every pairing gives a direct, checked link that carries data."""
+    with natlab.NatLab(unsolicited=unsolicited) as lab, lab_server(lab) as port:
+        a, b = run_punch_peers(lab, port, runs)
+    for side in (a, b):
+        failed = [run for run in side["runs"] if run[0] != "ok"]
+        assert not failed, failed[:3]
+        assert len(side["runs"]) == runs
+        for _outcome, _elapsed, link in side["runs"]:
+            assert link["path"] == "direct" and link["verified_bytes"] == 65536, link
+            assert link["stalls"] == 0, link
+
+
+STALL_RULE = [
+    "FORWARD",
+    "-p",
+    "tcp",
+    "!",
+    "--sport",
+    "10000",
+    "!",
+    "--dport",
+    "10000",
+    "-m",
+    "connbytes",
+    "--connbytes",
+    "20000:",
+    "--connbytes-dir",
+    "both",
+    "--connbytes-mode",
+    "bytes",
+    "-j",
+    "DROP",
+]
+
+
+def test_a_link_that_stalls_is_detected_and_re_paired(lab_available) -> None:
+    """router_a drops every punched flow's packets after 20000 bytes (the rendezvous port
+    excepted), like the AWS stalls FMI's users saw after 16-64 KB; host_a lifts the rule
+    when pair() reports the first failed link check. Both sides notice the stall in the
+    link check, re-pair under ``name~1`` and get a link that carries data."""
+    with natlab.NatLab() as lab, lab_server(lab) as port:
+        router = lab.exec_prefix(lab.router_a)
+        subprocess.run([*router, "iptables", "-I", *STALL_RULE], check=True, timeout=30)
+        a, b = run_punch_peers(lab, port, 1, unstall=[*router, "iptables", "-D", *STALL_RULE])
+    assert a["unstalled"] and "link check failed" in a["unstalled"][0], a
+    for side in (a, b):
+        outcome, _elapsed, link = side["runs"][0]
+        assert outcome == "ok", side
+        assert link["stalls"] >= 1 and link["pairings"] >= 2, link
+        assert "stalled" in link["problems"][0], link
+        assert link["name"].endswith(f"~{link['pairings'] - 1}"), link

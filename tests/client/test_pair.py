@@ -165,6 +165,12 @@ def test_names_that_do_not_fit_the_wire_are_refused(server) -> None:
         pair("n" * 100, server.host, server.port, timeout=1)
     with pytest.raises(NameTooLong, match="100"):
         pair("n" * 101, server.host, server.port, timeout=1, protocol="v1")
+    # empty or NUL-holding names are not "too long": a plain ValueError says what is wrong
+    for bad, why in (("", "empty"), ("a\0b", "NUL|control")):
+        for protocol in ("v1", "v2"):
+            with pytest.raises(ValueError, match=why) as refused:
+                pair(bad, server.host, server.port, timeout=1, protocol=protocol)
+            assert not isinstance(refused.value, NameTooLong)
 
 
 def test_punch_failure_says_the_nat_looks_symmetric() -> None:
@@ -361,4 +367,39 @@ def test_keepalive_and_user_timeout_are_configurable(server) -> None:
 )
 def test_bad_keepalive_settings_are_refused_before_any_traffic(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
+        pair("never-sent", "127.0.0.1", 1, timeout=1, **bad)
+
+
+@pytest.mark.parametrize("verify_bytes", [65536, 0])
+def test_the_result_is_a_socket_that_says_how_the_link_was_made(server, verify_bytes) -> None:
+    name = unique("link-info")
+    a, b = pair_both(
+        lambda i: pair(name, server.host, server.port, timeout=20, verify_bytes=verify_bytes)
+    )
+    try:
+        for sock in (a, b):
+            assert isinstance(sock, socket.socket) and sock.getblocking()
+            assert sock.link.path == "direct" and sock.link.name == name
+            assert sock.link.pairings == 1 and sock.link.stalls == 0
+            assert sock.link.verified_bytes == verify_bytes
+            assert (sock.link.verify_s > 0) == bool(verify_bytes)
+        a.sendall(b"after the check")  # nothing of the check is left in the stream
+        b.settimeout(5)
+        assert b.recv(100) == b"after the check"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"relay": "sometimes"}, ValueError),
+        ({"relay": "always"}, NotImplementedError),  # until the relay lands
+        ({"verify_bytes": -1}, ValueError),
+        ({"verify_timeout": 0}, ValueError),
+    ],
+)
+def test_bad_path_and_check_settings_are_refused_before_any_traffic(bad: dict, error) -> None:
+    with pytest.raises(error, match=next(iter(bad))):
         pair("never-sent", "127.0.0.1", 1, timeout=1, **bad)

@@ -1,0 +1,47 @@
+"""What pair() returns: a plain connected socket that also says how the link was made.
+
+``PairedSocket`` is a ``socket.socket`` (so code that expects one keeps working) with one
+extra attribute, ``link``: a :class:`LinkInfo` saying which path the link took, under
+which pairing name, how many pairings it took, and whether a link check caught a stall.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LinkInfo:
+    """How a link came to be. ``path`` is "direct" (punched); "relay" is reserved for the
+    relay fallback. ``name`` is the pairing name the link was finally made under (the
+    caller's name, or it with a ``~N`` suffix after re-pairing). ``pairings`` counts the
+    pairings made, ``punch_failures`` the punches that did not get through and ``stalls``
+    the links that failed the link check (each led to a re-pairing); ``problems`` says why,
+    oldest first. ``verified_bytes`` is what the link check pushed each way (0: no
+    check); ``punch_s`` and ``verify_s`` time the last punch and check."""
+
+    path: str = "direct"
+    name: str = ""
+    pairings: int = 0
+    punch_failures: int = 0
+    stalls: int = 0
+    verified_bytes: int = 0
+    punch_s: float = 0.0
+    verify_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+class PairedSocket(socket.socket):
+    """A connected TCP socket from pair(), with ``link`` (a LinkInfo)."""
+
+    link: LinkInfo
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, link: LinkInfo) -> PairedSocket:
+        """Take over ``sock``'s connection (``sock`` is left detached); blocking, as
+        pair() has always returned its sockets."""
+        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        adopted.settimeout(None)
+        adopted.link = link
+        return adopted
