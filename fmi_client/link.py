@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LinkInfo:
-    """How a link came to be. ``path`` is "direct" (punched); "relay" is reserved for the
-    relay fallback. ``name`` is the pairing name the link was finally made under (the
+    """How a link came to be. ``path`` is "direct" (punched) or "relay" (through the
+    server's relay). ``name`` is the pairing name the link was finally made under (the
     caller's name, or it with a ``~N`` suffix after re-pairing). ``pairings`` counts the
     pairings made, ``punch_failures`` the punches that did not get through and ``stalls``
     the links that failed the link check (each led to a re-pairing); ``problems`` says why,

@@ -29,7 +29,9 @@ from fmi_client.link import LinkInfo, PairedSocket
 from fmi_client.linkcheck import CheckFailed, verify_link
 from fmi_client.liveness import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, Liveness
 from fmi_client.meet import Meeting, exchange_for, meet, resolve, reuse_socket
-from tcpunch import V1_CONTROL_BYTES, ProtocolError, Reason
+from fmi_client.relay import RelayRefused, relay_connect
+from tcpunch import V1_CONTROL_BYTES, Endpoint, ProtocolError, Reason
+from tcpunch.relay import pairing_session
 
 log = logging.getLogger("fmi_client")
 
@@ -219,6 +221,32 @@ def _punch(rv: Meeting, name: str, deadline: float) -> socket.socket:
     return winner
 
 
+def _relayed(
+    shared: tuple[str, Endpoint, Endpoint],
+    server: tuple[str, int],
+    deadline: float,
+    credential: str | None,
+    link: LinkInfo,
+    cause: BaseException | None,
+) -> socket.socket:
+    """The link through the server's relay, under the session of the rendezvous ``shared``
+    (its name and both public endpoints: the peer computes the same session id)."""
+    pname, ours, theirs = shared
+    session = pairing_session(pname.encode(), ours, theirs)
+    log.info("pairing %r: going through the relay of %s:%d", pname, *server)
+    try:
+        sock = relay_connect(
+            pname, server[0], server[1], deadline,
+            credential=credential.encode() if credential else None, session=session,
+        )  # fmt: skip
+    except RelayRefused as exc:
+        if cause is not None:
+            exc.add_note(f"the relay was the fallback after: {cause}")
+        raise
+    link.path = "relay"
+    return sock
+
+
 def _round_name(name: str, pairing: int, protocol: str) -> str:
     """The pairing name of re-pairing number ``pairing`` (0: the caller's name). Both sides
     count their re-pairings alike, so they meet again without talking it over; a name
@@ -277,8 +305,13 @@ def pair(
     with the C++ TCPunch client). The result is a ``PairedSocket`` (a socket.socket) whose
     ``link`` attribute (a LinkInfo) tells the path, the final pairing name and any stall.
 
-    ``relay`` ("auto", "never", "always") chooses the path; until the relay lands every
-    link is punched: "auto" and "never" punch, "always" raises NotImplementedError.
+    ``relay`` ("auto", "never", "always") chooses the path. "never" only punches; "always"
+    goes through the server's relay right after the rendezvous; "auto" (the default)
+    punches and, where the punch cannot work (our NAT rewrote our port: symmetric) or has
+    not worked by the end of ``punch_timeout``, or the peer stopped re-pairing, relays
+    instead: both sides reach that point and use the session of the last rendezvous they
+    shared (fmi_client.relay). ``link.path`` says "direct" or "relay"; the relay forwards
+    bytes unread, so link checks (and authentication, when on) run end to end.
 
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
     ``keepalive_idle`` s of silence, every ``keepalive_interval`` s, and gives up after
@@ -299,8 +332,6 @@ def pair(
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
     if relay not in RELAY_MODES:
         raise ValueError(f"relay must be one of {RELAY_MODES}, not {relay!r}")
-    if relay == "always":
-        raise NotImplementedError("relay='always' needs the relay, which this build lacks")
     if not isinstance(verify_bytes, int) or verify_bytes < 0:
         raise ValueError(f"verify_bytes must be a whole number >= 0, not {verify_bytes!r}")
     if verify_bytes and not verify_timeout > 0:
@@ -334,6 +365,7 @@ def pair(
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
+    shared: tuple[str, Endpoint, Endpoint] | None = None  # the last rendezvous (relay session)
     while True:
         pname = _round_name(name, link.pairings, protocol)
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
@@ -342,27 +374,37 @@ def pair(
         except PeerNeverArrived as exc:
             if failure is None:
                 raise
-            raise failure from exc  # the peer did not come back to re-pair
-        link.pairings += 1
-        # Path selection: relay="auto" goes through the relay here when the NATs cannot
-        # be punched, or below when the punch fails; "never" only punches.
-        punched_at = time.monotonic()
-        punch_end = punch_end or punched_at + punch_timeout
-        try:
-            log.info("pairing %r: paired with %s; punching from %s", pname, rv.peer, rv.local)
-            sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
-        except PunchFailed as exc:
-            link.punch_failures += 1
-            link.problems.append(str(exc))
-            now = time.monotonic()
-            if rv.public.port != rv.local.port or now >= min(deadline, punch_end):
-                raise  # our NAT rewrote the port (symmetric), or no punch time left
-            log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
-            failure = exc
-            continue
-        finally:
-            rv.sock.close()
-        link.punch_s = time.monotonic() - punched_at
+            if relay == "never" or shared is None:
+                raise failure from exc  # the peer did not come back to re-pair
+            pname = shared[0]  # the peer relays under the last rendezvous both made
+            sock = _relayed(shared, server, deadline, credential, link, failure)
+        else:
+            link.pairings += 1
+            shared = (pname, rv.public, rv.peer)
+            punched_at = time.monotonic()
+            punch_end = punch_end or punched_at + punch_timeout
+            try:
+                if relay == "always":
+                    sock = _relayed(shared, server, deadline, credential, link, None)
+                else:
+                    log.info(
+                        "pairing %r: paired with %s; punching from %s", pname, rv.peer, rv.local
+                    )
+                    sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+            except PunchFailed as exc:
+                link.punch_failures += 1
+                link.problems.append(str(exc))
+                now = time.monotonic()
+                if rv.public.port == rv.local.port and now < min(deadline, punch_end):
+                    log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
+                    failure = exc
+                    continue
+                if relay == "never":
+                    raise  # our NAT rewrote the port (symmetric), or no punch time left
+                sock = _relayed(shared, server, deadline, credential, link, exc)
+            finally:
+                rv.sock.close()
+            link.punch_s = time.monotonic() - punched_at
         punch_end = None
         try:
             if verify_bytes:

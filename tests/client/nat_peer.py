@@ -1,6 +1,6 @@
 """One side of the NAT lab test: pair through the server, then swap numpy arrays.
 
-``python -m tests.client.nat_peer HOST PORT NAME SIDE PROTOCOL``; prints one JSON line:
+``python -m tests.client.nat_peer HOST PORT NAME SIDE PROTOCOL [RELAY]``; prints one JSON line:
 ``{"ok": true, "punch_s": ..., "local": ..., "peer": ...}`` or the error it got.
 """
 
@@ -18,9 +18,10 @@ from fmi_client.channel import Channel
 
 def main() -> int:
     host, port, name, side, protocol = sys.argv[1:6]
+    relay = sys.argv[6] if len(sys.argv) > 6 else "auto"
     started = time.monotonic()
     try:
-        sock = pair(name, host, int(port), timeout=30, protocol=protocol)
+        sock = pair(name, host, int(port), timeout=30, protocol=protocol, relay=relay)
     except FmiClientError as exc:
         print(
             json.dumps(
@@ -50,6 +51,7 @@ def main() -> int:
                     "ok": bool(np.array_equal(theirs, expected)),
                     "comm_ok": comm_ok,
                     "punch_s": elapsed,
+                    "path": sock.link.path,
                     "local": list(sock.getsockname()),
                     "peer": list(sock.getpeername()),
                 }

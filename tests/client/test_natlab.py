@@ -1,7 +1,7 @@
 """Through real NATs: two network namespaces behind two masquerading routers.
 
 Port-preserving NATs (plain MASQUERADE) let the punch through and numpy arrays flow;
-symmetric NATs (MASQUERADE --random-fully) make pair() give up fast with PunchFailed
+symmetric NATs (MASQUERADE --random-fully) get a relayed link (relay="never": PunchFailed, fast)
 naming the symmetric NAT. Needs root (CI runs as root and must not skip these).
 """
 
@@ -26,7 +26,7 @@ from tests.facilities import require
 pytestmark = pytest.mark.netns
 
 
-def run_pair(lab: natlab.NatLab, port: int, protocol: str) -> list[dict]:
+def run_pair(lab: natlab.NatLab, port: int, protocol: str, relay: str = "auto") -> list[dict]:
     name = f"natlab-{os.getpid()}-{protocol}"
     hosts = [lab.host_a, lab.host_b]
     results = run_ranks(
@@ -38,6 +38,7 @@ def run_pair(lab: natlab.NatLab, port: int, protocol: str) -> list[dict]:
             name,
             str(side),
             protocol,
+            relay,
         ],
         2,
         timeout=60,
@@ -58,6 +59,7 @@ def test_punch_through_port_preserving_nats(lab_available, protocol: str) -> Non
         a, b = run_pair(lab, port, protocol)
         assert a["ok"] and b["ok"], (a, b)
         assert a["comm_ok"] and b["comm_ok"], (a, b)  # allreduce across the two NATs
+        assert a["path"] == b["path"] == "direct", (a, b)  # punched, not relayed
         # each side sees the other's router, never its private address
         assert a["peer"][0] == lab.router_b_public and b["peer"][0] == lab.router_a_public
         assert a["local"][0] == lab.host_a_ip and b["local"][0] == lab.host_b_ip
@@ -66,9 +68,24 @@ def test_punch_through_port_preserving_nats(lab_available, protocol: str) -> Non
     )
 
 
-def test_symmetric_nats_fail_fast_with_punch_failed(lab_available) -> None:
-    with natlab.NatLab(random_fully=True) as lab, lab_server(lab) as port:
+@pytest.mark.parametrize("symmetric", [(True, True), (True, False)])
+def test_symmetric_nats_get_a_relayed_link_that_carries_collectives(
+    lab_available, symmetric: tuple[bool, bool]
+) -> None:
+    """relay="auto" (the default): where punching cannot work, both sides end up on the
+    server's relay, under the session of the rendezvous they shared; arrays and an
+    allreduce (a Communicator pairing the same way) cross it intact."""
+    with natlab.NatLab(random_fully=symmetric) as lab, lab_server(lab) as port:
         a, b = run_pair(lab, port, "v2")
+    for side in (a, b):
+        assert side["ok"] and side["comm_ok"], side
+        assert side["path"] == "relay", side
+        assert side["peer"][0] == lab.server_ip, side  # the socket's far end is the relay
+
+
+def test_symmetric_nats_fail_fast_with_punch_failed_when_relay_is_never(lab_available) -> None:
+    with natlab.NatLab(random_fully=True) as lab, lab_server(lab) as port:
+        a, b = run_pair(lab, port, "v2", relay="never")
     for side in (a, b):
         assert side["ok"] is False and side["error"] == "PunchFailed", side
         assert "symmetric" in side["text"]
