@@ -1,0 +1,109 @@
+"""Three `rendezvous serve --redis` processes and one redis-server behave as one server:
+pairs whose sides reach different replicas pair (v1, v2, mixed), a token resumes on
+another replica, a resumed token closes its older connection elsewhere, and the fork's
+commands reach waiters on any replica."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcpunch import Status
+from tests.replicas.servers import Client, ReplicaProcess, replica_processes
+
+
+@pytest.fixture(scope="module")
+def replicas(redis_server, tmp_path_factory) -> Iterator[list[ReplicaProcess]]:
+    workdir: Path = tmp_path_factory.mktemp("replicas")
+    with replica_processes(workdir, redis_server.url, 3, "--allow-delete-pairs") as group:
+        yield group
+
+
+def _name() -> str:
+    return f"pair-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("first", "second"), [("v1", "v1"), ("v2", "v2"), ("v1", "v2"), ("v2", "v1")]
+)
+def test_sides_on_different_replicas_pair(replicas, first, second):
+    for a_replica, b_replica in itertools.permutations(replicas, 2):
+        name = _name()
+        waiter = Client(a_replica.port, name, first)
+        waiter.waiting()
+        newcomer = Client(b_replica.port, name, second)
+        assert newcomer.paired(newcomer=True) == waiter.me
+        assert waiter.paired(newcomer=False) == newcomer.me  # its replica heard the peer
+        assert waiter.closed() and newcomer.closed()
+        waiter.close()
+        newcomer.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_token_resumes_on_another_replica(replicas):
+    r0, r1, r2 = replicas
+    name = _name()
+    first = Client(r0.port, name, "v2")
+    token = first.waiting()
+    first.close()  # hung up: its token stays valid for the grace
+    again = Client(r1.port, name, "v2", token=token)
+    assert again.waiting() == token
+    peer = Client(r2.port, name, "v1")
+    assert peer.paired(newcomer=True) == again.me
+    response = again.v2()
+    assert response.status is Status.PAIRED and response.peer == peer.me
+    assert response.token == token
+    again.close()
+    peer.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_resumed_token_closes_its_older_connection_on_another_replica(replicas):
+    r0, r1, r2 = replicas
+    name = _name()
+    older = Client(r0.port, name, "v2")
+    token = older.waiting()
+    newer = Client(r1.port, name, "v2", token=token)
+    assert newer.waiting() == token
+    assert older.closed()  # Displaced on r0: closed without an answer
+    peer = Client(r2.port, name, "v2")
+    assert peer.paired(newcomer=True) == newer.me
+    assert newer.paired(newcomer=False) == peer.me
+    for client in (older, newer, peer):
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_remove_pair_reaches_a_waiter_on_another_replica(replicas):
+    r0, r1, _ = replicas
+    name = _name()
+    waiter = Client(r0.port, name, "v2")
+    waiter.waiting()
+    command = Client(r1.port, "remove_pair_" + name, "v1")
+    assert command.closed()
+    response = waiter.v2()  # Removed on r0: ERROR, then closed
+    assert response.status is Status.ERROR
+    assert waiter.closed()
+    later = Client(r1.port, name, "v2")
+    later.waiting()  # the name is free again: it waits instead of pairing
+    for client in (waiter, command, later):
+        client.close()
+
+
+def test_the_listening_line_names_redis_without_its_password(redis_server, tmp_path):
+    url = redis_server.url.replace("redis://", "redis://:s3cret-pw@")
+    replica = ReplicaProcess(tmp_path, "pw", url)
+    try:
+        text = replica.log_path.read_text()
+        listening = [r for r in replica.records() if r.get("event") == "listening"][0]
+        assert listening["redis"] == f"redis://***@127.0.0.1:{redis_server.port}/0"
+        assert listening["replica_id"] == "pw"
+        assert "s3cret-pw" not in text
+    finally:
+        replica.stop()
+    assert "s3cret-pw" not in replica.log_path.read_text()
