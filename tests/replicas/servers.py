@@ -30,10 +30,10 @@ class ReplicaProcess:
     def __init__(self, workdir: Path, name: str, redis_url: str, *args: str) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
+        listen = ["--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                [*CMD, "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
-                + ["--redis", redis_url, "--replica-id", name, *args],
+                [*CMD, "serve", *listen, "--redis", redis_url, "--replica-id", name, *args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=clean_env(),

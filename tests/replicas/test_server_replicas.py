@@ -100,7 +100,7 @@ def test_the_listening_line_names_redis_without_its_password(redis_server, tmp_p
     replica = ReplicaProcess(tmp_path, "pw", url)
     try:
         text = replica.log_path.read_text()
-        listening = [r for r in replica.records() if r.get("event") == "listening"][0]
+        listening = next(r for r in replica.records() if r.get("event") == "listening")
         assert listening["redis"] == f"redis://***@127.0.0.1:{redis_server.port}/0"
         assert listening["replica_id"] == "pw"
         assert "s3cret-pw" not in text
