@@ -70,7 +70,6 @@ class SharedDispatcher(Dispatcher):
         self.tasks: set[asyncio.Task[None]] = set()
         self.lost = 0  # waiters Redis lost (heartbeat lapse, Redis restarted empty)
         self.metrics.waiting = self.entries.__len__  # per replica: sum() gives them all
-        self.metrics.room = None  # tokens live in Redis, not in this process
         self.metrics.registry.register(_RedisCollector(self))
 
     # -- the room's life -------------------------------------------------------------
