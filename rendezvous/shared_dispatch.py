@@ -128,7 +128,9 @@ class SharedDispatcher(Dispatcher):
             if conn.state is ARRIVING:
                 conn.finish(error=True)
             return
-        if conn.state is not ARRIVING:  # it hung up (or the server stopped) meanwhile
+        if conn.state is not ARRIVING and type(outcome) is not Paired:
+            # it hung up (or the server stopped) meanwhile; a pairing still counts (its
+            # waiter was told), the closed newcomer's answer is dropped by finish()
             if type(outcome) is Waiting:
                 self.metrics.abandoned += 1
                 await self._leave(outcome.waiter)
