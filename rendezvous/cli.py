@@ -283,6 +283,13 @@ def main() -> None:
     help="This replica's name in Redis (1-64 of A-Z a-z 0-9 _ . -) [default: host-pid-random].",
 )
 @_option(
+    "relay-advertise",
+    default=None,
+    help="With --redis: this replica's address as the other replicas reach it (e.g. the "
+    "task's private IP). Both ends of a relay session then meet on the replica the first "
+    "end reached: later ends are forwarded there. Without it each replica relays alone.",
+)
+@_option(
     "proxy-protocol",
     is_flag=True,
     default=False,

@@ -125,6 +125,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (ARRIVING, _ANSWER): CLOSED,  # paired as the newcomer, refused, Redis unavailable
     (ARRIVING, _LOST): CLOSED,  # hung up meanwhile: the task cleans up after the outcome
     (ARRIVING, _ABORT): CLOSED,
+    (ARRIVING, _HAND_OFF): CLOSED,  # a relay end, after Redis named its owner replica
 }
 
 # The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None

@@ -82,8 +82,8 @@ class Dispatcher:
 
     # -- the room's life (the in-memory room has none; see rendezvous.shared_dispatch) --
 
-    async def open(self) -> None:
-        """Called by the server's start(), before it listens."""
+    async def open(self, port: int) -> None:
+        """Called by the server's start() once it listens on ``port``."""
 
     async def close(self) -> None:
         """Called by the server's stop(), after its connections are closed."""

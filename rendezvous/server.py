@@ -201,7 +201,7 @@ class RendezvousServer:
                     self._discovery.close()
                     self._discovery = None
                 raise
-        await self.dispatcher.open()  # the shared room (--redis) starts beating
+        await self.dispatcher.open(self.port)  # the shared room (--redis) starts beating
         self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
         self.relay.start(loop)
@@ -249,6 +249,7 @@ class RendezvousServer:
                 "redis": s.redacted_redis_url or "memory",
                 "redis_prefix": s.redis_prefix if s.redis_url else None,
                 "replica_id": getattr(self.dispatcher, "replica", None),
+                "relay_advertise": s.relay_advertise,
             },
         )
         if budget.lowered(s):

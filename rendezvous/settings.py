@@ -60,6 +60,7 @@ class Settings:
     redis_prefix: str = "rendezvous:"  # keys and channels, so deployments share a Redis
     replica_id: str | None = None  # None: host-pid-random
     proxy_protocol: bool = False  # every connection starts with a PROXY v2 header
+    relay_advertise: str | None = None  # --redis: the host other replicas reach us at
 
     @property
     def redacted_redis_url(self) -> str | None:
@@ -148,6 +149,14 @@ class Settings:
             r"[A-Za-z0-9_.-]{1,64}", self.replica_id
         ):
             raise ValueError(f"--replica-id {self.replica_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        if self.relay_advertise is not None and (
+            self.redis_url is None
+            or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", self.relay_advertise)
+        ):
+            raise ValueError(
+                "--relay-advertise takes this replica's address as other replicas reach "
+                "it (a host name or IP, e.g. the task's private IP), with --redis"
+            )
         if not self.redis_prefix or len(self.redis_prefix) > 100:
             raise ValueError("--redis-prefix must be 1-100 characters")
 

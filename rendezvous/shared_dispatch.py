@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from rendezvous.connection import ARRIVING, WAITING, Connection
 from rendezvous.dispatch import Dispatcher
 from rendezvous.logs import log_event
+from rendezvous.relay_forward import RelayForwarder
 from rendezvous.room import Waiter
 from rendezvous.settings import Settings
 from rendezvous.shared_room import (
@@ -40,7 +41,7 @@ from rendezvous.shared_room import (
     Waiting,
 )
 from tcpunch import Command, Status, V2Response, encode_v2_response, pack_endpoint
-from tcpunch.relay import ExtRequest
+from tcpunch.relay import ExtRequest, RelayRequest
 from tcpunch.request import Request, name_text
 
 log = logging.getLogger("rendezvous")
@@ -69,15 +70,29 @@ class SharedDispatcher(Dispatcher):
         self.entries: dict[Connection, SharedWaiter] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.lost = 0  # waiters Redis lost (heartbeat lapse, Redis restarted empty)
+        self.forwarder: RelayForwarder | None = None  # relays across replicas, at open()
         self.metrics.waiting = self.entries.__len__  # per replica: sum() gives them all
         self.metrics.registry.register(_RedisCollector(self))
 
     # -- the room's life -------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, port: int) -> None:
+        settings = self.settings
+        if settings.relay_advertise is not None and self.relay is not None:
+            from rendezvous.relay_forward import RelayForwarder
+
+            self.forwarder = RelayForwarder(
+                self.shared,
+                self.relay,
+                f"{settings.relay_advertise}:{port}",
+                key_ttl=settings.peer_timeout + 5,
+                proxy_protocol=settings.proxy_protocol,
+            )
         await self.shared.start()  # /readyz says 503 until Redis answers
 
     async def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close_all()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=2 * self.shared.presence.op_timeout)
         await self.shared.stop()  # retires: our waiters' tokens go to their grace now
@@ -100,6 +115,9 @@ class SharedDispatcher(Dispatcher):
     def dispatch(self, conn: Connection, request: Request | ExtRequest) -> None:
         if type(request) is Command:
             self._shared_command(conn, request)
+        elif type(request) is RelayRequest and self.forwarder is not None:
+            conn.defer()  # Redis names the replica where both ends meet
+            self._spawn(self.forwarder.route(conn, request))
         else:
             super().dispatch(conn, request)
 
@@ -323,6 +341,17 @@ class _RedisCollector:
             "rendezvous_redis_lost_waiters",
             "Waiters closed because Redis lost them (v2 got ERROR and may resume)",
             d.lost,
+        )
+        forwarder = d.forwarder
+        yield CounterMetricFamily(
+            "rendezvous_relay_forwarded",
+            "Relay ends sent on to the replica where their session meets",
+            0 if forwarder is None else forwarder.forwarded,
+        )
+        yield CounterMetricFamily(
+            "rendezvous_relay_forward_failed",
+            "Relay ends whose owner replica could not be reached (refused: DRAINING)",
+            0 if forwarder is None else forwarder.unreachable,
         )
         yield GaugeMetricFamily(
             "rendezvous_redis_pending",

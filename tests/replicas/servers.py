@@ -59,6 +59,16 @@ class ReplicaProcess:
             time.sleep(0.05)
         raise AssertionError(f"{self.name} logged no {event!r} in {timeout} s")
 
+    def wait_for_record(self, event: str, pairing: str, timeout: float = 5) -> dict:
+        """The log line ``event`` for ``pairing`` (lines reach the file in batches)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.records():
+                if record.get("event") == event and record.get("pairing") == pairing:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} logged no {event!r} for {pairing!r}")
+
     def readyz(self) -> int:
         return http_get(self.http_port, "/readyz")
 

@@ -56,3 +56,41 @@ def test_pairs_through_haproxy_report_each_clients_real_endpoint(redis_server, t
             while replica.metric('rendezvous_rejected_total{reason="proxy_bad_signature"}') != 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_relayed_links_through_haproxy_meet_on_one_replica(redis_server, tmp_path):
+    """Round robin puts a link's two ends on different replicas: the later end is
+    forwarded to the first end's replica, with a PROXY v2 header of its own (the owner
+    refuses connections without one)."""
+    import threading
+
+    from fmi_client.relay import relay_connect
+
+    with contextlib.ExitStack() as stack:
+        args = ("--proxy-protocol", "--relay-advertise", "127.0.0.1")
+        replicas = stack.enter_context(replica_processes(tmp_path, redis_server.url, 2, *args))
+        port = stack.enter_context(haproxy(tmp_path, *(r.port for r in replicas)))
+        for i in range(4):
+            name = f"relay-{uuid.uuid4().hex[:8]}-{i}"
+            ends: dict[str, object] = {}
+            first = threading.Thread(
+                target=lambda n=name, e=ends: e.setdefault(
+                    "a", relay_connect(n, "127.0.0.1", port, time.monotonic() + 20)
+                )
+            )
+            first.start()
+            time.sleep(0.2)
+            sock_b = relay_connect(name, "127.0.0.1", port, time.monotonic() + 20)
+            first.join(20)
+            sock_a = ends["a"]
+            sock_a.sendall(b"ping %d" % i)
+            assert sock_b.recv(100) == b"ping %d" % i
+            sock_b.sendall(b"pong")
+            assert sock_a.recv(100) == b"pong"
+            sock_a.close()
+            sock_b.close()
+        forwarded = sum(r.metric("rendezvous_relay_forwarded_total") for r in replicas)
+        assert forwarded >= 1
+        for replica in replicas:
+            assert replica.metric('rendezvous_rejected_total{reason="proxy_bad_signature"}') == 0

@@ -107,3 +107,45 @@ def test_the_listening_line_names_redis_without_its_password(redis_server, tmp_p
     finally:
         replica.stop()
     assert "s3cret-pw" not in replica.log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_relayed_link_whose_ends_reached_different_replicas_works(redis_server, tmp_path):
+    import threading
+    import time
+
+    from fmi_client.relay import relay_connect
+
+    args = ("--relay-advertise", "127.0.0.1")
+    with replica_processes(tmp_path, redis_server.url, 3, *args) as (r0, r1, r2):
+        for first, second in ((r0, r1), (r2, r0)):
+            name = _name()
+            ends: dict[str, object] = {}
+
+            def connect(key: str, port: int, name: str = name, ends: dict = ends) -> None:
+                ends[key] = relay_connect(name, "127.0.0.1", port, time.monotonic() + 20)
+
+            a = threading.Thread(target=connect, args=("a", first.port))
+            a.start()
+            time.sleep(0.3)  # the first end reaches its replica first: that one owns it
+            connect("b", second.port)
+            a.join(20)
+            sock_a, sock_b = ends["a"], ends["b"]
+            payload = bytes(range(256)) * 4096  # 1 MiB each way
+            sender = threading.Thread(target=sock_a.sendall, args=(payload,))
+            sender.start()
+            got = b""
+            while len(got) < len(payload):
+                got += sock_b.recv(1 << 16)
+            sender.join(20)
+            assert got == payload
+            sock_b.sendall(b"and back")
+            assert sock_a.recv(100) == b"and back"
+            sock_a.close()
+            sock_b.close()
+            forward = second.wait_for_record("relay_forward", name)
+            assert forward["owner"] == f"127.0.0.1:{first.port}"
+            # the session ran on the owner, the first end's replica
+            assert first.wait_for_record("relay_start", name)
+        assert r0.metric("rendezvous_relay_forwarded_total") == 1
+        assert r1.metric("rendezvous_relay_forwarded_total") == 1
