@@ -35,6 +35,8 @@ def test_the_redis_url_is_shown_without_its_secrets(url, shown):
         ({"replica_id": "r1"}, "--replica-id only applies with --redis"),
         ({"redis_url": "redis://h/0", "replica_id": "bad id!"}, "use 1-64 of"),
         ({"redis_url": "redis://h/0", "redis_prefix": ""}, "--redis-prefix"),
+        ({"relay_advertise": "10.0.0.7"}, "--relay-advertise takes"),
+        ({"redis_url": "redis://h/0", "relay_advertise": "a b"}, "--relay-advertise takes"),
     ],
 )
 def test_bad_replica_options_are_refused_with_what_to_do(options, message):
