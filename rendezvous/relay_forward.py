@@ -14,6 +14,7 @@ copy. Without ``--relay-advertise`` each replica relays on its own, as a single 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from typing import TYPE_CHECKING
@@ -43,6 +44,12 @@ local owner = redis.call('GET', KEYS[1])
 if owner then return owner end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
+"""
+
+# An owner that cannot be reached (its replica died) gives the key up, if still its.
+DISOWN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 _UNREACHABLE = encode_relay_reply(RelayReply(RelayStatus.REFUSED, RelayRefusal.DRAINING))
@@ -128,6 +135,7 @@ class RelayForwarder:
         self.proxy_protocol = proxy_protocol
         self.connect_timeout = connect_timeout
         self._owner = room.client.register_script(OWNER)
+        self._disown = room.client.register_script(DISOWN)
         self.links: set[_Link] = set()
         self.forwarded = 0  # relay ends sent on to another replica (a metric)
         self.unreachable = 0  # ... whose owner could not be reached
@@ -149,9 +157,15 @@ class RelayForwarder:
         if owner == self.address:
             self.hub.request(conn, request)
             return
-        await self._forward(conn, request, owner)
+        if not await self._forward(conn, request, owner):
+            # the next request of this key (both ends retry) takes ownership anew
+            with contextlib.suppress(RedisUnavailable):
+                await self.room.presence.call(
+                    self._disown(keys=[key], args=[owner]), "relay disown"
+                )
 
-    async def _forward(self, conn: Connection, request: RelayRequest, owner: str) -> None:
+    async def _forward(self, conn: Connection, request: RelayRequest, owner: str) -> bool:
+        """False when the owner could not be reached (the end is refused)."""
         host, _, port = owner.rpartition(":")
         client = conn.hand_off()
         client.pause_reading()  # nothing is read before the owner is connected
@@ -179,10 +193,10 @@ class RelayForwarder:
             if not client.is_closing():
                 client.write(_UNREACHABLE)
             link.close()
-            return
+            return False
         if link.closed:  # the client hung up while we connected
             transport.close()
-            return
+            return True
         head = b""
         if self.proxy_protocol:
             head = build_header((conn.endpoint.ip, conn.endpoint.port), (host, int(port)))
@@ -198,6 +212,7 @@ class RelayForwarder:
                 "owner": owner,
             },
         )
+        return True
 
     def close_all(self) -> None:
         for link in list(self.links):

@@ -115,3 +115,49 @@ def test_drain_retires_the_replica_and_keeps_the_token(redis_server, tmp_path):
         assert peer.paired(newcomer=True) == again.me
         again.close()
         peer.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_relay_owned_by_a_killed_replica_is_refused_then_taken_over(redis_server, tmp_path):
+    import threading
+
+    from fmi_client.relay import RelayRefused, relay_connect
+    from tcpunch.relay import RelayRefusal
+
+    args = ("--relay-advertise", "127.0.0.1")
+    with replica_processes(tmp_path, redis_server.url, 3, *args) as (r0, r1, r2):
+        name = _name()
+        failures: list[Exception] = []
+
+        def first_end() -> None:
+            try:
+                relay_connect(name, "127.0.0.1", r2.port, time.monotonic() + 20)
+            except Exception as exc:  # the owner dies under it
+                failures.append(exc)
+
+        waiting = threading.Thread(target=first_end)
+        waiting.start()
+        time.sleep(0.5)  # r2 owns the session now
+        r2.kill()
+        waiting.join(20)
+        assert failures  # its end was cut off with its replica
+        with pytest.raises(RelayRefused) as info:
+            relay_connect(name, "127.0.0.1", r0.port, time.monotonic() + 10)
+        assert info.value.reason is RelayRefusal.DRAINING  # the owner is unreachable
+        assert r0.metric("rendezvous_relay_forward_failed_total") == 1
+        # both ends retry (the same session id): a live replica takes the session over
+        ends: dict[str, object] = {}
+        retry = threading.Thread(
+            target=lambda: ends.setdefault(
+                "a", relay_connect(name, "127.0.0.1", r0.port, time.monotonic() + 20)
+            )
+        )
+        retry.start()
+        time.sleep(0.3)
+        sock_b = relay_connect(name, "127.0.0.1", r1.port, time.monotonic() + 20)
+        retry.join(20)
+        sock_a = ends["a"]
+        sock_b.sendall(b"over the new owner")
+        assert sock_a.recv(100) == b"over the new owner"
+        sock_a.close()
+        sock_b.close()
