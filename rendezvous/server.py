@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rendezvous import __version__
 from rendezvous.connection import PROXY_HEADER, READING, WAITING, Connection
@@ -353,9 +353,16 @@ class RendezvousServer:
             return "the shared room is unavailable (Redis unreachable or heartbeat stale)"
         return "not accepting (connection cap reached)"
 
+    def _status(self) -> Literal["ok", "full", "draining", "unavailable"]:
+        if self.draining:
+            return "draining"
+        if self.ready:
+            return "ok"
+        return "full" if self.dispatcher.room_ready else "unavailable"
+
     def health(self) -> Health:
         return {
-            "status": "draining" if self.draining else ("ok" if self.ready else "full"),
+            "status": self._status(),
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "waiting": self.metrics.waiting(),

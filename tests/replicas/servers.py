@@ -79,6 +79,18 @@ class ReplicaProcess:
             assert time.monotonic() < deadline, f"{self.name}: /readyz never {want}"
             time.sleep(0.05)
 
+    def health(self) -> dict:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/health", timeout=5
+            ) as r:
+                return dict(json.load(r))
+        except urllib.error.HTTPError as exc:  # 503 while not ready, with the same JSON
+            return dict(json.load(exc))
+
     def metric(self, name: str) -> float:
         import urllib.request
 

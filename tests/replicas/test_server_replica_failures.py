@@ -68,6 +68,7 @@ def test_replicas_report_a_redis_restart_and_recover(tmp_path):
             for replica in (r0, r1):
                 replica.wait_ready(False, timeout=15)
                 assert replica.metric("rendezvous_redis_ready") == 0
+                assert replica.health()["status"] == "unavailable"
             # Lost: the waiter is told ERROR (it may resume with its token)
             assert waiter.v2().status is Status.ERROR
             assert waiter.closed()
@@ -82,6 +83,7 @@ def test_replicas_report_a_redis_restart_and_recover(tmp_path):
             for replica in (r0, r1):
                 replica.wait_ready(True, timeout=30)
                 assert replica.metric("rendezvous_redis_ready") == 1
+                assert replica.health()["status"] == "ok"
             assert r1.metric('rendezvous_rejected_total{reason="redis_unavailable"}') >= 1
             name = _name()
             a = Client(r0.port, name, "v1")
