@@ -52,6 +52,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_FULL = encode_relay_reply(RelayReply(RelayStatus.REFUSED, RelayRefusal.SERVER_FULL))
 _UNREACHABLE = encode_relay_reply(RelayReply(RelayStatus.REFUSED, RelayRefusal.DRAINING))
 
 
@@ -140,9 +141,23 @@ class RelayForwarder:
         self.forwarded = 0  # relay ends sent on to another replica (a metric)
         self.unreachable = 0  # ... whose owner could not be reached
 
+    def route_here(self, request: RelayRequest) -> bool:
+        """Requests the local hub refuses anyway (relay off, draining, a bad credential)
+        never cost a Redis call or a forward."""
+        hub = self.hub
+        check = hub.credential_check
+        return not hub.limits.enabled or hub.draining or (check is not None and not check(request))
+
     async def route(self, conn: Connection, request: RelayRequest) -> None:
         from rendezvous.connection import ARRIVING
 
+        if self.route_here(request):
+            self.hub.request(conn, request)
+            return
+        if len(self.links) >= self.hub.limits.max_sessions:  # forwarded ends are capped too
+            self.hub.metrics.refuse("server_full")
+            conn.finish(payload=_FULL)
+            return
         digest = hashlib.sha256(request.name + b"\0" + request.session).hexdigest()
         key = f"{self.room.prefix}relay:{digest}"
         try:

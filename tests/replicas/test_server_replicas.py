@@ -149,3 +149,41 @@ def test_a_relayed_link_whose_ends_reached_different_replicas_works(redis_server
             assert first.wait_for_record("relay_start", name)
         assert r0.metric("rendezvous_relay_forwarded_total") == 1
         assert r1.metric("rendezvous_relay_forwarded_total") == 1
+
+
+@pytest.mark.timeout(120)
+def test_with_auth_a_relay_end_is_checked_before_it_is_forwarded(redis_server, tmp_path):
+    import threading
+    import time
+
+    from fmi_client.relay import RelayRefused, relay_connect
+    from tcpunch.credential import mint
+    from tcpunch.relay import RelayRefusal
+
+    secret = b"replica-auth-secret-0123456789"
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    args = ("--relay-advertise", "127.0.0.1", "--auth-secret-file", str(tmp_path / "secret"))
+    with replica_processes(tmp_path, redis_server.url, 2, *args) as (r0, r1):
+        credential = mint(secret, "job-1/", 600, time.time()).encode()
+        name = "job-1/" + _name()
+        ends: dict[str, object] = {}
+        first = threading.Thread(
+            target=lambda: ends.setdefault(
+                "a",
+                relay_connect(name, "127.0.0.1", r0.port, time.monotonic() + 20, credential),
+            )
+        )
+        first.start()
+        time.sleep(0.3)
+        forged = mint(b"another-secret-0123456789", "job-1/", 600, time.time()).encode()
+        with pytest.raises(RelayRefused) as info:
+            relay_connect(name, "127.0.0.1", r1.port, time.monotonic() + 10, forged)
+        assert info.value.reason is RelayRefusal.BAD_CREDENTIAL
+        assert r1.metric("rendezvous_relay_forwarded_total") == 0  # refused where it came
+        sock_b = relay_connect(name, "127.0.0.1", r1.port, time.monotonic() + 20, credential)
+        first.join(20)
+        sock_b.sendall(b"authorised")
+        assert ends["a"].recv(100) == b"authorised"
+        assert r1.metric("rendezvous_relay_forwarded_total") == 1
+        ends["a"].close()
+        sock_b.close()
