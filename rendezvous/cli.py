@@ -264,6 +264,41 @@ def main() -> None:
     "credential) register names matching this regular expression in full (e.g. "
     "'legacy-.*'); other v1 names are refused.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="RENDEZVOUS_REDIS_URL",
+    show_envvar=True,
+    default=None,
+    help="Share the room with other replicas through this Redis (redis://HOST:6379/0, "
+    "rediss:// for TLS, a password as redis://:PASSWORD@HOST): a pair meets whichever "
+    "replicas its clients reach. Without it the room is in memory. Needs the 'redis' extra.",
+)
+@_option(
+    "redis-prefix",
+    default="rendezvous:",
+    help="Prefix of this deployment's Redis keys and channels (several can share a Redis).",
+)
+@_option(
+    "replica-id",
+    default=None,
+    help="This replica's name in Redis (1-64 of A-Z a-z 0-9 _ . -) [default: host-pid-random].",
+)
+@_option(
+    "relay-advertise",
+    default=None,
+    help="With --redis: this replica's address as the other replicas reach it (e.g. the "
+    "task's private IP). Both ends of a relay session then meet on the replica the first "
+    "end reached: later ends are forwarded there. Without it each replica relays alone.",
+)
+@_option(
+    "proxy-protocol",
+    is_flag=True,
+    default=False,
+    help="Every connection starts with a PROXY v2 header from a load balancer (HAProxy "
+    "send-proxy-v2, an AWS NLB target group with proxy_protocol_v2.enabled): the client's "
+    "endpoint is the header's source. Connections without one are refused.",
+)
 def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None:  # click's
     """Run the rendezvous server in the foreground until SIGTERM or SIGINT.
 
@@ -284,6 +319,8 @@ def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None: 
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if settings.redis_url is not None:
+        require_extra("rendezvous serve --redis", "redis", ["redis"])
     route_library_logs(configure_logging(settings.log_level, max_pending=settings.log_buffer))
     limit = raise_open_files_limit()
     if limit is not None and limit < settings.max_connections + 64:

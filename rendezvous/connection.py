@@ -19,6 +19,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+from rendezvous.proxy_protocol import Parsed, ProxyHeaderReader, ProxyProtocolError, ProxyReason
 from rendezvous.room import ProtocolVersion, Waiter
 from tcpunch import (
     Endpoint,
@@ -47,6 +48,8 @@ class State(enum.IntEnum):
     DISPATCHING = 2  # its request is complete and being decided on
     WAITING = 3  # parked in the room until a peer, its deadline or a hang-up
     CLOSED = 4  # answered, refused or gone; nothing more happens
+    PROXY_HEADER = 5  # accepted behind a balancer (--proxy-protocol): reading its header
+    ARRIVING = 6  # its request waits for the shared room's (Redis) outcome (--redis)
 
 
 class Event(enum.IntEnum):
@@ -61,6 +64,9 @@ class Event(enum.IntEnum):
     ABORT = 6  # the server stops: closed without an answer
     HAND_OFF = 7  # a relay request: the transport goes to rendezvous.relay
     VANISH = 8  # gone before connection_made could read its address (a probe's reset)
+    EXPECT_PROXY = 9  # connection_made let it in; a PROXY v2 header comes first
+    HEADER = 10  # the PROXY header named the client: now its request
+    DEFER = 11  # the shared room decides asynchronously (a Redis round trip)
 
 
 # The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
@@ -70,6 +76,8 @@ READING = State.READING
 DISPATCHING = State.DISPATCHING
 WAITING = State.WAITING
 CLOSED = State.CLOSED
+PROXY_HEADER = State.PROXY_HEADER
+ARRIVING = State.ARRIVING
 _ACCEPT = Event.ACCEPT
 _REFUSE = Event.REFUSE
 _REQUEST = Event.REQUEST
@@ -79,6 +87,9 @@ _LOST = Event.LOST
 _ABORT = Event.ABORT
 _HAND_OFF = Event.HAND_OFF
 _VANISH = Event.VANISH
+_EXPECT_PROXY = Event.EXPECT_PROXY
+_HEADER = Event.HEADER
+_DEFER = Event.DEFER
 
 # Every allowed (state, event) and the state it leads to; nothing else is allowed.
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -102,6 +113,19 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
     (CLOSED, _ABORT): CLOSED,
     (DISPATCHING, _HAND_OFF): CLOSED,  # a relay request: rendezvous.relay owns the transport
+    # --proxy-protocol: the balancer's header first, under the request deadline
+    (NEW, _EXPECT_PROXY): PROXY_HEADER,
+    (PROXY_HEADER, _HEADER): READING,  # the deadline carries over
+    (PROXY_HEADER, _ANSWER): CLOSED,  # bad header, health check (LOCAL), timed out
+    (PROXY_HEADER, _LOST): CLOSED,
+    (PROXY_HEADER, _ABORT): CLOSED,
+    # --redis: the room's outcome comes from a task (rendezvous.shared_dispatch)
+    (DISPATCHING, _DEFER): ARRIVING,
+    (ARRIVING, _PARK): WAITING,
+    (ARRIVING, _ANSWER): CLOSED,  # paired as the newcomer, refused, Redis unavailable
+    (ARRIVING, _LOST): CLOSED,  # hung up meanwhile: the task cleans up after the outcome
+    (ARRIVING, _ABORT): CLOSED,
+    (ARRIVING, _HAND_OFF): CLOSED,  # a relay end, after Redis named its owner replica
 }
 
 # The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
@@ -124,6 +148,8 @@ class Connection(asyncio.Protocol):
         "head",
         "packed",
         "protocol",
+        "proxy",
+        "proxy_bytes",
         "reader",
         "state",
         "transport",
@@ -156,6 +182,8 @@ class Connection(asyncio.Protocol):
             self.dispatcher.deadlines.reading.pop(self, None)
         elif old is WAITING:
             self.dispatcher.deadlines.untrack_waiter(self)
+        elif old is PROXY_HEADER and new is not READING:
+            self.dispatcher.deadlines.reading.pop(self, None)
         return old
 
     # -- asyncio callbacks -----------------------------------------------------------
@@ -190,12 +218,19 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         connections.add(self)
-        self._apply(_ACCEPT)
+        if dispatcher.proxy_protocol:
+            self._apply(_EXPECT_PROXY)
+            self.proxy = ProxyHeaderReader()
+            self.proxy_bytes = 0
+        else:
+            self._apply(_ACCEPT)
         dispatcher.deadlines.reading[self] = dispatcher.time() + dispatcher.request_timeout
         self.reader = ServerRequestReader()
 
     def data_received(self, data: bytes) -> None:
         if self.state is not READING:
+            if self.state is PROXY_HEADER:
+                self._proxy_data(data)
             return  # clients send nothing after their request; ignore, never buffer
         # ``head`` (for telling v1 from v2 in refusals) only matters for requests that
         # are not complete after this read: remembered then, not on the common path.
@@ -240,6 +275,12 @@ class Connection(asyncio.Protocol):
                 dispatcher.refuse_unread(self, "empty", "the connection closed without a request")
         elif left is WAITING:
             dispatcher.abandoned(self)
+        elif left is PROXY_HEADER:
+            if self.proxy_bytes:
+                reason = ProxyReason.CLOSED
+                dispatcher.refuse_unread(self, reason.value, "closed inside the PROXY header")
+            else:
+                dispatcher.refuse_unread(self, "empty", "the connection closed without a request")
         self.waiter = None
 
     # -- helpers ---------------------------------------------------------------------
@@ -251,6 +292,37 @@ class Connection(asyncio.Protocol):
         if packed is None:
             packed = self.packed = pack_endpoint(*self.endpoint)
         return packed
+
+    def _proxy_data(self, data: bytes) -> None:
+        """Bytes before the request behind a balancer: its PROXY v2 header names the
+        client; what followed it in the same read is the request's first read."""
+        self.proxy_bytes += len(data)
+        try:
+            parsed = self.proxy.feed(data)
+        except ProxyProtocolError as exc:
+            self.dispatcher.refuse_unread(self, exc.proxy_reason.value, str(exc))
+            self.finish()
+            return
+        if parsed is NeedMoreData:
+            return
+        if TYPE_CHECKING:
+            assert isinstance(parsed, Parsed)
+        header = parsed.header
+        if header.command == "local":  # the balancer's own health check
+            self.finish()
+            return
+        endpoint = header.client_endpoint()
+        if endpoint is None and header.source is not None:
+            self.dispatcher.refuse_unread(
+                self, "not_ipv4", "the PROXY header names an IPv6 client; TCPunch is IPv4"
+            )
+            self.finish()
+            return
+        if endpoint is not None:  # else UNSPEC/UNIX: the socket's peer stands
+            self.endpoint = endpoint
+        self._apply(_HEADER)
+        if parsed.rest:
+            self.data_received(parsed.rest)
 
     def _remember_head(self, data: bytes) -> None:
         if len(self.head) < 100:
@@ -270,7 +342,7 @@ class Connection(asyncio.Protocol):
     def request_timed_out(self, *, drained: float | None = None) -> None:
         """Refuse a request still incomplete at its deadline, or at the end of a drain
         (``drained``: the drain's timeout), so the log says which of the two cut it off."""
-        if self.state is not READING:
+        if self.state is not READING and self.state is not PROXY_HEADER:
             return
         self.protocol = "v2" if self.looks_v2 else "v1"
         dispatcher = self.dispatcher
@@ -337,6 +409,10 @@ class Connection(asyncio.Protocol):
         self._apply(_HAND_OFF)
         self.dispatcher.connections.discard(self)
         return self.transport
+
+    def defer(self) -> None:
+        """The shared room decides in a task; the connection waits for its outcome."""
+        self._apply(_DEFER)
 
     def park(self, waiter: Waiter[Connection]) -> None:
         """Dispatch made it a waiter (the caller sets its deadline)."""

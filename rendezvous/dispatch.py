@@ -52,6 +52,7 @@ class Dispatcher:
         self.time: Callable[[], float] = _not_started  # the loop's clock, from start()
         self.max_connections = settings.max_connections  # read once per connection
         self.request_timeout = settings.request_timeout
+        self.proxy_protocol = settings.proxy_protocol  # a PROXY v2 header before requests
         self.peer_timeout = settings.peer_timeout
         self.v1_peer_timeout = settings.v1_peer_timeout
         self.room: Room[Connection] = Room(
@@ -78,6 +79,24 @@ class Dispatcher:
 
     def _clock(self) -> float:
         return self.time()
+
+    # -- the room's life (the in-memory room has none; see rendezvous.shared_dispatch) --
+
+    async def open(self, port: int) -> None:
+        """Called by the server's start() once it listens on ``port``."""
+
+    async def close(self) -> None:
+        """Called by the server's stop(), after its connections are closed."""
+
+    @property
+    def room_ready(self) -> bool:
+        """Whether the room can take arrivals (for /readyz)."""
+        return True
+
+    @property
+    def busy(self) -> int:
+        """Requests whose room outcome is still coming (a drain waits for them)."""
+        return 0
 
     def dispatch(self, conn: Connection, request: Request | ExtRequest) -> None:
         handler = _HANDLERS.get(type(request))

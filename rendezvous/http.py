@@ -34,7 +34,9 @@ def build_app(server: ServerStatus) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         if server.ready:
             return web.Response(text="ready\n")
-        reason = "draining" if server.draining else "not accepting (connection cap reached)"
+        reason = getattr(server, "not_ready_reason", None) or (
+            "draining" if server.draining else "not accepting (connection cap reached)"
+        )
         return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def health(_: web.Request) -> web.Response:

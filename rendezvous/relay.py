@@ -17,8 +17,8 @@ duration per session, idle time; one timer of the hub checks the time-based ones
 refusal and every end has a reason, counted in :mod:`rendezvous.relay_metrics`.
 
 Multi-replica (issue 16): the matching key is (name, session id), known to both ends
-before they connect; a front can hash the pairing name to a replica so that both ends
-land on the same one (or a replica can refuse with a redirect, a later reason code).
+before they connect; with ``--redis --relay-advertise`` the replica the first end reached
+owns the key and later ends are forwarded to it (:mod:`rendezvous.relay_forward`).
 """
 
 from __future__ import annotations

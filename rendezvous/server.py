@@ -18,10 +18,10 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rendezvous import __version__
-from rendezvous.connection import READING, WAITING, Connection
+from rendezvous.connection import PROXY_HEADER, READING, WAITING, Connection
 from rendezvous.dispatch import Dispatcher
 from rendezvous.fdbudget import FdBudget, descriptors_in_use, plan, raise_open_files_limit
 from rendezvous.metrics import Metrics
@@ -64,6 +64,15 @@ def _listening_socket(host: str, port: int, settings: Settings) -> socket.socket
     return sock
 
 
+def _dispatcher(settings: Settings) -> Dispatcher:
+    """The in-memory dispatcher, or with ``--redis`` the shared one (imports redis)."""
+    if settings.redis_url is None:
+        return Dispatcher(settings)
+    from rendezvous.shared_dispatch import SharedDispatcher
+
+    return SharedDispatcher(settings)
+
+
 def _relay_limits(settings: Settings) -> RelayLimits:
     return RelayLimits(
         enabled=settings.relay,
@@ -101,7 +110,7 @@ class RendezvousServer:
         self._next_purge = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None  # the running one, at start()
         self._old_exception_handler: Any = None
-        self.dispatcher = Dispatcher(settings)
+        self.dispatcher = _dispatcher(settings)
         metrics = self.dispatcher.metrics  # the gauges only the server can answer
         metrics.open_connections = self.dispatcher.connections.__len__
         metrics.max_connections = settings.max_connections
@@ -193,6 +202,7 @@ class RendezvousServer:
                     self._discovery.close()
                     self._discovery = None
                 raise
+        await self.dispatcher.open(self.port)  # the shared room (--redis) starts beating
         self._next_purge = loop.time() + _token_purge_interval(s)
         self._tick_timer = loop.call_later(self.tick, self._on_tick)
         self.relay.start(loop)
@@ -235,6 +245,12 @@ class RendezvousServer:
                 "relay_max_duration": s.relay_max_duration,
                 "auth": s.auth,  # whether credentials are required; never the secrets
                 "allow_v1": s.allow_v1,
+                "proxy_protocol": s.proxy_protocol,
+                # the room: "memory", or the Redis URL without its password
+                "redis": s.redacted_redis_url or "memory",
+                "redis_prefix": s.redis_prefix if s.redis_url else None,
+                "replica_id": getattr(self.dispatcher, "replica", None),
+                "relay_advertise": s.relay_advertise,
             },
         )
         if budget.lowered(s):
@@ -274,6 +290,7 @@ class RendezvousServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        await self.dispatcher.close()  # the shared room retires after its connections
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
@@ -298,13 +315,15 @@ class RendezvousServer:
         loop = self.loop
         deadline = loop.time() + timeout
         self.relay.drain_begin()
-        while (self.reading or self.relay.sessions) and loop.time() < deadline:
+        while (
+            self.reading or self.relay.sessions or self.dispatcher.busy
+        ) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         self.relay.close_all("drain")  # sessions still relaying at the drain's end
         for conn in list(self.connections):
             if conn.state is WAITING:
                 conn.expire(drained=True)
-            elif conn.state is READING:
+            elif conn.state is READING or conn.state is PROXY_HEADER:
                 conn.request_timed_out(drained=timeout)
         await self.stop()
         log.info("drained", extra={"event": "drained", "pairings": self.pairings})
@@ -324,14 +343,30 @@ class RendezvousServer:
             self._server is not None
             and not self.draining
             and len(self.connections) < self.dispatcher.max_connections
+            and self.dispatcher.room_ready
         )
+
+    @property
+    def not_ready_reason(self) -> str:
+        if self.draining:
+            return "draining"
+        if not self.dispatcher.room_ready:
+            return "the shared room is unavailable (Redis unreachable or heartbeat stale)"
+        return "not accepting (connection cap reached)"
+
+    def _status(self) -> Literal["ok", "full", "draining", "unavailable"]:
+        if self.draining:
+            return "draining"
+        if self.ready:
+            return "ok"
+        return "full" if self.dispatcher.room_ready else "unavailable"
 
     def health(self) -> Health:
         return {
-            "status": "draining" if self.draining else ("ok" if self.ready else "full"),
+            "status": self._status(),
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started_at, 3),
-            "waiting": len(self.room),
+            "waiting": self.metrics.waiting(),
             "open_connections": len(self.connections),
             "pairings": self.pairings,
         }

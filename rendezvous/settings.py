@@ -73,6 +73,18 @@ class Settings:
     # older ones still accepted while a rotation runs); None: auth off, nothing checked.
     auth_secrets: tuple[bytes, ...] | None = field(default=None, repr=False)
     allow_v1: str | None = None  # with auth: a regex v1 names may fully match to pass
+    # Replicas (issue 16): the shared room in Redis; the URL may hold a password, so it
+    # is never in a repr or a log line (``redacted_redis_url`` is).
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "rendezvous:"  # keys and channels, so deployments share a Redis
+    replica_id: str | None = None  # None: host-pid-random
+    proxy_protocol: bool = False  # every connection starts with a PROXY v2 header
+    relay_advertise: str | None = None  # --redis: the host other replicas reach us at
+
+    @property
+    def redacted_redis_url(self) -> str | None:
+        """The Redis URL for logs: its password (and user) replaced by ``***``."""
+        return None if self.redis_url is None else redact_url(self.redis_url)
 
     @property
     def auth(self) -> bool:
@@ -149,6 +161,32 @@ class Settings:
                     f"--name-pattern {self.name_pattern!r} is not a regex: {exc}"
                 ) from exc
         self._check_auth()
+        self._check_replicas()
+
+    def _check_replicas(self) -> None:
+        if self.redis_url is not None:
+            scheme = self.redis_url.partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix") or "://" not in self.redis_url:
+                raise ValueError(
+                    f"--redis {redact_url(self.redis_url)!r} is not a Redis URL: use "
+                    "redis://HOST:6379/0 (rediss:// for TLS, a password as redis://:PW@HOST)"
+                )
+        elif self.replica_id is not None:
+            raise ValueError("--replica-id only applies with --redis")
+        if self.replica_id is not None and not re.fullmatch(
+            r"[A-Za-z0-9_.-]{1,64}", self.replica_id
+        ):
+            raise ValueError(f"--replica-id {self.replica_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        if self.relay_advertise is not None and (
+            self.redis_url is None
+            or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", self.relay_advertise)
+        ):
+            raise ValueError(
+                "--relay-advertise takes this replica's address as other replicas reach "
+                "it (a host name or IP, e.g. the task's private IP), with --redis"
+            )
+        if not self.redis_prefix or len(self.redis_prefix) > 100:
+            raise ValueError("--redis-prefix must be 1-100 characters")
 
     def _check_auth(self) -> None:
         if self.auth_secrets is not None:
@@ -163,3 +201,17 @@ class Settings:
     @property
     def effective_token_grace(self) -> float:
         return self.peer_timeout if self.token_grace is None else self.token_grace
+
+
+def redact_url(url: str) -> str:
+    """``scheme://***@host:port/db``: whatever stood before the ``@`` (user, password)
+    is replaced, so the URL can be logged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    if "?" in path:  # redis-py also reads ?password=
+        path = path.partition("?")[0] + "?***"
+    return f"{scheme}://{authority}{slash}{path}"

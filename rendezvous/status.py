@@ -11,7 +11,7 @@ from rendezvous.metrics import Metrics
 class Health(TypedDict):
     """The ``/health`` JSON."""
 
-    status: Literal["ok", "full", "draining"]
+    status: Literal["ok", "full", "draining", "unavailable"]  # unavailable: Redis (--redis)
     version: str
     uptime_seconds: float
     waiting: int

@@ -169,6 +169,10 @@ def test_every_refusal_reason_is_exported_from_the_start():
     # The auth policy's reasons reach refuse() as Decision.reason, not as literals.
     used = {"malformed", *connection_module._REFUSAL_REASONS.values()}
     used |= set(credentials.REFUSAL_REASONS)
+    # PROXY v2 headers are refused by their parser's reason (--proxy-protocol).
+    from rendezvous.proxy_protocol import ProxyReason
+
+    used |= {reason.value for reason in ProxyReason}
     for path in Path(connection_module.__file__).parent.glob("*.py"):
         text = path.read_text()
         calls = r'(?:refuse(?:_unread)?\(\s*\w+,|reject\(|Refused\()\s*"(\w+)"'
@@ -177,6 +181,8 @@ def test_every_refusal_reason_is_exported_from_the_start():
         for pair in re.findall(r'reason = "(\w+)" if .+ else "(\w+)"', text):
             used |= set(pair)
         used |= set(re.findall(r'reason = "(\w+)"\s*\n\s*self\.metrics\.reject\(reason\)', text))
+        # the shared room's Lua scripts refuse too (--redis): {'refused', 'reason', ...}
+        used |= set(re.findall(r"\{'refused', '(\w+)'", text))
     assert len(used) >= 10, sorted(used)  # the scan finds the calls
     assert used == set(REFUSAL_REASONS)
     m = samples(generate_latest(Metrics().registry).decode())

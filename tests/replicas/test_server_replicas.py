@@ -1,0 +1,189 @@
+"""Three `rendezvous serve --redis` processes and one redis-server behave as one server:
+pairs whose sides reach different replicas pair (v1, v2, mixed), a token resumes on
+another replica, a resumed token closes its older connection elsewhere, and the fork's
+commands reach waiters on any replica."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcpunch import Status
+from tests.replicas.servers import Client, ReplicaProcess, replica_processes
+
+
+@pytest.fixture(scope="module")
+def replicas(redis_server, tmp_path_factory) -> Iterator[list[ReplicaProcess]]:
+    workdir: Path = tmp_path_factory.mktemp("replicas")
+    with replica_processes(workdir, redis_server.url, 3, "--allow-delete-pairs") as group:
+        yield group
+
+
+def _name() -> str:
+    return f"pair-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("first", "second"), [("v1", "v1"), ("v2", "v2"), ("v1", "v2"), ("v2", "v1")]
+)
+def test_sides_on_different_replicas_pair(replicas, first, second):
+    for a_replica, b_replica in itertools.permutations(replicas, 2):
+        name = _name()
+        waiter = Client(a_replica.port, name, first)
+        waiter.waiting()
+        newcomer = Client(b_replica.port, name, second)
+        assert newcomer.paired(newcomer=True) == waiter.me
+        assert waiter.paired(newcomer=False) == newcomer.me  # its replica heard the peer
+        assert waiter.closed() and newcomer.closed()
+        waiter.close()
+        newcomer.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_token_resumes_on_another_replica(replicas):
+    r0, r1, r2 = replicas
+    name = _name()
+    first = Client(r0.port, name, "v2")
+    token = first.waiting()
+    first.close()  # hung up: its token stays valid for the grace
+    again = Client(r1.port, name, "v2", token=token)
+    assert again.waiting() == token
+    peer = Client(r2.port, name, "v1")
+    assert peer.paired(newcomer=True) == again.me
+    response = again.v2()
+    assert response.status is Status.PAIRED and response.peer == peer.me
+    assert response.token == token
+    again.close()
+    peer.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_resumed_token_closes_its_older_connection_on_another_replica(replicas):
+    r0, r1, r2 = replicas
+    name = _name()
+    older = Client(r0.port, name, "v2")
+    token = older.waiting()
+    newer = Client(r1.port, name, "v2", token=token)
+    assert newer.waiting() == token
+    assert older.closed()  # Displaced on r0: closed without an answer
+    peer = Client(r2.port, name, "v2")
+    assert peer.paired(newcomer=True) == newer.me
+    assert newer.paired(newcomer=False) == peer.me
+    for client in (older, newer, peer):
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_remove_pair_reaches_a_waiter_on_another_replica(replicas):
+    r0, r1, _ = replicas
+    name = _name()
+    waiter = Client(r0.port, name, "v2")
+    waiter.waiting()
+    command = Client(r1.port, "remove_pair_" + name, "v1")
+    assert command.closed()
+    response = waiter.v2()  # Removed on r0: ERROR, then closed
+    assert response.status is Status.ERROR
+    assert waiter.closed()
+    later = Client(r1.port, name, "v2")
+    later.waiting()  # the name is free again: it waits instead of pairing
+    for client in (waiter, command, later):
+        client.close()
+
+
+def test_the_listening_line_names_redis_without_its_password(redis_server, tmp_path):
+    url = redis_server.url.replace("redis://", "redis://:s3cret-pw@")
+    replica = ReplicaProcess(tmp_path, "pw", url)
+    try:
+        text = replica.log_path.read_text()
+        listening = next(r for r in replica.records() if r.get("event") == "listening")
+        assert listening["redis"] == f"redis://***@127.0.0.1:{redis_server.port}/0"
+        assert listening["replica_id"] == "pw"
+        assert "s3cret-pw" not in text
+    finally:
+        replica.stop()
+    assert "s3cret-pw" not in replica.log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_relayed_link_whose_ends_reached_different_replicas_works(redis_server, tmp_path):
+    import threading
+    import time
+
+    from fmi_client.relay import relay_connect
+
+    args = ("--relay-advertise", "127.0.0.1")
+    with replica_processes(tmp_path, redis_server.url, 3, *args) as (r0, r1, r2):
+        for first, second in ((r0, r1), (r2, r0)):
+            name = _name()
+            ends: dict[str, object] = {}
+
+            def connect(key: str, port: int, name: str = name, ends: dict = ends) -> None:
+                ends[key] = relay_connect(name, "127.0.0.1", port, time.monotonic() + 20)
+
+            a = threading.Thread(target=connect, args=("a", first.port))
+            a.start()
+            time.sleep(0.3)  # the first end reaches its replica first: that one owns it
+            connect("b", second.port)
+            a.join(20)
+            sock_a, sock_b = ends["a"], ends["b"]
+            payload = bytes(range(256)) * 4096  # 1 MiB each way
+            sender = threading.Thread(target=sock_a.sendall, args=(payload,))
+            sender.start()
+            got = b""
+            while len(got) < len(payload):
+                got += sock_b.recv(1 << 16)
+            sender.join(20)
+            assert got == payload
+            sock_b.sendall(b"and back")
+            assert sock_a.recv(100) == b"and back"
+            sock_a.close()
+            sock_b.close()
+            forward = second.wait_for_record("relay_forward", name)
+            assert forward["owner"] == f"127.0.0.1:{first.port}"
+            # the session ran on the owner, the first end's replica
+            assert first.wait_for_record("relay_start", name)
+        assert r0.metric("rendezvous_relay_forwarded_total") == 1
+        assert r1.metric("rendezvous_relay_forwarded_total") == 1
+
+
+@pytest.mark.timeout(120)
+def test_with_auth_a_relay_end_is_checked_before_it_is_forwarded(redis_server, tmp_path):
+    import threading
+    import time
+
+    from fmi_client.relay import RelayRefused, relay_connect
+    from tcpunch.credential import mint
+    from tcpunch.relay import RelayRefusal
+
+    secret = b"replica-auth-secret-0123456789"
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    args = ("--relay-advertise", "127.0.0.1", "--auth-secret-file", str(tmp_path / "secret"))
+    with replica_processes(tmp_path, redis_server.url, 2, *args) as (r0, r1):
+        credential = mint(secret, "job-1/", 600, time.time()).encode()
+        name = "job-1/" + _name()
+        ends: dict[str, object] = {}
+        first = threading.Thread(
+            target=lambda: ends.setdefault(
+                "a",
+                relay_connect(name, "127.0.0.1", r0.port, time.monotonic() + 20, credential),
+            )
+        )
+        first.start()
+        time.sleep(0.3)
+        forged = mint(b"another-secret-0123456789", "job-1/", 600, time.time()).encode()
+        with pytest.raises(RelayRefused) as info:
+            relay_connect(name, "127.0.0.1", r1.port, time.monotonic() + 10, forged)
+        assert info.value.reason is RelayRefusal.BAD_CREDENTIAL
+        assert r1.metric("rendezvous_relay_forwarded_total") == 0  # refused where it came
+        sock_b = relay_connect(name, "127.0.0.1", r1.port, time.monotonic() + 20, credential)
+        first.join(20)
+        sock_b.sendall(b"authorised")
+        assert ends["a"].recv(100) == b"authorised"
+        assert r1.metric("rendezvous_relay_forwarded_total") == 1
+        ends["a"].close()
+        sock_b.close()
