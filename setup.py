@@ -18,5 +18,9 @@ packages = find_packages(include=["rendezvous", "rendezvous.*", "fmi_client", "f
 present = {name: folder for name, folder in MAPPED.items() if Path(folder).is_dir()}
 for name, folder in present.items():
     packages += [name, *(f"{name}.{sub}" for sub in find_packages(folder))]
+# data folders without __init__.py: named, so setuptools ships them as package data
+packages.append("fmi_client.shim")  # fmi.py, the `fmi` module of the layer and image
+if "rendezvous_pipeline" in present:
+    packages.append("rendezvous_pipeline.weights")
 
 setup(packages=packages, package_dir=present)
