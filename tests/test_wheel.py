@@ -7,6 +7,7 @@ equipment are not for users at all.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,10 +22,21 @@ SHIPPED = {"rendezvous", "fmi_client", "tcpunch", "rendezvous_deploy", "rendezvo
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the checkout's files (tracked and new, not ignored), as
+    # docker/build-wheels.sh does: setuptools leaves a build/ folder behind in its source.
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split("\n")  # fmt: skip
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     build = subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"),
-            *("-q", "-w", str(out), str(REPO)),
+            *("-q", "-w", str(out), str(source)),
         ],
         capture_output=True,
         text=True,
