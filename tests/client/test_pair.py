@@ -205,6 +205,7 @@ def test_punch_failure_says_the_nat_looks_symmetric() -> None:
                 timeout=10,
                 protocol="v1",
                 punch_timeout=0.5,
+                relay="never",  # relay="auto" would go on to the relay (test_natlab.py)
             )
     finally:
         thread.join(timeout=10)
@@ -395,7 +396,6 @@ def test_the_result_is_a_socket_that_says_how_the_link_was_made(server, verify_b
     ("bad", "error"),
     [
         ({"relay": "sometimes"}, ValueError),
-        ({"relay": "always"}, NotImplementedError),  # until the relay lands
         ({"verify_bytes": -1}, ValueError),
         ({"verify_timeout": 0}, ValueError),
     ],
@@ -403,3 +403,25 @@ def test_the_result_is_a_socket_that_says_how_the_link_was_made(server, verify_b
 def test_bad_path_and_check_settings_are_refused_before_any_traffic(bad: dict, error) -> None:
     with pytest.raises(error, match=next(iter(bad))):
         pair("never-sent", "127.0.0.1", 1, timeout=1, **bad)
+
+
+def test_relay_always_goes_through_the_servers_relay(server) -> None:
+    """Both sides ask for the relay right after the rendezvous; the link check and the
+    user's bytes cross it, and the link says which path it took."""
+    name = f"always-{os.getpid()}-{time.monotonic_ns()}"
+    results: list[socket.socket] = []
+    other = threading.Thread(
+        target=lambda: results.append(
+            pair(name, server.host, server.port, timeout=10, relay="always")
+        )
+    )
+    other.start()
+    mine = pair(name, server.host, server.port, timeout=10, relay="always")
+    other.join(15)
+    (theirs,) = results
+    with mine, theirs:
+        assert mine.link.path == theirs.link.path == "relay"
+        assert mine.link.verified_bytes == 65536  # the check ran through the relay too
+        assert mine.getpeername()[1] == server.port  # the far end is the server
+        mine.sendall(b"via the relay")
+        assert theirs.recv(100) == b"via the relay"
