@@ -175,10 +175,13 @@ def test_collectives_over_encrypted_links(server):
             settings = comm.bcast({"lr": 0.1, "layers": [3, 4]} if me == 0 else None)
             names = comm.gather(f"rank-{me}")
             point = comm.bcast(Point(7) if me == 0 else None)  # pickle: authenticated links
-            kinds = {type(ch.sock) for ch in comm._channels.values()}
-            return total, settings, names, point.x, kinds
+            with comm.Split(me % 2) as sub:  # sub-communicators keep the secret
+                pair_sum = sub.allreduce(me)
+                kinds = {type(ch.sock) for c in (comm, sub) for ch in c._channels.values()}
+            return total, settings, names, point.x, kinds, pair_sum
 
-    for me, (total, settings, names, x, kinds) in enumerate(run_ranks(4, rank)):
+    for me, (total, settings, names, x, kinds, pair_sum) in enumerate(run_ranks(4, rank)):
+        assert pair_sum == (0 + 2 if me % 2 == 0 else 1 + 3)
         np.testing.assert_array_equal(total, big * 10)
         assert settings == {"lr": 0.1, "layers": [3, 4]} and x == 7
         assert names == (["rank-0", "rank-1", "rank-2", "rank-3"] if me == 0 else None)
