@@ -7,6 +7,7 @@ FMI's Python module. Pure Python, no dependencies; numpy arrays travel as raw bu
 when numpy is installed.
 """
 
+from fmi_client.autherrors import EncryptionUnavailable, PeerAuthenticationFailed
 from fmi_client.buffers import IN_PLACE
 from fmi_client.communicator import Communicator
 from fmi_client.errors import (
@@ -18,6 +19,7 @@ from fmi_client.errors import (
     RendezvousRefused,
     RendezvousUnreachable,
 )
+from fmi_client.framing import FrameTooLarge, PickleRefused
 from fmi_client.ops import BAND, BOR, LAND, LOR, MAX, MAXLOC, MIN, MINLOC, PROD, SUM, Op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, UNDEFINED, Request, Status
 from fmi_client.punch import pair
@@ -40,11 +42,15 @@ __all__ = [
     "SUM",
     "UNDEFINED",
     "Communicator",
+    "EncryptionUnavailable",
     "FmiClientError",
+    "FrameTooLarge",
     "NameTooLong",
     "Op",
+    "PeerAuthenticationFailed",
     "PeerLost",
     "PeerNeverArrived",
+    "PickleRefused",
     "PunchFailed",
     "RendezvousRefused",
     "RendezvousUnreachable",

@@ -6,11 +6,16 @@ Frames whose tag nobody asked for yet are decoded and queued per tag. An exchang
 ranks send to each other at once) runs full duplex in this thread: the socket goes
 non-blocking and whenever a receive would block we poll() and push more of our own frame,
 so both directions of the link move at the same time without a helper thread.
+
+Nothing a peer sends is trusted: every frame is bounded by ``max_message_bytes`` before
+anything is allocated for it (and so are the bytes queued under tags nobody has asked
+for yet), array dtypes are checked before ``np.empty``, and a pickled frame is refused
+unread unless ``allow_pickle`` (the Communicator allows it on authenticated links). The
+bytes themselves (plain or TLS socket, buffering, polling) are ``fmi_client.stream``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import threading
@@ -18,45 +23,58 @@ from collections import defaultdict, deque
 from typing import Any
 
 from fmi_client import framing
-from fmi_client.errors import PeerLost
-from fmi_client.framing import FIXED_SIZE, KIND_ARRAY, KIND_BYTES, MAGIC, FrameHeader, np
+from fmi_client.framing import (
+    FIXED_SIZE,
+    KIND_ARRAY,
+    KIND_BYTES,
+    KIND_PICKLE,
+    MAGIC,
+    FrameHeader,
+    FrameTooLarge,
+    PickleRefused,
+    np,
+)
+from fmi_client.safecodec import DEFAULT_MAX_MESSAGE_BYTES
+from fmi_client.stream import READ_CHUNK, SMALL_FRAME, Stream
 
 _pack_fixed = framing.FIXED_STRUCT.pack
 _unpack_fixed = framing.FIXED_STRUCT.unpack_from
-_WAITALL = getattr(socket, "MSG_WAITALL", 0)
-READ_CHUNK = 256 * 1024
-#: Frames up to this size are sent with one send() call (header and payload joined).
-SMALL_FRAME = 64 * 1024
 #: Below this, an exchange sends before it receives: the socket buffer absorbs the frame.
 SMALL_EXCHANGE = 32 * 1024
 ANY_USER = -2  # _read_frame's want: any user tag (>= 0); never a tag on the wire
+QUEUE_ALL = -3  # _read_frame's want: every frame will be queued (pump)
+#: what a queued frame counts beyond its payload (so a flood of empty frames is bounded too)
+QUEUED_OVERHEAD = 64
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
-_POLLERR = select.POLLERR | select.POLLHUP | getattr(select, "POLLNVAL", 0)
 
 
-class Channel:
-    """The frames between us (``me``) and rank ``peer`` over ``sock``."""
+class Channel(Stream):
+    """The frames between us (``me``) and rank ``peer`` over ``sock``.
 
-    def __init__(self, sock: socket.socket, me: int, peer: int) -> None:
-        self.sock = sock
-        self.me = me
-        self.peer = peer
-        self._buf = bytearray(READ_CHUNK)
-        self._view = memoryview(self._buf)
-        self._start = 0  # unread bytes are _buf[_start:_end]
-        self._end = 0
+    ``allow_pickle``: send objects that are not plain data pickled, and load pickled
+    frames (only for an authenticated peer, or when every peer is trusted).
+    ``max_message_bytes`` bounds every frame and the bytes queued for unread tags.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        me: int,
+        peer: int,
+        *,
+        allow_pickle: bool = False,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(sock, me, peer)
+        self.allow_pickle = allow_pickle
+        self.max_message_bytes = max_message_bytes
+        self._queued_bytes = 0  # payload bytes (+ QUEUED_OVERHEAD each) of the queued frames
+        self._last_size = 0
+        self._sizes: defaultdict[int, deque[int]] = defaultdict(deque)
         self._queued: defaultdict[int, deque[Any]] = defaultdict(deque)
         self._order: deque[int] = deque()  # the tags of queued frames, in arrival order
         self._sender: Any = None  # an isend's thread still writing (see p2p.send_later)
-        self._sendall = sock.sendall
-        self._recv_into = sock.recv_into
-        # while an exchange runs: the rest of our frame still to send (None otherwise)
-        self._pending: list[memoryview] | None = None
-        self._poller: select.poll | None = None
-        self._op_timeout: float | None = None
-        self.closed = False
-        self.eof = False  # pump() met the end of the stream
 
     # -- sending -------------------------------------------------------------------------
 
@@ -69,91 +87,12 @@ class Channel:
             except OSError as exc:
                 raise self._lost(f"sending to it failed ({exc})") from exc
             return
-        self._send_frame(*framing.encode(obj, tag))
+        self._send_frame(*framing.encode(obj, tag, self.allow_pickle))
 
     def _send_frame(self, header: bytes, payload: memoryview | bytes) -> None:
         if self._sender is not None:
             self.finish_sending()
         self._write(header, payload)
-
-    def _write(self, header: bytes, payload: memoryview | bytes) -> None:
-        try:
-            if len(payload) <= SMALL_FRAME:
-                self.sock.sendall(header + bytes(payload))
-            else:
-                self.sock.sendall(header)
-                self.sock.sendall(payload)
-        except OSError as exc:
-            raise self._lost(f"sending to it failed ({exc})") from exc
-
-    # -- receiving -----------------------------------------------------------------------
-
-    def _lost(self, what: str) -> PeerLost:
-        if "timed out" in what:
-            limit = self.sock.gettimeout() if self._pending is None else self._op_timeout
-            what += f" after op_timeout={limit or 0:g} s without data"
-        return PeerLost(
-            f"rank {self.me}: the connection to rank {self.peer} broke: {what}. Rank "
-            f"{self.peer} probably died or closed its communicator; see its logs.",
-            rank=self.peer,
-        )
-
-    def _fill(self, need: int) -> None:
-        """Make at least ``need`` (<= READ_CHUNK) unread bytes available in the buffer."""
-        start, end = self._start, self._end
-        if end - start >= need:
-            return
-        if start == end:
-            start = end = 0
-        elif start + need > READ_CHUNK:  # move the unread tail to the front
-            self._buf[: end - start] = self._buf[start:end]
-            start, end = 0, end - start
-        self._start = start
-        recv_into, view = self.sock.recv_into, self._view
-        while end - start < need:
-            try:
-                got = recv_into(view[end:])
-            except BlockingIOError:  # only during an exchange: push our frame meanwhile
-                self._wait_readable()
-                continue
-            except OSError as exc:
-                self._end = end
-                raise self._lost(f"receiving failed ({exc})") from exc
-            if not got:
-                self._end = end
-                raise self._lost("it closed the connection (EOF)")
-            end += got
-        self._end = end
-
-    def _take(self, size: int) -> memoryview:
-        """The next ``size`` (<= READ_CHUNK) bytes, valid until the next read."""
-        self._fill(size)
-        start = self._start
-        self._start += size
-        return self._view[start : start + size]
-
-    def _read_into(self, dest: memoryview) -> None:
-        """Fill ``dest`` exactly: first from the buffer, then straight from the socket."""
-        have = min(self._end - self._start, len(dest))
-        if have:
-            dest[:have] = self._view[self._start : self._start + have]
-            self._start += have
-        pos = have
-        total = len(dest)
-        recv_into = self.sock.recv_into
-        while pos < total:
-            try:
-                # MSG_WAITALL: the kernel fills the rest in one call (one wake-up, not one
-                # per segment); it may still return early (signal), hence the loop
-                got = recv_into(dest[pos:], 0, _WAITALL)
-            except BlockingIOError:  # only during an exchange: push our frame meanwhile
-                self._wait_readable()
-                continue
-            except OSError as exc:
-                raise self._lost(f"receiving failed ({exc})") from exc
-            if not got:
-                raise self._lost(f"it closed the connection (EOF) after {pos} of {total} bytes")
-            pos += got
 
     def _read_frame(self, out: Any = None, want: int = 0) -> tuple[int, Any]:
         """The next frame; an array lands in ``out`` only if its tag is ``want`` (or any >= 0)."""
@@ -162,19 +101,54 @@ class Channel:
             magic, kind, tag, length, _, _ = _unpack_fixed(self._buf, start)
             stop = start + FIXED_SIZE + length
             if magic == MAGIC and kind == KIND_BYTES and stop <= end:
-                self._start = stop
-                return tag, self._view[start + FIXED_SIZE : stop].tobytes()
+                self._last_size = size = length + QUEUED_OVERHEAD
+                if self._queued_bytes + size <= self.max_message_bytes:
+                    self._start = stop
+                    return tag, self._view[start + FIXED_SIZE : stop].tobytes()
         header = framing.decode_fixed(self._take(FIXED_SIZE))
+        self._check_size(header, want)
+        self._last_size = header.length + QUEUED_OVERHEAD
         if header.kind == KIND_ARRAY:
             dtype, shape = framing.decode_array_meta(header, bytes(self._take(header.meta_size)))
             if out is not None and header.tag != want and (want != ANY_USER or header.tag < 0):
                 out = None
             return header.tag, self._read_array(header, dtype, shape, out)
+        if header.kind == KIND_PICKLE and not self.allow_pickle:
+            self.close()  # its payload is never read: the stream is out of step for good
+            raise PickleRefused(
+                f"rank {self.me}: rank {self.peer} sent a pickled object on a link that is "
+                "not authenticated; it was not loaded and the link is closed. Give every "
+                "rank the same secret (secret=... or FMI_SECRET), or pass allow_pickle=True "
+                "if every peer is trusted"
+            )
+        limit = self.max_message_bytes
         if header.length <= READ_CHUNK:
-            return header.tag, framing.decode_payload(header, self._take(header.length))
+            return header.tag, framing.decode_payload(header, self._take(header.length), limit)
         payload = bytearray(header.length)
         self._read_into(memoryview(payload))
-        return header.tag, framing.decode_payload(header, payload)
+        return header.tag, framing.decode_payload(header, payload, limit)
+
+    def _check_size(self, header: FrameHeader, want: int) -> None:
+        """Refuse (and close) before allocating: a frame over max_message_bytes, or one
+        to be queued that takes the bytes queued for unread tags over it."""
+        limit = self.max_message_bytes
+        queued = want == QUEUE_ALL or (header.tag != want and (want != ANY_USER or header.tag < 0))
+        size = header.length + QUEUED_OVERHEAD
+        if header.length <= limit and not (queued and self._queued_bytes + size > limit):
+            return
+        self.close()
+        if header.length > limit:
+            what = f"a frame of {header.length} bytes (tag {header.tag})"
+        else:
+            what = (
+                f"a frame of {header.length} bytes for tag {header.tag}, nobody has asked "
+                f"for it yet and {self._queued_bytes} bytes are queued already for unread tags"
+            )
+        raise FrameTooLarge(
+            f"rank {self.me}: rank {self.peer} sent {what}, over max_message_bytes="
+            f"{limit}; refused unread and the link is closed. Raise max_message_bytes on "
+            "every rank if such messages are meant, and receive every tag you send"
+        )
 
     def _read_array(self, header: FrameHeader, dtype: str, shape: tuple[int, ...], out: Any) -> Any:
         if np is None:
@@ -225,14 +199,19 @@ class Channel:
     # -- any tag, polling, sending in the background (fmi_client.p2p) --------------------
 
     def _enqueue(self, tag: int, obj: Any) -> None:
+        size = self._last_size  # of the frame _read_frame just returned
         self._queued[tag].append(obj)
+        self._sizes[tag].append(size)
+        self._queued_bytes += size
         self._order.append(tag)
 
     def _dequeue(self, tag: int) -> Any:
         queue = self._queued[tag]
         obj = queue.popleft()
+        self._queued_bytes -= self._sizes[tag].popleft()
         if not queue:
             del self._queued[tag]
+            del self._sizes[tag]
         self._order.remove(tag)  # its first occurrence: the frame just taken
         return obj
 
@@ -288,7 +267,7 @@ class Channel:
         poller.register(self.sock.fileno(), _POLLIN)
         while not self.eof:
             if self._start == self._end:
-                if not poller.poll(0):
+                if not self._decrypted() and not poller.poll(0):
                     return
                 try:
                     got = self.sock.recv_into(self._view)
@@ -298,11 +277,8 @@ class Channel:
                     self.eof = True
                     return
                 self._start, self._end = 0, got
-            got_tag, obj = self._read_frame()
+            got_tag, obj = self._read_frame(None, QUEUE_ALL)
             self._enqueue(got_tag, obj)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def finish_sending(self) -> None:
         """Wait for an isend's thread (``p2p.send_later``; its error goes to its request)."""
@@ -320,7 +296,7 @@ class Channel:
         """
         if self._sender is not None:
             self.finish_sending()
-        header, payload = framing.encode(obj, tag)
+        header, payload = framing.encode(obj, tag, self.allow_pickle)
         if len(payload) <= SMALL_EXCHANGE:
             self._send_frame(header, payload)
             return self.recv(tag, out)
@@ -351,50 +327,14 @@ class Channel:
                 sock.settimeout(timeout)
         return result
 
-    def _push(self) -> None:
-        """Send as much of the pending frame as the socket takes now (never blocks)."""
-        pending = self._pending
-        send = self.sock.send
-        while pending:
-            view = pending[0]
-            try:
-                sent = send(view)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                raise self._lost(f"sending to it failed ({exc})") from exc
-            if sent == len(view):
-                pending.pop(0)
-            else:
-                pending[0] = view[sent:]
-                return
 
-    def _poll(self, events: int) -> int:
-        """Wait (up to the op timeout) until the socket is ready for ``events``."""
-        poller = self._poller
-        assert poller is not None, "polled outside an exchange"
-        poller.modify(self.sock.fileno(), events)
-        limit = self._op_timeout  # the socket's own timeout reads 0.0 while non-blocking
-        ready = poller.poll(None if limit is None else max(1, int(limit * 1000)))
-        if not ready:
-            raise self._lost("the exchange timed out")
-        got: int = ready[0][1]
-        return got
-
-    def _wait_readable(self) -> None:
-        """Block until there is data to read, sending our pending frame meanwhile."""
-        if self._pending is None:  # a non-blocking socket outside an exchange
-            raise self._lost("receiving failed (the socket is non-blocking)")
-        while True:
-            events = self._poll(_POLLIN | _POLLOUT if self._pending else _POLLIN)
-            if events & _POLLOUT:
-                self._push()
-            if events & (_POLLIN | _POLLERR):
-                return
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
+__all__ = [
+    "ANY_USER",
+    "QUEUED_OVERHEAD",
+    "READ_CHUNK",
+    "SMALL_EXCHANGE",
+    "SMALL_FRAME",
+    "Channel",
+    "FrameTooLarge",
+    "PickleRefused",
+]

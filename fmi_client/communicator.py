@@ -14,6 +14,7 @@ connections as one (``fmi_client.links``). The rest of mpi4py's surface is mixed
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -33,10 +34,13 @@ from fmi_client.errors import (
     PunchFailed,
 )
 from fmi_client.framing import FIXED_SIZE, FIXED_STRUCT, KIND_BYTES, MAGIC
+from fmi_client.handshake import LinkSecret
 from fmi_client.links import CollectiveLinks, Guard, round_robin
+from fmi_client.linksecurity import LinkSecurity
 from fmi_client.ops import OpLike, as_op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
 from fmi_client.punch import PUNCH_WINDOW, pair
+from fmi_client.safecodec import DEFAULT_MAX_MESSAGE_BYTES
 from fmi_client.surface import ObjectCalls
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
 
@@ -58,6 +62,13 @@ class Communicator(ObjectCalls, BufferCalls):
     protocol ("v2" or "v1"). ``op_timeout`` (seconds, default none) bounds every wait
     for data from a peer: a peer that is alive but silent that long raises PeerLost
     (dead peers are detected without it, by EOF or reset).
+
+    ``secret`` (default ``$FMI_SECRET``), the job secret every rank shares: each link
+    then proves it before one user byte moves, and is encrypted (TLS 1.3) unless
+    ``encrypt=False``; a stranger on a pairing name is dropped and the pairing retried.
+    Without one, only plain data (numbers, str, bytes, lists, tuples, dicts, numpy
+    arrays) is decoded from peers: other objects need a secret or ``allow_pickle=True``.
+    ``max_message_bytes`` bounds every message (``fmi_client.linksecurity``).
     """
 
     def __init__(
@@ -72,6 +83,10 @@ class Communicator(ObjectCalls, BufferCalls):
         punch_timeout: float = PUNCH_WINDOW,
         op_timeout: float | None = None,
         credential: str | None = None,
+        secret: str | bytes | LinkSecret | None = None,
+        encrypt: bool = True,
+        allow_pickle: bool = False,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         rank = check_int(rank, "rank")
         world_size = check_int(world_size, "world_size")
@@ -90,6 +105,9 @@ class Communicator(ObjectCalls, BufferCalls):
         self.punch_timeout = punch_timeout
         self.op_timeout = op_timeout
         self._credential = credential  # for pair(); None: $RENDEZVOUS_CREDENTIAL, if set
+        self._security = LinkSecurity(
+            secret, encrypt=encrypt, allow_pickle=allow_pickle, max_message_bytes=max_message_bytes
+        )
         limit = V2_NAME_FIELD - 1 if protocol == "v2" else V1_MAX_NAME
         longest = self.pairing_name(max(world_size - 2, 0), world_size - 1)
         if len(longest.encode("utf-8")) > limit:
@@ -167,15 +185,21 @@ class Communicator(ObjectCalls, BufferCalls):
             )
         name = self.pairing_name(self.rank, peer)
         started = time.monotonic()
-        try:
-            sock = pair(
+
+        def connect(seconds: float) -> socket.socket:
+            return pair(
                 name,
                 self.host,
                 self.port,
-                timeout=self.timeout,
+                timeout=seconds,
                 protocol=self.protocol,
                 punch_timeout=self.punch_timeout,
                 credential=self._credential,
+            )
+
+        try:  # with a secret: authenticated (and encrypted) before the Channel exists
+            sock = self._security.pair(
+                connect, self.timeout, pairing=name, my_rank=self.rank, peer_rank=peer
             )
         except PeerNeverArrived as exc:
             raise PeerNeverArrived(
@@ -190,7 +214,7 @@ class Communicator(ObjectCalls, BufferCalls):
             raise PunchFailed(f"rank {self.rank} and rank {peer}: {exc}") from exc
         if self.op_timeout is not None:
             sock.settimeout(self.op_timeout)
-        channel = Channel(sock, self.rank, peer)
+        channel = self._security.channel(sock, self.rank, peer)
         with self._lock:
             if self._closed_meanwhile():
                 channel.close()
@@ -255,7 +279,8 @@ class Communicator(ObjectCalls, BufferCalls):
             raise ValueError(f"{what} must be a rank in 0..{self.size - 1}, got {peer!r}")
 
     def send(self, obj: Any, dest: int, tag: int = 0) -> None:
-        """Send ``obj`` to rank ``dest``; numpy arrays go as raw buffers, the rest pickled."""
+        """Send ``obj`` to rank ``dest``; bytes and numpy arrays go raw, other plain data
+        safe-encoded, the rest pickled (where pickle is allowed)."""
         channel = self._channels.get(dest)
         if channel is not None and tag >= 0:  # fast path: known peer
             if type(obj) is bytes and len(obj) <= SMALL_FRAME and channel._sender is None:

@@ -13,6 +13,9 @@ is the default here; ``backends.Direct.protocol: "v2"`` in fmi.json (or the keyw
 ``protocol="v2"``) selects the fork's protocol, which the project's server also speaks.
 A server started with an auth secret needs v2 and a credential: ``backends.Direct.credential``
 in fmi.json, else ``$RENDEZVOUS_CREDENTIAL`` (better: fmi.json is often committed).
+The job secret that authenticates (and encrypts) the links between ranks likewise:
+``backends.Direct.secret`` (and ``encrypt``, default true), else ``$FMI_SECRET``. FMI's
+own C++ workers run no handshake: they pair only with ranks that have no secret.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
+from fmi_client.handshake import LinkSecret
 from fmi_client.ops import Op
 
 #: Seconds a pairing may wait at least, whatever fmi.json's max_timeout says (FMI's
@@ -126,7 +130,17 @@ class func:
         return scalar
 
 
-def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str, str | None]:
+class _Config(NamedTuple):
+    host: str
+    port: int
+    timeout: float
+    protocol: str
+    credential: str | None
+    secret: LinkSecret | None  # None: $FMI_SECRET, if set
+    encrypt: bool
+
+
+def _read_config(path: str | os.PathLike[str]) -> _Config:
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -161,7 +175,19 @@ def _read_config(path: str | os.PathLike[str]) -> tuple[str, int, float, str, st
             f"{os.fspath(path)!r}: backends.Direct.credential must be a non-empty string "
             "(printed by `rendezvous credential --prefix P`), or absent"
         )
-    return host, port, timeout, protocol, credential
+    secret, encrypt = direct.get("secret"), direct.get("encrypt", True)
+    if not isinstance(encrypt, bool):
+        raise FmiClientError(f"{os.fspath(path)!r}: backends.Direct.encrypt must be true or false")
+    if secret is not None:
+        try:
+            if not isinstance(secret, str):
+                raise ValueError("it must be a string")
+            secret = LinkSecret(secret)
+        except ValueError as exc:  # the text never holds the secret
+            raise FmiClientError(
+                f"{os.fspath(path)!r}: backends.Direct.secret is not usable: {exc}"
+            ) from None
+    return _Config(host, port, timeout, protocol, credential, secret, encrypt)
 
 
 class Communicator:
@@ -181,7 +207,7 @@ class Communicator:
         *,
         protocol: str | None = None,
     ) -> None:
-        host, port, timeout, configured, credential = _read_config(config_path)
+        host, port, timeout, configured, credential, secret, encrypt = _read_config(config_path)
         if protocol is None:
             protocol = configured
         elif protocol not in PROTOCOLS:
@@ -204,6 +230,8 @@ class Communicator:
             timeout=timeout,
             protocol=protocol,
             credential=credential,  # None: $RENDEZVOUS_CREDENTIAL, if set
+            secret=secret,  # None: $FMI_SECRET, if set
+            encrypt=encrypt,
         )
 
     @property

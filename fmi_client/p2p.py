@@ -215,6 +215,8 @@ def _recv_any_source(comm: Communicator, tag: int, status: Status | None, out: A
         wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if pairing:
             wait = _PAIRING_POLL if wait is None else min(wait, _PAIRING_POLL)
+        if any(channel.readable_now() for channel in channels.values()):
+            wait = 0  # bytes poll() cannot see (decrypted inside TLS, or buffered)
         if not poller.poll(None if wait is None else int(wait * 1000) + 1):
             if deadline is not None and time.monotonic() >= deadline:
                 raise PeerLost(

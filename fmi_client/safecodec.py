@@ -64,11 +64,12 @@ def _is_plain_dtype(dtype: Any) -> bool:
 def _encode_into(obj: Any, out: list[bytes | memoryview], depth: int, max_depth: int) -> None:
     if depth > max_depth:
         raise UnsupportedType(f"the value nests deeper than {max_depth} levels (or is cyclic)")
+    kind = type(obj)  # exact types: a subclass (IntEnum, namedtuple...) would lose its type
     if obj is None:
         out.append(bytes([NONE]))
-    elif obj is True or obj is False:
+    elif kind is bool:
         out.append(bytes([TRUE if obj else FALSE]))
-    elif isinstance(obj, int) and not isinstance(obj, bool):
+    elif kind is int:
         if -(2**63) <= obj < 2**63:
             out.append(bytes([INT64]) + _I64.pack(obj))
         else:
@@ -76,32 +77,37 @@ def _encode_into(obj: Any, out: list[bytes | memoryview], depth: int, max_depth:
             if size > MAX_INT_BYTES:
                 raise UnsupportedType(f"an int of {size} bytes is over {MAX_INT_BYTES}")
             out.append(bytes([BIGINT]) + _U32.pack(size) + obj.to_bytes(size, "big", signed=True))
-    elif isinstance(obj, float):
+    elif kind is float:
         out.append(bytes([FLOAT]) + _F64.pack(obj))
-    elif isinstance(obj, str):
+    elif kind is str:
         raw = obj.encode("utf-8", "surrogatepass")
         out += (bytes([STR]) + _U64.pack(len(raw)), raw)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
+    elif kind is bytes:
+        out += (bytes([BYTES]) + _U64.pack(len(obj)), obj)
+    elif kind is bytearray or kind is memoryview:  # arrive as bytes
         raw_view = memoryview(obj)
         raw_view = (raw_view if raw_view.c_contiguous else memoryview(raw_view.tobytes())).cast("B")
         out += (bytes([BYTES]) + _U64.pack(raw_view.nbytes), raw_view)
-    elif isinstance(obj, (list, tuple)):
-        out.append(bytes([LIST if isinstance(obj, list) else TUPLE]) + _U64.pack(len(obj)))
+    elif kind is list or kind is tuple:
+        out.append(bytes([LIST if kind is list else TUPLE]) + _U64.pack(len(obj)))
         for item in obj:
             _encode_into(item, out, depth + 1, max_depth)
-    elif isinstance(obj, dict):
+    elif kind is dict:
         out.append(bytes([DICT]) + _U64.pack(len(obj)))
         for key, value in obj.items():
             _encode_into(key, out, depth + 1, max_depth)
             _encode_into(value, out, depth + 1, max_depth)
     elif (
-        np is not None and isinstance(obj, (np.ndarray, np.generic)) and _is_plain_dtype(obj.dtype)
+        np is not None
+        and (kind is np.ndarray or isinstance(obj, np.generic))
+        and _is_plain_dtype(obj.dtype)
     ):
         _encode_numpy(obj, out)
     else:
         raise UnsupportedType(
             f"the safe codec carries plain data only (None, bool, int, float, str, bytes, "
-            f"list, tuple, dict, numpy arrays of numbers); got {type(obj).__name__}: send "
+            f"list, tuple, dict, numpy arrays of numbers; not their subclasses); got "
+            f"{type(obj).__name__}: send "
             "it over an authenticated link, or with allow_pickle=True"
         )
 

@@ -136,6 +136,11 @@ class ObjectCalls:
             protocol=comm.protocol,
             punch_timeout=comm.punch_timeout,
             op_timeout=comm.op_timeout,
+            credential=comm._credential,
+            secret=comm._security.secret,
+            encrypt=comm._security.encrypt,
+            allow_pickle=comm._security.allow_pickle,
+            max_message_bytes=comm._security.max_message_bytes,
         )
 
 

@@ -31,7 +31,8 @@ def test_readme_python_block_runs(index: int, tmp_path: Path):
 
 
 def test_communicator_example_prints_what_its_comment_says(tmp_path: Path):
-    block = next(b for b in BLOCKS if "Communicator(" in b)
+    # the client section's example (the Security section's one comes first)
+    block = next(b for b in BLOCKS if "Communicator(" in b and "secret=" not in b)
     result = subprocess.run(
         [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
@@ -39,6 +40,15 @@ def test_communicator_example_prints_what_its_comment_says(tmp_path: Path):
     compact = " ".join(result.stdout.split())
     assert "array([3., 3., 3., 3.], dtype=float32), 3," in compact
     assert "[[8., 7.], [7., 8.]]" in compact
+
+
+def test_secured_example_prints_what_its_comment_says(tmp_path: Path):
+    block = next(b for b in BLOCKS if "Communicator(" in b and "secret=job_secret" in b)
+    result = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "([3.0, 3.0, 3.0, 3.0], 'SSLSocket')" in result.stdout
 
 
 @pytest.mark.parametrize("fmi_module", [False, True])

@@ -23,13 +23,25 @@ def test_array_frame_bytes() -> None:
     assert (dtype, shape) == ("<i4", (1, 3))
 
 
-def test_other_objects_are_pickled_and_bytes_sent_raw() -> None:
+class Custom:
+    """Not plain data: only pickle carries it."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Custom)
+
+
+def test_plain_objects_are_safe_encoded_others_pickled_and_bytes_sent_raw() -> None:
     header, payload = framing.encode(b"raw", tag=0)
     assert framing.decode_fixed(header).kind == framing.KIND_BYTES and payload == b"raw"
-    header, payload = framing.encode({"a": 1}, tag=-1)
+    header, payload = framing.encode({"a": [1, "x", None, (2.5,)]}, tag=-1)
     fixed = framing.decode_fixed(header)
-    assert fixed.kind == framing.KIND_PICKLE and fixed.tag == -1
-    assert framing.decode_payload(fixed, payload) == {"a": 1}
+    assert fixed.kind == framing.KIND_SAFE and fixed.tag == -1
+    assert framing.decode_payload(fixed, payload) == {"a": [1, "x", None, (2.5,)]}
+    header, payload = framing.encode(Custom(), tag=3)
+    fixed = framing.decode_fixed(header)
+    assert fixed.kind == framing.KIND_PICKLE and framing.decode_payload(fixed, payload) == Custom()
+    with pytest.raises(TypeError, match=r"allow_pickle=True.*|secret"):
+        framing.encode(Custom(), tag=3, allow_pickle=False)
 
 
 def test_garbage_is_refused_with_an_explanation() -> None:
@@ -53,7 +65,8 @@ ODD_ARRAYS = [
 
 def test_channel_round_trips_odd_arrays_and_queues_other_tags() -> None:
     a, b = socket.socketpair()
-    left, right = Channel(a, 0, 1), Channel(b, 1, 0)
+    # structured and object arrays are pickled: both ends trust each other
+    left, right = Channel(a, 0, 1, allow_pickle=True), Channel(b, 1, 0, allow_pickle=True)
 
     def send_all() -> None:
         for i, array in enumerate(ODD_ARRAYS):

@@ -249,8 +249,9 @@ def test_without_cryptography_encryption_says_what_to_install(monkeypatch):
 
 
 @contextmanager
-def capture(port: int, pcap: Path) -> Iterator[None]:
-    """tcpdump on loopback for one TCP port, written to ``pcap`` (stopped on exit)."""
+def capture(port: int | str, pcap: Path) -> Iterator[None]:
+    """tcpdump on loopback for one TCP port (or a filter expression), written to ``pcap``
+    (stopped on exit)."""
     proc = subprocess.Popen(
         [
             "tcpdump",
@@ -262,7 +263,7 @@ def capture(port: int, pcap: Path) -> Iterator[None]:
             "0",
             "-w",
             str(pcap),
-            f"tcp port {port}",
+            f"tcp port {port}" if isinstance(port, int) else port,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
