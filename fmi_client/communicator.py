@@ -39,7 +39,7 @@ from fmi_client.links import CollectiveLinks, Guard, round_robin
 from fmi_client.linksecurity import LinkSecurity
 from fmi_client.ops import OpLike, as_op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
-from fmi_client.punch import PUNCH_WINDOW, pair
+from fmi_client.punch import PUNCH_WINDOW, pair_raw
 from fmi_client.safecodec import DEFAULT_MAX_MESSAGE_BYTES
 from fmi_client.surface import ObjectCalls
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
@@ -186,8 +186,8 @@ class Communicator(ObjectCalls, BufferCalls):
         name = self.pairing_name(self.rank, peer)
         started = time.monotonic()
 
-        def connect(seconds: float) -> socket.socket:
-            return pair(
+        def connect(seconds: float) -> socket.socket:  # secured below, not by pair()
+            return pair_raw(
                 name,
                 self.host,
                 self.port,

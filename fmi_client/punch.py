@@ -20,15 +20,18 @@ import logging
 import socket
 import struct
 import time
+from typing import Any
 
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.credential import resolve_credential
 from fmi_client.errors import LinkCheckFailed, NameTooLong, PeerNeverArrived, PunchFailed
+from fmi_client.handshake import LinkSecret
 from fmi_client.link import LinkInfo, PairedSocket
 from fmi_client.linkcheck import CheckFailed, verify_link
 from fmi_client.liveness import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, Liveness
 from fmi_client.meet import exchange_for, meet, resolve
 from fmi_client.relay import RelayRefused, relay_connect
+from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
 from tcpunch import V1_CONTROL_BYTES, Endpoint, ProtocolError, Reason
 from tcpunch.relay import pairing_session
@@ -100,7 +103,7 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
-def pair(
+def pair_raw(
     name: str,
     host: str,
     port: int = DEFAULT_PORT,
@@ -263,3 +266,51 @@ def pair(
             raise
         link.name = pname
         return PairedSocket.adopt(sock, link)
+
+
+def pair(
+    name: str,
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    timeout: float = 120.0,
+    secret: str | bytes | LinkSecret | None = None,
+    encrypt: bool = True,
+    my_rank: int | None = None,
+    peer_rank: int | None = None,
+    **options: Any,
+) -> socket.socket:
+    """:func:`pair_raw` (every other keyword is its), secured when there is a job secret.
+
+    ``secret`` (default: $FMI_SECRET) is known to the ranks of one job and not to the
+    server. With one, both sides prove knowledge of it, bound to this pairing, both ranks
+    and the TLS channel, before the socket is returned (fmi_client.handshake), and the
+    link is TLS 1.3 unless ``encrypt=False`` (needs the `crypto` extra). ``my_rank`` and
+    ``peer_rank`` are then required (the lower rank is the TLS server; both are in the
+    proof; for two parties use 0 and 1). A peer that fails the proof (a stranger who took
+    the name first) is dropped and the pairing retried until ``timeout``; then
+    PeerAuthenticationFailed names the pairing. Without a secret this is pair_raw().
+    """
+    link_secret = secret if isinstance(secret, LinkSecret) else None
+    if isinstance(secret, (str, bytes)):
+        link_secret = LinkSecret(secret)
+    elif secret is None:
+        link_secret = LinkSecret.from_environ()
+    if link_secret is None:
+        return pair_raw(name, host, port, timeout=timeout, **options)
+    if my_rank is None or peer_rank is None or my_rank == peer_rank:
+        raise ValueError(
+            "pair() with a job secret needs my_rank and peer_rank, two different ranks (the "
+            "lower one is the TLS server and both are in the proof); two parties: 0 and 1"
+        )
+    if encrypt:
+        require_encryption()
+    return pair_securely(
+        lambda left: pair_raw(name, host, port, timeout=left, **options),
+        secret=link_secret,
+        pairing=name,
+        my_rank=my_rank,
+        peer_rank=peer_rank,
+        encrypt=encrypt,
+        deadline=time.monotonic() + timeout,
+    )

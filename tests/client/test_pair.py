@@ -425,3 +425,47 @@ def test_relay_always_goes_through_the_servers_relay(server) -> None:
         assert mine.getpeername()[1] == server.port  # the far end is the server
         mine.sendall(b"via the relay")
         assert theirs.recv(100) == b"via the relay"
+
+
+def test_pair_with_a_job_secret_authenticates_and_encrypts(server) -> None:
+    """pair(secret=...): both sides prove the secret before the socket is theirs; the link
+    is TLS; a side with the wrong secret gets PeerAuthenticationFailed, never the link."""
+    import ssl
+
+    from fmi_client import PeerAuthenticationFailed
+
+    name = f"secret-{os.getpid()}-{time.monotonic_ns()}"
+    got: list[object] = []
+
+    def peer(secret: str, rank: int, other: int, timeout: float) -> None:
+        try:
+            got.append(
+                pair(name, server.host, server.port, timeout=timeout, secret=secret,
+                     my_rank=rank, peer_rank=other)
+            )  # fmt: skip
+        except Exception as exc:  # the test looks at what each side got
+            got.append(exc)
+
+    other = threading.Thread(target=peer, args=("job-secret-0123456789abcdef", 1, 0, 10))
+    other.start()
+    mine = pair(name, server.host, server.port, timeout=10, secret="job-secret-0123456789abcdef",
+                my_rank=0, peer_rank=1)  # fmt: skip
+    other.join(15)
+    (theirs,) = got
+    assert isinstance(mine, ssl.SSLSocket) and isinstance(theirs, ssl.SSLSocket)
+    with mine, theirs:
+        mine.sendall(b"sealed")
+        assert theirs.recv(100) == b"sealed"
+    with pytest.raises(ValueError, match="my_rank and peer_rank"):
+        pair(name, server.host, server.port, timeout=1, secret="job-secret-0123456789abcdef")
+    got.clear()
+    wrong = f"{name}-wrong"
+    name = wrong
+    other = threading.Thread(target=peer, args=("another-secret-0123456789ab", 1, 0, 3))
+    other.start()
+    with pytest.raises(PeerAuthenticationFailed) as refused:
+        pair(wrong, server.host, server.port, timeout=3, secret="job-secret-0123456789abcdef",
+             my_rank=0, peer_rank=1)  # fmt: skip
+    other.join(10)
+    assert wrong in str(refused.value) and "job-secret" not in str(refused.value)
+    assert isinstance(got[0], PeerAuthenticationFailed)
