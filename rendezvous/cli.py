@@ -237,6 +237,13 @@ def main() -> None:
     help="Bytes a relay session may carry, both directions together; 0: no limit.",
 )
 @_option(
+    "relay-max-buffered",
+    type=click.IntRange(min=0),
+    default=64 << 20,
+    help="Bytes the relay may hold in all its write buffers together (64 MiB); above it, "
+    "senders are paused until the buffers drain; 0: no cap (each session's 2 MiB only).",
+)
+@_option(
     "relay-idle-timeout",
     type=click.FloatRange(min=0),
     default=300.0,

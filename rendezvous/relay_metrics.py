@@ -46,6 +46,8 @@ class RelayMetrics:
         self.started = 0
         self.bytes = 0
         self.discovery = 0
+        self.held = 0  # senders paused because all relay buffers were over the cap
+        self.max_buffered = 0  # that cap (--relay-max-buffered), 0: none
         self.refused: dict[str, int] = dict.fromkeys(RELAY_REFUSAL_REASONS, 0)
         self.ends: dict[str, int] = dict.fromkeys(RELAY_END_REASONS, 0)
         self.duration_counts = [0] * (len(DURATION_BUCKETS) + 1)
@@ -78,6 +80,16 @@ class RelayMetrics:
             "rendezvous_relay_buffered_bytes",
             "Bytes held in relay write buffers (bounded by backpressure)",
             self.buffered(),
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_relay_max_buffered_bytes",
+            "The cap on bytes in all relay write buffers (--relay-max-buffered; 0: none)",
+            self.max_buffered,
+        )
+        yield CounterMetricFamily(
+            "rendezvous_relay_held",
+            "Relay senders paused because the relay's buffers were over --relay-max-buffered",
+            self.held,
         )
         yield CounterMetricFamily(
             "rendezvous_relay_requests", "Relay requests received", self.requests

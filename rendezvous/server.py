@@ -80,6 +80,7 @@ def _relay_limits(settings: Settings) -> RelayLimits:
         max_sessions=settings.relay_max_sessions,
         max_per_ip=settings.relay_max_per_ip,
         max_bytes=settings.relay_max_bytes,
+        max_buffered=settings.relay_max_buffered,
         idle_timeout=settings.relay_idle_timeout,
         max_duration=settings.relay_max_duration,
         wait_timeout=settings.peer_timeout,
@@ -125,6 +126,7 @@ class RendezvousServer:
             if auth is None
             else lambda r: auth.check_relay(r.name, r.credential, time.time()).allowed,
         )
+        self.relay.metrics.max_buffered = settings.relay_max_buffered
         metrics.registry.register(self.relay.metrics)
         self.discovery_port: int | None = None
         self._discovery: asyncio.AbstractServer | None = None
@@ -245,6 +247,7 @@ class RendezvousServer:
                 "relay_max_sessions": self.relay.limits.max_sessions,  # the cap in force
                 "relay_max_per_ip": s.relay_max_per_ip,
                 "relay_max_bytes": s.relay_max_bytes,
+                "relay_max_buffered": s.relay_max_buffered,
                 "relay_idle_timeout": s.relay_idle_timeout,
                 "relay_max_duration": s.relay_max_duration,
                 "auth": s.auth,  # whether credentials are required; never the secrets
