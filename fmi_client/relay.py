@@ -45,6 +45,7 @@ _WHY = {
     RelayRefusal.BAD_CREDENTIAL: "the relay credential was not accepted",
     RelayRefusal.DRAINING: "the server is shutting down",
     RelayRefusal.MALFORMED: "the server could not read the request",
+    RelayRefusal.NAME_PATTERN: "the pairing name does not match the server's --name-pattern",
 }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections import Counter
@@ -230,10 +231,12 @@ class RelayHub:
         limits: RelayLimits,
         metrics: RelayMetrics,
         credential_check: CredentialCheck | None = None,
+        name_pattern: re.Pattern[str] | None = None,
     ) -> None:
         self.limits = limits
         self.metrics = metrics
         self.credential_check = credential_check  # None: no auth secret, credential ignored
+        self.name_pattern = name_pattern  # --name-pattern: relay names obey it as pairs do
         self.waiting: dict[Key, RelayEnd] = {}
         self.sessions: dict[Key, RelaySession] = {}
         self.per_ip: Counter[str] = Counter()
@@ -324,6 +327,8 @@ class RelayHub:
             refusal = RelayRefusal.DISABLED
         elif self.draining:
             refusal = RelayRefusal.DRAINING
+        elif not self.name_allowed(request.name):
+            refusal = RelayRefusal.NAME_PATTERN
         elif self.credential_check is not None and not self.credential_check(request):
             refusal = RelayRefusal.BAD_CREDENTIAL
         elif key in self.sessions:
@@ -362,6 +367,10 @@ class RelayHub:
                 ),
             },
         )
+
+    def name_allowed(self, name: bytes) -> bool:
+        pattern = self.name_pattern
+        return pattern is None or pattern.fullmatch(name_text(name)) is not None
 
     def refuse(self, end: RelayEnd, refusal: RelayRefusal) -> None:
         reason = refusal.name.lower()

@@ -142,11 +142,16 @@ class RelayForwarder:
         self.unreachable = 0  # ... whose owner could not be reached
 
     def route_here(self, request: RelayRequest) -> bool:
-        """Requests the local hub refuses anyway (relay off, draining, a bad credential)
-        never cost a Redis call or a forward."""
+        """Requests the local hub refuses anyway (relay off, draining, a name that
+        --name-pattern refuses, a bad credential) never cost a Redis call or a forward."""
         hub = self.hub
         check = hub.credential_check
-        return not hub.limits.enabled or hub.draining or (check is not None and not check(request))
+        return (
+            not hub.limits.enabled
+            or hub.draining
+            or not hub.name_allowed(request.name)
+            or (check is not None and not check(request))
+        )
 
     async def route(self, conn: Connection, request: RelayRequest) -> None:
         from rendezvous.connection import ARRIVING

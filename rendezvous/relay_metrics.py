@@ -25,6 +25,7 @@ RELAY_REFUSAL_REASONS = (
     "drain",
     "draining",
     "early_data",
+    "name_pattern",
     "peer_timeout",
     "per_ip_cap",
     "server_full",

@@ -125,6 +125,7 @@ class RendezvousServer:
             credential_check=None
             if auth is None
             else lambda r: auth.check_relay(r.name, r.credential, time.time()).allowed,
+            name_pattern=self.dispatcher.name_pattern,
         )
         self.relay.metrics.max_buffered = settings.relay_max_buffered
         metrics.registry.register(self.relay.metrics)

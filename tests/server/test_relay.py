@@ -323,3 +323,22 @@ def test_a_server_without_relay_support_gives_a_named_error() -> None:
         finally:
             thread.join()
     assert info.value.reason is RelayRefusal.MALFORMED
+
+
+async def test_relay_names_obey_the_name_pattern(make_server, unique) -> None:
+    server = await make_server(name_pattern="ok-.*")
+
+    def work() -> tuple[object, bytes]:
+        refused = _try("evil-name", server.port, time.monotonic() + 3)
+        a, b = connect_both(f"ok-{unique()}", server.port)
+        with a, b:
+            a.sendall(b"allowed")
+            return refused, recv_all(b, 7)
+
+    refused, carried = await in_thread(work)
+    assert isinstance(refused, RelayRefused) and refused.reason is RelayRefusal.NAME_PATTERN
+    assert "--name-pattern" in str(refused)
+    assert carried == b"allowed"
+    assert server.relay.metrics.refused["name_pattern"] == 1
+    scraped = await in_thread(lambda: _scrape(server))
+    assert b'rendezvous_relay_refused_total{reason="name_pattern"} 1.0' in scraped
