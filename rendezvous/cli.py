@@ -227,8 +227,10 @@ def main() -> None:
 @_option(
     "relay-max-per-ip",
     type=click.IntRange(min=1),
-    default=100,
-    help="Cap on relay ends (sockets) from one source IP address.",
+    default=1000,
+    help="Cap on relay ends (sockets) from one source IP address. Ranks behind one NAT "
+    "gateway share its public address and each relayed link takes 2 ends: 1000 covers "
+    "500 relayed links from one site; --relay-max-sessions still caps the total.",
 )
 @_option(
     "relay-max-bytes",

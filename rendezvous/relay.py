@@ -63,7 +63,7 @@ _RECHECK = 0.01  # seconds between looks at the buffers while senders are held
 class RelayLimits:
     enabled: bool = True
     max_sessions: int = 1000  # sessions, waiting ends included
-    max_per_ip: int = 100  # relay ends (sockets) from one source IP
+    max_per_ip: int = 1000  # relay ends (sockets) from one source IP (NAT gateways share one)
     max_bytes: int = 0  # per session, both directions; 0: no limit
     idle_timeout: float = 300.0  # no byte either way for this long ends it; 0: never
     max_duration: float = 0.0  # seconds; 0: no limit

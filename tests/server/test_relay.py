@@ -13,7 +13,7 @@ import pytest
 
 from fmi_client.relay import RelayRefused, discover_nat, relay_connect
 from rendezvous.server import RendezvousServer
-from tcpunch.relay import RelayRefusal, RelayRequest, encode_relay_request
+from tcpunch.relay import RelayRefusal, RelayRequest, derive_session, encode_relay_request
 
 HOST = "127.0.0.1"
 
@@ -342,3 +342,23 @@ async def test_relay_names_obey_the_name_pattern(make_server, unique) -> None:
     assert server.relay.metrics.refused["name_pattern"] == 1
     scraped = await in_thread(lambda: _scrape(server))
     assert b'rendezvous_relay_refused_total{reason="name_pattern"} 1.0' in scraped
+
+
+async def test_default_per_ip_cap_lets_a_nat_gateways_ranks_in(make_server, unique) -> None:
+    """Ranks behind one NAT share a source address: 300 relay ends from 127.0.0.1 (150
+    links) all wait under the default caps."""
+    server = await make_server()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        replies = []
+        for _ in range(300):
+            name = unique("nat").encode()
+            reader, writer = await asyncio.open_connection(HOST, server.port)
+            writers.append(writer)
+            writer.write(encode_relay_request(RelayRequest(name, derive_session(name))))
+            replies.append(await asyncio.wait_for(reader.readexactly(2), 5))
+        assert set(replies) == {b"\x01\x00"}  # all waiting for their peer
+        assert server.relay.metrics.refused["per_ip_cap"] == 0
+    finally:
+        for writer in writers:
+            writer.close()
