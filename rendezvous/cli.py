@@ -26,6 +26,7 @@ from rendezvous import __version__
 from rendezvous.credentials import SECRET_ENV, credential_command, load_secrets
 from rendezvous.optional_deps import require_extra
 from rendezvous.settings import Settings
+from tcpunch.credential import MAX_TTL
 
 SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
 
@@ -362,10 +363,10 @@ def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None: 
 @click.option("--prefix", required=True, help="One job's names, e.g. 'run-4f2a/'.")
 @click.option(
     "--ttl",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_TTL),
     default=3600,
     show_default=True,
-    help="Seconds until the credential expires.",
+    help=f"Seconds until the credential expires (at most {MAX_TTL}: 7 days).",
 )
 @click.option(
     "--auth-secret-file",
