@@ -389,7 +389,10 @@ class RelayHub:
         end.transport.close()
 
     def drop_waiter(self, end: RelayEnd, reason: str) -> None:
-        """A waiting end leaves (hung up, sent early bytes, timed out)."""
+        """A waiting end leaves (hung up, sent early bytes, timed out, drain or stop).
+
+        A hung-up end is no refusal (nobody refused it): it counts as a relay end with
+        reason ``abandoned``; the drain refuses waiters as DRAINING, whenever it comes."""
         if self.waiting.get(end.key) is not end:
             return
         del self.waiting[end.key]
@@ -398,8 +401,11 @@ class RelayHub:
             del self.per_ip[end.ip]
         if reason == "peer_timeout":
             self.refuse(end, RelayRefusal.PEER_TIMEOUT)
-        elif reason == "draining":
+        elif reason in ("draining", "drain"):
             self.refuse(end, RelayRefusal.DRAINING)
+        elif reason == "abandoned":
+            self.metrics.abandoned()
+            end.transport.abort()
         else:
             self.metrics.refuse(reason)
             end.transport.abort()

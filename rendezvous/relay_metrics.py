@@ -18,22 +18,31 @@ from prometheus_client.core import (
 )
 
 RELAY_REFUSAL_REASONS = (
-    "abandoned",
     "bad_credential",
     "busy",
     "disabled",
-    "drain",
     "draining",
     "early_data",
     "name_pattern",
     "peer_timeout",
     "per_ip_cap",
     "server_full",
+    "stop",
 )
 """Why a relay end got no session (refused at once, or dropped while waiting)."""
 
-RELAY_END_REASONS = ("bytes_limit", "closed", "drain", "duration_limit", "idle", "reset", "stop")
-"""Why a relay session ended."""
+RELAY_END_REASONS = (
+    "abandoned",
+    "bytes_limit",
+    "closed",
+    "drain",
+    "duration_limit",
+    "idle",
+    "reset",
+    "stop",
+)
+"""Why a relay session ended; ``abandoned``: a waiting end hung up before its peer came
+(no session, so not in the duration histogram)."""
 
 DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 14400)
 
@@ -59,6 +68,9 @@ class RelayMetrics:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def abandoned(self) -> None:
+        self.ends["abandoned"] += 1
 
     def ended(self, reason: str, seconds: float) -> None:
         self.ends[reason] = self.ends.get(reason, 0) + 1
