@@ -243,6 +243,7 @@ class RelayHub:
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.forwarding: Callable[[], int] = lambda: 0  # ends forwarded to other replicas
         self.total_buffered = 0  # the sum of every end's ``accounted``
         self.held: set[RelayEnd] = set()  # senders held over max_buffered
         self._recheck: asyncio.TimerHandle | None = None
@@ -333,7 +334,10 @@ class RelayHub:
             refusal = RelayRefusal.BAD_CREDENTIAL
         elif key in self.sessions:
             refusal = RelayRefusal.BUSY
-        elif waiter is None and len(self.waiting) + len(self.sessions) >= limits.max_sessions:
+        elif (
+            waiter is None
+            and len(self.waiting) + len(self.sessions) + self.forwarding() >= limits.max_sessions
+        ):
             refusal = RelayRefusal.SERVER_FULL
         elif self.per_ip[ip] >= limits.max_per_ip:
             refusal = RelayRefusal.PER_IP_CAP

@@ -138,6 +138,7 @@ class RelayForwarder:
         self._owner = room.client.register_script(OWNER)
         self._disown = room.client.register_script(DISOWN)
         self.links: set[_Link] = set()
+        hub.forwarding = self.links.__len__  # a link holds 2 fds, as a session: one cap
         self.forwarded = 0  # relay ends sent on to another replica (a metric)
         self.unreachable = 0  # ... whose owner could not be reached
 
@@ -159,10 +160,6 @@ class RelayForwarder:
         if self.route_here(request):
             self.hub.request(conn, request)
             return
-        if len(self.links) >= self.hub.limits.max_sessions:  # forwarded ends are capped too
-            self.hub.metrics.refuse("server_full")
-            conn.finish(payload=_FULL)
-            return
         digest = hashlib.sha256(request.name + b"\0" + request.session).hexdigest()
         key = f"{self.room.prefix}relay:{digest}"
         try:
@@ -176,6 +173,13 @@ class RelayForwarder:
             return  # hung up meanwhile
         if owner == self.address:
             self.hub.request(conn, request)
+            return
+        hub = self.hub
+        if len(self.links) + len(hub.waiting) + len(hub.sessions) >= hub.limits.max_sessions:
+            # forwarded ends share the relay's cap (and its descriptor budget); ends
+            # this replica owns were capped by the hub
+            self.hub.metrics.refuse("server_full")
+            conn.finish(payload=_FULL)
             return
         if not await self._forward(conn, request, owner):
             # the next request of this key (both ends retry) takes ownership anew
