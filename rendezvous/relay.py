@@ -11,13 +11,7 @@ Backpressure: each transport's write buffer has a high and a low water mark; abo
 high one asyncio calls ``pause_writing`` on the receiving end, which pauses *reading*
 from the sending end until ``resume_writing``. Memory per session is therefore bounded
 by two write buffers (high water plus one read chunk each), whatever the peers do.
-Across sessions, ``max_buffered`` caps the sum: the hub keeps what each write buffer
-held when last looked at (an upper bound: buffers only drain in between). Above the cap
-it holds the senders whose peer's buffer is over a fair share (the cap over the number
-of directions), so one stuck receiver never stops the others, until a poll finds that
-buffer below half its share or the sum below three quarters of the cap. Ends at most
-their share hold at most the cap together, so the sum stays under about twice the cap
-plus one read chunk per sender active at that moment.
+Across sessions, ``max_buffered`` caps the sum (:mod:`rendezvous.relay_memory`).
 
 Limits: sessions (waiting ends count) globally, relay ends per source IP, bytes and
 duration per session, idle time; one timer of the hub checks the time-based ones. Every
@@ -41,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rendezvous.relay_memory import BufferCap
 from rendezvous.relay_metrics import RelayMetrics
 from tcpunch.relay import RelayRefusal, RelayReply, RelayRequest, RelayStatus, encode_relay_reply
 from tcpunch.request import name_text
@@ -56,7 +51,6 @@ CredentialCheck = Callable[[RelayRequest], bool]
 _WAITING = encode_relay_reply(RelayReply(RelayStatus.WAITING_FOR_PEER))
 _ACCEPTED = encode_relay_reply(RelayReply(RelayStatus.ACCEPTED))
 _RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-_RECHECK = 0.01  # seconds between looks at the buffers while senders are held
 
 
 @dataclass(frozen=True)
@@ -135,7 +129,7 @@ class RelayEnd(asyncio.Protocol):
         peer = self.peer
         if peer is not None:
             peer.blocked = False
-            self.hub.account(self)
+            self.hub.memory.account(self)
             if not peer.held and not peer.transport.is_closing():
                 peer.transport.resume_reading()
 
@@ -171,12 +165,11 @@ class RelaySession:
         # the global cap (inlined: this runs for every read)
         buffered = transport.get_write_buffer_size()
         if buffered != peer.accounted:
-            hub = self.hub
-            hub.total_buffered += buffered - peer.accounted
+            memory = self.hub.memory
+            memory.total += buffered - peer.accounted
             peer.accounted = buffered
-            cap = hub.limits.max_buffered
-            if cap and hub.total_buffered > cap and buffered > hub.fair_share():
-                hub.hold(source)
+            if memory.limit and memory.total > memory.limit and buffered > memory.fair_share():
+                memory.hold(source)
 
     def half_closed(self, source: RelayEnd) -> None:
         peer = source.peer
@@ -192,9 +185,7 @@ class RelaySession:
         hub = self.hub
         graceful = reason == "closed"
         for end in (self.a, self.b):
-            hub.total_buffered -= end.accounted
-            end.accounted = 0
-            hub.held.discard(end)
+            hub.memory.forget(end)
             hub.per_ip[end.ip] -= 1
             if not hub.per_ip[end.ip]:
                 del hub.per_ip[end.ip]
@@ -244,9 +235,7 @@ class RelayHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.forwarding: Callable[[], int] = lambda: 0  # ends forwarded to other replicas
-        self.total_buffered = 0  # the sum of every end's ``accounted``
-        self.held: set[RelayEnd] = set()  # senders held over max_buffered
-        self._recheck: asyncio.TimerHandle | None = None
+        self.memory = BufferCap(limits.max_buffered, metrics, self.sessions)
         metrics.active = self.sessions.__len__
         metrics.waiting = self.waiting.__len__
         metrics.buffered = self.buffered
@@ -256,6 +245,7 @@ class RelayHub:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.memory.start(loop)
         self._timer = loop.call_later(self._tick_interval(), self._tick)
 
     def _tick_interval(self) -> float:
@@ -271,43 +261,6 @@ class RelayHub:
             for end in (session.a, session.b)
             if not end.transport.is_closing()
         )
-
-    def account(self, end: RelayEnd) -> None:
-        size = end.transport.get_write_buffer_size()
-        self.total_buffered += size - end.accounted
-        end.accounted = size
-
-    def fair_share(self) -> int:
-        """One direction's part of max_buffered."""
-        return self.limits.max_buffered // (2 * max(1, len(self.sessions)))
-
-    def hold(self, source: RelayEnd) -> None:
-        """The relay's buffers are over max_buffered: stop reading this sender."""
-        if not source.held:
-            source.held = True
-            self.held.add(source)
-            self.metrics.held += 1
-            source.transport.pause_reading()
-        if self._recheck is None and self._loop is not None:
-            self._recheck = self._loop.call_later(_RECHECK, self._release)
-
-    def _release(self) -> None:
-        """Look at every buffer again; below three quarters of the cap, senders go on."""
-        self._recheck = None
-        for session in self.sessions.values():
-            self.account(session.a)
-            self.account(session.b)
-        low = self.total_buffered <= self.limits.max_buffered * 3 // 4
-        half_share = self.fair_share() // 2
-        for end in list(self.held):
-            peer = end.peer
-            if low or peer is None or peer.accounted <= half_share:
-                self.held.discard(end)
-                end.held = False
-                if not end.blocked and not end.transport.is_closing():
-                    end.transport.resume_reading()
-        if self.held and self._loop is not None:
-            self._recheck = self._loop.call_later(_RECHECK, self._release)
 
     # -- requests --------------------------------------------------------------------
 
@@ -448,6 +401,4 @@ class RelayHub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._recheck is not None:
-            self._recheck.cancel()
-            self._recheck = None
+        self.memory.close()

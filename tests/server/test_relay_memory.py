@@ -58,7 +58,7 @@ async def test_buffers_of_all_sessions_stay_under_the_global_cap(make_server, un
         for thread in senders:
             await in_thread(lambda t=thread: t.join(max(0.0, deadline - time.monotonic())))
             assert not thread.is_alive()
-        assert not server.relay.held and peak <= 2 * cap + SESSIONS * READ_CHUNK
+        assert not server.relay.memory.held and peak <= 2 * cap + SESSIONS * READ_CHUNK
     finally:
         stop.set()
         await sampler
