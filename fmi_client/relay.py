@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from fmi_client.credential import resolve_credential
 from fmi_client.errors import FmiClientError, RendezvousUnreachable
 from tcpunch import ENDPOINT_SIZE, Endpoint, unpack_endpoint
 from tcpunch.errors import ProtocolError
@@ -45,6 +46,7 @@ _WHY = {
     RelayRefusal.BAD_CREDENTIAL: "the relay credential was not accepted",
     RelayRefusal.DRAINING: "the server is shutting down",
     RelayRefusal.MALFORMED: "the server could not read the request",
+    RelayRefusal.NAME_PATTERN: "the pairing name does not match the server's --name-pattern",
 }
 
 
@@ -165,18 +167,27 @@ def relay_connect(
     host: str,
     port: int,
     deadline: float,
-    credential: bytes | None = None,
+    credential: str | bytes | None = None,
     session: bytes | None = None,
 ) -> socket.socket:
     """A socket spliced to the peer that asks under the same ``name``, through the server.
+
+    ``credential`` (a server with an auth secret wants one for the name's prefix) is a
+    str as ``rendezvous credential`` prints it, or its bytes; None takes
+    ``$RENDEZVOUS_CREDENTIAL`` as ``pair()`` does. A str or the variable is checked
+    first (ValueError, never holding the credential, when it is not one for ``name``).
 
     Raises RelayRefused (with ``.reason``) when the server refuses, RendezvousUnreachable
     when it cannot be reached or breaks off. A deadline that passes while waiting for
     the peer raises RelayRefused with reason PEER_TIMEOUT.
     """
     raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    if not isinstance(credential, bytes | bytearray):
+        text = name if isinstance(name, str) else raw.decode("utf-8", "surrogateescape")
+        resolved = resolve_credential(credential, "v2", text)
+        credential = resolved.encode("utf-8") if resolved is not None else None
     request = encode_relay_request(
-        RelayRequest(raw, session or derive_session(raw), credential or b"")
+        RelayRequest(raw, session or derive_session(raw), bytes(credential or b""))
     )
     where = f"relay for {raw.decode('utf-8', 'replace')!r} at {host}:{port}"
     try:

@@ -26,6 +26,7 @@ from rendezvous import __version__
 from rendezvous.credentials import SECRET_ENV, credential_command, load_secrets
 from rendezvous.optional_deps import require_extra
 from rendezvous.settings import Settings
+from tcpunch.credential import MAX_TTL
 
 SERVER_MODULES = ("aiohttp", "prometheus_client", "pythonjsonlogger")
 
@@ -227,14 +228,23 @@ def main() -> None:
 @_option(
     "relay-max-per-ip",
     type=click.IntRange(min=1),
-    default=100,
-    help="Cap on relay ends (sockets) from one source IP address.",
+    default=1000,
+    help="Cap on relay ends (sockets) from one source IP address. Ranks behind one NAT "
+    "gateway share its public address and each relayed link takes 2 ends: 1000 covers "
+    "500 relayed links from one site; --relay-max-sessions still caps the total.",
 )
 @_option(
     "relay-max-bytes",
     type=click.IntRange(min=0),
     default=0,
     help="Bytes a relay session may carry, both directions together; 0: no limit.",
+)
+@_option(
+    "relay-max-buffered",
+    type=click.IntRange(min=0),
+    default=64 << 20,
+    help="Bytes the relay may hold in all its write buffers together (64 MiB); above it, "
+    "senders are paused until the buffers drain; 0: no cap (each session's 2 MiB only).",
 )
 @_option(
     "relay-idle-timeout",
@@ -353,10 +363,10 @@ def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None: 
 @click.option("--prefix", required=True, help="One job's names, e.g. 'run-4f2a/'.")
 @click.option(
     "--ttl",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_TTL),
     default=3600,
     show_default=True,
-    help="Seconds until the credential expires.",
+    help=f"Seconds until the credential expires (at most {MAX_TTL}: 7 days).",
 )
 @click.option(
     "--auth-secret-file",

@@ -1,4 +1,5 @@
-"""One file-descriptor budget for the process: the TCP cap, the HTTP cap and a reserve.
+"""One file-descriptor budget for the process: the TCP cap, the HTTP cap, the relay's
+ends and a reserve.
 
 Every open connection holds a descriptor. When the open-files limit is reached,
 ``accept()`` fails and the kernel keeps (or the loop drops) new connections without a
@@ -6,7 +7,10 @@ word, on both ports at once. So at start-up the soft limit is raised to the hard
 where allowed, and the caps are fitted below it: the descriptors already open and
 ``--fd-reserve`` (the listeners, the log, the HTTP connection an operator opens at the
 cap, a scrape) come first, the HTTP cap next (a tenth of what is left at most when
-lowered), the TCP cap gets the rest. A server at its caps refuses with a counted reason.
+lowered), the relay next (two descriptors per ``--relay-max-sessions``: a session holds
+both its ends, a waiting end one; a third of what is left at least when lowered, as the
+TCP cap does not count a handed-off relay end), the TCP cap gets the rest. A server at
+its caps refuses with a counted reason.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ class FdBudget:
     reserve: int
     tcp: int  # the effective --max-connections
     http: int  # the effective --max-http-connections
+    relay: int = 0  # the effective --relay-max-sessions (0: relay off)
 
     def lowered(self, settings: Settings) -> bool:
         """Whether the limit made a cap lower than the setting asked for."""
-        return self.tcp < settings.max_connections or (
-            settings.http_port is not None and self.http < settings.max_http_connections
+        return (
+            self.tcp < settings.max_connections
+            or (settings.http_port is not None and self.http < settings.max_http_connections)
+            or (settings.relay and self.relay < settings.relay_max_sessions)
         )
 
 
@@ -58,11 +65,21 @@ def plan(settings: Settings, nofile: int | None, in_use: int) -> FdBudget:
     """The caps for ``settings`` under the limit ``nofile``."""
     want_tcp = settings.max_connections
     want_http = settings.max_http_connections if settings.http_port is not None else 0
+    want_relay = settings.relay_max_sessions if settings.relay else 0
     reserve = settings.fd_reserve
     if nofile is None:
-        return FdBudget(None, in_use, reserve, want_tcp, want_http)
+        return FdBudget(None, in_use, reserve, want_tcp, want_http, want_relay)
     available = max(2, nofile - in_use - reserve)
-    if want_tcp + want_http <= available:
-        return FdBudget(nofile, in_use, reserve, want_tcp, want_http)
+    if want_tcp + want_http + RELAY_FDS_PER_SESSION * want_relay <= available:
+        return FdBudget(nofile, in_use, reserve, want_tcp, want_http, want_relay)
     http = min(want_http, max(min(want_http, 8), available // 10))
-    return FdBudget(nofile, in_use, reserve, max(1, min(want_tcp, available - http)), http)
+    rest = max(0, available - http)
+    relay = 0
+    if want_relay:
+        share = max(rest // 3, rest - want_tcp) // RELAY_FDS_PER_SESSION
+        relay = max(1, min(want_relay, share))
+    tcp = max(1, min(want_tcp, rest - RELAY_FDS_PER_SESSION * relay))
+    return FdBudget(nofile, in_use, reserve, tcp, http, relay)
+
+
+RELAY_FDS_PER_SESSION = 2  # a session holds both ends' sockets; a waiting end one

@@ -11,6 +11,7 @@ Backpressure: each transport's write buffer has a high and a low water mark; abo
 high one asyncio calls ``pause_writing`` on the receiving end, which pauses *reading*
 from the sending end until ``resume_writing``. Memory per session is therefore bounded
 by two write buffers (high water plus one read chunk each), whatever the peers do.
+Across sessions, ``max_buffered`` caps the sum (:mod:`rendezvous.relay_memory`).
 
 Limits: sessions (waiting ends count) globally, relay ends per source IP, bytes and
 duration per session, idle time; one timer of the hub checks the time-based ones. Every
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections import Counter
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rendezvous.relay_memory import BufferCap
 from rendezvous.relay_metrics import RelayMetrics
 from tcpunch.relay import RelayRefusal, RelayReply, RelayRequest, RelayStatus, encode_relay_reply
 from tcpunch.request import name_text
@@ -54,19 +57,32 @@ _RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a re
 class RelayLimits:
     enabled: bool = True
     max_sessions: int = 1000  # sessions, waiting ends included
-    max_per_ip: int = 100  # relay ends (sockets) from one source IP
+    max_per_ip: int = 1000  # relay ends (sockets) from one source IP (NAT gateways share one)
     max_bytes: int = 0  # per session, both directions; 0: no limit
     idle_timeout: float = 300.0  # no byte either way for this long ends it; 0: never
     max_duration: float = 0.0  # seconds; 0: no limit
     wait_timeout: float = 60.0  # the first end waits this long for the second
     high_water: int = 1 << 20  # write buffer bytes that pause the sender
     low_water: int = 256 << 10  # ... and resume it
+    max_buffered: int = 64 << 20  # bytes in all write buffers that hold senders; 0: no cap
 
 
 class RelayEnd(asyncio.Protocol):
     """One relayed socket: forwards what it reads to its peer's transport."""
 
-    __slots__ = ("eof", "hub", "ip", "key", "peer", "session", "transport", "waiting_until")
+    __slots__ = (
+        "accounted",
+        "blocked",
+        "eof",
+        "held",
+        "hub",
+        "ip",
+        "key",
+        "peer",
+        "session",
+        "transport",
+        "waiting_until",
+    )
 
     def __init__(self, hub: RelayHub, transport: asyncio.Transport, ip: str, key: Key) -> None:
         self.hub = hub
@@ -77,6 +93,9 @@ class RelayEnd(asyncio.Protocol):
         self.session: RelaySession | None = None
         self.eof = False
         self.waiting_until = 0.0
+        self.accounted = 0  # our write buffer's size when the hub last looked
+        self.blocked = False  # reading paused: our peer's write buffer is full
+        self.held = False  # reading paused: the relay's buffers are over max_buffered
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -101,12 +120,18 @@ class RelayEnd(asyncio.Protocol):
             self.hub.drop_waiter(self, "abandoned")
 
     def pause_writing(self) -> None:  # our write buffer is full: stop reading our peer
-        if self.peer is not None:
-            self.peer.transport.pause_reading()
+        peer = self.peer
+        if peer is not None:
+            peer.blocked = True
+            peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None and not self.peer.transport.is_closing():
-            self.peer.transport.resume_reading()
+        peer = self.peer
+        if peer is not None:
+            peer.blocked = False
+            self.hub.memory.account(self)
+            if not peer.held and not peer.transport.is_closing():
+                peer.transport.resume_reading()
 
 
 class RelaySession:
@@ -133,8 +158,18 @@ class RelaySession:
             self.end("bytes_limit")
             return
         peer = source.peer
-        if peer is not None:
-            peer.transport.write(data)
+        if peer is None:
+            return
+        transport = peer.transport
+        transport.write(data)
+        # the global cap (inlined: this runs for every read)
+        buffered = transport.get_write_buffer_size()
+        if buffered != peer.accounted:
+            memory = self.hub.memory
+            memory.total += buffered - peer.accounted
+            peer.accounted = buffered
+            if memory.limit and memory.total > memory.limit and buffered > memory.fair_share():
+                memory.hold(source)
 
     def half_closed(self, source: RelayEnd) -> None:
         peer = source.peer
@@ -150,6 +185,7 @@ class RelaySession:
         hub = self.hub
         graceful = reason == "closed"
         for end in (self.a, self.b):
+            hub.memory.forget(end)
             hub.per_ip[end.ip] -= 1
             if not hub.per_ip[end.ip]:
                 del hub.per_ip[end.ip]
@@ -186,16 +222,20 @@ class RelayHub:
         limits: RelayLimits,
         metrics: RelayMetrics,
         credential_check: CredentialCheck | None = None,
+        name_pattern: re.Pattern[str] | None = None,
     ) -> None:
         self.limits = limits
         self.metrics = metrics
         self.credential_check = credential_check  # None: no auth secret, credential ignored
+        self.name_pattern = name_pattern  # --name-pattern: relay names obey it as pairs do
         self.waiting: dict[Key, RelayEnd] = {}
         self.sessions: dict[Key, RelaySession] = {}
         self.per_ip: Counter[str] = Counter()
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.forwarding: Callable[[], int] = lambda: 0  # ends forwarded to other replicas
+        self.memory = BufferCap(limits.max_buffered, metrics, self.sessions)
         metrics.active = self.sessions.__len__
         metrics.waiting = self.waiting.__len__
         metrics.buffered = self.buffered
@@ -205,6 +245,7 @@ class RelayHub:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.memory.start(loop)
         self._timer = loop.call_later(self._tick_interval(), self._tick)
 
     def _tick_interval(self) -> float:
@@ -240,11 +281,16 @@ class RelayHub:
             refusal = RelayRefusal.DISABLED
         elif self.draining:
             refusal = RelayRefusal.DRAINING
+        elif not self.name_allowed(request.name):
+            refusal = RelayRefusal.NAME_PATTERN
         elif self.credential_check is not None and not self.credential_check(request):
             refusal = RelayRefusal.BAD_CREDENTIAL
         elif key in self.sessions:
             refusal = RelayRefusal.BUSY
-        elif waiter is None and len(self.waiting) + len(self.sessions) >= limits.max_sessions:
+        elif (
+            waiter is None
+            and len(self.waiting) + len(self.sessions) + self.forwarding() >= limits.max_sessions
+        ):
             refusal = RelayRefusal.SERVER_FULL
         elif self.per_ip[ip] >= limits.max_per_ip:
             refusal = RelayRefusal.PER_IP_CAP
@@ -279,6 +325,10 @@ class RelayHub:
             },
         )
 
+    def name_allowed(self, name: bytes) -> bool:
+        pattern = self.name_pattern
+        return pattern is None or pattern.fullmatch(name_text(name)) is not None
+
     def refuse(self, end: RelayEnd, refusal: RelayRefusal) -> None:
         reason = refusal.name.lower()
         self.metrics.refuse(reason)
@@ -296,7 +346,10 @@ class RelayHub:
         end.transport.close()
 
     def drop_waiter(self, end: RelayEnd, reason: str) -> None:
-        """A waiting end leaves (hung up, sent early bytes, timed out)."""
+        """A waiting end leaves (hung up, sent early bytes, timed out, drain or stop).
+
+        A hung-up end is no refusal (nobody refused it): it counts as a relay end with
+        reason ``abandoned``; the drain refuses waiters as DRAINING, whenever it comes."""
         if self.waiting.get(end.key) is not end:
             return
         del self.waiting[end.key]
@@ -305,8 +358,11 @@ class RelayHub:
             del self.per_ip[end.ip]
         if reason == "peer_timeout":
             self.refuse(end, RelayRefusal.PEER_TIMEOUT)
-        elif reason == "draining":
+        elif reason in ("draining", "drain"):
             self.refuse(end, RelayRefusal.DRAINING)
+        elif reason == "abandoned":
+            self.metrics.abandoned()
+            end.transport.abort()
         else:
             self.metrics.refuse(reason)
             end.transport.abort()
@@ -345,3 +401,4 @@ class RelayHub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.memory.close()

@@ -138,25 +138,27 @@ class RelayForwarder:
         self._owner = room.client.register_script(OWNER)
         self._disown = room.client.register_script(DISOWN)
         self.links: set[_Link] = set()
+        hub.forwarding = self.links.__len__  # a link holds 2 fds, as a session: one cap
         self.forwarded = 0  # relay ends sent on to another replica (a metric)
         self.unreachable = 0  # ... whose owner could not be reached
 
     def route_here(self, request: RelayRequest) -> bool:
-        """Requests the local hub refuses anyway (relay off, draining, a bad credential)
-        never cost a Redis call or a forward."""
+        """Requests the local hub refuses anyway (relay off, draining, a name that
+        --name-pattern refuses, a bad credential) never cost a Redis call or a forward."""
         hub = self.hub
         check = hub.credential_check
-        return not hub.limits.enabled or hub.draining or (check is not None and not check(request))
+        return (
+            not hub.limits.enabled
+            or hub.draining
+            or not hub.name_allowed(request.name)
+            or (check is not None and not check(request))
+        )
 
     async def route(self, conn: Connection, request: RelayRequest) -> None:
         from rendezvous.connection import ARRIVING
 
         if self.route_here(request):
             self.hub.request(conn, request)
-            return
-        if len(self.links) >= self.hub.limits.max_sessions:  # forwarded ends are capped too
-            self.hub.metrics.refuse("server_full")
-            conn.finish(payload=_FULL)
             return
         digest = hashlib.sha256(request.name + b"\0" + request.session).hexdigest()
         key = f"{self.room.prefix}relay:{digest}"
@@ -171,6 +173,13 @@ class RelayForwarder:
             return  # hung up meanwhile
         if owner == self.address:
             self.hub.request(conn, request)
+            return
+        hub = self.hub
+        if len(self.links) + len(hub.waiting) + len(hub.sessions) >= hub.limits.max_sessions:
+            # forwarded ends share the relay's cap (and its descriptor budget); ends
+            # this replica owns were capped by the hub
+            self.hub.metrics.refuse("server_full")
+            conn.finish(payload=_FULL)
             return
         if not await self._forward(conn, request, owner):
             # the next request of this key (both ends retry) takes ownership anew

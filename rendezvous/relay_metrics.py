@@ -18,21 +18,31 @@ from prometheus_client.core import (
 )
 
 RELAY_REFUSAL_REASONS = (
-    "abandoned",
     "bad_credential",
     "busy",
     "disabled",
-    "drain",
     "draining",
     "early_data",
+    "name_pattern",
     "peer_timeout",
     "per_ip_cap",
     "server_full",
+    "stop",
 )
 """Why a relay end got no session (refused at once, or dropped while waiting)."""
 
-RELAY_END_REASONS = ("bytes_limit", "closed", "drain", "duration_limit", "idle", "reset", "stop")
-"""Why a relay session ended."""
+RELAY_END_REASONS = (
+    "abandoned",
+    "bytes_limit",
+    "closed",
+    "drain",
+    "duration_limit",
+    "idle",
+    "reset",
+    "stop",
+)
+"""Why a relay session ended; ``abandoned``: a waiting end hung up before its peer came
+(no session, so not in the duration histogram)."""
 
 DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 14400)
 
@@ -46,6 +56,8 @@ class RelayMetrics:
         self.started = 0
         self.bytes = 0
         self.discovery = 0
+        self.held = 0  # senders paused because all relay buffers were over the cap
+        self.max_buffered = 0  # that cap (--relay-max-buffered), 0: none
         self.refused: dict[str, int] = dict.fromkeys(RELAY_REFUSAL_REASONS, 0)
         self.ends: dict[str, int] = dict.fromkeys(RELAY_END_REASONS, 0)
         self.duration_counts = [0] * (len(DURATION_BUCKETS) + 1)
@@ -56,6 +68,9 @@ class RelayMetrics:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def abandoned(self) -> None:
+        self.ends["abandoned"] += 1
 
     def ended(self, reason: str, seconds: float) -> None:
         self.ends[reason] = self.ends.get(reason, 0) + 1
@@ -78,6 +93,16 @@ class RelayMetrics:
             "rendezvous_relay_buffered_bytes",
             "Bytes held in relay write buffers (bounded by backpressure)",
             self.buffered(),
+        )
+        yield GaugeMetricFamily(
+            "rendezvous_relay_max_buffered_bytes",
+            "The cap on bytes in all relay write buffers (--relay-max-buffered; 0: none)",
+            self.max_buffered,
+        )
+        yield CounterMetricFamily(
+            "rendezvous_relay_held",
+            "Relay senders paused because the relay's buffers were over --relay-max-buffered",
+            self.held,
         )
         yield CounterMetricFamily(
             "rendezvous_relay_requests", "Relay requests received", self.requests

@@ -11,6 +11,7 @@ tick sweeps every deadline) and :mod:`rendezvous.http` (reads it through
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import functools
 import logging
@@ -79,6 +80,7 @@ def _relay_limits(settings: Settings) -> RelayLimits:
         max_sessions=settings.relay_max_sessions,
         max_per_ip=settings.relay_max_per_ip,
         max_bytes=settings.relay_max_bytes,
+        max_buffered=settings.relay_max_buffered,
         idle_timeout=settings.relay_idle_timeout,
         max_duration=settings.relay_max_duration,
         wait_timeout=settings.peer_timeout,
@@ -123,7 +125,9 @@ class RendezvousServer:
             credential_check=None
             if auth is None
             else lambda r: auth.check_relay(r.name, r.credential, time.time()).allowed,
+            name_pattern=self.dispatcher.name_pattern,
         )
+        self.relay.metrics.max_buffered = settings.relay_max_buffered
         metrics.registry.register(self.relay.metrics)
         self.discovery_port: int | None = None
         self._discovery: asyncio.AbstractServer | None = None
@@ -167,6 +171,9 @@ class RendezvousServer:
         budget = self.budget = plan(s, raise_open_files_limit(), descriptors_in_use())
         self.dispatcher.max_connections = budget.tcp
         self.metrics.max_connections = budget.tcp  # the cap in force, for the gauge
+        if s.relay:  # the relay's ends fit in the budget too (Connection.hand_off uncounts them)
+            self.relay.limits = dataclasses.replace(self.relay.limits, max_sessions=budget.relay)
+            self.relay.metrics.max_sessions = budget.relay
         sock = _listening_socket(s.host, s.port, s)
         self.port = sock.getsockname()[1]
         self._server = await loop.create_server(
@@ -238,9 +245,10 @@ class RendezvousServer:
                 "drain_timeout": s.drain_timeout,
                 "discovery_port": self.discovery_port,
                 "relay": s.relay,
-                "relay_max_sessions": s.relay_max_sessions,
+                "relay_max_sessions": self.relay.limits.max_sessions,  # the cap in force
                 "relay_max_per_ip": s.relay_max_per_ip,
                 "relay_max_bytes": s.relay_max_bytes,
+                "relay_max_buffered": s.relay_max_buffered,
                 "relay_idle_timeout": s.relay_idle_timeout,
                 "relay_max_duration": s.relay_max_duration,
                 "auth": s.auth,  # whether credentials are required; never the secrets
@@ -263,6 +271,8 @@ class RendezvousServer:
                     "asked_max_connections": s.max_connections,
                     "max_http_connections": budget.http,
                     "asked_max_http_connections": s.max_http_connections,
+                    "relay_max_sessions": self.relay.limits.max_sessions,
+                    "asked_relay_max_sessions": s.relay_max_sessions,
                     "detail": "raise the hard limit (ulimit -Hn, --ulimit nofile=) to get "
                     "the caps asked for",
                 },

@@ -58,8 +58,11 @@ class Settings:
     discovery_port: int | None = None  # NAT discovery port; None: off, 0: any free port
     relay: bool = True  # relay sessions on the rendezvous port (issue 12)
     relay_max_sessions: int = 1000  # relay sessions, waiting ends included
-    relay_max_per_ip: int = 100  # relay ends (sockets) from one source IP
+    # relay ends (sockets) from one source IP: ranks behind one NAT gateway share its
+    # address and each relayed link takes 2 ends, so this is well above a job's links
+    relay_max_per_ip: int = 1000
     relay_max_bytes: int = 0  # bytes per relay session, both directions; 0: no limit
+    relay_max_buffered: int = 64 << 20  # bytes in all relay write buffers; 0: no cap
     relay_idle_timeout: float = 300.0  # a relay session without a byte this long ends; 0: never
     relay_max_duration: float = 0.0  # seconds a relay session may last; 0: no limit
     # hardening: what a public port meets (scanners, probes, slow HTTP, token floods)
@@ -150,7 +153,12 @@ class Settings:
             )
         if self.relay_max_sessions < 1 or self.relay_max_per_ip < 1:
             raise ValueError("--relay-max-sessions and --relay-max-per-ip must be at least 1")
-        for name in ("relay_max_bytes", "relay_idle_timeout", "relay_max_duration"):
+        for name in (
+            "relay_max_bytes",
+            "relay_idle_timeout",
+            "relay_max_duration",
+            "relay_max_buffered",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 (no limit) or positive")
         if self.name_pattern is not None:

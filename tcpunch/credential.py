@@ -86,6 +86,11 @@ def password_for(secret: bytes, username: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+MAX_TTL = 7 * 24 * 3600
+"""The longest a credential may live (7 days): one job's, not a standing key; a bounded
+expiry also keeps the string within what :func:`parse` reads."""
+
+
 def mint(secret: bytes, prefix: str, ttl: int, now: float) -> str:
     """A credential string valid for ``ttl`` seconds from ``now`` for names under ``prefix``.
 
@@ -95,6 +100,11 @@ def mint(secret: bytes, prefix: str, ttl: int, now: float) -> str:
     _check_prefix(prefix)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
         raise ValueError(f"a credential's ttl is a positive number of seconds, got {ttl!r}")
+    if ttl > MAX_TTL:
+        raise ValueError(
+            f"a credential's ttl (--ttl) is at most {MAX_TTL} seconds (7 days), got {ttl}: "
+            "mint a fresh credential per job instead of a long-lived one"
+        )
     expiry = int(now) + ttl
     username = f"{expiry}:{prefix}"
     return f"{username}:{password_for(secret, username)}"

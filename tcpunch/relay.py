@@ -75,6 +75,7 @@ class RelayRefusal(enum.IntEnum):
     BAD_CREDENTIAL = 6  # the server has an auth secret and the credential failed
     DRAINING = 7  # the server is shutting down
     MALFORMED = 8  # (not sent for bad bytes: those are closed; kept for clients)
+    NAME_PATTERN = 9  # the name does not match the server's --name-pattern
 
 
 @dataclass(frozen=True)

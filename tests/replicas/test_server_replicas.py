@@ -187,3 +187,43 @@ def test_with_auth_a_relay_end_is_checked_before_it_is_forwarded(redis_server, t
         assert r1.metric("rendezvous_relay_forwarded_total") == 1
         ends["a"].close()
         sock_b.close()
+
+
+@pytest.mark.timeout(120)
+def test_forwarded_ends_and_local_ones_share_the_relay_cap(redis_server, tmp_path):
+    """A forwarded end holds 2 descriptors, as a session: it counts against the replica's
+    --relay-max-sessions (and so its descriptor budget) with the ends waiting there."""
+    import threading
+    import time
+
+    from fmi_client.relay import RelayRefused, relay_connect
+    from tcpunch.relay import RelayRefusal
+
+    def attempt(name: str, port: int, seconds: float) -> object:
+        try:
+            return relay_connect(name, "127.0.0.1", port, time.monotonic() + seconds)
+        except RelayRefused as exc:
+            return exc
+
+    args = ("--relay-advertise", "127.0.0.1", "--relay-max-sessions", "1")
+    with replica_processes(tmp_path, redis_server.url, 2, *args) as (r0, r1):
+        owned_by_r0, owned_by_r1 = _name(), _name()
+        results: dict[str, object] = {}
+        waiters = [
+            threading.Thread(
+                target=lambda k=key, n=name, p=port: results.setdefault(k, attempt(n, p, 4))
+            )
+            for key, name, port in (("a", owned_by_r0, r0.port), ("x", owned_by_r1, r1.port))
+        ]
+        for thread in waiters:
+            thread.start()
+        time.sleep(0.5)  # both wait: r0 owns the first name, r1 (now full) the second
+        refused = attempt(owned_by_r0, r1.port, 4)  # would be forwarded to r0
+        for thread in waiters:
+            thread.join(20)
+        assert isinstance(refused, RelayRefused), refused
+        assert refused.reason is RelayRefusal.SERVER_FULL
+        assert r1.metric("rendezvous_relay_forwarded_total") == 0
+        for value in results.values():
+            if not isinstance(value, RelayRefused):
+                value.close()

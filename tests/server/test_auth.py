@@ -339,3 +339,28 @@ def test_relay_ends_need_a_credential_for_their_name(auth_server) -> None:
     with mine, ends[0]:
         mine.sendall(b"relayed with a credential")
         assert ends[0].recv(100) == b"relayed with a credential"
+
+
+@pytest.mark.parametrize("ttl", ["604801", "100000000000000000000"])
+def test_credential_ttl_beyond_seven_days_is_a_usage_error_naming_the_cap(ttl: str) -> None:
+    """A 21-digit expiry would mint a credential nobody accepts: the CLI refuses first."""
+    done = subprocess.run(
+        [*CMD, "credential", "--prefix", "job/", "--ttl", ttl],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(RENDEZVOUS_AUTH_SECRET=SECRET),
+    )
+    assert done.returncode == 2 and not done.stdout
+    assert "--ttl" in done.stderr and "604800" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr
+    longest = subprocess.run(
+        [*CMD, "credential", "--prefix", "job/", "--ttl", "604800"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(RENDEZVOUS_AUTH_SECRET=SECRET),
+        check=True,
+    ).stdout.strip()
+    expiry = int(longest.split(":")[0])
+    assert 0 < expiry - time.time() <= 604800

@@ -85,10 +85,16 @@ def test_the_descriptor_budget_fits_both_caps_below_the_limit():
     roomy = plan(asked, 1 << 20, 20)
     assert (roomy.tcp, roomy.http) == (15000, 256) and not roomy.lowered(asked)
     tight = plan(asked, 1024, 20)
-    assert tight.lowered(asked) and tight.tcp + tight.http + 20 + 64 <= 1024
+    assert tight.lowered(asked) and tight.tcp + tight.http + 2 * tight.relay + 20 + 64 <= 1024
     assert 8 <= tight.http <= 256 and tight.tcp > 5 * tight.http
+    assert 1 <= tight.relay < asked.relay_max_sessions and 2 * tight.relay >= (1024 - 84) // 4
     no_http = plan(Settings(http_port=None, max_connections=15000), 1024, 20)
-    assert no_http.http == 0 and no_http.tcp == 1024 - 20 - 64
+    assert no_http.http == 0 and no_http.tcp + 2 * no_http.relay == 1024 - 20 - 64
+    no_relay = plan(Settings(http_port=None, max_connections=15000, relay=False), 1024, 20)
+    assert no_relay.relay == 0 and no_relay.tcp == 1024 - 20 - 64
+    # relay ends only: the relay gets what the TCP cap does not need
+    few = plan(Settings(max_connections=50, relay_max_sessions=1000), 1024, 20)
+    assert few.tcp == 50 and few.lowered(asked) and 50 + few.http + 2 * few.relay <= 1024 - 84
     assert plan(asked, None, 20).tcp == 15000  # no limit at all
 
 
@@ -207,8 +213,10 @@ async def test_a_failed_accept_is_a_counted_refusal_and_one_line(make_server, ca
         loop.call_exception_handler({"message": "Exception in callback f()", "exception": other})
         late_retry = ValueError("Invalid file descriptor: -1")
         loop.call_exception_handler(
-            {"message": "Exception in callback BaseSelectorEventLoop._start_serving(...)",
-             "exception": late_retry}
+            {
+                "message": "Exception in callback BaseSelectorEventLoop._start_serving(...)",
+                "exception": late_retry,
+            }
         )
     finally:
         del loop.default_exception_handler

@@ -13,7 +13,8 @@ import pytest
 
 from fmi_client.relay import RelayRefused, discover_nat, relay_connect
 from rendezvous.server import RendezvousServer
-from tcpunch.relay import RelayRefusal, RelayRequest, encode_relay_request
+from tcpunch.credential import mint
+from tcpunch.relay import RelayRefusal, RelayRequest, derive_session, encode_relay_request
 
 HOST = "127.0.0.1"
 
@@ -323,3 +324,103 @@ def test_a_server_without_relay_support_gives_a_named_error() -> None:
         finally:
             thread.join()
     assert info.value.reason is RelayRefusal.MALFORMED
+
+
+async def test_relay_names_obey_the_name_pattern(make_server, unique) -> None:
+    server = await make_server(name_pattern="ok-.*")
+
+    def work() -> tuple[object, bytes]:
+        refused = _try("evil-name", server.port, time.monotonic() + 3)
+        a, b = connect_both(f"ok-{unique()}", server.port)
+        with a, b:
+            a.sendall(b"allowed")
+            return refused, recv_all(b, 7)
+
+    refused, carried = await in_thread(work)
+    assert isinstance(refused, RelayRefused) and refused.reason is RelayRefusal.NAME_PATTERN
+    assert "--name-pattern" in str(refused)
+    assert carried == b"allowed"
+    assert server.relay.metrics.refused["name_pattern"] == 1
+    scraped = await in_thread(lambda: _scrape(server))
+    assert b'rendezvous_relay_refused_total{reason="name_pattern"} 1.0' in scraped
+
+
+async def test_default_per_ip_cap_lets_a_nat_gateways_ranks_in(make_server, unique) -> None:
+    """Ranks behind one NAT share a source address: 300 relay ends from 127.0.0.1 (150
+    links) all wait under the default caps."""
+    server = await make_server()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        replies = []
+        for _ in range(300):
+            name = unique("nat").encode()
+            reader, writer = await asyncio.open_connection(HOST, server.port)
+            writers.append(writer)
+            writer.write(encode_relay_request(RelayRequest(name, derive_session(name))))
+            replies.append(await asyncio.wait_for(reader.readexactly(2), 5))
+        assert set(replies) == {b"\x01\x00"}  # all waiting for their peer
+        assert server.relay.metrics.refused["per_ip_cap"] == 0
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+async def test_relay_credential_as_str_or_from_the_environment(
+    make_server, unique, monkeypatch
+) -> None:
+    """relay_connect takes the credential as `rendezvous credential` prints it (a str),
+    or from $RENDEZVOUS_CREDENTIAL as pair() does; bytes still work."""
+    secret = b"relay-secret-0123456789-abcdef"
+    server = await make_server(auth_secrets=(secret,))
+    minted = mint(secret, "job7/", 600, time.time())
+
+    def carry(name: str, credential: object) -> bytes:
+        deadline = time.monotonic() + 5
+        holder: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: holder.setdefault(
+                "a", relay_connect(name, HOST, server.port, deadline, credential)
+            )
+        )
+        thread.start()
+        time.sleep(0.05)
+        try:
+            b = relay_connect(name, HOST, server.port, deadline, credential)
+        finally:
+            thread.join()
+        with holder["a"], b:
+            holder["a"].sendall(b"cred")
+            return recv_all(b, 4)
+
+    assert await in_thread(lambda: carry(unique("job7/"), minted)) == b"cred"
+    assert await in_thread(lambda: carry(unique("job7/"), minted.encode())) == b"cred"
+    monkeypatch.setenv("RENDEZVOUS_CREDENTIAL", minted)
+    assert await in_thread(lambda: carry(unique("job7/"), None)) == b"cred"
+    with pytest.raises(ValueError, match="RENDEZVOUS_CREDENTIAL is for names starting with"):
+        relay_connect(unique("other/"), HOST, server.port, time.monotonic() + 1)
+    monkeypatch.delenv("RENDEZVOUS_CREDENTIAL")
+    refused = await in_thread(lambda: _try(unique("job7/"), server.port, time.monotonic() + 2))
+    assert isinstance(refused, RelayRefused) and refused.reason is RelayRefusal.BAD_CREDENTIAL
+
+
+async def test_hung_up_waiters_are_ended_abandoned_not_refused(make_server, unique) -> None:
+    server = await make_server()
+    name = unique().encode()
+
+    def hang_up() -> bytes:
+        with socket.create_connection((HOST, server.port), timeout=5) as sock:
+            sock.sendall(encode_relay_request(RelayRequest(name, derive_session(name))))
+            return recv_all(sock, 2)
+
+    assert await in_thread(hang_up) == b"\x01\x00"
+    for _ in range(200):
+        if server.relay.metrics.ends.get("abandoned"):
+            break
+        await asyncio.sleep(0.01)
+    scraped = await in_thread(lambda: _scrape(server))
+    assert b'rendezvous_relay_ended_total{reason="abandoned"} 1.0' in scraped
+    assert b'rendezvous_relay_refused_total{reason="abandoned"}' not in scraped
+    # one drain label: "draining" for refusals, "drain" only for sessions the drain ended
+    assert b'rendezvous_relay_refused_total{reason="draining"} 0.0' in scraped
+    assert b'rendezvous_relay_refused_total{reason="drain"}' not in scraped
+    assert b"rendezvous_relay_session_seconds_count 0.0" in scraped

@@ -20,6 +20,7 @@ from tcpunch import (
 )
 from tcpunch.credential import (
     MAX_CREDENTIAL_BYTES,
+    MAX_TTL,
     Verdict,
     mint,
     parse,
@@ -123,6 +124,8 @@ def test_malformed_credentials(credential):
         ({"ttl": 0}, "positive"),
         ({"ttl": -5}, "positive"),
         ({"ttl": True}, "positive"),
+        ({"ttl": 7 * 24 * 3600 + 1}, r"ttl \(--ttl\) is at most 604800 seconds \(7 days\)"),
+        ({"ttl": 10**20}, "at most 604800"),
         ({"secret": b"short"}, "at least 16"),
     ],
 )
@@ -154,7 +157,7 @@ def test_verify_fuzz_only_verdicts(credential, name, at):
         min_size=1,
         max_size=30,
     ),
-    st.integers(1, 10**8),
+    st.integers(1, MAX_TTL),
     st.text(max_size=20),
 )
 def test_mint_verify_roundtrip(prefix, ttl, suffix):

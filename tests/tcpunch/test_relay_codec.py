@@ -59,6 +59,9 @@ def test_observe_and_replies() -> None:
     refused = RelayReply(RelayStatus.REFUSED, RelayRefusal.DISABLED)
     assert encode_relay_reply(refused) == b"\x03\x01"
     assert decode_relay_reply(b"\x03\x01") == refused
+    name_refused = RelayReply(RelayStatus.REFUSED, RelayRefusal.NAME_PATTERN)
+    assert encode_relay_reply(name_refused) == b"\x03\x09"
+    assert decode_relay_reply(b"\x03\x09") == name_refused
     for bad in (b"\x03\x00", b"\x02\x01", b"\x09\x00", b"\x01\x63", b"\x01"):
         with pytest.raises(RemoteProtocolError):
             decode_relay_reply(bad)
