@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.serverproc import CMD, clean_env
+from tests.server.serverproc import running
 
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
@@ -60,31 +60,11 @@ def server_process(
 ) -> Iterator[tuple[subprocess.Popen[str], dict]]:
     """``rendezvous serve`` on loopback with free ports; yields (process, listening line).
     Its stderr is a pipe that is read only up to the listening line."""
-    proc = subprocess.Popen(
-        [*CMD, "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env if env is not None else clean_env(),
-        preexec_fn=None if nofile is None else limit_nofile(nofile),
-    )
-    assert proc.stderr is not None
-    try:
-        deadline = time.monotonic() + 20
-        record = None
-        while record is None:
-            assert time.monotonic() < deadline, "server did not log 'listening' in 20 s"
-            line = proc.stderr.readline()
-            assert line, f"server exited early: {proc.wait(timeout=5)}"
-            entry = json.loads(line)
-            if entry.get("event") == "listening":
-                record = entry
-        yield proc, record
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.stderr.close()
+    with running(
+        "--port", "0", "--http-port", "0", *args,
+        env=env, preexec_fn=None if nofile is None else limit_nofile(nofile),
+    ) as started:  # fmt: skip
+        yield started
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 CMD = [sys.executable, "-m", "rendezvous"]
 
@@ -24,15 +25,20 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple]:
-    """Start ``rendezvous serve``; yield (process, listening-log-record)."""
+def running(
+    *args: str, env: dict[str, str] | None = None, preexec_fn: Any = None
+) -> Iterator[tuple]:
+    """Start ``rendezvous serve``; yield (process, listening-log-record). Its stderr is a
+    pipe read only up to the listening line; the process is killed afterwards."""
     proc = subprocess.Popen(
         [*CMD, "serve", "--host", "127.0.0.1", *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
         env=env if env is not None else clean_env(),
+        preexec_fn=preexec_fn,
     )
+    assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 20
         record = None
