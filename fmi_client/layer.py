@@ -7,10 +7,17 @@ is reproducible: fixed timestamps and order, so the same sources give the same b
 
 With ``--fmi-module`` the zip also holds ``python/fmi.py``, a top-level ``fmi`` module
 that *is* ``fmi_client.compat``: a worker written for FMI (``import fmi``) runs unchanged.
+With ``--with-crypto PYTHON_VERSION`` it also holds ``cryptography`` (and what it needs)
+as pip downloads it, binary wheels only, for Lambda's platform (``--arch``): what
+encrypted peer links need (fmi_client.securelink). Those files are not reproducible
+across releases of cryptography; the rest of the zip is.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -39,16 +46,55 @@ def layer_files(fmi_module: bool = False) -> list[tuple[Path, str]]:
     return files
 
 
-def build_layer(output: Path, fmi_module: bool = False) -> int:
-    """Write the layer zip to ``output`` (with ``python/fmi.py`` if ``fmi_module``); returns
-    its size in bytes."""
+#: Lambda's platforms, as pip's --platform tags (manylinux wheels that run there).
+PLATFORMS = {
+    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"),
+    "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"),
+}
+
+
+def crypto_wheels(python_version: str, arch: str, into: Path) -> list[Path]:
+    """cryptography and its dependencies as binary wheels for Lambda's ``arch`` and
+    ``python_version`` (e.g. "3.12"), downloaded by pip into ``into``."""
+    platforms = [arg for tag in PLATFORMS[arch] for arg in ("--platform", tag)]
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
+        *platforms, "--dest", str(into), "cryptography>=42",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise click.ClickException(
+            f"could not download cryptography for Python {python_version} on {arch}: "
+            f"{done.stderr.strip()[-800:]}"
+        )
+    return sorted(into.glob("*.whl"))
+
+
+def build_layer(
+    output: Path, fmi_module: bool = False, crypto: tuple[str, str] | None = None
+) -> int:
+    """Write the layer zip to ``output`` (with ``python/fmi.py`` if ``fmi_module``, and
+    cryptography's wheels unpacked under ``python/`` if ``crypto`` = (python version,
+    arch)); returns its size in bytes."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
         for source, arcname in layer_files(fmi_module):
             info = zipfile.ZipInfo(arcname, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, source.read_bytes())
+        for wheel in crypto_wheels(*crypto, Path(tmp)) if crypto else []:
+            with zipfile.ZipFile(wheel) as unpacked:
+                for member in unpacked.infolist():
+                    if not member.is_dir():
+                        info = zipfile.ZipInfo(f"python/{member.filename}", date_time=_EPOCH)
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        info.external_attr = member.external_attr or 0o644 << 16
+                        archive.writestr(info, unpacked.read(member))
     return output.stat().st_size
 
 
@@ -72,9 +118,26 @@ def main() -> None:
     help="Also add python/fmi.py: `import fmi` gives fmi_client.compat, so a worker "
     "written for FMI runs unchanged.",
 )
-def build(output: Path, fmi_module: bool) -> None:
-    size = build_layer(output, fmi_module)
-    count = len(layer_files(fmi_module))
+@click.option(
+    "--with-crypto",
+    "crypto_python",
+    metavar="PYTHON_VERSION",
+    default=None,
+    help="Also add cryptography (binary wheels for Lambda's platform and this Python, "
+    "e.g. 3.12), which encrypted peer links need; pip downloads it.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(sorted(PLATFORMS)),
+    default="x86_64",
+    show_default=True,
+    help="Lambda's architecture, for --with-crypto.",
+)
+def build(output: Path, fmi_module: bool, crypto_python: str | None, arch: str) -> None:
+    crypto = (crypto_python, arch) if crypto_python else None
+    size = build_layer(output, fmi_module, crypto)
+    with zipfile.ZipFile(output) as archive:
+        count = len(archive.namelist())
     click.echo(f"wrote {output} ({size / 1024:.1f} KiB, {count} files)")
     click.echo(
         "publish it with: aws lambda publish-layer-version --layer-name fmi-client "

@@ -41,8 +41,9 @@ from fmi_client.handshake import (
 
 INSTALL_HINT = (
     "encrypted peer links need the optional 'cryptography' package: "
-    "pip install 'rendezvous[crypto]' (in a Lambda layer, include cryptography built for the "
-    "function's platform), or pass encrypt=False for authentication without encryption"
+    "pip install 'rendezvous[crypto]' (for a Lambda layer: fmi-layer build --with-crypto "
+    "PYTHON_VERSION [--arch arm64], which adds cryptography built for Lambda's platform), "
+    "or pass encrypt=False for authentication without encryption"
 )
 
 

@@ -120,3 +120,38 @@ def test_fmi_module_layer_runs_fmi_code_unchanged(server, tmp_path: Path) -> Non
     )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout) == {"0": 3.75, "1": None}  # 1.25 + 2.5 on rank 0
+
+
+def test_with_crypto_layer_encrypts_links_without_anything_installed(tmp_path: Path) -> None:
+    """`fmi-layer build --with-crypto 3.11`: pip fetches cryptography's binary wheels for
+    Lambda's platform into the zip; a Python without site-packages (nothing installed, as
+    in a bare Lambda) then makes its TLS certificate from the layer's copy."""
+    import platform
+
+    out = tmp_path / "crypto-layer.zip"
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    arch = {"x86_64": "x86_64", "aarch64": "arm64"}[platform.machine()]
+    result = CliRunner().invoke(
+        main, ["build", "-o", str(out), "--with-crypto", py, "--arch", arch]
+    )
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "opt")
+    assert "python/cryptography/__init__.py" in names and "python/fmi_client/securelink.py" in names
+    layer = tmp_path / "opt" / "python"
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import cryptography, fmi_client.securelink"
+        " as s; s.require_encryption(); s._Identity(); print(cryptography.__file__)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(layer)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith(str(layer)), run.stdout
+
+
+def test_with_crypto_refuses_an_unknown_architecture(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["build", "-o", str(tmp_path / "x.zip"), "--with-crypto",
+                                       "3.12", "--arch", "sparc"])  # fmt: skip
+    assert result.exit_code == 2 and "sparc" in result.output
