@@ -1,8 +1,9 @@
 """Communicator: mpi4py-style point-to-point and collectives between ranks over punched TCP.
 
 Each pair of ranks shares one connection, made the first time they talk (pair() under a
-name unique to the communicator and the pair) and reused both ways. This module owns the
-connections, point-to-point with tags, and failure handling (an error inside a collective
+name unique to the communicator and the pair) and reused both ways; the pairing itself is
+``fmi_client.links.LazyPairing``, mixed in. This module owns the connections' state,
+point-to-point with tags, and failure handling (an error inside a collective
 closes this rank's connections so that its peers raise instead of waiting forever). The
 collective algorithms are functions over a Transport (``fmi_client.collectives``,
 ``fmi_client.allreduce`` and ``fmi_client.exchanges``); the Communicator hands them its
@@ -13,12 +14,8 @@ connections as one (``fmi_client.links``). The rest of mpi4py's surface is mixed
 
 from __future__ import annotations
 
-import logging
-import socket
 import threading
-import time
 from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fmi_client import collectives, p2p
@@ -26,30 +23,23 @@ from fmi_client.address import check_int, parse_rendezvous
 from fmi_client.allreduce import LARGE_ALLREDUCE, Scratch, allreduce
 from fmi_client.buffers import BufferCalls
 from fmi_client.channel import SMALL_FRAME, Channel
-from fmi_client.errors import (
-    FmiClientError,
-    NameTooLong,
-    PeerLost,
-    PeerNeverArrived,
-    PunchFailed,
-)
+from fmi_client.errors import NameTooLong, PeerLost
 from fmi_client.framing import FIXED_SIZE, FIXED_STRUCT, KIND_BYTES, MAGIC
 from fmi_client.handshake import LinkSecret
-from fmi_client.links import CollectiveLinks, Guard, round_robin
+from fmi_client.links import CollectiveLinks, Guard, LazyPairing, round_robin
 from fmi_client.linksecurity import LinkSecurity
 from fmi_client.ops import OpLike, as_op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
-from fmi_client.punch import PUNCH_WINDOW, pair_raw
+from fmi_client.punch import PUNCH_WINDOW
 from fmi_client.safecodec import DEFAULT_MAX_MESSAGE_BYTES
 from fmi_client.surface import ObjectCalls
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
 
-log = logging.getLogger("fmi_client")
 _pack_bytes = FIXED_STRUCT.pack
 _unpack = FIXED_STRUCT.unpack_from
 
 
-class Communicator(ObjectCalls, BufferCalls):
+class Communicator(LazyPairing, ObjectCalls, BufferCalls):
     """Rank ``rank`` of ``world_size`` ranks that meet at the ``rendezvous`` server.
 
     ``rendezvous`` is ``"host:port"`` (``"host"`` alone means port 10000); ``comm_name``
@@ -138,126 +128,6 @@ class Communicator(ObjectCalls, BufferCalls):
         """
         lo, hi = min(a, b), max(a, b)
         return f"{self.comm_name}#{lo}-{hi}"
-
-    def _channel(self, peer: int) -> Channel:
-        """The connection to ``peer``, paired now if need be. Only one pairing per peer
-        runs at a time (from any thread: an any-source receive, an isend's outbox), since
-        two under one name would be paired with each other by the server."""
-        channel = self._channels.get(peer)
-        if channel is not None:
-            return channel
-        while True:
-            with self._lock:
-                channel = self._channels.get(peer)
-                if channel is not None:
-                    return channel
-                pending = self._pairing.get(peer)
-                if pending is None:
-                    mine = self._pairing[peer] = threading.Event()
-            if pending is None:
-                return self._pair_registered(peer, mine)
-            pending.wait()
-            channel = self._channels.get(peer)
-            if channel is not None:
-                return channel
-            error = self._pair_errors.pop(peer, None)
-            if error is not None:
-                raise error
-
-    def _pair_registered(self, peer: int, event: threading.Event) -> Channel:
-        try:
-            return self._pair_now(peer)
-        except BaseException as exc:  # for the threads waiting on the same pairing
-            self._pair_errors[peer] = exc
-            raise
-        finally:
-            with self._lock:
-                self._pairing.pop(peer, None)
-            event.set()
-
-    def _pair_now(self, peer: int) -> Channel:
-        if self._closed:
-            raise FmiClientError(f"rank {self.rank}: the communicator is closed")
-        if self._broken is not None:
-            raise FmiClientError(
-                f"rank {self.rank}: the communicator is unusable after an earlier failure: "
-                f"{self._broken}"
-            )
-        name = self.pairing_name(self.rank, peer)
-        started = time.monotonic()
-
-        def connect(seconds: float) -> socket.socket:  # secured below, not by pair()
-            return pair_raw(
-                name,
-                self.host,
-                self.port,
-                timeout=seconds,
-                protocol=self.protocol,
-                punch_timeout=self.punch_timeout,
-                credential=self._credential,
-            )
-
-        try:  # with a secret: authenticated (and encrypted) before the Channel exists
-            sock = self._security.pair(
-                connect, self.timeout, pairing=name, my_rank=self.rank, peer_rank=peer
-            )
-        except PeerNeverArrived as exc:
-            raise PeerNeverArrived(
-                f"rank {self.rank}: rank {peer} never arrived (pairing {name!r} at "
-                f"{self.host}:{self.port}, waited {time.monotonic() - started:.1f} s of "
-                f"timeout={self.timeout:g}). Did rank {peer} start, with the same comm_name "
-                "and world size?",
-                name=name,
-                rank=peer,
-            ) from exc
-        except PunchFailed as exc:
-            raise PunchFailed(f"rank {self.rank} and rank {peer}: {exc}") from exc
-        if self.op_timeout is not None:
-            sock.settimeout(self.op_timeout)
-        channel = self._security.channel(sock, self.rank, peer)
-        with self._lock:
-            if self._closed_meanwhile():
-                channel.close()
-                raise FmiClientError(f"rank {self.rank}: the communicator is closed")
-            outbox = self._outbox.get(peer)
-            if outbox is not None:  # isends queued before we were paired go first
-                channel._sender = outbox[0]
-            self._channels[peer] = channel
-        log.debug(
-            "rank %d: connected to rank %d in %.3f s", self.rank, peer, time.monotonic() - started
-        )
-        return channel
-
-    def connect_all(self, *, concurrency: int = 8) -> None:
-        """Connect to every other rank now, ``concurrency`` pairings at a time.
-
-        Pairings are started in the same global order on every rank (rounds of disjoint
-        pairs, the circle method), so the earliest pending pairing always has both of its
-        ranks trying: no deadlock, whatever the window. Threads end before this returns.
-        """
-        mine = [
-            b if a == self.rank else a
-            for matches in round_robin(self.size)
-            for a, b in matches
-            if self.rank in (a, b) and (b if a == self.rank else a) not in self._channels
-        ]
-        if not mine:
-            return
-        with (
-            self._guard(),
-            ThreadPoolExecutor(
-                max_workers=max(1, min(concurrency, len(mine))),
-                thread_name_prefix=f"fmi-connect-{self.rank}",
-            ) as pool,
-        ):
-            futures = [pool.submit(self._channel, peer) for peer in mine]
-            errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
-            if errors:
-                raise errors[0]
-
-    def _closed_meanwhile(self) -> bool:
-        """Whether close() ran (from another thread) while we were pairing."""
-        return self._closed
 
     def _guard(self) -> Guard:
         return Guard(self)
