@@ -46,7 +46,10 @@ def running(
             assert time.monotonic() < deadline, "server did not log 'listening' in 20 s"
             line = proc.stderr.readline()
             assert line, f"server exited early: {proc.wait(timeout=5)}"
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise AssertionError(f"server wrote a line that is not JSON: {line!r}") from None
             if entry.get("event") == "listening":
                 record = entry
         yield proc, record
