@@ -2,11 +2,11 @@
 
 A connection is accepted, reads one request, is dispatched (answered at once, or parked
 as a waiter), and closes. Which state follows which event is written down once, in
-``TRANSITIONS`` (as h11's ``_state.py`` does); ``Connection._apply`` is the only place
-that changes ``state``. An event the table does not list for a state is a bug of ours
-and raises. New kinds of connections (a relay session) or new ways to end (like VANISH:
-a probe reset before ``connection_made`` could read its address) are new rows here and
-new handlers in :mod:`rendezvous.dispatch`.
+``TRANSITIONS`` (:mod:`rendezvous.connection_states`, as h11's ``_state.py`` does);
+``Connection._apply`` is the only place that changes ``state``. An event the table does
+not list for a state is a bug of ours and raises. New kinds of connections (a relay
+session) or new ways to end (like VANISH: a probe reset before ``connection_made`` could
+read its address) are new rows there and new handlers in :mod:`rendezvous.dispatch`.
 
 No streams and no timer per connection: a pairing must cost well under 60 us of CPU.
 Deadlines live in :mod:`rendezvous.deadlines`; decisions in :mod:`rendezvous.dispatch`.
@@ -15,10 +15,23 @@ Deadlines live in :mod:`rendezvous.deadlines`; decisions in :mod:`rendezvous.dis
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from typing import TYPE_CHECKING
 
+from rendezvous.connection_states import (
+    ARRIVING,
+    CLOSED,
+    DISPATCHING,
+    NEW,
+    NEXT,
+    PROXY_HEADER,
+    READING,
+    TRANSITIONS,
+    WAITING,
+    Event,
+    InvalidTransition,
+    State,
+)
 from rendezvous.proxy_protocol import Parsed, ProxyHeaderReader, ProxyProtocolError, ProxyReason
 from rendezvous.room import ProtocolVersion, Waiter
 from tcpunch import (
@@ -39,45 +52,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rendezvous")
 
+# Re-exported: the states live in rendezvous.connection_states; callers import them here.
+__all__ = [
+    "ARRIVING",
+    "CLOSED",
+    "DISPATCHING",
+    "NEW",
+    "PROXY_HEADER",
+    "READING",
+    "TRANSITIONS",
+    "WAITING",
+    "Connection",
+    "Event",
+    "InvalidTransition",
+    "State",
+]
 
-class State(enum.IntEnum):
-    """Where a connection is. IntEnum: the table's keys hash in C, not in Python."""
-
-    NEW = 0  # created by the loop; connection_made not yet run
-    READING = 1  # accepted; its request is not complete yet
-    DISPATCHING = 2  # its request is complete and being decided on
-    WAITING = 3  # parked in the room until a peer, its deadline or a hang-up
-    CLOSED = 4  # answered, refused or gone; nothing more happens
-    PROXY_HEADER = 5  # accepted behind a balancer (--proxy-protocol): reading its header
-    ARRIVING = 6  # its request waits for the shared room's (Redis) outcome (--redis)
-
-
-class Event(enum.IntEnum):
-    """What happens to a connection."""
-
-    ACCEPT = 0  # connection_made let it in
-    REFUSE = 1  # connection_made turned it away (cap, not IPv4)
-    REQUEST = 2  # a complete request was read
-    PARK = 3  # dispatch made it a waiter
-    ANSWER = 4  # the last bytes (if any) are written and it is closed
-    LOST = 5  # the peer hung up, or its transport is closing under us
-    ABORT = 6  # the server stops: closed without an answer
-    HAND_OFF = 7  # a relay request: the transport goes to rendezvous.relay
-    VANISH = 8  # gone before connection_made could read its address (a probe's reset)
-    EXPECT_PROXY = 9  # connection_made let it in; a PROXY v2 header comes first
-    HEADER = 10  # the PROXY header named the client: now its request
-    DEFER = 11  # the shared room decides asynchronously (a Redis round trip)
-
-
-# The members as module globals: ``State.READING`` is a descriptor lookup (~0.1 us on
-# CPython 3.11) and the per-connection path tests the state a dozen times.
-NEW = State.NEW
-READING = State.READING
-DISPATCHING = State.DISPATCHING
-WAITING = State.WAITING
-CLOSED = State.CLOSED
-PROXY_HEADER = State.PROXY_HEADER
-ARRIVING = State.ARRIVING
+# The events and the compiled table as module globals, as they were when defined here:
+# ``Event.ACCEPT`` is a descriptor lookup and the per-connection path applies several.
 _ACCEPT = Event.ACCEPT
 _REFUSE = Event.REFUSE
 _REQUEST = Event.REQUEST
@@ -90,53 +82,7 @@ _VANISH = Event.VANISH
 _EXPECT_PROXY = Event.EXPECT_PROXY
 _HEADER = Event.HEADER
 _DEFER = Event.DEFER
-
-# Every allowed (state, event) and the state it leads to; nothing else is allowed.
-TRANSITIONS: dict[tuple[State, Event], State] = {
-    (NEW, _ACCEPT): READING,
-    (NEW, _REFUSE): CLOSED,
-    (NEW, _LOST): CLOSED,
-    (NEW, _ABORT): CLOSED,
-    (NEW, _VANISH): CLOSED,  # reset before it was accepted: closed at once, counted
-    (READING, _REQUEST): DISPATCHING,
-    (READING, _ANSWER): CLOSED,  # refused: malformed, over-long, timed out, drained
-    (READING, _LOST): CLOSED,  # hung up before a complete request
-    (READING, _ABORT): CLOSED,
-    (DISPATCHING, _PARK): WAITING,
-    (DISPATCHING, _ANSWER): CLOSED,  # paired as the newcomer, refused, or a command
-    (DISPATCHING, _LOST): CLOSED,
-    (DISPATCHING, _ABORT): CLOSED,
-    (WAITING, _ANSWER): CLOSED,  # paired, expired, replaced or removed
-    (WAITING, _LOST): CLOSED,  # hung up while waiting: abandoned
-    (WAITING, _ABORT): CLOSED,
-    (CLOSED, _ANSWER): CLOSED,  # an internal error after the answer: close again, no-op
-    (CLOSED, _LOST): CLOSED,  # connection_lost after we closed
-    (CLOSED, _ABORT): CLOSED,
-    (DISPATCHING, _HAND_OFF): CLOSED,  # a relay request: rendezvous.relay owns the transport
-    # --proxy-protocol: the balancer's header first, under the request deadline
-    (NEW, _EXPECT_PROXY): PROXY_HEADER,
-    (PROXY_HEADER, _HEADER): READING,  # the deadline carries over
-    (PROXY_HEADER, _ANSWER): CLOSED,  # bad header, health check (LOCAL), timed out
-    (PROXY_HEADER, _LOST): CLOSED,
-    (PROXY_HEADER, _ABORT): CLOSED,
-    # --redis: the room's outcome comes from a task (rendezvous.shared_dispatch)
-    (DISPATCHING, _DEFER): ARRIVING,
-    (ARRIVING, _PARK): WAITING,
-    (ARRIVING, _ANSWER): CLOSED,  # paired as the newcomer, refused, Redis unavailable
-    (ARRIVING, _LOST): CLOSED,  # hung up meanwhile: the task cleans up after the outcome
-    (ARRIVING, _ABORT): CLOSED,
-    (ARRIVING, _HAND_OFF): CLOSED,  # a relay end, after Redis named its owner replica
-}
-
-# The table compiled for ``_apply``: ``_NEXT[event][state]`` is the next state, or None
-# where the table has no row (two tuple indexings instead of hashing a tuple key).
-_NEXT: tuple[tuple[State | None, ...], ...] = tuple(
-    tuple(TRANSITIONS.get((state, event)) for state in State) for event in Event
-)
-
-
-class InvalidTransition(RuntimeError):
-    """An event the table does not allow in the connection's state: a bug of ours."""
+_NEXT = NEXT
 
 
 class Connection(asyncio.Protocol):

@@ -32,9 +32,9 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rendezvous.relay_limits import RelayLimits
 from rendezvous.relay_memory import BufferCap
 from rendezvous.relay_metrics import RelayMetrics
 from tcpunch.relay import RelayRefusal, RelayReply, RelayRequest, RelayStatus, encode_relay_reply
@@ -45,26 +45,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rendezvous")
 
+__all__ = ["CredentialCheck", "Key", "RelayEnd", "RelayHub", "RelayLimits", "RelaySession"]
+
 Key = tuple[bytes, bytes]  # (pairing name, session id)
 CredentialCheck = Callable[[RelayRequest], bool]
 
 _WAITING = encode_relay_reply(RelayReply(RelayStatus.WAITING_FOR_PEER))
 _ACCEPTED = encode_relay_reply(RelayReply(RelayStatus.ACCEPTED))
 _RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-
-
-@dataclass(frozen=True)
-class RelayLimits:
-    enabled: bool = True
-    max_sessions: int = 1000  # sessions, waiting ends included
-    max_per_ip: int = 1000  # relay ends (sockets) from one source IP (NAT gateways share one)
-    max_bytes: int = 0  # per session, both directions; 0: no limit
-    idle_timeout: float = 300.0  # no byte either way for this long ends it; 0: never
-    max_duration: float = 0.0  # seconds; 0: no limit
-    wait_timeout: float = 60.0  # the first end waits this long for the second
-    high_water: int = 1 << 20  # write buffer bytes that pause the sender
-    low_water: int = 256 << 10  # ... and resume it
-    max_buffered: int = 64 << 20  # bytes in all write buffers that hold senders; 0: no cap
 
 
 class RelayEnd(asyncio.Protocol):

@@ -4,7 +4,8 @@
 ``asyncio.Protocol`` per connection, its states in a table), :mod:`rendezvous.dispatch`
 (request -> room outcome -> replies, metrics, logs), :mod:`rendezvous.deadlines` (one
 tick sweeps every deadline) and :mod:`rendezvous.http` (reads it through
-:class:`rendezvous.status.ServerStatus`). The pairing decisions live in
+:class:`rendezvous.status.ServerStatus`). Its sockets come from :mod:`rendezvous.listeners`,
+what the loop reports goes to :mod:`rendezvous.loop_errors`. The pairing decisions live in
 :mod:`rendezvous.room`; the wire encoding in :mod:`tcpunch`.
 """
 
@@ -12,21 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import functools
 import logging
-import socket
 import time
-import traceback
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from rendezvous import __version__
 from rendezvous.connection import PROXY_HEADER, READING, WAITING, Connection
 from rendezvous.dispatch import Dispatcher
 from rendezvous.fdbudget import FdBudget, descriptors_in_use, plan, raise_open_files_limit
+from rendezvous.listeners import listening_socket
+from rendezvous.loop_errors import after_stop, report_loop_error
 from rendezvous.metrics import Metrics
-from rendezvous.relay import RelayHub, RelayLimits
+from rendezvous.relay import RelayHub
+from rendezvous.relay_limits import relay_limits
 from rendezvous.relay_metrics import RelayMetrics
 from rendezvous.room import Room
 from rendezvous.settings import Settings
@@ -45,26 +45,6 @@ def _token_purge_interval(settings: Settings) -> float:
     return max(1.0, settings.effective_token_grace / 2)
 
 
-def _listening_socket(host: str, port: int, settings: Settings) -> socket.socket:
-    """A listener with TCP keepalive set: accepted sockets inherit it on Linux."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.keepalive_idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, settings.keepalive_interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.keepalive_count)
-        sock.bind((host, port))
-        sock.listen(settings.backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _dispatcher(settings: Settings) -> Dispatcher:
     """The in-memory dispatcher, or with ``--redis`` the shared one (imports redis)."""
     if settings.redis_url is None:
@@ -72,19 +52,6 @@ def _dispatcher(settings: Settings) -> Dispatcher:
     from rendezvous.shared_dispatch import SharedDispatcher
 
     return SharedDispatcher(settings)
-
-
-def _relay_limits(settings: Settings) -> RelayLimits:
-    return RelayLimits(
-        enabled=settings.relay,
-        max_sessions=settings.relay_max_sessions,
-        max_per_ip=settings.relay_max_per_ip,
-        max_bytes=settings.relay_max_bytes,
-        max_buffered=settings.relay_max_buffered,
-        idle_timeout=settings.relay_idle_timeout,
-        max_duration=settings.relay_max_duration,
-        wait_timeout=settings.peer_timeout,
-    )
 
 
 class RendezvousServer:
@@ -119,7 +86,7 @@ class RendezvousServer:
         metrics.ready = lambda: self.ready
         auth = self.dispatcher.auth
         self.relay = self.dispatcher.relay = RelayHub(
-            _relay_limits(settings),
+            relay_limits(settings),
             RelayMetrics(max_sessions=settings.relay_max_sessions),
             # with an auth secret, a relay end needs a credential for its name, as v2 does
             credential_check=None
@@ -174,7 +141,7 @@ class RendezvousServer:
         if s.relay:  # the relay's ends fit in the budget too (Connection.hand_off uncounts them)
             self.relay.limits = dataclasses.replace(self.relay.limits, max_sessions=budget.relay)
             self.relay.metrics.max_sessions = budget.relay
-        sock = _listening_socket(s.host, s.port, s)
+        sock = listening_socket(s.host, s.port, s)
         self.port = sock.getsockname()[1]
         self._server = await loop.create_server(
             functools.partial(Connection, self.dispatcher), sock=sock, backlog=s.backlog
@@ -183,7 +150,7 @@ class RendezvousServer:
             from rendezvous.discovery import DiscoveryProtocol
 
             try:
-                dsock = _listening_socket(s.host, s.discovery_port, s)
+                dsock = listening_socket(s.host, s.discovery_port, s)
             except BaseException:
                 self._server.close()
                 raise
@@ -306,7 +273,7 @@ class RendezvousServer:
             self._http = None
         self.dispatcher.warnings.summaries(final=True)
         if loop.get_exception_handler() == self._on_loop_error:
-            loop.set_exception_handler(_after_stop(self._old_exception_handler))
+            loop.set_exception_handler(after_stop(self._old_exception_handler))
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, report not-ready, let requests in flight finish, close the rest.
@@ -400,53 +367,10 @@ class RendezvousServer:
     # -- what the loop reports -----------------------------------------------------------
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """One JSON line (rate-limited) instead of the loop's traceback; a failed accept
-        (no descriptor left) is a refusal, counted."""
-        exc = context.get("exception")
-        message = str(context.get("message", ""))
-        reason = "loop_error"
-        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
-            reason = "accept_failed"
-            self.metrics.reject(reason)
-        elif _late_accept_retry(context) and (self.draining or self._server is None):
-            log.debug("accept retry after the listener closed", extra={"event": "accept_retry"})
-            return
-        if not self.dispatcher.warnings.allow(reason):
-            return
-        fields: dict[str, object] = {
-            "event": reason,
-            "detail": message,
-            "error": f"{type(exc).__name__}: {exc}" if exc is not None else None,
-        }
-        if isinstance(exc, BaseException) and not isinstance(exc, OSError):
-            # a bug of ours: its traceback, inside this one line
-            fields["traceback"] = "".join(traceback.format_exception(exc))
-        log.error(message or "event loop error", extra=fields)
-
-
-def _late_accept_retry(context: dict[str, Any]) -> bool:
-    """asyncio retries accept() a second after EMFILE; when the listener was closed by
-    then (a drain), the retry meets a closed socket. Nothing is lost: not a bug of ours."""
-    message = str(context.get("message", ""))
-    return "_start_serving" in message and isinstance(context.get("exception"), ValueError)
-
-
-def _after_stop(
-    previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
-) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
-    """The loop's own handler back, but for a late accept retry of our closed listener
-    (its timer can fire after stop() returned)."""
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if _late_accept_retry(context):
-            return
-        if previous is None:
-            loop.default_exception_handler(context)
-        else:
-            previous(loop, context)
-
-    return handler
-
-
-# accept() failing for want of descriptors or memory: the connection waits in the backlog
-_ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+        """The loop's exception handler while the server runs (:mod:`rendezvous.loop_errors`)."""
+        report_loop_error(
+            context,
+            self.metrics,
+            self.dispatcher.warnings,
+            listener_closed=self.draining or self._server is None,
+        )
