@@ -102,7 +102,7 @@ from fmi_client import pair
 host, port, name, role = sys.argv[1:5]
 sock = pair(name, host, int(port), timeout=30, keepalive_idle=1, keepalive_interval=1,
             keepalive_count=2)
-print(json.dumps({"paired": True}), flush=True)
+print(json.dumps({"paired": True, "path": sock.link.path, "peer": sock.getpeername()}), flush=True)
 if role == "waiter":
     started = time.monotonic()
     try:
@@ -162,7 +162,8 @@ def test_peer_whose_link_is_cut_is_detected_by_keepalive(lab_available) -> None:
                 )
             deadline = time.monotonic() + 40
             for proc, role in zip(procs, ("waiter", "vanisher"), strict=True):
-                assert read_json_line(proc, deadline, role)["paired"]
+                paired = read_json_line(proc, deadline, role)
+                assert paired["paired"] and paired["path"] == "direct", paired
             subprocess.run(
                 [*lab.exec_prefix(lab.host_b), "ip", "link", "set", "eth0", "down"],
                 check=True,
