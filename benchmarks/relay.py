@@ -26,14 +26,9 @@ import time
 import client_common
 
 from fmi_client.relay import discover_nat, relay_connect
+from testbed.procs import free_port
 
 CHUNK = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

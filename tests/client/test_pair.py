@@ -6,7 +6,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -21,6 +20,7 @@ from fmi_client import (
 )
 from rendezvous.embedded import BackgroundServer
 from tcpunch import pack_endpoint
+from tests.client.twosides import two_sides
 from tests.facilities import require
 
 
@@ -40,36 +40,11 @@ def unique(what: str) -> str:
     return f"{what}-{os.getpid()}-{time.monotonic_ns()}"
 
 
-def pair_both(make: Callable[[int], socket.socket]) -> list[socket.socket]:
-    """Run ``make(0)`` and ``make(1)`` in two threads; the two sockets (or the error)."""
-    results: dict[int, object] = {}
-
-    def run(i: int) -> None:
-        try:
-            results[i] = make(i)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    for value in results.values():
-        if isinstance(value, BaseException):
-            for other in results.values():
-                if isinstance(other, socket.socket):
-                    other.close()
-            raise value
-    return [results[0], results[1]]  # type: ignore[list-item]
-
-
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_pair_connects_the_two_sides(server, protocol: str) -> None:
     name = unique(f"pair-{protocol}")
     fds = open_fds()
-    a, b = pair_both(lambda i: pair(name, server.host, server.port, timeout=20, protocol=protocol))
+    a, b = two_sides(lambda i: pair(name, server.host, server.port, timeout=20, protocol=protocol))
     try:
         assert a.getpeername() == b.getsockname()
         assert b.getpeername() == a.getsockname()
@@ -125,7 +100,7 @@ def test_v2_resumes_after_server_timeout() -> None:
                 time.sleep(1.2)  # several server timeouts pass before the peer comes
             return pair(name, srv.host, srv.port, timeout=20)
 
-        a, b = pair_both(make)
+        a, b = two_sides(make)
         try:
             a.sendall(b"x")
             assert b.recv(1) == b"x"
@@ -227,7 +202,7 @@ def test_v1_rejoins_when_the_server_ends_its_wait() -> None:
                 time.sleep(1.3)  # two of the server's waits end before the peer comes
             return pair(name, srv.host, srv.port, timeout=20, protocol="v1")
 
-        a, b = pair_both(make)
+        a, b = two_sides(make)
         try:
             a.sendall(b"rejoined")
             assert b.recv(16) == b"rejoined"
@@ -317,7 +292,7 @@ def test_punched_sockets_have_keepalive_by_default(server) -> None:
         "Linux TCP keepalive socket options",
     )
     name = unique("keepalive")
-    a, b = pair_both(lambda i: pair(name, server.host, server.port, timeout=20))
+    a, b = two_sides(lambda i: pair(name, server.host, server.port, timeout=20))
     try:
         for sock in (a, b):
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
@@ -349,7 +324,7 @@ def test_keepalive_and_user_timeout_are_configurable(server) -> None:
             user_timeout=7.5,
         )
 
-    a, b = pair_both(make)
+    a, b = two_sides(make)
     try:
         assert a.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert tcp_option(a, "TCP_KEEPIDLE") == 2
@@ -374,7 +349,7 @@ def test_bad_keepalive_settings_are_refused_before_any_traffic(bad: dict) -> Non
 @pytest.mark.parametrize("verify_bytes", [65536, 0])
 def test_the_result_is_a_socket_that_says_how_the_link_was_made(server, verify_bytes) -> None:
     name = unique("link-info")
-    a, b = pair_both(
+    a, b = two_sides(
         lambda i: pair(name, server.host, server.port, timeout=20, verify_bytes=verify_bytes)
     )
     try:
@@ -409,16 +384,9 @@ def test_relay_always_goes_through_the_servers_relay(server) -> None:
     """Both sides ask for the relay right after the rendezvous; the link check and the
     user's bytes cross it, and the link says which path it took."""
     name = f"always-{os.getpid()}-{time.monotonic_ns()}"
-    results: list[socket.socket] = []
-    other = threading.Thread(
-        target=lambda: results.append(
-            pair(name, server.host, server.port, timeout=10, relay="always")
-        )
+    mine, theirs = two_sides(
+        lambda _: pair(name, server.host, server.port, timeout=10, relay="always")
     )
-    other.start()
-    mine = pair(name, server.host, server.port, timeout=10, relay="always")
-    other.join(15)
-    (theirs,) = results
     with mine, theirs:
         assert mine.link.path == theirs.link.path == "relay"
         assert mine.link.verified_bytes == 65536  # the check ran through the relay too

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from fmi_client import Communicator, FmiClientError, RendezvousRefused, pair
 from rendezvous.embedded import BackgroundServer
 from tcpunch.credential import CREDENTIAL_ENV, mint
 from tests.client.test_compat import assert_fmi_semantics, run_fmi_workers, write_config
+from tests.client.twosides import two_sides
 
 SECRET = b"client-test-secret-0123456789"
 
@@ -42,31 +42,6 @@ def credential_for(prefix: str, *, secret: bytes = SECRET, ttl: int = 600, age: 
     return mint(secret, prefix, ttl, time.time() - age)
 
 
-def both(make: Callable[[int], object]) -> list[object]:
-    """``make(0)`` and ``make(1)`` in two threads; their results (an exception is raised)."""
-    results: dict[int, object] = {}
-
-    def run(i: int) -> None:
-        try:
-            results[i] = make(i)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
-    errors = [r for r in results.values() if isinstance(r, BaseException)]
-    for result in results.values():
-        if isinstance(result, socket.socket) and errors:
-            result.close()
-    if errors:
-        raise errors[0]
-    return [results[0], results[1]]
-
-
 def assert_connected(sockets: list[object]) -> None:
     a, b = sockets
     assert isinstance(a, socket.socket) and isinstance(b, socket.socket)
@@ -82,7 +57,7 @@ def test_pair_with_a_credential(auth_server: BackgroundServer) -> None:
     job = unique("job-")
     credential = credential_for(job)
     assert_connected(
-        both(
+        two_sides(
             lambda i: pair(
                 job + "0-1", auth_server.host, auth_server.port, timeout=20, credential=credential
             )
@@ -96,7 +71,7 @@ def test_pair_takes_the_credential_from_the_environment(
     job = unique("env-")
     monkeypatch.setenv(CREDENTIAL_ENV, credential_for(job))
     assert_connected(
-        both(lambda i: pair(job + "0-1", auth_server.host, auth_server.port, timeout=20))
+        two_sides(lambda i: pair(job + "0-1", auth_server.host, auth_server.port, timeout=20))
     )
 
 
@@ -154,7 +129,7 @@ def test_a_server_without_auth_pairs_credentialed_clients(server: BackgroundServ
     job = unique("open-")
     credential = credential_for(job)
     assert_connected(
-        both(
+        two_sides(
             lambda i: pair(job + "0-1", server.host, server.port, timeout=20, credential=credential)
         )
     )
@@ -170,7 +145,7 @@ def test_communicator_passes_the_credential(auth_server: BackgroundServer) -> No
             assert credential not in repr(comm)
             return comm.allreduce(r + 1)
 
-    assert both(rank) == [3, 3]
+    assert two_sides(rank) == [3, 3]
 
 
 def test_compat_takes_the_credential_from_fmi_json(

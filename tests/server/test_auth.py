@@ -18,16 +18,11 @@ import pytest
 from fmi_client import pair
 from tcpunch import Status, V2Response, decode_v2_response, encode_v2_request
 from tcpunch.credential import mint
+from testbed.procs import free_port
 from tests.server.serverproc import CMD, clean_env, running
 
 SECRET = "server-secret-0123456789-abcdef"
 OTHER_SECRET = "another-secret-9876543210-zyxwv"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique(stem: str) -> str:
