@@ -102,18 +102,6 @@ def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None: 
     if settings.redis_url is not None:
         require_extra("rendezvous serve --redis", "redis", ["redis"])
     route_library_logs(configure_logging(settings.log_level, max_pending=settings.log_buffer))
-    limit = raise_open_files_limit()
-    if limit is not None and limit < settings.max_connections + 64:
-        log.warning(
-            "open-files limit below --max-connections",
-            extra={
-                "event": "config_warning",
-                "nofile": limit,
-                "max_connections": settings.max_connections,
-                "detail": "raise the hard limit (ulimit -Hn) or lower --max-connections; "
-                "the caps are lowered to fit (see the listening line)",
-            },
-        )
     try:
         loop = new_event_loop(settings.loop)
     except RuntimeError as exc:
@@ -215,23 +203,6 @@ def describe_listen_error(settings: Settings, exc: OSError) -> str:
         except OSError as probe:
             return _listen_problem(host, port, probe, host_flag, port_flag)
     return f"cannot listen: {exc}"
-
-
-def raise_open_files_limit() -> int | None:
-    """Every waiting client holds a socket: take the whole hard limit of open files.
-
-    Returns the soft limit now in force (None where there are no such limits).
-    """
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return None if soft == resource.RLIM_INFINITY else soft
-    except (ImportError, ValueError, OSError):  # pragma: no cover - not Linux
-        return None
 
 
 async def _serve(settings: Settings) -> None:
