@@ -82,6 +82,15 @@ cannot see a series' first increase, so a reason that first appears at 1 would b
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900)
 
 
+def cumulative_buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (the last one +Inf) as Prometheus's cumulative (le, count) pairs."""
+    buckets, total = [], 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        total += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+    return buckets
+
+
 class Metrics:
     """The server's counters; gauges are read through callables when scraped."""
 
@@ -157,14 +166,10 @@ class Metrics:
             "1 when /readyz says ready, 0 when draining or at the connection cap",
             1 if self.ready() else 0,
         )
-        buckets, total = [], 0
-        for bound, count in zip((*WAIT_BUCKETS, float("inf")), self.wait_counts, strict=True):
-            total += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         yield HistogramMetricFamily(
             "rendezvous_pairing_wait_seconds",
             "How long the first client of a pair waited for the second",
-            buckets=buckets,
+            buckets=cumulative_buckets(WAIT_BUCKETS, self.wait_counts),
             sum_value=self.wait_sum,
         )
         family = CounterMetricFamily(

@@ -17,6 +17,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from rendezvous.metrics import cumulative_buckets
+
 RELAY_REFUSAL_REASONS = (
     "bad_credential",
     "busy",
@@ -125,15 +127,10 @@ class RelayMetrics:
         for reason, count in sorted(self.ends.items()):
             family.add_metric([reason], count)
         yield family
-        buckets, total = [], 0
-        bounds = (*DURATION_BUCKETS, float("inf"))
-        for bound, count in zip(bounds, self.duration_counts, strict=True):
-            total += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         yield HistogramMetricFamily(
             "rendezvous_relay_session_seconds",
             "How long relay sessions lasted",
-            buckets=buckets,
+            buckets=cumulative_buckets(DURATION_BUCKETS, self.duration_counts),
             sum_value=self.duration_sum,
         )
         yield CounterMetricFamily(
