@@ -8,7 +8,7 @@ from typing import Any
 
 from rendezvous_deploy import roles
 from rendezvous_deploy.aws import Aws, error_code
-from rendezvous_deploy.pipeline.cloud import PipelineNames, UpSettings
+from rendezvous_deploy.pipeline.names import PipelineNames, UpSettings
 
 
 def _allows(document: dict[str, Any], action: str, arn: str) -> bool:

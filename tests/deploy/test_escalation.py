@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from rendezvous_deploy import roles
-from rendezvous_deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.pipeline.names import PipelineNames
 from rendezvous_deploy.server import commands
 from tests.deploy.conftest import Stack
 from tests.deploy.policyscan import escalation_problems

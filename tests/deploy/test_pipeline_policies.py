@@ -24,9 +24,15 @@ from click.testing import CliRunner
 
 from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.cli import main
-from rendezvous_deploy.pipeline import cli as pipeline_cli
-from rendezvous_deploy.pipeline import cloud
-from rendezvous_deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.pipeline import (
+    access,
+    bundles,
+    cli_common,
+    cloud,
+    executions,
+    functions,
+)
+from rendezvous_deploy.pipeline.names import PipelineNames, UpSettings
 from tests.deploy.policyscan import (
     allowed,
     authorised_as,
@@ -86,16 +92,16 @@ FILL: dict[str, Any] = {
 
 
 def deployer(prefix: str) -> dict[str, Any]:
-    return cloud.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix)
+    return access.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix)
 
 
 def runtime(read: tuple[str, ...] = (), write: tuple[str, ...] = (),
             any_bucket: bool = False, prefix: str = "pl") -> tuple[dict, dict]:
     """(lambda role policy, state machine role policy) as `up` would attach them."""
-    s3 = cloud.s3_access(read, write, any_bucket=any_bucket)
+    s3 = access.s3_access(read, write, any_bucket=any_bucket)
     names = PipelineNames(prefix)
-    return (cloud.lambda_policy(REGION, ACCOUNT, names, s3),
-            cloud.states_policy(REGION, ACCOUNT, names, s3))
+    return (access.lambda_policy(REGION, ACCOUNT, names, s3),
+            access.states_policy(REGION, ACCOUNT, names, s3))
 
 
 # -- the files ------------------------------------------------------------------------------
@@ -114,13 +120,13 @@ def test_pipeline_policy_files_are_valid_and_fill_completely(path: Path) -> None
             assert listed <= WITHOUT_RESOURCE_TYPES, f"scope these to resources: {listed}"
     placeholders = set(re.findall(r"\$\{(\w+)\}", path.read_text()))
     assert placeholders <= set(FILL), placeholders - set(FILL)
-    filled = cloud.policy(path.stem, **FILL)
+    filled = access.policy(path.stem, **FILL)
     assert "${" not in json.dumps(filled)
 
 
 def test_a_missing_placeholder_value_is_a_clear_error() -> None:
-    with pytest.raises(cloud.DeployError, match=r"pipeline-deployer.json needs .*\$\{Prefix\}"):
-        cloud.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT)
+    with pytest.raises(DeployError, match=r"pipeline-deployer.json needs .*\$\{Prefix\}"):
+        access.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT)
 
 
 # -- the deployer ---------------------------------------------------------------------------
@@ -205,8 +211,8 @@ def test_lambda_role_allows_exactly_what_the_handlers_call() -> None:
     # The workers and Summarize: everything but the server's secret (users' scripts run
     # in the worker, and a holder of the secret mints credentials for any name).
     assert granted - LAMBDA_RUNTIME_LOGS == needed - {"secretsmanager:GetSecretValue"}
-    s3 = cloud.s3_access(("data",), ("results",))
-    initialize = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"), s3, SECRET_ARN)
+    s3 = access.s3_access(("data",), ("results",))
+    initialize = access.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"), s3, SECRET_ARN)
     assert allowed(initialize) - LAMBDA_RUNTIME_LOGS == needed
     assert resource_allows(initialize, "secretsmanager:GetSecretValue", SECRET_ARN)
     assert not resource_allows(initialize, "secretsmanager:GetSecretValue",
@@ -273,7 +279,7 @@ def asl_actions(node: Any) -> set[str]:
 
 def test_state_machine_role_allows_exactly_what_the_definition_uses() -> None:
     _, states_policy = runtime(read=("s3://data/parts",), write=("s3://results/runs",))
-    needed = asl_actions(json.loads(cloud.ASL.read_text()))
+    needed = asl_actions(json.loads(bundles.ASL.read_text()))
     assert {"lambda:InvokeFunction", "states:StartExecution", "s3:GetObject"} <= needed
     assert allowed(states_policy) == needed
 
@@ -300,7 +306,7 @@ def test_state_machine_role_allows_exactly_what_the_definition_uses() -> None:
 
 
 def test_state_machine_trust_is_limited_to_this_account() -> None:
-    trust = cloud.policy(cloud.STATES_TRUST, Account=ACCOUNT)
+    trust = access.policy(access.STATES_TRUST, Account=ACCOUNT)
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "states.amazonaws.com"}
     assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
@@ -319,7 +325,7 @@ def _recording_cli(monkeypatch: pytest.MonkeyPatch) -> dict[str, Aws]:
             holder["aws"] = Aws(region=region, endpoint_url=endpoint_url, profile=profile)
         return holder["aws"]
 
-    monkeypatch.setattr(pipeline_cli, "_aws", factory)
+    monkeypatch.setattr(cli_common, "aws_session", factory)
     return holder
 
 
@@ -349,12 +355,12 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     aws = recorded["aws"]
     # The paths moto cannot reach through the CLI: new code (with a config change, so the
     # update waits), the failed rank's message, and the repository of --build.
-    spec = {"Runtime": cloud.RUNTIME, "Role": f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}",
+    spec = {"Runtime": bundles.RUNTIME, "Role": f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}",
             "Handler": "rendezvous_pipeline.initialize.handler",
-            "Code": {"ZipFile": cloud.handler_zip() + b"\0"}, "Timeout": 60}
-    assert cloud.ensure_function(aws, names.initialize, spec)[1]
+            "Code": {"ZipFile": bundles.handler_zip() + b"\0"}, "Timeout": 60}
+    assert functions.ensure_function(aws, names.initialize, spec)[1]
     arn = json.loads(runs.read_text())[0]["execution_arn"]
-    cloud.rank_failure(aws, arn)
+    executions.rank_failure(aws, arn)
     from rendezvous_deploy.server.image import ensure_repository
 
     ensure_repository(aws, names.repository)
@@ -374,10 +380,10 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     # What up attached is what the files say (one source of truth), filled for this name.
     iam = boto3.client("iam", endpoint_url=aws_env, region_name=REGION)
     attached = iam.get_role_policy(RoleName=names.states_role, PolicyName=names.states_role)
-    s3 = cloud.s3_access(("s3://data",), ("s3://results",))
-    assert attached["PolicyDocument"] == cloud.states_policy(REGION, ACCOUNT, names, s3)
+    s3 = access.s3_access(("s3://data",), ("s3://results",))
+    assert attached["PolicyDocument"] == access.states_policy(REGION, ACCOUNT, names, s3)
     trust = iam.get_role(RoleName=names.states_role)["Role"]["AssumeRolePolicyDocument"]
-    assert trust == cloud.policy(cloud.STATES_TRUST, Account=ACCOUNT)
+    assert trust == access.policy(access.STATES_TRUST, Account=ACCOUNT)
 
 
 class _S3Calls:
@@ -446,8 +452,8 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
 
     lambda_policy, states_policy = runtime(read=("s3://data/parts",),
                                            write=("s3://results/runs",))
-    s3_locations = cloud.s3_access(("s3://data/parts",), ("s3://results/runs",))
-    initialize_policy = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"),
+    s3_locations = access.s3_access(("s3://data/parts",), ("s3://results/runs",))
+    initialize_policy = access.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"),
                                             s3_locations, secret_arn)
     actions = {action for action, _ in calls.calls}
     assert actions == static_actions(FUNCTION_CODE), actions  # the scan saw them all
@@ -508,7 +514,7 @@ def test_the_role_up_attaches_lets_the_handlers_run_and_nothing_more(
         s3.put_object(Bucket="data", Key=key, Body=partition_bytes(make_partition(16, index)))
     s3.put_object(Bucket="results", Key="private/notes.txt", Body=b"not yours")
     names = PipelineNames(f"pl-enforce-{os.getpid()}")
-    settings = cloud.UpSettings(names=names, image_uri=IMAGE,
+    settings = UpSettings(names=names, image_uri=IMAGE,
                                 read_locations=("s3://data/parts",),
                                 write_locations=("s3://results/runs",))
     cloud.up(Aws(endpoint_url=enforcing_moto), settings, lambda _w, _c: None, lambda _t: None)

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from rendezvous_deploy.pipeline.cloud import PipelineNames
+from rendezvous_deploy.pipeline.names import PipelineNames
 from rendezvous_deploy.refresher.handler import handler
 from rendezvous_deploy.server import commands, follower, iam, network
 from rendezvous_deploy.server.settings import ServerSettings

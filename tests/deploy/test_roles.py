@@ -16,7 +16,7 @@ import pytest
 
 from rendezvous_deploy import roles
 from rendezvous_deploy.aws import Aws, DeployError
-from rendezvous_deploy.pipeline import cloud
+from rendezvous_deploy.pipeline import access
 from rendezvous_deploy.server import iam as server_iam
 
 MUTATING = ("iam:CreateRole", "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy")
@@ -109,16 +109,16 @@ def test_changed_or_missing_inline_policy_is_put(aws_env: str, raw_iam: Any) -> 
 def test_pipeline_and_server_use_the_same_honest_ensure_role(aws_env: str) -> None:
     """The pipeline's old copy always called PutRolePolicy; now a second `up` does not."""
     name = role_name("pipeline")
-    trust, inline = cloud.policy(cloud.LAMBDA_TRUST), allowing("s3:ListBucket")
-    assert cloud.ensure_role(Aws(endpoint_url=aws_env), name, trust, inline)[1]
+    trust, inline = access.policy(access.LAMBDA_TRUST), allowing("s3:ListBucket")
+    assert access.ensure_role(Aws(endpoint_url=aws_env), name, trust, inline)[1]
     aws = Aws(endpoint_url=aws_env)
-    assert not cloud.ensure_role(aws, name, trust, inline)[1]
+    assert not access.ensure_role(aws, name, trust, inline)[1]
     assert not aws.actions & set(MUTATING), sorted(aws.actions)
     # The server's wrapper takes the trust policy by file name: same role, same answer.
     aws = Aws(endpoint_url=aws_env)
-    assert not server_iam.ensure_role(aws, name, cloud.LAMBDA_TRUST, inline)[1]
+    assert not server_iam.ensure_role(aws, name, access.LAMBDA_TRUST, inline)[1]
     assert not aws.actions & set(MUTATING)
-    assert cloud.policy is roles.policy and server_iam.policy is roles.policy
+    assert access.policy is roles.policy and server_iam.policy is roles.policy
 
 
 def test_delete_role_removes_policy_and_role_once(aws_env: str, raw_iam: Any) -> None:
@@ -140,7 +140,7 @@ def test_policy_documents_compare_as_json_whatever_their_encoding() -> None:
 
 
 def test_policy_fills_strings_splices_lists_and_names_a_missing_value() -> None:
-    filled = roles.policy(cloud.LAMBDA_POLICY, Region="us-east-1", Account="123456789012",
+    filled = roles.policy(access.LAMBDA_POLICY, Region="us-east-1", Account="123456789012",
                           Initialize="a", Worker="b", Summarize="c", StateMachine="d",
                           ListBuckets=["arn:aws:s3:::x", "arn:aws:s3:::y"],
                           ReadObjects=["arn:aws:s3:::x/*"], WriteObjects=["arn:aws:s3:::y/*"],

@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from rendezvous_deploy.cli import main
-from rendezvous_deploy.pipeline.cloud import PipelineNames, handler_zip, layer_zip
+from rendezvous_deploy.pipeline.bundles import handler_zip, layer_zip
+from rendezvous_deploy.pipeline.names import PipelineNames
 from tests.pipeline.users_format import USERS_RESULT
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rendezvous-pipeline-worker:abc"
@@ -288,7 +289,7 @@ def test_run_refuses_a_bad_payload_before_starting(aws_env: str, tmp_path: Path)
 def test_run_waits_with_a_deadline_and_failures_carry_the_rank_message(
     aws_env: str, tmp_path: Path
 ) -> None:
-    from rendezvous_deploy.pipeline.cloud import failure_message
+    from rendezvous_deploy.pipeline.executions import failure_message
 
     name = "pl-wait"
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
