@@ -216,7 +216,8 @@ def run(
 
     With --local: Initialize, one worker process per rank and Summarize on this
     machine, a table (world size, wall (s), per rank (s), samples/s, MAE, comm (s),
-    comm share, total CPU time (s), throughput (Mbit/s); also in sweep.csv) and a PNG
+    comm share, relayed links, total CPU time (s), throughput (Mbit/s); also in
+    sweep.csv) and a PNG
     plot of the sweep. Without it: start one Step Functions execution per world size
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """

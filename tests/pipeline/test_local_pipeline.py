@@ -90,6 +90,11 @@ def test_local_run(
             assert result["total_cpu_time (seconds)"] > 0
         else:
             assert result["throughput_bps"] == result["sample_persec"] == 0.0
+        # relay "auto" on loopback: every link this rank made was punched
+        assert ours[rank]["relay"] == "auto"
+        assert {link["path"] for link in ours[rank]["links"]} <= {"direct"}
+        assert ours[rank]["relayed_links"] == 0
+        assert ours[rank]["direct_links"] == len(ours[rank]["links"]) <= world_size - 1
     assert sum(o["num_samples"] for o in ours) == 120
     batches = [r["num_batches"] for r in per_rank]
     assert batches == [3 * len(p) if isinstance(p, list) else (3 if p else 0)
@@ -101,6 +106,10 @@ def test_local_run(
     assert combined == per_rank
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_samples"] == 120
+    assert summary["relayed_links"] == 0
+    pairs = {(min(o["rank"], link["peer"]), max(o["rank"], link["peer"]))
+             for o in ours for link in o["links"]}  # each link is in both ranks' lists
+    assert summary["links"] == len(pairs) >= world_size - 1
     size = sum((tiny_data / "parts" / n).stat().st_size for n in ("1.pt", "2.pt", "10.pt"))
     assert summary["partition_mb"] == round(size / 3 / 2**20, 1)  # mean file size, MiB
     kept = run_dir / "_pipeline" / "runs" / summary["run_id"]
@@ -114,6 +123,42 @@ def test_local_run(
     assert run.mae == pytest.approx(direct["mae"], rel=1e-4)
     assert direct["mae"] < 0.1  # the shipped weights learnt the relation
     assert not (run_dir / "_pipeline" / "items.json").read_text().startswith("{")
+
+
+@pytest.mark.torch
+def test_relay_always_puts_each_ranks_relayed_links_in_its_result(
+    tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    """The payload's relay "always": every link goes through the server's relay, each
+    rank's result says so under "rendezvous" only, the summary counts them."""
+    need_torch()
+    from rendezvous_deploy.pipeline.local import run_local
+    from rendezvous_deploy.pipeline.sweep import sweep_rows
+
+    run = run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=3,
+                    endpoint=endpoint, batch_size=16, data_prefix="parts/", timeout=240,
+                    cpus=2, relay="always")
+    per_rank = [json.loads((run.results_dir / f"{r}.json").read_text()) for r in range(3)]
+    pairs = set()
+    for rank, result in enumerate(per_rank):
+        assert_users_format(result)  # the users' ten keys, as they were
+        assert format_problems(result) == []
+        ours = result["rendezvous"]
+        assert ours["relay"] == "always"
+        assert ours["links"], f"rank {rank} reported no link"
+        for link in ours["links"]:
+            assert set(link) == {"peer", "path", "pairings", "punch_failures", "stalls"}
+            assert link["path"] == "relay" and link["peer"] != rank
+            assert link["pairings"] == 1 and link["punch_failures"] == link["stalls"] == 0
+            pairs.add((min(rank, link["peer"]), max(rank, link["peer"])))
+        assert [link["peer"] for link in ours["links"]] == sorted(
+            link["peer"] for link in ours["links"])
+        assert ours["relayed_links"] == len(ours["links"]) and ours["direct_links"] == 0
+    summary = json.loads((run.results_dir / "summary.json").read_text())
+    assert summary["relayed_links"] == summary["links"] == len(pairs) >= 2
+    assert run.relayed_links == len(pairs)
+    columns, rows = sweep_rows([run])
+    assert rows[0][columns.index("relayed links")] == str(len(pairs))
 
 
 @pytest.mark.torch
