@@ -169,6 +169,14 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
     "run's own, $COMM_NAME). On AWS: the payload's comm_name.",
 )
 @click.option(
+    "--relay",
+    type=click.Choice(["auto", "never", "always"]),
+    default=None,
+    help="--local: how ranks link: auto (the default) punches and relays through the "
+    "rendezvous server where that fails, never only punches, always relays every link. "
+    "On AWS: the payload's relay.",
+)
+@click.option(
     "--timeout",
     type=float,
     default=None,
@@ -203,6 +211,7 @@ def run(
     model: Path | None,
     script: Path | None,
     comm_name: str | None,
+    relay: str | None,
     timeout: float | None,
     payload_file: Path | None,
     name: str,
@@ -244,7 +253,7 @@ def run(
             )
         _run_local(
             sizes, data_dir, results_dir, rendezvous, batch_size, model, script, timeout or 600.0,
-            comm_name,
+            comm_name, relay,
         )
         return
     if payload_file is None:
@@ -264,6 +273,7 @@ def _run_local(
     script: Path | None,
     timeout: float,
     comm_name: str | None = None,
+    relay: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -311,6 +321,7 @@ def _run_local(
                             progress=advance,
                             auth_secret=server.auth_secret,
                             comm_name=comm_name,
+                            relay=relay,
                         )
                     )
                 except PipelineFailed as err:

@@ -287,3 +287,46 @@ def test_run_help_names_every_column_of_the_local_table() -> None:
     text = " ".join(shown.output.split())
     assert shown.exit_code == 0
     assert [column for column in COLUMNS if column not in text] == []
+
+
+SCRIPT_REPORTS_LINKS = """
+import json, os, pathlib
+import fmi
+rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+config = os.environ["FMI_CONFIG"]
+comm = fmi.Communicator(rank, size, config, os.environ["COMM_NAME"], 512)
+comm.barrier()
+paths = sorted({link.path for link in comm.communicator.links().values()})
+comm.close()
+direct = json.loads(pathlib.Path(config).read_text())["backends"]["Direct"]
+out = pathlib.Path(os.environ["S3_BUCKET"]) / os.environ["RESULT_PATH"] / f"{rank}.json"
+out.write_text(json.dumps({"rank": rank, "relay": direct.get("relay"), "paths": paths}))
+"""
+
+
+def test_cli_relay_reaches_an_fmi_scripts_links(tmp_path: Path) -> None:
+    """`pipeline run --local --relay always`: the payload's relay reaches a script's
+    fmi.json, and its fmi.Communicator links go through the (in-process) server's relay."""
+    from click.testing import CliRunner
+
+    from rendezvous_deploy.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "1.pt").write_bytes(b"never read: the script reads no data")
+    script = tmp_path / "links.py"
+    script.write_text(SCRIPT_REPORTS_LINKS)
+    args = ["pipeline", "run", "--local", "--world-size", "2", "--data", str(data),
+            "--results", str(tmp_path / "out"), "--script", str(script)]  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(main, [*args, "--relay", "always"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    combined = json.loads(next((tmp_path / "out" / "runs").glob("*/combined_data.json"))
+                          .read_text())  # fmt: skip
+    assert combined == [
+        {"rank": 0, "relay": "always", "paths": ["relay"]},
+        {"rank": 1, "relay": "always", "paths": ["relay"]},
+    ]
+    bad = runner.invoke(main, [*args, "--relay", "sometimes"])
+    assert bad.exit_code == 2 and "'sometimes' is not one of 'auto', 'never', 'always'" in (
+        " ".join(bad.output.split()))
