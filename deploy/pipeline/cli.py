@@ -171,6 +171,7 @@ def generate(out_dir: Path, files: int, samples: int, seed: int, force: bool) ->
 @click.option(
     "--relay",
     type=click.Choice(["auto", "never", "always"]),
+    metavar="MODE",
     default=None,
     help="--local: how ranks link: auto (the default) punches and relays through the "
     "rendezvous server where that fails, never only punches, always relays every link. "
