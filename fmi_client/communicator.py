@@ -26,11 +26,12 @@ from fmi_client.channel import SMALL_FRAME, Channel
 from fmi_client.errors import NameTooLong, PeerLost
 from fmi_client.framing import FIXED_SIZE, FIXED_STRUCT, KIND_BYTES, MAGIC
 from fmi_client.handshake import LinkSecret
+from fmi_client.link import LinkInfo
 from fmi_client.links import CollectiveLinks, Guard, LazyPairing, round_robin
 from fmi_client.linksecurity import LinkSecurity
 from fmi_client.ops import OpLike, as_op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
-from fmi_client.punch import PUNCH_WINDOW
+from fmi_client.punch import PUNCH_WINDOW, RELAY_MODES
 from fmi_client.safecodec import DEFAULT_MAX_MESSAGE_BYTES
 from fmi_client.surface import ObjectCalls
 from tcpunch import V1_MAX_NAME, V2_NAME_FIELD
@@ -59,6 +60,11 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
     Without one, only plain data (numbers, str, bytes, lists, tuples, dicts, numpy
     arrays) is decoded from peers: other objects need a secret or ``allow_pickle=True``.
     ``max_message_bytes`` bounds every message (``fmi_client.linksecurity``).
+
+    ``relay`` ("auto", "never" or "always") is every pairing's path (see pair_raw):
+    "auto" punches and goes through the server's relay when the punch cannot work or
+    fails, "never" only punches, "always" relays. ``links()`` tells which path each
+    link took (one log line per link says it too); Split passes the setting on.
     """
 
     def __init__(
@@ -77,7 +83,14 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
         encrypt: bool = True,
         allow_pickle: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        relay: str = "auto",
     ) -> None:
+        if not isinstance(relay, str) or relay not in RELAY_MODES:
+            raise ValueError(
+                f"relay must be one of {', '.join(map(repr, RELAY_MODES))} (auto: punch, and "
+                "relay through the server when that fails; never: punch only; always: relay "
+                f"only), not {relay!r}"
+            )
         rank = check_int(rank, "rank")
         world_size = check_int(world_size, "world_size")
         if world_size < 1:
@@ -94,6 +107,7 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
         self.protocol = protocol
         self.punch_timeout = punch_timeout
         self.op_timeout = op_timeout
+        self.relay = relay
         self._credential = credential  # for pair(); None: $RENDEZVOUS_CREDENTIAL, if set
         self._security = LinkSecurity(
             secret, encrypt=encrypt, allow_pickle=allow_pickle, max_message_bytes=max_message_bytes
@@ -106,6 +120,7 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
                 f"{limit}-byte limit of protocol {protocol}; use a shorter comm_name"
             )
         self._channels: dict[int, Channel] = {}
+        self._link_infos: dict[int, LinkInfo] = {}  # peer -> how its link was made
         self._lock = threading.Lock()
         self._self_queue: dict[int, deque[Any]] = defaultdict(deque)
         self._self_order: deque[int] = deque()  # their tags in the order sent

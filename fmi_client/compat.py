@@ -16,6 +16,8 @@ in fmi.json, else ``$RENDEZVOUS_CREDENTIAL`` (better: fmi.json is often committe
 The job secret that authenticates (and encrypts) the links between ranks likewise:
 ``backends.Direct.secret`` (and ``encrypt``, default true), else ``$FMI_SECRET``. FMI's
 own C++ workers run no handshake: they pair only with ranks that have no secret.
+Whether links may go through the server's relay: ``backends.Direct.relay`` ("auto",
+the default, "never" or "always"), else ``$FMI_RELAY``; the keyword ``relay=`` beats both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
 from fmi_client.handshake import LinkSecret
 from fmi_client.ops import Op
+from fmi_client.punch import RELAY_MODES
 
 #: Seconds a pairing may wait at least, whatever fmi.json's max_timeout says (FMI's
 #: default of 1000 ms made every cold start a failure).
@@ -39,6 +42,13 @@ MIN_PAIRING_TIMEOUT = 60.0
 #: FMI's server (the original TCPunch) speaks v1 only; an unchanged worker must too.
 DEFAULT_PROTOCOL = "v1"
 PROTOCOLS = ("v1", "v2")
+#: Where the relay setting comes from when fmi.json has no ``backends.Direct.relay``.
+RELAY_ENV = "FMI_RELAY"
+#: The relay settings, as an error message lists them.
+RELAY_CHOICES = (
+    '"auto" (punch, and relay through the server when that fails), "never" (punch only) '
+    'or "always" (relay only)'
+)
 
 
 class datatypes(enum.Enum):
@@ -138,6 +148,7 @@ class _Config(NamedTuple):
     credential: str | None
     secret: LinkSecret | None  # None: $FMI_SECRET, if set
     encrypt: bool
+    relay: str | None  # None: $FMI_RELAY, else "auto"
 
 
 def _read_config(path: str | os.PathLike[str]) -> _Config:
@@ -187,7 +198,24 @@ def _read_config(path: str | os.PathLike[str]) -> _Config:
             raise FmiClientError(
                 f"{os.fspath(path)!r}: backends.Direct.secret is not usable: {exc}"
             ) from None
-    return _Config(host, port, timeout, protocol, credential, secret, encrypt)
+    relay = direct.get("relay")
+    if relay is not None and (not isinstance(relay, str) or relay not in RELAY_MODES):
+        raise FmiClientError(
+            f"{os.fspath(path)!r}: backends.Direct.relay must be {RELAY_CHOICES}, not {relay!r}"
+        )
+    return _Config(host, port, timeout, protocol, credential, secret, encrypt, relay)
+
+
+def _relay_mode(keyword: str | None, configured: str | None) -> str:
+    """The relay setting: the keyword, else fmi.json's, else $FMI_RELAY, else "auto"."""
+    if keyword is not None:
+        return keyword  # checked by fmi_client.Communicator (ValueError)
+    if configured is not None:
+        return configured
+    from_env = os.environ.get(RELAY_ENV, "").strip()
+    if from_env and from_env not in RELAY_MODES:
+        raise FmiClientError(f"${RELAY_ENV} must be {RELAY_CHOICES}, not {from_env!r}")
+    return from_env or "auto"
 
 
 class Communicator:
@@ -195,6 +223,9 @@ class Communicator:
 
     ``protocol`` ("v1" or "v2", a keyword FMI does not have) overrides fmi.json's
     ``backends.Direct.protocol``; without either it is "v1", what FMI's server speaks.
+    ``relay`` ("auto", "never", "always"; nor FMI's) likewise overrides
+    ``backends.Direct.relay``, else ``$FMI_RELAY``, else "auto";
+    ``communicator.links()`` tells which path each link took.
     """
 
     def __init__(
@@ -206,10 +237,12 @@ class Communicator:
         faas_memory: int = 128,
         *,
         protocol: str | None = None,
+        relay: str | None = None,
     ) -> None:
-        host, port, timeout, configured, credential, secret, encrypt = _read_config(config_path)
+        config = _read_config(config_path)
+        credential = config.credential
         if protocol is None:
-            protocol = configured
+            protocol = config.protocol
         elif protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
         if credential is not None and protocol == "v1":
@@ -225,13 +258,14 @@ class Communicator:
         self._comm = _Communicator(
             peer_id,
             num_peers,
-            f"{host}:{port}",
+            f"{config.host}:{config.port}",
             comm_name,
-            timeout=timeout,
+            timeout=config.timeout,
             protocol=protocol,
             credential=credential,  # None: $RENDEZVOUS_CREDENTIAL, if set
-            secret=secret,  # None: $FMI_SECRET, if set
-            encrypt=encrypt,
+            secret=config.secret,  # None: $FMI_SECRET, if set
+            encrypt=config.encrypt,
+            relay=_relay_mode(relay, config.relay),
         )
 
     @property

@@ -1,6 +1,7 @@
 """The Communicator's connections: made lazily, one pairing per peer at a time
-(``LazyPairing``, mixed into the Communicator), handed to its collectives as a Transport on
-the collective tag, guarded so that any failure closes them, and the pairing schedule."""
+(``LazyPairing``, mixed into the Communicator, which also says how each link was made),
+handed to its collectives as a Transport on the collective tag, guarded so that any
+failure closes them, and the pairing schedule."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fmi_client.channel import Channel
 from fmi_client.errors import FmiClientError, PeerNeverArrived, PunchFailed
+from fmi_client.link import LinkInfo
 from fmi_client.punch import pair_raw
 
 if TYPE_CHECKING:
@@ -90,6 +92,27 @@ class LazyPairing:
     first time the two talk (or all at once by ``connect_all``), then reused both ways."""
 
     _channels: dict[int, Channel]  # peer -> its connection; set by Communicator.__init__
+    _link_infos: dict[int, LinkInfo]  # peer -> how its link was made; kept after close()
+
+    def links(self) -> dict[int, LinkInfo]:
+        """How each link this rank made came to be, by peer rank (in rank order): its
+        ``path`` ("direct": punched, or "relay": through the server), ``pairings``,
+        ``punch_failures``, ``stalls`` and timings (a ``fmi_client.link.LinkInfo``).
+
+        Links are made lazily, so only peers talked to so far are here (``connect_all()``
+        first for all of them); kept after close() and after a failure, for reports.
+        """
+        comm = cast("Communicator", self)
+        with comm._lock:
+            return dict(sorted(comm._link_infos.items()))
+
+    def link_info(self, peer: int) -> LinkInfo | None:
+        """How the link to rank ``peer`` was made (see links()); None before there is one
+        (and for this rank itself, which needs none)."""
+        comm = cast("Communicator", self)
+        comm._check_peer(peer, "peer")
+        with comm._lock:
+            return comm._link_infos.get(peer)
 
     def _channel(self, peer: int) -> Channel:
         """The connection to ``peer``, paired now if need be. Only one pairing per peer
@@ -140,9 +163,10 @@ class LazyPairing:
             )
         name = comm.pairing_name(comm.rank, peer)
         started = time.monotonic()
+        made: list[LinkInfo] = []  # each pairing's; the last one is the link kept
 
         def connect(seconds: float) -> socket.socket:  # secured below, not by pair()
-            return pair_raw(
+            sock = pair_raw(
                 name,
                 comm.host,
                 comm.port,
@@ -150,7 +174,10 @@ class LazyPairing:
                 protocol=comm.protocol,
                 punch_timeout=comm.punch_timeout,
                 credential=comm._credential,
+                relay=comm.relay,
             )
+            made.append(sock.link)
+            return sock
 
         try:  # with a secret: authenticated (and encrypted) before the Channel exists
             sock = comm._security.pair(
@@ -178,9 +205,13 @@ class LazyPairing:
             if outbox is not None:  # isends queued before we were paired go first
                 channel._sender = outbox[0]
             comm._channels[peer] = channel
-        log.debug(
-            "rank %d: connected to rank %d in %.3f s", comm.rank, peer, time.monotonic() - started
-        )
+            link = comm._link_infos[peer] = made[-1]
+        log.info(
+            "rank %d: link to rank %d is %s (pairing %r: %d pairing(s), %d punch failure(s), "
+            "%d stall(s); %.3f s)",
+            comm.rank, peer, link.path, link.name, link.pairings, link.punch_failures,
+            link.stalls, time.monotonic() - started,
+        )  # fmt: skip
         return channel
 
     def connect_all(self, *, concurrency: int = 8) -> None:

@@ -115,7 +115,8 @@ class ObjectCalls:
         ``key`` (ties: by rank here); None for ``color=UNDEFINED``. Collective.
 
         Its pairing names are this communicator's name, ``#`` and the split's number and
-        color (so never one of ours, nor one of another color's or another split's).
+        color (so never one of ours, nor one of another color's or another split's); it
+        keeps this one's settings (timeouts, credential, secret, ``relay``).
         """
         comm = cast("Communicator", self)
         from fmi_client.communicator import Communicator
@@ -141,6 +142,7 @@ class ObjectCalls:
             encrypt=comm._security.encrypt,
             allow_pickle=comm._security.allow_pickle,
             max_message_bytes=comm._security.max_message_bytes,
+            relay=comm.relay,
         )
 
 

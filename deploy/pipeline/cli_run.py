@@ -73,6 +73,15 @@ from rendezvous_deploy.pipeline.names import PipelineNames
     "run's own, $COMM_NAME). On AWS: the payload's comm_name.",
 )
 @click.option(
+    "--relay",
+    type=click.Choice(["auto", "never", "always"]),
+    metavar="MODE",
+    default=None,
+    help="--local: how ranks link: auto (the default) punches and relays through the "
+    "rendezvous server where that fails, never only punches, always relays every link. "
+    "On AWS: the payload's relay.",
+)
+@click.option(
     "--timeout",
     type=float,
     default=None,
@@ -107,6 +116,7 @@ def run(
     model: Path | None,
     script: Path | None,
     comm_name: str | None,
+    relay: str | None,
     timeout: float | None,
     payload_file: Path | None,
     name: str,
@@ -120,7 +130,8 @@ def run(
 
     With --local: Initialize, one worker process per rank and Summarize on this
     machine, a table (world size, wall (s), per rank (s), samples/s, MAE, comm (s),
-    comm share, total CPU time (s), throughput (Mbit/s); also in sweep.csv) and a PNG
+    comm share, relayed links, total CPU time (s), throughput (Mbit/s); also in
+    sweep.csv) and a PNG
     plot of the sweep. Without it: start one Step Functions execution per world size
     of the deployed pipeline (see `pipeline up`) and show their progress.
     """
@@ -155,6 +166,7 @@ def run(
             script,
             timeout or 600.0,
             comm_name,
+            relay,
         )
         return
     if payload_file is None:
@@ -180,6 +192,7 @@ def _run_local(
     script: Path | None,
     timeout: float,
     comm_name: str | None = None,
+    relay: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -228,6 +241,7 @@ def _run_local(
                             progress=advance,
                             auth_secret=server.auth_secret,
                             comm_name=comm_name,
+                            relay=relay,
                         )
                     )
                 except PipelineFailed as err:

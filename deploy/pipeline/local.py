@@ -109,6 +109,11 @@ class LocalRun:
         return max(starts) - min(starts) if starts else 0.0
 
     @property
+    def relayed_links(self) -> int:
+        """Links between ranks that went through the rendezvous server's relay."""
+        return int(self.summary.get("relayed_links") or 0)
+
+    @property
     def comm_share(self) -> float:
         """Critical-path communication over the slowest rank's handler time."""
         slowest = self.max_rank_seconds
@@ -301,12 +306,14 @@ def run_local(
     cpus: int | None = None,
     auth_secret: bytes | None = None,
     comm_name: str | None = None,
+    relay: str | None = None,
 ) -> LocalRun:
     """Initialize, one process per rank, Summarize; timings from the first to the last.
 
     Every run gets a fresh job secret, and with ``auth_secret`` (the server's) a credential
     for its own pairing names (``comm_name``, default ``pipeline-<run_id>``: give the
-    name a script passes to ``fmi.Communicator`` when it uses a fixed one).
+    name a script passes to ``fmi.Communicator`` when it uses a fixed one). ``relay``
+    ("auto", "never", "always"; default: the payload's default, "auto") is the payload's.
     """
     results_dir = results_dir.resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -326,6 +333,8 @@ def run_local(
         payload["file_limit"] = file_limit
     if comm_name:
         payload["comm_name"] = comm_name
+    if relay:
+        payload["relay"] = relay
     if model is not None:
         key = f"models/{run_id}/{model.name}"
         (results_dir / key).parent.mkdir(parents=True, exist_ok=True)

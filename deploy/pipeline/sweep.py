@@ -17,6 +17,7 @@ COLUMNS = (
     "MAE",
     "comm (s)",
     "comm share",
+    "relayed links",
     "total CPU time (s)",
     "throughput (Mbit/s)",
 )
@@ -26,8 +27,9 @@ def sweep_rows(runs: Sequence[LocalRun]) -> tuple[tuple[str, ...], list[list[str
     """Cells for each run: wall = Initialize to Summarize; per-rank = slowest handler;
     samples/s = all samples over the slowest rank's inference time; comm = rendezvous and
     collectives on the critical path (waiting for late peers excluded), and its share of
-    the slowest rank's time; total CPU time and throughput from the users' per-rank keys,
-    aggregated as their notebooks do (figures.py)."""
+    the slowest rank's time; relayed links = links between ranks that went through the
+    server's relay (0: all punched); total CPU time and throughput from the users'
+    per-rank keys, aggregated as their notebooks do (figures.py)."""
     rows = []
     for run in runs:
         mae = run.mae
@@ -41,6 +43,7 @@ def sweep_rows(runs: Sequence[LocalRun]) -> tuple[tuple[str, ...], list[list[str
                 "n/a" if mae is None else f"{mae:.4f}",
                 f"{run.comm_seconds:.3f}",
                 f"{100 * run.comm_share:.1f}%",
+                str(run.relayed_links),
                 f"{users.cpu_seconds or 0.0:.3f}",
                 f"{(users.throughput_bps or 0.0) / 1e6:.2f}",
             ]

@@ -18,6 +18,11 @@ DEFAULT_BATCH_SIZE = 512
 DEFAULT_TIMEOUT_S = 120.0
 GLOBAL_SUMMARY = "global.json"  # written by rank 0 under result_path
 MAX_WORLD_SIZE = 10_000  # a Distributed Map runs at most 10,000 children at once
+#: How the ranks' links may go (fmi_client's ``relay=``): "auto" punches and relays
+#: through the rendezvous server when punching fails, "never" only punches, "always"
+#: relays. The payload's ``relay``, the item's RELAY.
+RELAY_MODES = ("auto", "never", "always")
+DEFAULT_RELAY = "auto"
 
 REQUIRED = ("bucket", "data_prefix", "result_path", "world_size", "rendezvous_endpoint")
 OPTIONAL = (
@@ -31,6 +36,7 @@ OPTIONAL = (
     "timeout",
     "run_id",
     "comm_name",
+    "relay",
     "comment",
     "Comment",
 )
@@ -84,6 +90,7 @@ class Payload:
     timeout: float = DEFAULT_TIMEOUT_S
     run_id: str = ""
     comm_name: str = ""  # the ranks' pairing names start with it (default pipeline-<run_id>)
+    relay: str = DEFAULT_RELAY  # RELAY_MODES
 
 
 def _int(value: Any, name: str, problems: list[str], *, minimum: int = 1) -> int | None:
@@ -130,6 +137,16 @@ def validate_endpoint(value: str) -> str | None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return f"rendezvous_endpoint: expected 'host:port', got {value!r}"
     return None
+
+
+def validate_relay(value: Any, name: str) -> str | None:
+    """Why ``value`` is not a relay setting, or None when it is."""
+    if isinstance(value, str) and value in RELAY_MODES:
+        return None
+    return (
+        f"{name}: expected 'auto' (punch, relay when that fails), 'never' (punch only) or "
+        f"'always' (relay only), got {value!r}"
+    )
 
 
 def validate_payload(raw: Any) -> Payload:
@@ -215,6 +232,12 @@ def validate_payload(raw: Any) -> Payload:
         if comm_name and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", comm_name):
             problems.append(f"comm_name: use letters, digits, '.', '_' or '-' (got {comm_name!r})")
 
+    relay = DEFAULT_RELAY
+    if raw.get("relay") not in (None, ""):
+        relay = raw["relay"].strip() if isinstance(raw["relay"], str) else raw["relay"]
+        if why := validate_relay(relay, "relay"):
+            problems.append(why)
+
     if problems:
         raise PayloadError(problems)
     assert world_size is not None
@@ -235,6 +258,7 @@ def validate_payload(raw: Any) -> Payload:
         timeout=timeout,
         run_id=run_id,
         comm_name=comm_name or f"pipeline-{run_id}",
+        relay=relay,
     )
 
 
@@ -302,6 +326,7 @@ def build_items(payload: Payload, files: Sequence[str]) -> list[dict[str, Any]]:
                 "COMM_NAME": payload.comm_name or f"pipeline-{payload.run_id}",
                 "RUN_ID": payload.run_id,
                 "TIMEOUT": payload.timeout,
+                "RELAY": payload.relay,
             }
         )
     return items
@@ -332,6 +357,9 @@ def validate_item(item: Any) -> dict[str, Any]:
     if ws is not None and rank is not None and rank >= ws:
         problems.append(f"RANK {rank} is not below WORLD_SIZE {ws}")
     if why := validate_endpoint(str(item["RENDEZVOUS_ENDPOINT"])):
+        problems.append(why)
+    out["RELAY"] = item.get("RELAY") or DEFAULT_RELAY  # items written before it: the default
+    if why := validate_relay(out["RELAY"], "RELAY"):
         problems.append(why)
     if problems:
         raise PayloadError(problems)

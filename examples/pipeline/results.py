@@ -93,6 +93,36 @@ def ours(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(extra) if isinstance(extra, Mapping) else {}
 
 
+#: What each link's record says (attributes of fmi_client's LinkInfo), under OURS["links"].
+LINK_FIELDS = ("path", "pairings", "punch_failures", "stalls")
+
+
+def links_record(links: Mapping[int, Any]) -> dict[str, Any]:
+    """This rank's links for OURS: ``links`` (peer rank -> fmi_client LinkInfo, as
+    ``Communicator.links()`` gives) as a list in peer order, and how many went each way."""
+    listed = [
+        {"peer": int(peer), **{name: getattr(info, name) for name in LINK_FIELDS}}
+        for peer, info in sorted(links.items())
+    ]
+    relayed = sum(1 for link in listed if link["path"] == "relay")
+    return {"links": listed, "relayed_links": relayed, "direct_links": len(listed) - relayed}
+
+
+def run_links(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The run's links from every rank's OURS (each link is in both of its ranks' lists,
+    counted once): how many, and how many of them went through the relay."""
+    pairs: dict[tuple[int, int], bool] = {}
+    for added in records:
+        rank, links = added.get("rank"), added.get("links")
+        if not isinstance(rank, int) or not isinstance(links, list):
+            continue  # a script's rank, or a record from before links were reported
+        for link in links:
+            if isinstance(link, Mapping) and isinstance(link.get("peer"), int):
+                pair = (min(rank, link["peer"]), max(rank, link["peer"]))
+                pairs[pair] = pairs.get(pair, False) or link.get("path") == "relay"
+    return {"links": len(pairs), "relayed_links": sum(pairs.values())}
+
+
 def number(record: Mapping[str, Any], key: str) -> float:
     """A users' numeric field as float, 0.0 when absent or not a number."""
     value = record.get(key) if isinstance(record, Mapping) else None

@@ -14,7 +14,15 @@ import re
 from typing import Any
 
 from rendezvous_pipeline.payload import GLOBAL_SUMMARY, log_run
-from rendezvous_pipeline.results import CPU_MEMORY, CPU_TIME, THROUGHPUT, number, ours, trimmed_mean
+from rendezvous_pipeline.results import (
+    CPU_MEMORY,
+    CPU_TIME,
+    THROUGHPUT,
+    number,
+    ours,
+    run_links,
+    trimmed_mean,
+)
 from rendezvous_pipeline.storage import join_key, open_storage, run_prefix
 
 COMBINED = "combined_data.json"
@@ -72,6 +80,7 @@ def summarize(event: dict[str, Any]) -> dict[str, Any]:
         "max_rank_wall_seconds": max((a.get("wall_seconds") or 0.0) for a in added),
         "max_rank_inference_seconds": max((a.get("inference_seconds") or 0.0) for a in added),
         "max_rank_comm_seconds": max((a.get("comm_seconds") or 0.0) for a in added),
+        **run_links(added),  # links between ranks, and how many went through the relay
         # What the users' notebooks compute from combined_data.json, per run:
         "mean_total_cpu_time (seconds)": trimmed_mean([number(r, CPU_TIME) for r in combined]),
         "sum_throughput_bps": sum(number(r, THROUGHPUT) for r in combined),

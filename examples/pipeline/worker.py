@@ -32,7 +32,7 @@ import numpy as np
 import fmi_client
 from rendezvous_pipeline.metrics import SUM_FIELDS, error_sums, metrics_from_sums, nmad
 from rendezvous_pipeline.payload import GLOBAL_SUMMARY, data_path_keys, log_run, validate_item
-from rendezvous_pipeline.results import OURS, users_record
+from rendezvous_pipeline.results import OURS, links_record, users_record
 from rendezvous_pipeline.runauth import (
     CREDENTIAL_FIELD,
     JOB_SECRET_FIELD,
@@ -42,7 +42,8 @@ from rendezvous_pipeline.runauth import (
 )
 from rendezvous_pipeline.storage import Storage, join_key, open_storage
 
-#: (rank, world_size, endpoint, comm_name, timeout, credential=...) -> a Communicator.
+#: (rank, world_size, endpoint, comm_name, timeout, credential=..., relay=...) -> a
+#: Communicator (with ``links()``).
 CommunicatorFactory = Callable[..., AbstractContextManager[Any]]
 
 
@@ -61,6 +62,7 @@ def fmi_communicator(
     name: str,
     timeout: float,
     credential: str | None = None,
+    relay: str = "auto",
 ) -> AbstractContextManager[Any]:
     import fmi_client  # deferred: script-only runs need no communicator
 
@@ -71,6 +73,7 @@ def fmi_communicator(
         comm_name=name,
         timeout=timeout,
         credential=credential,
+        relay=relay,
     )
 
 
@@ -202,12 +205,14 @@ def run_rank(
             item["COMM_NAME"],
             item["TIMEOUT"],
             credential=auth.get(CREDENTIAL_FIELD),
+            relay=item["RELAY"],
         ) as comm,
     ):
         connected = time.perf_counter()
         comm.barrier()
         barrier_done = time.perf_counter()
         total = np.asarray(comm.allreduce(vector, op="sum"), dtype=np.float64)
+        links = links_record(comm.links())  # the path of each link this rank made
     comm_done = time.perf_counter()
 
     failed = [r for r in range(world_size) if total[len(SUM_FIELDS) + world_size + r] > 0.5]
@@ -257,6 +262,8 @@ def run_rank(
         "barrier_seconds": barrier_done - connected,
         "allreduce_seconds": comm_done - barrier_done,
         "comm_seconds": comm_done - comm0,
+        "relay": item["RELAY"],
+        **links,
         # Wall-clock bounds of the communication phase, so a benchmark can tell waiting
         # for a slower peer (skew) from the cost of rendezvous and collectives.
         "comm_started_at": comm0_unix,
@@ -284,12 +291,16 @@ def script_path() -> list[str]:
 
 
 def write_fmi_config(
-    directory: Path, endpoint: str, timeout_s: float, protocol: str | None = None
+    directory: Path,
+    endpoint: str,
+    timeout_s: float,
+    protocol: str | None = None,
+    relay: str = "auto",
 ) -> Path:
     """FMI's ``fmi.json`` for this run's rendezvous server, next to the script (and in its
     working directory), where FMI-style helpers look for it. ``protocol="v2"`` when the
     rank holds a credential (v1, FMI's default, cannot carry one); the credential itself
-    stays in the environment, not in the file."""
+    stays in the environment, not in the file. ``relay`` goes in when not "auto"."""
     host, _, port = endpoint.rpartition(":")
     config = {
         "backends": {
@@ -299,6 +310,7 @@ def write_fmi_config(
                 "port": int(port),
                 "max_timeout": int(timeout_s * 1000),
                 **({"protocol": protocol} if protocol else {}),
+                **({"relay": relay} if relay != "auto" else {}),
             }
         },
         "model": {"Direct": {"resolve_host_dns": True}},
@@ -356,6 +368,7 @@ def run_script(
             str(item["RENDEZVOUS_ENDPOINT"]),
             item["TIMEOUT"],
             "v2" if auth.get(CREDENTIAL_FIELD) else None,
+            str(item.get("RELAY") or "auto"),
         )
         env["FMI_CONFIG"] = str(config)
         started = time.perf_counter()

@@ -154,3 +154,91 @@ def test_types_and_funcs_behave_like_fmi() -> None:
     custom = fmi.func(fmi.op.custom, lambda a, b: 2 * a + b, True, True)
     assert custom.for_type(fmi.types(fmi.datatypes.int))(1, 2) == 4
     assert {h.name for h in fmi.hints} == {"fast", "cheap"}
+
+
+def test_fmi_json_relay_always_relays_every_link(server, tmp_path: Path) -> None:
+    """``backends.Direct.relay: "always"`` in an otherwise unchanged fmi.json (v1, as FMI's
+    users have it): the FMI-style worker gets FMI's results through the server's relay."""
+    metrics = server.server.relay.metrics
+    started, relayed = metrics.started, metrics.bytes
+    config = write_config(tmp_path / "fmi.json", server.host, server.port, relay="always")
+    results = run_fmi_workers(config, 3)
+    assert_fmi_semantics(results, 3)
+    assert metrics.started == started + 3  # ranks 0-1, 0-2 and 1-2: each a relay session
+    assert metrics.bytes - relayed >= 3 * 2 * 65536  # each link's check, both ways, at least
+
+
+SHIM_WORKER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])  # fmi_client/shim: `import fmi`, as FMI's workers have it
+import fmi
+config, rank = sys.argv[2], int(sys.argv[3])
+comm = fmi.Communicator(rank, 2, config, "fmi_relay_" + sys.argv[4], 512)
+comm.hint(fmi.hints.fast)
+comm.barrier()
+total = comm.allreduce(rank + 1, fmi.func(fmi.op.sum), fmi.types(fmi.datatypes.int))
+links = {peer: link.path for peer, link in comm.communicator.links().items()}
+comm.close()
+print(json.dumps({"module": fmi.__name__, "total": total, "links": links}))
+"""
+
+
+@pytest.mark.parametrize(("relay", "path"), [("always", "relay"), ("never", "direct")])
+def test_shim_takes_the_relay_setting_from_fmi_json(
+    server, tmp_path: Path, relay: str, path: str
+) -> None:
+    config = write_config(tmp_path / "fmi.json", server.host, server.port, relay=relay)
+    shim = REPO / "fmi_client" / "shim"
+    tag = f"{relay}{os.getpid()}"
+    results = run_ranks(
+        lambda rank: ["-c", SHIM_WORKER, str(shim), str(config), str(rank), tag], 2, timeout=60
+    )
+    assert all(r.returncode == 0 for r in results), [r.stderr[-1500:] for r in results]
+    got = [r.json() for r in results]
+    assert [g["module"] for g in got] == ["fmi_client.compat"] * 2  # the shim is compat
+    assert [g["total"] for g in got] == [3, 3]
+    assert [g["links"] for g in got] == [{"1": path}, {"0": path}]
+
+
+def relay_of(*args: object, **kwargs: object) -> str:
+    """The relay setting a compat Communicator would pair with (it pairs lazily)."""
+    with fmi.Communicator(*args, **kwargs) as comm:  # type: ignore[arg-type]
+        return comm.communicator.relay
+
+
+def test_relay_comes_from_the_keyword_fmi_json_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FMI_RELAY", raising=False)
+    plain = write_config(tmp_path / "plain.json", "127.0.0.1", 1)
+    never = write_config(tmp_path / "never.json", "127.0.0.1", 1, relay="never")
+    null = write_config(tmp_path / "null.json", "127.0.0.1", 1, relay=None)
+    assert relay_of(0, 2, plain, "p") == relay_of(0, 2, null, "p") == "auto"
+    assert relay_of(0, 2, never, "p") == "never"
+    assert relay_of(0, 2, never, "p", relay="always") == "always"  # the keyword beats fmi.json
+    monkeypatch.setenv("FMI_RELAY", "always")
+    assert relay_of(0, 2, plain, "p") == "always"  # only where fmi.json says nothing
+    assert relay_of(0, 2, never, "p") == "never"
+    with pytest.raises(ValueError, match="relay must be one of 'auto', 'never', 'always'"):
+        fmi.Communicator(0, 2, plain, "p", relay="sometimes")
+
+
+@pytest.mark.parametrize("bad", ["sometimes", "Always", "", 1, True])
+def test_a_bad_relay_in_fmi_json_names_the_key_and_the_choices(tmp_path: Path, bad) -> None:
+    config = tmp_path / "fmi.json"
+    direct = {"enabled": True, "host": "127.0.0.1", "port": 1, "max_timeout": 1000}
+    config.write_text(json.dumps({"backends": {"Direct": {**direct, "relay": bad}}}))
+    with pytest.raises(FmiClientError) as info:
+        fmi.Communicator(0, 2, config, "p")
+    message = str(info.value)
+    assert f"{str(config)!r}: backends.Direct.relay must be " in message
+    assert '"auto" (punch, and relay through the server when that fails)' in message
+    assert '"never" (punch only) or "always" (relay only)' in message
+    assert message.endswith(f"not {bad!r}")
+
+
+def test_a_bad_fmi_relay_variable_is_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FMI_RELAY", "off")
+    plain = write_config(tmp_path / "plain.json", "127.0.0.1", 1)
+    with pytest.raises(FmiClientError, match=r"\$FMI_RELAY must be \"auto\" .* not 'off'"):
+        fmi.Communicator(0, 2, plain, "p")

@@ -67,3 +67,24 @@ def test_users_fmi_worker_through_the_local_runner(
     assert reduced["sum total_cpu_time (seconds)"] > 0
     assert [o["rank"] for o in run.added] == list(range(world_size))
     assert all(o["returncode"] == 0 for o in run.added)
+
+
+def test_a_scripts_fmi_json_carries_the_runs_relay_setting(tmp_path: Path) -> None:
+    """The payload's relay reaches an FMI script through its fmi.json, which is otherwise
+    FMI's as before (no relay key for the default, "auto")."""
+    import fmi_client.compat as fmi
+    from rendezvous_pipeline.worker import write_fmi_config
+
+    (tmp_path / "auto").mkdir()
+    (tmp_path / "always").mkdir()
+    plain = write_fmi_config(tmp_path / "auto", "127.0.0.1:10000", 30)
+    relayed = write_fmi_config(tmp_path / "always", "127.0.0.1:10000", 30, None, "always")
+    assert json.loads(plain.read_text())["backends"]["Direct"] == {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": 10000,
+        "max_timeout": 30000,
+    }
+    assert json.loads(relayed.read_text())["backends"]["Direct"]["relay"] == "always"
+    with fmi.Communicator(0, 2, relayed, "fmi_pair", 512, protocol="v2") as comm:
+        assert comm.communicator.relay == "always"  # what the script's links will do

@@ -90,6 +90,11 @@ def test_local_run(
             assert result["total_cpu_time (seconds)"] > 0
         else:
             assert result["throughput_bps"] == result["sample_persec"] == 0.0
+        # relay "auto" on loopback: every link this rank made was punched
+        assert ours[rank]["relay"] == "auto"
+        assert {link["path"] for link in ours[rank]["links"]} <= {"direct"}
+        assert ours[rank]["relayed_links"] == 0
+        assert ours[rank]["direct_links"] == len(ours[rank]["links"]) <= world_size - 1
     assert sum(o["num_samples"] for o in ours) == 120
     batches = [r["num_batches"] for r in per_rank]
     assert batches == [3 * len(p) if isinstance(p, list) else (3 if p else 0)
@@ -101,6 +106,10 @@ def test_local_run(
     assert combined == per_rank
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_samples"] == 120
+    assert summary["relayed_links"] == 0
+    pairs = {(min(o["rank"], link["peer"]), max(o["rank"], link["peer"]))
+             for o in ours for link in o["links"]}  # each link is in both ranks' lists
+    assert summary["links"] == len(pairs) >= world_size - 1
     size = sum((tiny_data / "parts" / n).stat().st_size for n in ("1.pt", "2.pt", "10.pt"))
     assert summary["partition_mb"] == round(size / 3 / 2**20, 1)  # mean file size, MiB
     kept = run_dir / "_pipeline" / "runs" / summary["run_id"]
@@ -114,6 +123,42 @@ def test_local_run(
     assert run.mae == pytest.approx(direct["mae"], rel=1e-4)
     assert direct["mae"] < 0.1  # the shipped weights learnt the relation
     assert not (run_dir / "_pipeline" / "items.json").read_text().startswith("{")
+
+
+@pytest.mark.torch
+def test_relay_always_puts_each_ranks_relayed_links_in_its_result(
+    tiny_data: Path, endpoint: str, tmp_path: Path
+) -> None:
+    """The payload's relay "always": every link goes through the server's relay, each
+    rank's result says so under "rendezvous" only, the summary counts them."""
+    need_torch()
+    from rendezvous_deploy.pipeline.local import run_local
+    from rendezvous_deploy.pipeline.sweep import sweep_rows
+
+    run = run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=3,
+                    endpoint=endpoint, batch_size=16, data_prefix="parts/", timeout=240,
+                    cpus=2, relay="always")
+    per_rank = [json.loads((run.results_dir / f"{r}.json").read_text()) for r in range(3)]
+    pairs = set()
+    for rank, result in enumerate(per_rank):
+        assert_users_format(result)  # the users' ten keys, as they were
+        assert format_problems(result) == []
+        ours = result["rendezvous"]
+        assert ours["relay"] == "always"
+        assert ours["links"], f"rank {rank} reported no link"
+        for link in ours["links"]:
+            assert set(link) == {"peer", "path", "pairings", "punch_failures", "stalls"}
+            assert link["path"] == "relay" and link["peer"] != rank
+            assert link["pairings"] == 1 and link["punch_failures"] == link["stalls"] == 0
+            pairs.add((min(rank, link["peer"]), max(rank, link["peer"])))
+        assert [link["peer"] for link in ours["links"]] == sorted(
+            link["peer"] for link in ours["links"])
+        assert ours["relayed_links"] == len(ours["links"]) and ours["direct_links"] == 0
+    summary = json.loads((run.results_dir / "summary.json").read_text())
+    assert summary["relayed_links"] == summary["links"] == len(pairs) >= 2
+    assert run.relayed_links == len(pairs)
+    columns, rows = sweep_rows([run])
+    assert rows[0][columns.index("relayed links")] == str(len(pairs))
 
 
 @pytest.mark.torch
@@ -242,3 +287,46 @@ def test_run_help_names_every_column_of_the_local_table() -> None:
     text = " ".join(shown.output.split())
     assert shown.exit_code == 0
     assert [column for column in COLUMNS if column not in text] == []
+
+
+SCRIPT_REPORTS_LINKS = """
+import json, os, pathlib
+import fmi
+rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+config = os.environ["FMI_CONFIG"]
+comm = fmi.Communicator(rank, size, config, os.environ["COMM_NAME"], 512)
+comm.barrier()
+paths = sorted({link.path for link in comm.communicator.links().values()})
+comm.close()
+direct = json.loads(pathlib.Path(config).read_text())["backends"]["Direct"]
+out = pathlib.Path(os.environ["S3_BUCKET"]) / os.environ["RESULT_PATH"] / f"{rank}.json"
+out.write_text(json.dumps({"rank": rank, "relay": direct.get("relay"), "paths": paths}))
+"""
+
+
+def test_cli_relay_reaches_an_fmi_scripts_links(tmp_path: Path) -> None:
+    """`pipeline run --local --relay always`: the payload's relay reaches a script's
+    fmi.json, and its fmi.Communicator links go through the (in-process) server's relay."""
+    from click.testing import CliRunner
+
+    from rendezvous_deploy.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "1.pt").write_bytes(b"never read: the script reads no data")
+    script = tmp_path / "links.py"
+    script.write_text(SCRIPT_REPORTS_LINKS)
+    args = ["pipeline", "run", "--local", "--world-size", "2", "--data", str(data),
+            "--results", str(tmp_path / "out"), "--script", str(script)]  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(main, [*args, "--relay", "always"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    combined = json.loads(next((tmp_path / "out" / "runs").glob("*/combined_data.json"))
+                          .read_text())  # fmt: skip
+    assert combined == [
+        {"rank": 0, "relay": "always", "paths": ["relay"]},
+        {"rank": 1, "relay": "always", "paths": ["relay"]},
+    ]
+    bad = runner.invoke(main, [*args, "--relay", "sometimes"])
+    assert bad.exit_code == 2 and "'sometimes' is not one of 'auto', 'never', 'always'" in (
+        " ".join(bad.output.split()))

@@ -139,3 +139,22 @@ def test_item_validation_lists_problems() -> None:
     broken = {k: v for k, v in item.items() if k != "DATA_PATH"}
     with pytest.raises(PayloadError, match="missing item field 'DATA_PATH'"):
         validate_item(broken)
+
+
+def test_relay_is_optional_checked_and_reaches_every_item() -> None:
+    assert validate_payload(GOOD).relay == "auto"  # the users' payload, unchanged
+    items = build_items(validate_payload({**GOOD, "world_size": 2, "relay": "always"}), ["x"])
+    assert [item["RELAY"] for item in items] == ["always", "always"]
+    assert validate_item(items[1])["RELAY"] == "always"
+    older = {k: v for k, v in items[0].items() if k != "RELAY"}  # an item from before
+    assert validate_item(older)["RELAY"] == "auto"
+    with pytest.raises(PayloadError) as info:
+        validate_payload({**GOOD, "relay": "sometimes", "world_size": 0})
+    assert info.value.problems == [
+        "world_size: must be at least 1, got 0",
+        "relay: expected 'auto' (punch, relay when that fails), 'never' (punch only) or "
+        "'always' (relay only), got 'sometimes'",
+    ]
+    assert "relay" in str(info.value).rsplit("optional:", 1)[1]  # listed as optional
+    with pytest.raises(PayloadError, match=r"RELAY: expected 'auto' .* got 'off'"):
+        validate_item({**items[0], "RELAY": "off"})
