@@ -73,7 +73,7 @@ def test_a_scripts_fmi_json_carries_the_runs_relay_setting(tmp_path: Path) -> No
     """The payload's relay reaches an FMI script through its fmi.json, which is otherwise
     FMI's as before (no relay key for the default, "auto")."""
     import fmi_client.compat as fmi
-    from rendezvous_pipeline.worker import write_fmi_config
+    from rendezvous_pipeline.script import write_fmi_config
 
     (tmp_path / "auto").mkdir()
     (tmp_path / "always").mkdir()
