@@ -43,8 +43,11 @@ ROOT = Path(__file__).resolve().parents[2]
 IAM_DIR = ROOT / "deploy" / "iam"
 PIPELINE_FILES = sorted(IAM_DIR.glob("pipeline-*.json"))
 # What `pipeline up / run / report` runs: the pipeline package and the ECR push it borrows.
-DEPLOY_CODE = [*sorted((ROOT / "deploy" / "pipeline").glob("*.py")),
-               ROOT / "deploy" / "server" / "image.py", ROOT / "deploy" / "roles.py"]
+DEPLOY_CODE = [
+    *sorted((ROOT / "deploy" / "pipeline").glob("*.py")),
+    ROOT / "deploy" / "server" / "image.py",
+    ROOT / "deploy" / "roles.py",
+]
 FUNCTION_CODE = sorted((ROOT / "examples" / "pipeline").glob("*.py"))
 # Checked by AWS on the deployer's behalf, not called through boto3: passing the roles,
 # attaching the layer (CreateFunction), Lambda granting itself pulls from the worker's
@@ -61,14 +64,19 @@ IMPLIED_DEPLOYER = {
     "ecr:PutImage",
 }
 # Actions IAM cannot scope to a resource: the only ones allowed on "*".
-WITHOUT_RESOURCE_TYPES = {"sts:GetCallerIdentity", "lambda:ListLayerVersions",
-                          "ecr:GetAuthorizationToken", "states:ListStateMachines"}
+WITHOUT_RESOURCE_TYPES = {
+    "sts:GetCallerIdentity",
+    "lambda:ListLayerVersions",
+    "ecr:GetAuthorizationToken",
+    "states:ListStateMachines",
+}
 LAMBDA_RUNTIME_LOGS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
 REGION, ACCOUNT = "us-east-1", "123456789012"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rendezvous-pipeline-worker:abc"
 LOCATIONS = ["--data", "s3://data", "--results", "s3://results"]
-SECRET_ARN = (f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
-              "rendezvous/rendezvous/auth-secret-AbC123")
+SECRET_ARN = (
+    f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rendezvous/rendezvous/auth-secret-AbC123"
+)
 FILL: dict[str, Any] = {
     "Region": REGION,
     "Account": ACCOUNT,
@@ -89,13 +97,19 @@ def deployer(prefix: str) -> dict[str, Any]:
     return cloud.policy("pipeline-deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix)
 
 
-def runtime(read: tuple[str, ...] = (), write: tuple[str, ...] = (),
-            any_bucket: bool = False, prefix: str = "pl") -> tuple[dict, dict]:
+def runtime(
+    read: tuple[str, ...] = (),
+    write: tuple[str, ...] = (),
+    any_bucket: bool = False,
+    prefix: str = "pl",
+) -> tuple[dict, dict]:
     """(lambda role policy, state machine role policy) as `up` would attach them."""
     s3 = cloud.s3_access(read, write, any_bucket=any_bucket)
     names = PipelineNames(prefix)
-    return (cloud.lambda_policy(REGION, ACCOUNT, names, s3),
-            cloud.states_policy(REGION, ACCOUNT, names, s3))
+    return (
+        cloud.lambda_policy(REGION, ACCOUNT, names, s3),
+        cloud.states_policy(REGION, ACCOUNT, names, s3),
+    )
 
 
 # -- the files ------------------------------------------------------------------------------
@@ -103,8 +117,12 @@ def runtime(read: tuple[str, ...] = (), write: tuple[str, ...] = (),
 
 def test_the_pipeline_policy_files_exist() -> None:
     names = {p.name for p in PIPELINE_FILES}
-    assert {"pipeline-deployer.json", "pipeline-lambda.json", "pipeline-states.json",
-            "pipeline-trust-states.json"} <= names
+    assert {
+        "pipeline-deployer.json",
+        "pipeline-lambda.json",
+        "pipeline-states.json",
+        "pipeline-trust-states.json",
+    } <= names
 
 
 @pytest.mark.parametrize("path", PIPELINE_FILES, ids=lambda p: p.name)
@@ -130,9 +148,15 @@ def test_deployer_policy_allows_exactly_what_up_run_and_report_call() -> None:
     policy = allowed(deployer("rendezvous-pipeline"))
     needed = static_actions(DEPLOY_CODE)
     assert len(needed) > 20, sorted(needed)  # the scan found the code's calls
-    assert {"states:StartExecution", "lambda:PublishLayerVersion", "logs:FilterLogEvents",
-            "iam:PutRolePolicy", "iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy",
-            "states:ListMapRuns"} <= needed
+    assert {
+        "states:StartExecution",
+        "lambda:PublishLayerVersion",
+        "logs:FilterLogEvents",
+        "iam:PutRolePolicy",
+        "iam:GetRolePolicy",
+        "iam:UpdateAssumeRolePolicy",
+        "states:ListMapRuns",
+    } <= needed
     missing = sorted(a for a in needed if not covers(policy, a))
     assert not missing, f"add to deploy/iam/pipeline-deployer.json: {missing}"
     unused = sorted(policy - needed - IMPLIED_DEPLOYER)
@@ -145,15 +169,22 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
     policy = deployer(prefix)
     arn = f"{REGION}:{ACCOUNT}"
     for function in names.functions():
-        for action in ("lambda:CreateFunction", "lambda:UpdateFunctionCode",
-                       "lambda:GetFunctionConfiguration"):
+        for action in (
+            "lambda:CreateFunction",
+            "lambda:UpdateFunctionCode",
+            "lambda:GetFunctionConfiguration",
+        ):
             assert resource_allows(policy, action, f"arn:aws:lambda:{arn}:function:{function}")
         group = f"arn:aws:logs:{arn}:log-group:/aws/lambda/{function}:*"
         assert resource_allows(policy, "logs:FilterLogEvents", group)
     for role in (names.lambda_role, names.initialize_role, names.states_role):
         role_arn = f"arn:aws:iam::{ACCOUNT}:role/{role}"
-        for action in ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy",
-                       "iam:PassRole"):
+        for action in (
+            "iam:PutRolePolicy",
+            "iam:GetRolePolicy",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:PassRole",
+        ):
             assert resource_allows(policy, action, role_arn), (action, role_arn)
     machine = f"arn:aws:states:{arn}:stateMachine:{names.state_machine}"
     assert resource_allows(policy, "states:CreateStateMachine", machine)
@@ -167,29 +198,42 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
     assert resource_allows(policy, "ecr:CreateRepository", repo)
 
     # Nothing else: another function, role, machine, log group or repository is out.
-    assert not resource_allows(policy, "lambda:UpdateFunctionCode",
-                               f"arn:aws:lambda:{arn}:function:payroll")
-    assert not resource_allows(policy, "lambda:UpdateFunctionCode",
-                               f"arn:aws:lambda:{arn}:function:{prefix}-initialize-x")
+    assert not resource_allows(
+        policy, "lambda:UpdateFunctionCode", f"arn:aws:lambda:{arn}:function:payroll"
+    )
+    assert not resource_allows(
+        policy, "lambda:UpdateFunctionCode", f"arn:aws:lambda:{arn}:function:{prefix}-initialize-x"
+    )
     assert not resource_allows(policy, "iam:PutRolePolicy", f"arn:aws:iam::{ACCOUNT}:role/admin")
-    assert not resource_allows(policy, "iam:PassRole",
-                               f"arn:aws:iam::{ACCOUNT}:role/{prefix}-admin")
-    assert not resource_allows(policy, "states:StartExecution",
-                               f"arn:aws:states:{arn}:stateMachine:{prefix}-other")
-    assert not resource_allows(policy, "logs:FilterLogEvents",
-                               f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll:*")
+    assert not resource_allows(
+        policy, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/{prefix}-admin"
+    )
+    assert not resource_allows(
+        policy, "states:StartExecution", f"arn:aws:states:{arn}:stateMachine:{prefix}-other"
+    )
+    assert not resource_allows(
+        policy, "logs:FilterLogEvents", f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll:*"
+    )
     assert not resource_allows(policy, "ecr:PutImage", f"arn:aws:ecr:{arn}:repository/other")
     # Each role goes only to the service that uses it.
     passes = [s for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]]
-    services = {s["Resource"].rsplit("-", 1)[1]: s["Condition"]["StringEquals"][
-        "iam:PassedToService"] for s in passes}
-    assert services == {"lambda": "lambda.amazonaws.com", "initialize": "lambda.amazonaws.com",
-                        "states": "states.amazonaws.com"}
+    services = {
+        s["Resource"].rsplit("-", 1)[1]: s["Condition"]["StringEquals"]["iam:PassedToService"]
+        for s in passes
+    }
+    assert services == {
+        "lambda": "lambda.amazonaws.com",
+        "initialize": "lambda.amazonaws.com",
+        "states": "states.amazonaws.com",
+    }
     # It may look up the servers' auth secrets (metadata), never read or change one.
     secret = f"arn:aws:secretsmanager:{arn}:secret:rendezvous/rendezvous/auth-secret-AbC123"
     assert resource_allows(policy, "secretsmanager:DescribeSecret", secret)
-    assert not resource_allows(policy, "secretsmanager:DescribeSecret",
-                               f"arn:aws:secretsmanager:{arn}:secret:payroll-AbC123")
+    assert not resource_allows(
+        policy,
+        "secretsmanager:DescribeSecret",
+        f"arn:aws:secretsmanager:{arn}:secret:payroll-AbC123",
+    )
     assert not covers(allowed(policy), "secretsmanager:GetSecretValue")
 
 
@@ -199,8 +243,12 @@ def test_deployer_policy_reaches_only_the_resources_named_after_the_prefix() -> 
 def test_lambda_role_allows_exactly_what_the_handlers_call() -> None:
     lambda_policy, _ = runtime(read=("data",), write=("results",))
     needed = static_actions(FUNCTION_CODE)
-    assert needed == {"s3:ListBucket", "s3:GetObject", "s3:PutObject",
-                      "secretsmanager:GetSecretValue"}
+    assert needed == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "secretsmanager:GetSecretValue",
+    }
     granted = allowed(lambda_policy)
     # The workers and Summarize: everything but the server's secret (users' scripts run
     # in the worker, and a holder of the secret mints credentials for any name).
@@ -209,13 +257,19 @@ def test_lambda_role_allows_exactly_what_the_handlers_call() -> None:
     initialize = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"), s3, SECRET_ARN)
     assert allowed(initialize) - LAMBDA_RUNTIME_LOGS == needed
     assert resource_allows(initialize, "secretsmanager:GetSecretValue", SECRET_ARN)
-    assert not resource_allows(initialize, "secretsmanager:GetSecretValue",
-                               SECRET_ARN.replace("rendezvous/rendezvous", "rendezvous/other"))
+    assert not resource_allows(
+        initialize,
+        "secretsmanager:GetSecretValue",
+        SECRET_ARN.replace("rendezvous/rendezvous", "rendezvous/other"),
+    )
     for function in PipelineNames("pl").functions():
         group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function}:*"
         assert resource_allows(lambda_policy, "logs:PutLogEvents", group)
-    assert not resource_allows(lambda_policy, "logs:PutLogEvents",
-                               f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/x:*")
+    assert not resource_allows(
+        lambda_policy,
+        "logs:PutLogEvents",
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/x:*",
+    )
 
 
 def test_lambda_role_reads_data_and_writes_only_results() -> None:
@@ -247,16 +301,20 @@ def test_lambda_role_reads_data_and_writes_only_results() -> None:
 
 def asl_actions(node: Any) -> set[str]:
     """The IAM actions the state machine's role needs for the ASL's service integrations."""
-    integrations = {"arn:aws:states:::lambda:invoke": "lambda:InvokeFunction",
-                    "arn:aws:states:::s3:getObject": "s3:GetObject",
-                    "arn:aws:states:::s3:putObject": "s3:PutObject",
-                    "arn:aws:states:::s3:listObjectsV2": "s3:ListBucket"}
+    integrations = {
+        "arn:aws:states:::lambda:invoke": "lambda:InvokeFunction",
+        "arn:aws:states:::s3:getObject": "s3:GetObject",
+        "arn:aws:states:::s3:putObject": "s3:PutObject",
+        "arn:aws:states:::s3:listObjectsV2": "s3:ListBucket",
+    }
     found: set[str] = set()
     if isinstance(node, dict):
-        if node.get("Type") == "Map" and node.get("ItemProcessor", {}).get(
-            "ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
-            found |= {"states:StartExecution", "states:DescribeExecution",
-                      "states:StopExecution"}
+        if (
+            node.get("Type") == "Map"
+            and node.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode")
+            == "DISTRIBUTED"
+        ):
+            found |= {"states:StartExecution", "states:DescribeExecution", "states:StopExecution"}
         resource = node.get("Resource")
         if isinstance(resource, str) and resource.startswith("arn:aws:states:::"):
             assert resource in integrations, f"add {resource} to the table"
@@ -280,18 +338,23 @@ def test_state_machine_role_allows_exactly_what_the_definition_uses() -> None:
     names = PipelineNames("pl")
     arn = f"{REGION}:{ACCOUNT}"
     for function in names.functions():
-        assert resource_allows(states_policy, "lambda:InvokeFunction",
-                               f"arn:aws:lambda:{arn}:function:{function}")
-    assert not resource_allows(states_policy, "lambda:InvokeFunction",
-                               f"arn:aws:lambda:{arn}:function:payroll")
+        assert resource_allows(
+            states_policy, "lambda:InvokeFunction", f"arn:aws:lambda:{arn}:function:{function}"
+        )
+    assert not resource_allows(
+        states_policy, "lambda:InvokeFunction", f"arn:aws:lambda:{arn}:function:payroll"
+    )
     machine = f"arn:aws:states:{arn}:stateMachine:{names.state_machine}"
     assert resource_allows(states_policy, "states:StartExecution", machine)
     assert not resource_allows(states_policy, "states:StartExecution", machine + "-other")
-    for execution in (f"arn:aws:states:{arn}:execution:pl:ws8-1",
-                      f"arn:aws:states:{arn}:execution:pl/Distributed Test:4e1d"):
+    for execution in (
+        f"arn:aws:states:{arn}:execution:pl:ws8-1",
+        f"arn:aws:states:{arn}:execution:pl/Distributed Test:4e1d",
+    ):
         assert resource_allows(states_policy, "states:StopExecution", execution)
-    assert not resource_allows(states_policy, "states:StopExecution",
-                               f"arn:aws:states:{arn}:execution:other:1")
+    assert not resource_allows(
+        states_policy, "states:StopExecution", f"arn:aws:states:{arn}:execution:other:1"
+    )
     # The ItemReader reads Initialize's items files and nothing else.
     items = "arn:aws:s3:::results/runs/r1/_pipeline/items.json"
     assert resource_allows(states_policy, "s3:GetObject", items)
@@ -336,22 +399,72 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     name = f"pl-rec-{os.getpid()}"
     names = PipelineNames(name)
     invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS], aws_env)
-    invoke(["pipeline", "up", "--name", name, "--image-uri", IMAGE, *LOCATIONS,
-            "--worker-memory", "2048"], aws_env)  # an update: update_function_configuration
+    invoke(
+        [
+            "pipeline",
+            "up",
+            "--name",
+            name,
+            "--image-uri",
+            IMAGE,
+            *LOCATIONS,
+            "--worker-memory",
+            "2048",
+        ],
+        aws_env,
+    )  # an update: update_function_configuration
     payload = tmp_path / "payload.json"
-    payload.write_text(json.dumps({"bucket": "results", "data_prefix": "p/", "result_path": "r",
-                                   "world_size": 1, "rendezvous_endpoint": "10.0.0.1:10000"}))
+    payload.write_text(
+        json.dumps(
+            {
+                "bucket": "results",
+                "data_prefix": "p/",
+                "result_path": "r",
+                "world_size": 1,
+                "rendezvous_endpoint": "10.0.0.1:10000",
+            }
+        )
+    )
     runs = tmp_path / "runs.json"
-    invoke(["pipeline", "run", "--name", name, "--payload", str(payload), "--world-size", "1",
-            "--no-wait", "--runs-file", str(runs)], aws_env)
-    invoke(["pipeline", "report", "--name", name, "--runs-file", str(runs),
-            "--out", str(tmp_path / "report")], aws_env)
+    invoke(
+        [
+            "pipeline",
+            "run",
+            "--name",
+            name,
+            "--payload",
+            str(payload),
+            "--world-size",
+            "1",
+            "--no-wait",
+            "--runs-file",
+            str(runs),
+        ],
+        aws_env,
+    )
+    invoke(
+        [
+            "pipeline",
+            "report",
+            "--name",
+            name,
+            "--runs-file",
+            str(runs),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        aws_env,
+    )
     aws = recorded["aws"]
     # The paths moto cannot reach through the CLI: new code (with a config change, so the
     # update waits), the failed rank's message, and the repository of --build.
-    spec = {"Runtime": cloud.RUNTIME, "Role": f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}",
-            "Handler": "rendezvous_pipeline.initialize.handler",
-            "Code": {"ZipFile": cloud.handler_zip() + b"\0"}, "Timeout": 60}
+    spec = {
+        "Runtime": cloud.RUNTIME,
+        "Role": f"arn:aws:iam::{ACCOUNT}:role/{names.lambda_role}",
+        "Handler": "rendezvous_pipeline.initialize.handler",
+        "Code": {"ZipFile": cloud.handler_zip() + b"\0"},
+        "Timeout": 60,
+    }
     assert cloud.ensure_function(aws, names.initialize, spec)[1]
     arn = json.loads(runs.read_text())[0]["execution_arn"]
     cloud.rank_failure(aws, arn)
@@ -364,12 +477,23 @@ def test_recorded_actions_of_up_run_report_stay_inside_the_deployer_policy(
     policy = allowed(deployer(name))
     outside = sorted(a for a in aws.actions if not covers(policy, a))
     assert not outside, outside
-    assert {"sts:GetCallerIdentity", "iam:CreateRole", "iam:PutRolePolicy", "iam:GetRolePolicy",
-            "lambda:PublishLayerVersion", "lambda:CreateFunction",
-            "lambda:UpdateFunctionConfiguration", "lambda:UpdateFunctionCode",
-            "lambda:GetFunctionConfiguration", "states:CreateStateMachine",
-            "states:StartExecution", "states:DescribeExecution", "states:ListMapRuns",
-            "logs:FilterLogEvents", "ecr:CreateRepository"} <= aws.actions
+    assert {
+        "sts:GetCallerIdentity",
+        "iam:CreateRole",
+        "iam:PutRolePolicy",
+        "iam:GetRolePolicy",
+        "lambda:PublishLayerVersion",
+        "lambda:CreateFunction",
+        "lambda:UpdateFunctionConfiguration",
+        "lambda:UpdateFunctionCode",
+        "lambda:GetFunctionConfiguration",
+        "states:CreateStateMachine",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:ListMapRuns",
+        "logs:FilterLogEvents",
+        "ecr:CreateRepository",
+    } <= aws.actions
 
     # What up attached is what the files say (one source of truth), filled for this name.
     iam = boto3.client("iam", endpoint_url=aws_env, region_name=REGION)
@@ -423,20 +547,32 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
     for index, key in enumerate(("parts/1.pt", "parts/2.pt")):
         s3.put_object(Bucket="data", Key=key, Body=partition_bytes(make_partition(16, index)))
     server_secret = "s" * 43  # as `server up` makes it, read by Initialize only
-    secret_arn = boto3.Session().client(
-        "secretsmanager", endpoint_url=aws_env, region_name=REGION
-    ).create_secret(Name="rendezvous/rendezvous/auth-secret", SecretString=server_secret)["ARN"]
+    secret_arn = (
+        boto3.Session()
+        .client("secretsmanager", endpoint_url=aws_env, region_name=REGION)
+        .create_secret(Name="rendezvous/rendezvous/auth-secret", SecretString=server_secret)["ARN"]
+    )
     monkeypatch.setenv("RENDEZVOUS_AUTH_SECRET_ARN", secret_arn)  # what `up` sets
 
-    with BackgroundServer(host="127.0.0.1", port=0, http_port=None,
-                          auth_secrets=(server_secret.encode(),)) as server:
-        handed = initialize.handler({
-            "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
-            "result_path": "runs/r1", "world_size": 1, "batch_size": 8,
-            "rendezvous_endpoint": server.address, "run_id": "r1", "timeout": 30,
-        })
-        items = json.loads(s3.get_object(Bucket=handed["items_bucket"],
-                                         Key=handed["items_key"])["Body"].read())
+    with BackgroundServer(
+        host="127.0.0.1", port=0, http_port=None, auth_secrets=(server_secret.encode(),)
+    ) as server:
+        handed = initialize.handler(
+            {
+                "bucket": "results",
+                "data_bucket": "data",
+                "data_prefix": "parts/",
+                "result_path": "runs/r1",
+                "world_size": 1,
+                "batch_size": 8,
+                "rendezvous_endpoint": server.address,
+                "run_id": "r1",
+                "timeout": 30,
+            }
+        )
+        items = json.loads(
+            s3.get_object(Bucket=handed["items_bucket"], Key=handed["items_key"])["Body"].read()
+        )
         # (that read stands in for the state machine's ItemReader: checked below)
         assert "RENDEZVOUS_CREDENTIAL" not in items[0] and "FMI_SECRET" not in items[0]
         # The Map's ItemSelector: the item, and Initialize's auth beside it.
@@ -444,18 +580,22 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
     summary = summarize.handler(handed)
     assert summary["ranks"] == 1 and summary["num_samples"] == 32
 
-    lambda_policy, states_policy = runtime(read=("s3://data/parts",),
-                                           write=("s3://results/runs",))
+    lambda_policy, states_policy = runtime(read=("s3://data/parts",), write=("s3://results/runs",))
     s3_locations = cloud.s3_access(("s3://data/parts",), ("s3://results/runs",))
-    initialize_policy = cloud.lambda_policy(REGION, ACCOUNT, PipelineNames("pl"),
-                                            s3_locations, secret_arn)
+    initialize_policy = cloud.lambda_policy(
+        REGION, ACCOUNT, PipelineNames("pl"), s3_locations, secret_arn
+    )
     actions = {action for action, _ in calls.calls}
     assert actions == static_actions(FUNCTION_CODE), actions  # the scan saw them all
     assert [c for c in calls.calls if c[0].startswith("secretsmanager:")] == [
-        ("secretsmanager:GetSecretValue", secret_arn)]
-    denied = [(a, r) for a, r in calls.calls
-              if not resource_allows(initialize_policy, a, r)
-              or (a.startswith("s3:") and not resource_allows(lambda_policy, a, r))]
+        ("secretsmanager:GetSecretValue", secret_arn)
+    ]
+    denied = [
+        (a, r)
+        for a, r in calls.calls
+        if not resource_allows(initialize_policy, a, r)
+        or (a.startswith("s3:") and not resource_allows(lambda_policy, a, r))
+    ]
     assert not denied, denied
     item_arn = f"arn:aws:s3:::{handed['items_bucket']}/{handed['items_key']}"
     assert resource_allows(states_policy, "s3:GetObject", item_arn)
@@ -463,8 +603,12 @@ def test_handlers_stay_inside_the_lambda_role_on_a_real_run(
 
 def _moto_auth(url: str, count: str) -> None:
     """Set moto's count of unauthenticated requests ("0": enforce IAM from now on)."""
-    request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=count.encode(),
-                                     method="POST", headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{url}/moto-api/reset-auth",
+        data=count.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
     urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -477,9 +621,13 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with a prefix when they check them.
     """
     with moto_process() as url:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
-                           "AWS_REGION": REGION}.items():
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
         create_boundaries(url)
@@ -508,14 +656,19 @@ def test_the_role_up_attaches_lets_the_handlers_run_and_nothing_more(
         s3.put_object(Bucket="data", Key=key, Body=partition_bytes(make_partition(16, index)))
     s3.put_object(Bucket="results", Key="private/notes.txt", Body=b"not yours")
     names = PipelineNames(f"pl-enforce-{os.getpid()}")
-    settings = cloud.UpSettings(names=names, image_uri=IMAGE,
-                                read_locations=("s3://data/parts",),
-                                write_locations=("s3://results/runs",))
+    settings = cloud.UpSettings(
+        names=names,
+        image_uri=IMAGE,
+        read_locations=("s3://data/parts",),
+        write_locations=("s3://results/runs",),
+    )
     cloud.up(Aws(endpoint_url=enforcing_moto), settings, lambda _w, _c: None, lambda _t: None)
     role_arn = admin.client("iam", endpoint_url=enforcing_moto).get_role(
-        RoleName=names.lambda_role)["Role"]["Arn"]
+        RoleName=names.lambda_role
+    )["Role"]["Arn"]
     creds = admin.client("sts", endpoint_url=enforcing_moto).assume_role(
-        RoleArn=role_arn, RoleSessionName="rank")["Credentials"]
+        RoleArn=role_arn, RoleSessionName="rank"
+    )["Credentials"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", creds["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creds["SecretAccessKey"])
     monkeypatch.setenv("AWS_SESSION_TOKEN", creds["SessionToken"])
@@ -525,11 +678,19 @@ def test_the_role_up_attaches_lets_the_handlers_run_and_nothing_more(
     _moto_auth(enforcing_moto, "0")
     try:
         with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as server:
-            handed = initialize.handler({
-                "bucket": "results", "data_bucket": "data", "data_prefix": "parts/",
-                "result_path": "runs/r2", "world_size": 1, "batch_size": 8,
-                "rendezvous_endpoint": server.address, "run_id": "r2", "timeout": 30,
-            })
+            handed = initialize.handler(
+                {
+                    "bucket": "results",
+                    "data_bucket": "data",
+                    "data_prefix": "parts/",
+                    "result_path": "runs/r2",
+                    "world_size": 1,
+                    "batch_size": 8,
+                    "rendezvous_endpoint": server.address,
+                    "run_id": "r2",
+                    "timeout": 30,
+                }
+            )
             items = json.loads(S3Storage("results").read(handed["items_key"]))
             worker.handler(items[0])
         summary = summarize.handler(handed)

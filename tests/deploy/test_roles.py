@@ -25,8 +25,9 @@ MUTATING = ("iam:CreateRole", "iam:PutRolePolicy", "iam:UpdateAssumeRolePolicy")
 def trusting(service: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service},
-                       "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+        ],
     }
 
 
@@ -49,8 +50,9 @@ def role_name(tag: str) -> str:
 def test_new_role_gets_trust_and_inline_policy(aws_env: str, raw_iam: Any) -> None:
     name = role_name("new")
     aws = Aws(endpoint_url=aws_env)
-    arn, changed = roles.ensure_role(aws, name, trusting("lambda.amazonaws.com"),
-                                     allowing("s3:GetObject"))
+    arn, changed = roles.ensure_role(
+        aws, name, trusting("lambda.amazonaws.com"), allowing("s3:GetObject")
+    )
     assert changed and arn.endswith(f":role/{name}")
     assert {"iam:CreateRole", "iam:PutRolePolicy"} <= aws.actions
     assert "iam:GetRolePolicy" not in aws.actions  # a new role has none to compare
@@ -75,8 +77,9 @@ def test_unchanged_role_and_policy_call_no_put_or_update(aws_env: str) -> None:
 def test_stale_trust_policy_of_an_existing_role_is_updated(aws_env: str, raw_iam: Any) -> None:
     name = role_name("trust")
     inline = allowing("s3:GetObject")
-    raw_iam.create_role(RoleName=name,
-                        AssumeRolePolicyDocument=json.dumps(trusting("ec2.amazonaws.com")))
+    raw_iam.create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(trusting("ec2.amazonaws.com"))
+    )
     raw_iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(inline))
     aws = Aws(endpoint_url=aws_env)
     _, changed = roles.ensure_role(aws, name, trusting("lambda.amazonaws.com"), inline)
@@ -123,8 +126,9 @@ def test_pipeline_and_server_use_the_same_honest_ensure_role(aws_env: str) -> No
 
 def test_delete_role_removes_policy_and_role_once(aws_env: str, raw_iam: Any) -> None:
     name = role_name("delete")
-    roles.ensure_role(Aws(endpoint_url=aws_env), name, trusting("lambda.amazonaws.com"),
-                      allowing("s3:GetObject"))
+    roles.ensure_role(
+        Aws(endpoint_url=aws_env), name, trusting("lambda.amazonaws.com"), allowing("s3:GetObject")
+    )
     assert server_iam.delete_role(Aws(endpoint_url=aws_env), name)
     assert not server_iam.delete_role(Aws(endpoint_url=aws_env), name)
     names = [r["RoleName"] for r in raw_iam.list_roles()["Roles"]]
@@ -140,25 +144,39 @@ def test_policy_documents_compare_as_json_whatever_their_encoding() -> None:
 
 
 def test_policy_fills_strings_splices_lists_and_names_a_missing_value() -> None:
-    filled = roles.policy(cloud.LAMBDA_POLICY, Region="us-east-1", Account="123456789012",
-                          Initialize="a", Worker="b", Summarize="c", StateMachine="d",
-                          ListBuckets=["arn:aws:s3:::x", "arn:aws:s3:::y"],
-                          ReadObjects=["arn:aws:s3:::x/*"], WriteObjects=["arn:aws:s3:::y/*"],
-                          ItemObjects=["arn:aws:s3:::y/*items.json"],
-                          AuthSecretArn="arn:aws:secretsmanager:us-east-1:123456789012:"
-                          "secret:rendezvous/r/auth-secret-AbC123")
+    filled = roles.policy(
+        cloud.LAMBDA_POLICY,
+        Region="us-east-1",
+        Account="123456789012",
+        Initialize="a",
+        Worker="b",
+        Summarize="c",
+        StateMachine="d",
+        ListBuckets=["arn:aws:s3:::x", "arn:aws:s3:::y"],
+        ReadObjects=["arn:aws:s3:::x/*"],
+        WriteObjects=["arn:aws:s3:::y/*"],
+        ItemObjects=["arn:aws:s3:::y/*items.json"],
+        AuthSecretArn="arn:aws:secretsmanager:us-east-1:123456789012:"
+        "secret:rendezvous/r/auth-secret-AbC123",
+    )
     text = json.dumps(filled)
     assert "${" not in text and '"arn:aws:s3:::x", "arn:aws:s3:::y"' in text
     with pytest.raises(DeployError, match=r"refresher.json needs a value for \$\{HostedZoneId\}"):
-        roles.policy("refresher", Region="us-east-1", Account="1", Cluster="c",
-                     RecordName="r", Function="f")
+        roles.policy(
+            "refresher", Region="us-east-1", Account="1", Cluster="c", RecordName="r", Function="f"
+        )
 
 
 def test_policy_printer_fills_the_deployer_policy_for_the_readme(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    values = ["Region=eu-west-1", "Account=123456789012", "Prefix=rendezvous",
-              "HostedZoneId=Z0123", "RecordName=rdv.example.com"]
+    values = [
+        "Region=eu-west-1",
+        "Account=123456789012",
+        "Prefix=rendezvous",
+        "HostedZoneId=Z0123",
+        "RecordName=rdv.example.com",
+    ]
     assert roles.main(["deployer", *values]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == roles.policy("deployer", **dict(v.split("=", 1) for v in values))
@@ -174,20 +192,28 @@ def test_what_is_no_longer_asked_for_is_removed_and_reported_old_to_new(
     managed policy go; a narrowed statement is shown old -> new; the boundary is set."""
     name = role_name("reconcile")
     trust = trusting("lambda.amazonaws.com")
-    roles.ensure_role(Aws(endpoint_url=aws_env), name, trust,
-                      allowing("s3:GetObject", "s3:PutObject"))
-    raw_iam.put_role_policy(RoleName=name, PolicyName="by-hand",
-                            PolicyDocument=json.dumps(allowing("iam:*")))
-    admin = raw_iam.create_policy(PolicyName=f"admin-{os.getpid()}",
-                                  PolicyDocument=json.dumps(allowing("*")))["Policy"]["Arn"]
+    roles.ensure_role(
+        Aws(endpoint_url=aws_env), name, trust, allowing("s3:GetObject", "s3:PutObject")
+    )
+    raw_iam.put_role_policy(
+        RoleName=name, PolicyName="by-hand", PolicyDocument=json.dumps(allowing("iam:*"))
+    )
+    admin = raw_iam.create_policy(
+        PolicyName=f"admin-{os.getpid()}", PolicyDocument=json.dumps(allowing("*"))
+    )["Policy"]["Arn"]
     raw_iam.attach_role_policy(RoleName=name, PolicyArn=admin)
     boundary = roles.boundary_arn("123456789012", roles.SERVER_BOUNDARY)
 
     changes: list[tuple[str, object, object]] = []
     aws = Aws(endpoint_url=aws_env)
-    _, changed = roles.ensure_role(aws, name, trust, allowing("s3:GetObject"),
-                                   boundary=boundary,
-                                   on_change=lambda *change: changes.append(change))
+    _, changed = roles.ensure_role(
+        aws,
+        name,
+        trust,
+        allowing("s3:GetObject"),
+        boundary=boundary,
+        on_change=lambda *change: changes.append(change),
+    )
     assert changed
     assert raw_iam.list_role_policies(RoleName=name)["PolicyNames"] == [name]
     assert raw_iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
@@ -201,7 +227,10 @@ def test_what_is_no_longer_asked_for_is_removed_and_reported_old_to_new(
     ]
 
     again = Aws(endpoint_url=aws_env)
-    assert not roles.ensure_role(again, name, trust, allowing("s3:GetObject"),
-                                 boundary=boundary)[1]
-    assert not again.actions & {*MUTATING, "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
-                                "iam:PutRolePermissionsBoundary"}
+    assert not roles.ensure_role(again, name, trust, allowing("s3:GetObject"), boundary=boundary)[1]
+    assert not again.actions & {
+        *MUTATING,
+        "iam:DeleteRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:PutRolePermissionsBoundary",
+    }
