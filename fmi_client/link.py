@@ -19,7 +19,10 @@ class LinkInfo:
     pairings made, ``punch_failures`` the punches that did not get through and ``stalls``
     the links that failed the link check (each led to a re-pairing); ``problems`` says why,
     oldest first. ``verified_bytes`` is what the link check pushed each way (0: no
-    check); ``punch_s`` and ``verify_s`` time the last punch and check."""
+    check); ``punch_s`` and ``verify_s`` time the last punch and check. ``nat`` and
+    ``peer_nat`` are both sides' NAT findings as the last rendezvous had them
+    ("unknown", "endpoint-independent", "port-dependent" or "no-inbound"; the peer's
+    travels through the rendezvous, v2 only), ``why`` why the path was chosen."""
 
     path: str = "direct"
     name: str = ""
@@ -30,6 +33,9 @@ class LinkInfo:
     punch_s: float = 0.0
     verify_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    nat: str = "unknown"
+    peer_nat: str = "unknown"
+    why: str = ""
 
 
 class PairedSocket(socket.socket):

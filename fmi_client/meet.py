@@ -20,6 +20,7 @@ from tcpunch import (
     ClientExchange,
     Endpoint,
     Event,
+    NatClass,
     OwnEndpoint,
     Paired,
     Reason,
@@ -31,6 +32,7 @@ from tcpunch import (
     V2Request,
     Waiting,
     encode_v1_name,
+    hint_flags,
 )
 
 log = logging.getLogger("fmi_client")
@@ -53,13 +55,19 @@ class Meeting:
     local: Endpoint  # our socket's real address
     public: Endpoint  # how the server saw us
     peer: Endpoint  # the peer's public endpoint, as the server saw it
+    peer_nat: NatClass | None = None  # the peer's NAT class, if the server passed it
 
 
-def exchange_for(name: str, protocol: str, credential: str | None = None) -> ClientExchange:
-    """The exchange for ``name``; LocalProtocolError if the name does not fit ``protocol``."""
+def exchange_for(
+    name: str, protocol: str, credential: str | None = None, nat: NatClass | None = None
+) -> ClientExchange:
+    """The exchange for ``name``; LocalProtocolError if the name does not fit ``protocol``.
+
+    ``nat`` (v2): report our NAT class and ask for the peer's (tcpunch.nathint)."""
     if protocol == "v1":
         return ClientExchange(V1Request(encode_v1_name(name)))
-    return ClientExchange(V2Request(name, credential=credential))
+    flags = 0 if nat is None else hint_flags(nat)
+    return ClientExchange(V2Request(name, flags=flags, credential=credential))
 
 
 def reuse_socket() -> socket.socket:
@@ -314,7 +322,7 @@ def meet(
             sock.close()
             raise
         if isinstance(outcome, Paired):
-            return Meeting(sock, local, outcome.you, outcome.peer)
+            return Meeting(sock, local, outcome.you, outcome.peer, outcome.peer_nat)
         sock.close()
         if isinstance(outcome, ServerClosed) and protocol == "v1":
             # The server ended our wait (its v1 wait limit): rejoin under the same name.

@@ -30,10 +30,18 @@ from fmi_client.link import LinkInfo, PairedSocket
 from fmi_client.linkcheck import CheckFailed, verify_link
 from fmi_client.liveness import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, Liveness
 from fmi_client.meet import exchange_for, meet, resolve
+from fmi_client.natpath import (
+    DEFAULT_DISCOVERY_PORT,
+    FINDINGS,
+    NAT_CHOICES,
+    choose_path,
+    findings,
+    own_class,
+)
 from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
-from tcpunch import V1_CONTROL_BYTES, Endpoint, ProtocolError, Reason
+from tcpunch import V1_CONTROL_BYTES, Endpoint, NatClass, ProtocolError, Reason
 from tcpunch.relay import pairing_session
 
 log = logging.getLogger("fmi_client")
@@ -82,6 +90,13 @@ def _relayed(
     return sock
 
 
+def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, told: bool) -> PunchFailed:
+    """``exc`` with what the rendezvous said of both NATs (``told``: the server passed
+    the peer's finding on; else it passes no hints)."""
+    where = findings(ours, theirs) if told else f"our NAT {ours.label}; the server passes no hints"
+    return PunchFailed(f"{exc} NAT findings: {where}.")
+
+
 def _round_name(name: str, pairing: int, protocol: str) -> str:
     """The pairing name of re-pairing number ``pairing`` (0: the caller's name). Both sides
     count their re-pairings alike, so they meet again without talking it over; a name
@@ -120,6 +135,8 @@ def pair_raw(
     verify_bytes: int = VERIFY_BYTES,
     verify_timeout: float = VERIFY_WINDOW,
     relay: str = "auto",
+    nat: str = "auto",
+    discovery_port: int | None = DEFAULT_DISCOVERY_PORT,
 ) -> PairedSocket:
     """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
 
@@ -148,6 +165,15 @@ def pair_raw(
     shared (fmi_client.relay). ``link.path`` says "direct" or "relay"; the relay forwards
     bytes unread, so link checks (and authentication, when on) run end to end.
 
+    Each side's NAT finding travels through the rendezvous (v2), so with "auto" a pair
+    that cannot punch (either side port-dependent, or accepting no inbound connection)
+    skips the punch and both sides relay at once (fmi_client.natpath has the table).
+    ``nat`` is "auto" (found out: NAT discovery at ``discovery_port`` of the server,
+    once per process, at most DISCOVERY_WINDOW s; None or 0: no probe; and a port the
+    NAT rewrote at the rendezvous), or declared: "no-inbound" (this host accepts no
+    inbound connection, punched or not), "port-dependent", "endpoint-independent".
+    ``link.nat``, ``link.peer_nat`` and ``link.why`` say what was known and why.
+
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
     ``keepalive_idle`` s of silence, every ``keepalive_interval`` s, and gives up after
     ``keepalive_count`` unanswered ones, so a peer that vanished (frozen, unplugged) makes a
@@ -167,6 +193,9 @@ def pair_raw(
         raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
     if relay not in RELAY_MODES:
         raise ValueError(f"relay must be one of {RELAY_MODES}, not {relay!r}")
+    if nat not in NAT_CHOICES:
+        raise ValueError(f"nat must be one of {NAT_CHOICES}, not {nat!r}")
+    discovery_port = check_port(discovery_port) if discovery_port else 0
     if not isinstance(verify_bytes, int) or verify_bytes < 0:
         raise ValueError(f"verify_bytes must be a whole number >= 0, not {verify_bytes!r}")
     if verify_bytes and not verify_timeout > 0:
@@ -197,6 +226,8 @@ def pair_raw(
             ) from exc
         raise ValueError(f"pairing name {name!r} cannot be sent with {protocol}: {exc}") from exc
     server = resolve(host, port, name)
+    key = (server[0], server[1], discovery_port)
+    ours = own_class(nat, key, deadline)
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
@@ -204,29 +235,40 @@ def pair_raw(
     while True:
         pname = _round_name(name, link.pairings, protocol)
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
+        exchange = exchange_for(pname, protocol, credential, ours)
         try:
-            rv = meet(exchange_for(pname, protocol, credential), pname, server, wait_until, timeout)
+            rv = meet(exchange, pname, server, wait_until, timeout)
         except PeerNeverArrived as exc:
             if failure is None:
                 raise
             if relay == "never" or shared is None:
                 raise failure from exc  # the peer did not come back to re-pair
             pname = shared[0]  # the peer relays under the last rendezvous both made
+            link.why = f"relayed: the peer stopped re-pairing after: {failure}"
             sock = _relayed(shared, server, deadline, credential, link, failure)
         else:
             link.pairings += 1
             shared = (pname, rv.public, rv.peer)
+            if nat == "auto":
+                ours = FINDINGS.learned(key, rv.public, rv.local)
+            theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
+            link.nat, link.peer_nat = ours.label, theirs.label
+            choice = choose_path(relay, ours, theirs)
+            link.why = choice.why
             punched_at = time.monotonic()
             punch_end = punch_end or punched_at + punch_timeout
             try:
-                if relay == "always":
+                if choice.path == "relay":
+                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, choice.why)
                     sock = _relayed(shared, server, deadline, credential, link, None)
                 else:
                     log.info(
-                        "pairing %r: paired with %s; punching from %s", pname, rv.peer, rv.local
-                    )
+                        "pairing %r: paired with %s; punching from %s (%s)",
+                        pname, rv.peer, rv.local, findings(ours, theirs),
+                    )  # fmt: skip
                     sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
             except PunchFailed as exc:
+                exc = _with_findings(exc, ours, theirs, rv.peer_nat is not None)
                 link.punch_failures += 1
                 link.problems.append(str(exc))
                 now = time.monotonic()
@@ -235,7 +277,8 @@ def pair_raw(
                     failure = exc
                     continue
                 if relay == "never":
-                    raise  # our NAT rewrote the port (symmetric), or no punch time left
+                    raise exc from None  # our NAT rewrote the port, or no punch time left
+                link.why = f"relayed after the punch failed ({findings(ours, theirs)})"
                 sock = _relayed(shared, server, deadline, credential, link, exc)
             finally:
                 rv.sock.close()

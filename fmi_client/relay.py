@@ -92,10 +92,19 @@ def _reuse_socket(local_port: int) -> socket.socket:
 
 
 def discover_nat(
-    server_host: str, port: int, discovery_port: int, local_port: int, deadline: float
+    server_host: str,
+    port: int,
+    discovery_port: int,
+    local_port: int,
+    deadline: float,
+    *,
+    staged: bool = False,
 ) -> NatMapping:
     """How this host's NAT maps ``local_port`` (0: any free port), learned in one round trip.
 
+    ``staged``: reach the rendezvous port only once the discovery port accepted (one
+    round trip more), so a server without one (the original v1 server, the fork's)
+    never sees the probe: pair() probes servers it knows nothing about this way.
     Raises RendezvousUnreachable when either server port does not answer by ``deadline``.
     """
     socks: list[socket.socket] = []
@@ -106,7 +115,7 @@ def discover_nat(
         local_port = first.getsockname()[1]
         socks.append(_reuse_socket(local_port))
         targets = {socks[0]: (host, port), socks[1]: (host, discovery_port)}
-        replies = _ask_both(targets, deadline)
+        replies = _ask_both(targets, deadline, staged)
     except OSError as exc:
         raise RendezvousUnreachable(
             f"NAT discovery at {server_host} ports {port} and {discovery_port}: {exc}; check "
@@ -126,13 +135,17 @@ def discover_nat(
 
 
 def _ask_both(
-    targets: dict[socket.socket, tuple[str, int]], deadline: float
+    targets: dict[socket.socket, tuple[str, int]], deadline: float, staged: bool = False
 ) -> dict[socket.socket, Endpoint]:
-    """Connect both, send OBSERVE to the rendezvous port, read 8 bytes from each."""
+    """Connect both, send OBSERVE to the rendezvous port, read 8 bytes from each
+    (``staged``: the rendezvous port once the discovery port accepted)."""
     replies: dict[socket.socket, Endpoint] = {}
     buffers: dict[socket.socket, bytes] = {}
+    rendezvous = next(iter(targets))
     with selectors.DefaultSelector() as selector:
         for index, (sock, address) in enumerate(targets.items()):
+            if staged and sock is rendezvous:
+                continue
             sock.connect_ex(address)
             selector.register(sock, selectors.EVENT_WRITE, index)
         while len(replies) < len(targets):
@@ -147,6 +160,9 @@ def _ask_both(
                         raise OSError(error, f"connect to port {targets[sock][1]} failed")
                     if key.data == 0:
                         sock.send(OBSERVE_REQUEST)
+                    elif staged:  # the discovery port accepted: now the rendezvous port
+                        rendezvous.connect_ex(targets[rendezvous])
+                        selector.register(rendezvous, selectors.EVENT_WRITE, 0)
                     selector.modify(sock, selectors.EVENT_READ, key.data)
                     continue
                 chunk = sock.recv(ENDPOINT_SIZE - len(buffers.get(sock, b"")))

@@ -91,6 +91,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "dispatcher",
         "endpoint",
+        "flags",
         "head",
         "packed",
         "protocol",
@@ -111,6 +112,7 @@ class Connection(asyncio.Protocol):
         self.state = NEW
         self.waiter: Waiter[Connection] | None = None
         self.protocol: ProtocolVersion = "v1"
+        self.flags = 0  # a v2 request's flags (NAT hints); 0 for v1
         self.head = b""
         self.packed: bytes | None = None
 

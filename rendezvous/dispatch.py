@@ -32,6 +32,7 @@ from tcpunch import (
     V2Response,
     encode_v2_response,
 )
+from tcpunch.nathint import hint_for
 from tcpunch.relay import ExtRequest, ObserveRequest, RelayRequest
 from tcpunch.request import Request, name_text
 
@@ -124,6 +125,7 @@ class Dispatcher:
         if TYPE_CHECKING:  # _HANDLERS chose this by type
             assert isinstance(request, V2Request)
         conn.protocol = "v2"
+        conn.flags = request.flags  # NAT hints (tcpunch.nathint) read at pairing
         self.metrics.connections["v2"] += 1
         name = request.name.encode("utf-8")
         auth = self.auth
@@ -173,23 +175,20 @@ class Dispatcher:
         waiter = outcome.waiter
         other = waiter.handle
         other.waiter = None
+        # Each side's NAT class (v2 flag bits 2-3) goes to the other, if it asked (bit 1).
         if other.protocol == "v1":
             other.finish(payload=conn.v1_reply)
         else:
-            other.finish(
-                payload=encode_v2_response(
-                    V2Response(_PAIRED, other.endpoint, conn.endpoint, waiter.token or "")
-                )
-            )
+            hint = hint_for(other.flags, conn.flags)
+            response = V2Response(_PAIRED, other.endpoint, conn.endpoint, waiter.token or "", hint)
+            other.finish(payload=encode_v2_response(response))
         if conn.protocol == "v1":
             # Its own endpoint and its peer's in one write: the same 16 bytes as two.
             conn.finish(payload=conn.v1_reply + other.v1_reply)
         else:
-            conn.finish(
-                payload=encode_v2_response(
-                    V2Response(_PAIRED, conn.endpoint, other.endpoint, outcome.token or "")
-                )
-            )
+            hint = hint_for(conn.flags, other.flags)
+            response = V2Response(_PAIRED, conn.endpoint, other.endpoint, outcome.token or "", hint)
+            conn.finish(payload=encode_v2_response(response))
         kind = conn.protocol if conn.protocol == other.protocol else "mixed"
         self.pairings += 1
         metrics = self.metrics

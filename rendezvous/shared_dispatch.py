@@ -41,6 +41,7 @@ from rendezvous.shared_room import (
     Waiting,
 )
 from tcpunch import Command, Status, V2Response, encode_v2_response, pack_endpoint
+from tcpunch.nathint import NAT_CLASS_SHIFT, flags_nat, hint_for
 from tcpunch.relay import ExtRequest, RelayRequest
 from tcpunch.request import Request, name_text
 
@@ -132,8 +133,9 @@ class SharedDispatcher(Dispatcher):
     async def _arrival(self, conn: Connection, name: bytes, token: str | None) -> None:
         since = time.time()  # wall clock: the waiter's replica may be another host
         try:
+            nat = int(flags_nat(conn.flags))  # its NAT class goes to the peer's replica
             outcome = await self.shared.arrive(
-                name, conn, conn.endpoint, conn.protocol, since, token
+                name, conn, conn.endpoint, conn.protocol, since, token, nat
             )
         except RedisUnavailable as exc:
             if conn.state is ARRIVING:
@@ -171,7 +173,8 @@ class SharedDispatcher(Dispatcher):
         if conn.protocol == "v1":
             conn.finish(payload=conn.v1_reply + pack_endpoint(*peer))
         else:
-            response = V2Response(_PAIRED, conn.endpoint, peer, outcome.token or "")
+            hint = hint_for(conn.flags, waiter.nat << NAT_CLASS_SHIFT)
+            response = V2Response(_PAIRED, conn.endpoint, peer, outcome.token or "", hint)
             conn.finish(payload=encode_v2_response(response))
         kind = conn.protocol if conn.protocol == waiter.protocol else "mixed"
         self.pairings += 1
@@ -221,7 +224,8 @@ class SharedDispatcher(Dispatcher):
             if conn.protocol == "v1":
                 conn.finish(payload=pack_endpoint(*event.peer))
             else:
-                response = V2Response(_PAIRED, conn.endpoint, event.peer, waiter.token or "")
+                hint = hint_for(conn.flags, event.peer_nat << NAT_CLASS_SHIFT)
+                response = V2Response(_PAIRED, conn.endpoint, event.peer, waiter.token or "", hint)
                 conn.finish(payload=encode_v2_response(response))
         elif type(event) is Displaced:
             self._close_waiter(waiter, "replaced")

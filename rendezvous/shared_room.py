@@ -182,8 +182,11 @@ class SharedRoom:
         protocol: Protocol,
         now: float,
         token: str | None = None,
+        nat: int = 0,
     ) -> Outcome:
-        """Pair with the waiter under ``name`` on any replica, or wait here."""
+        """Pair with the waiter under ``name`` on any replica, or wait here. ``nat``: the
+        NAT class the request reported (0..3), passed to the peer whichever replica it
+        reaches."""
         if not self.ready:
             raise RedisUnavailable(f"replica {self.replica} is not connected to Redis")
         connection = str(next(self._ids))
@@ -191,7 +194,7 @@ class SharedRoom:
         args: list[bytes | str | int] = [self.prefix, name, self.replica, connection]
         args += [endpoint.ip, endpoint.port, protocol, repr(now), token or ""]
         args += [self.max_waiting_per_ip, self._token_factory()]
-        args += [int(self.token_grace * 1000), self._token_ttl_ms]
+        args += [int(self.token_grace * 1000), self._token_ttl_ms, nat]
         try:
             reply = await self.presence.call(self._arrive(args=args), "a pairing")
             early = self._early.pop(connection)
@@ -211,7 +214,7 @@ class SharedRoom:
             return Paired(waiter, token or None)
         new_token = reply[1].decode() or None
         waiter = SharedWaiter(
-            name, handle, endpoint, protocol, now, new_token, self.replica, connection
+            name, handle, endpoint, protocol, now, new_token, self.replica, connection, nat
         )
         self._local[connection] = waiter
         replaced = None
@@ -274,9 +277,9 @@ class SharedRoom:
             self.orphan_notices += 1  # it left (or was lost) as the notice crossed
             return
         kind = fields[0]
-        if kind == b"P" and len(fields) == 5:
+        if kind == b"P" and len(fields) in (5, 6):  # 5: from a replica without NAT hints
             peer = Endpoint(fields[2].decode(), int(fields[3]))
-            self._emit(PeerArrived(waiter, peer, _protocol(fields[4])))
+            self._emit(PeerArrived(waiter, peer, _protocol(fields[4]), _nat(fields[5:])))
         elif kind == b"R":
             self._emit(Displaced(waiter))
         elif kind == b"D":
@@ -323,8 +326,13 @@ def _protocol(raw: bytes) -> Protocol:
     return "v2" if raw == b"v2" else "v1"
 
 
+def _nat(field: list[bytes]) -> int:
+    """The NAT class field of an entry or notice (absent from older replicas': 0)."""
+    return int(field[0]) & 3 if field and field[0].isdigit() else 0
+
+
 def _unpack_waiter(name: bytes, packed: bytes) -> SharedWaiter:
-    replica, connection, ip, port, protocol, since, token = packed.split(b"|")
+    replica, connection, ip, port, protocol, since, token, *nat = packed.split(b"|")
     return SharedWaiter(
         name,
         None,
@@ -334,4 +342,5 @@ def _unpack_waiter(name: bytes, packed: bytes) -> SharedWaiter:
         token.decode() or None,
         replica.decode(),
         connection.decode(),
+        _nat(nat),
     )

@@ -27,6 +27,7 @@ class SharedWaiter:
     token: str | None
     replica: str
     connection: str
+    nat: int = 0  # the NAT class its request reported (tcpunch.nathint; 0: unknown, v1)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class PeerArrived:
     waiter: SharedWaiter
     peer: Endpoint
     peer_protocol: Protocol
+    peer_nat: int = 0  # the NAT class the peer's request reported
 
 
 @dataclass(frozen=True)

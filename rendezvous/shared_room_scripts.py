@@ -7,7 +7,10 @@ replica's arrival: no waiter is ever handed to two newcomers.
 Keys (``P`` is the prefix, ARGV[1] of every script; a standalone Redis, ElastiCache in
 non-cluster mode or Valkey; Redis Cluster is not supported, the keys are not declared):
 
-- ``P..'waiters'``: hash, pairing name -> ``replica|connection|ip|port|protocol|since|token``
+- ``P..'waiters'``: hash, pairing name ->
+  ``replica|connection|ip|port|protocol|since|token|nat`` (nat: the NAT class the
+  waiter's request reported, 0..3, :mod:`tcpunch.nathint`; entries of older replicas
+  have no ``|nat``, read as 0)
 - ``P..'perip'``: hash, client IP -> number of waiting entries (the per-IP cap)
 - ``P..'t:'..token``: hash ``name``, ``replica``, ``conn`` (empty while nobody waits
   with it); expires ``grace`` after its waiter left, ``token_ttl`` after it began waiting
@@ -15,7 +18,8 @@ non-cluster mode or Valkey; Redis Cluster is not supported, the keys are not dec
 - ``P..'hb:'..replica``: the replica's heartbeat, expires unless refreshed
 - ``P..'replicas'``: set of replica ids that have beaten at least once
 - channel ``P..'ch:'..replica``: notices to the replica holding a waiter:
-  ``P|conn|ip|port|protocol`` (peer arrived), ``R|conn`` (displaced by the same
+  ``P|conn|ip|port|protocol|nat`` (peer arrived; nat: the peer's NAT class),
+  ``R|conn`` (displaced by the same
   token elsewhere), ``D|conn`` (removed by remove_pair/delete_pairs)
 """
 
@@ -32,7 +36,8 @@ local function split(s)
     start = i + 1
   end
 end
--- fields of a waiter: 1 replica, 2 conn, 3 ip, 4 port, 5 protocol, 6 since, 7 token
+-- fields of a waiter: 1 replica, 2 conn, 3 ip, 4 port, 5 protocol, 6 since, 7 token,
+-- 8 nat (absent in entries of older replicas)
 local function alive(replica)
   return redis.call('EXISTS', P .. 'hb:' .. replica) == 1
 end
@@ -58,14 +63,14 @@ end
 """
 
 # ARGV: P, name, replica, conn, ip, port, protocol, since, token, cap, fresh_token,
-# grace_ms, token_ttl_ms. Returns {'paired', packed_waiter, token}
+# grace_ms, token_ttl_ms, nat. Returns {'paired', packed_waiter, token}
 # | {'waiting', token, replaced_replica, replaced_conn} | {'refused', reason, detail}.
 ARRIVE = (
     _COMMON
     + r"""
 local name, me, conn, ip, port, proto = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local since, token, cap, fresh = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11]
-local grace, ttl = tonumber(ARGV[12]), tonumber(ARGV[13])
+local grace, ttl, nat = tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
 if not alive(me) then
   return {'refused', 'replica_not_live', 'this replica has no live heartbeat in Redis'}
 end
@@ -93,7 +98,7 @@ if packed then
   local w = split(packed)
   local heard = 0
   if alive(w[1]) then
-    local notice = 'P|' .. w[2] .. '|' .. ip .. '|' .. port .. '|' .. proto
+    local notice = 'P|' .. w[2] .. '|' .. ip .. '|' .. port .. '|' .. proto .. '|' .. nat
     heard = redis.call('PUBLISH', P .. 'ch:' .. w[1], notice)
   end
   if heard > 0 then
@@ -113,7 +118,7 @@ if proto == 'v2' then
 else
   token = ''
 end
-local entry = table.concat({me, conn, ip, port, proto, since, token}, '|')
+local entry = table.concat({me, conn, ip, port, proto, since, token, nat}, '|')
 redis.call('HSET', P .. 'waiters', name, entry)
 redis.call('SADD', P .. 'r:' .. me, name)
 redis.call('HINCRBY', P .. 'perip', ip, 1)

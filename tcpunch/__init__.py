@@ -9,6 +9,8 @@ byte vectors. Kept dependency-free because it ships in the client's Lambda layer
 - ``credential``, ``v2credential``: credentials for servers with an auth secret (TURN
   REST style, bound to a name prefix) and how a v2 request carries one: flag bit 0, then
   a length-prefixed trailer after the 141 bytes (``V2Request(..., credential=...)``).
+- ``nathint``: NAT hints: flag bits 1-3 report the requester's NAT class and ask for the
+  peer's, which the server puts in byte 50 of PAIRED (``0x10 | class``; zero: no hint).
 - ``request.RequestReader``: the server's side: bytes of one connection in, one request
   out (``V1Request``, ``V2Request`` or a fork's ``Command``), v1 and v2 on one port.
 - ``client.ClientExchange``: the client's side, across every connection a pairing
@@ -36,6 +38,7 @@ from tcpunch.client_events import (
 from tcpunch.client_state import ClientState
 from tcpunch.endpoint import ENDPOINT_SIZE, Endpoint, pack_endpoint, unpack_endpoint
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from tcpunch.nathint import FLAG_READS_HINTS, NatClass, hint_flags
 from tcpunch.request import Command, NeedMoreData, RequestReader, V1Request
 from tcpunch.v1 import V1_CONTROL_BYTES, V1_MAX_NAME, encode_v1_name
 from tcpunch.v2 import (
@@ -55,6 +58,7 @@ from tcpunch.v2 import (
 
 __all__ = [
     "ENDPOINT_SIZE",
+    "FLAG_READS_HINTS",
     "NO_TOKEN",
     "V1_CONTROL_BYTES",
     "V1_MAX_NAME",
@@ -68,6 +72,7 @@ __all__ = [
     "Endpoint",
     "Event",
     "LocalProtocolError",
+    "NatClass",
     "NeedMoreData",
     "OwnEndpoint",
     "Paired",
@@ -88,6 +93,7 @@ __all__ = [
     "encode_v1_name",
     "encode_v2_request",
     "encode_v2_response",
+    "hint_flags",
     "pack_endpoint",
     "unpack_endpoint",
 ]

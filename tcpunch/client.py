@@ -7,11 +7,12 @@ events (:mod:`tcpunch.client_events`); ``receive_eof()`` reports the server's cl
 ``resume()`` gives the bytes to send on a new connection after a resumable end (v1: the
 server ended our wait, rejoin; v2: TIMEOUT, a close while a token is known, or ERROR to a
 stale token). A ``V2Request`` built with ``credential=`` sends it on every request, the
-first and each resume. Sockets, deadlines and retry pauses stay with the caller
-(``fmi_client.meet`` over blocking sockets). Where the conversation goes is decided by
-the tables in :mod:`tcpunch.client_state`. Bytes no TCPunch server sends raise
-RemoteProtocolError (``.reason`` says which rule); calls out of order raise
-LocalProtocolError.
+first and each resume; one built with NAT hint flags (``tcpunch.nathint.hint_flags``)
+reports its class on each and gets the peer's in ``Paired.peer_nat``. Sockets,
+deadlines and retry pauses stay with the caller (``fmi_client.meet`` over blocking
+sockets). Where the conversation goes is decided by the tables in
+:mod:`tcpunch.client_state`. Bytes no TCPunch server sends raise RemoteProtocolError
+(``.reason`` says which rule); calls out of order raise LocalProtocolError.
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ class ClientExchange:
         if status is Status.WAITING:
             return Waiting(response.you, self._token)
         if status is Status.PAIRED:
-            return Paired(response.you, response.peer, self._token)
+            return Paired(response.you, response.peer, self._token, response.peer_nat)
         if status is Status.TIMEOUT:
             return TimedOut(response.you, self._token)
         return ServerError(self.resumable)

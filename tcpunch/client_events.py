@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from tcpunch.endpoint import Endpoint
 from tcpunch.errors import LocalProtocolError, Reason
+from tcpunch.nathint import NatClass
 from tcpunch.v2 import NO_TOKEN, check_token
 
 
@@ -61,16 +62,22 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class Paired:
-    """Both protocols: the peer's public endpoint has come; punch from our local port."""
+    """Both protocols: the peer's public endpoint has come; punch from our local port.
+
+    ``peer_nat``: the peer's NAT class as the server passed it on (v2, when we asked for
+    hints and the server passes them), else None."""
 
     you: Endpoint
     peer: Endpoint
     token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
+    peer_nat: NatClass | None = None
 
     def __post_init__(self) -> None:
         _check_endpoint(self.you, "you")
         _check_endpoint(self.peer, "peer")
         _check_token_field(self, self.token)
+        if self.peer_nat is not None and type(self.peer_nat) is not NatClass:
+            raise LocalProtocolError("peer_nat is a NatClass or None", Reason.WRONG_TYPE)
 
 
 @dataclass(frozen=True, slots=True)

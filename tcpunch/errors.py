@@ -32,6 +32,8 @@ class Reason(str, enum.Enum):
     HTTP_REPLY = "http_reply"
     # v2 flags outside 0..2**32-1.
     BAD_FLAGS = "bad_flags"
+    # Byte 50 of a v2 response is neither 0 (no NAT hint) nor a NAT hint of a PAIRED one.
+    BAD_HINT = "bad_hint"
     # A field of the wrong Python type (str where bytes belong, ...).
     WRONG_TYPE = "wrong_type"
     # A step the client exchange's state does not allow (our own misuse).

@@ -1,7 +1,9 @@
 """Protocol v2, the fork's fixed-size messages: 141-byte requests, 51-byte responses.
 
-Responses carry 50 bytes of fields and one trailing zero: the clients in the field read
-51 bytes per response, so the 51st byte is part of the wire format.
+Responses carry 50 bytes of fields and one trailing byte: the clients in the field read
+51 bytes per response, so the 51st byte is part of the wire format. It is zero, except
+in a PAIRED response to a requester that asked for NAT hints (flag bit 1): then it
+carries the peer's NAT class (:mod:`tcpunch.nathint`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tcpunch.endpoint import (
     unpack_ip_port,
 )
 from tcpunch.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from tcpunch.nathint import HINT_BYTE, NatClass, decode_hint, flags_nat, reads_hints
 from tcpunch.v2credential import FLAG_CREDENTIAL, encode_trailer, with_credential
 
 V2_NAME_FIELD = 100
@@ -33,8 +36,8 @@ _MAX_FLAGS = 0xFFFFFFFF
 
 _ZERO_ENDPOINT = _new_endpoint(Endpoint, ("0.0.0.0", 0))
 _FLAGS = struct.Struct("!I")
-# status, your address and port, the peer's, the token field, the 51st (zero) byte
-_RESPONSE = struct.Struct("!B4sH4sH37sx")
+# status, your address and port, the peer's, the token field, the 51st byte (NAT hint)
+_RESPONSE = struct.Struct("!B4sH4sH37sB")
 _CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -128,7 +131,8 @@ class V2Request:
     never in the repr) None or 1..512 UTF-8 bytes; anything
     else raises LocalProtocolError. A request with a credential has flag bit 0 set (it
     is set if not given) and goes on the wire with the credential in a trailer
-    (``tcpunch.v2credential``).
+    (``tcpunch.v2credential``). Bits 1-3 ask for and report NAT hints
+    (``tcpunch.nathint.hint_flags``); bits 4-31 are reserved (zero) and ignored.
     """
 
     name: str
@@ -157,6 +161,16 @@ class V2Request:
         if self.credential is None:
             return request
         return with_credential(request, self.credential)
+
+    @property
+    def reads_hints(self) -> bool:
+        """Whether the requester reads the peer's NAT class in a PAIRED response."""
+        return reads_hints(self.flags)
+
+    @property
+    def nat(self) -> NatClass:
+        """The requester's own NAT class as it reports it (UNKNOWN: none)."""
+        return flags_nat(self.flags)
 
 
 _new_request = object.__new__
@@ -233,12 +247,14 @@ def _check_endpoint(endpoint: object, what: str) -> Endpoint:
 @dataclass(frozen=True, slots=True)
 class V2Response:
     """A v2 response. Validated at construction: a known status, IPv4 endpoints with
-    ports in 0..65535, a UUID token (stored canonical, never in the repr) or ``NO_TOKEN``."""
+    ports in 0..65535, a UUID token (stored canonical, never in the repr) or ``NO_TOKEN``,
+    ``peer_nat`` None (byte 50 zero) or a NatClass, and then only when PAIRED."""
 
     status: Status
     you: Endpoint = _ZERO_ENDPOINT
     peer: Endpoint = _ZERO_ENDPOINT
     token: str = field(default=NO_TOKEN, repr=False)  # a bearer secret: never in a repr
+    peer_nat: NatClass | None = None  # the peer's NAT class, for a hint-reading requester
 
     def __post_init__(self) -> None:
         if type(self.status) is not Status:
@@ -258,10 +274,29 @@ class V2Response:
         token = check_token(self.token)
         if token != self.token:
             object.__setattr__(self, "token", token)
+        if self.peer_nat is not None:
+            _check_peer_nat(self)
+
+
+def _check_peer_nat(response: V2Response) -> None:
+    if response.status is not Status.PAIRED:
+        raise LocalProtocolError(
+            f"a NAT hint goes only in a PAIRED response, not {response.status.name}",
+            Reason.BAD_HINT,
+        )
+    if type(response.peer_nat) is not NatClass:
+        try:
+            nat = NatClass(response.peer_nat)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise LocalProtocolError(
+                f"unknown NAT class {response.peer_nat!r}", Reason.BAD_HINT
+            ) from exc
+        object.__setattr__(response, "peer_nat", nat)
 
 
 def encode_v2_response(response: V2Response) -> bytes:
-    """The 51 bytes of a response (its fields were checked when it was built)."""
+    """The 51 bytes of a response (its fields were checked when it was built); byte 50 is
+    zero unless the response carries the peer's NAT class (``peer_nat``)."""
     you, peer = response.you, response.peer
     return _RESPONSE.pack(
         response.status,
@@ -270,6 +305,7 @@ def encode_v2_response(response: V2Response) -> bytes:
         _ipv4_packed(peer.ip),
         peer.port,
         response.token.encode("ascii"),  # struct pads the 37-byte field with zeros
+        HINT_BYTE[response.peer_nat],
     )
 
 
@@ -288,4 +324,5 @@ def decode_v2_response(data: bytes) -> V2Response:
         you=unpack_ip_port(data[1:7]),
         peer=unpack_ip_port(data[7:13]),
         token=check_token(raw_token.decode("ascii", "replace"), RemoteProtocolError),
+        peer_nat=decode_hint(data[50], status is Status.PAIRED),
     )

@@ -1,7 +1,8 @@
 """How a v2 request carries a rendezvous credential: a flag bit and a trailer.
 
 The fork's 141-byte request keeps its layout. Bit 0 of the 4-byte flags field (offset
-137, network order; the fork sends zero there) announces a trailer right after byte 141::
+137, network order; the fork sends zero there; bits 1-3 are NAT hints,
+:mod:`tcpunch.nathint`) announces a trailer right after byte 141::
 
     141-byte v2 request (flags & FLAG_CREDENTIAL) | length:u16 | credential (UTF-8)
 

@@ -11,7 +11,10 @@ inbound traffic (FORWARD and INPUT accept only ESTABLISHED,RELATED from the publ
 like a home router or a cloud NAT gateway; ``unsolicited="reset"`` makes a router answer
 them with a reset instead, as a Linux router with no INPUT rules does.
 ``random_fully=True`` makes a NAT symmetric (``MASQUERADE --random-fully``: a new port
-per connection). Both take one value for both routers or a pair (router_a, router_b).
+per connection). ``no_inbound=True`` makes a host accept no inbound connection at all,
+punched or not, as some platforms' functions do (see ``NatLab._refuse_inbound``). Each
+takes one value for both sides or a pair (side a, side b). ``stranger_ip`` is a second
+public address (not the server's) for probes.
 Names carry the pid and a counter so concurrent runs do not collide; ``close()``
 deletes every namespace even after failures. Needs root, ``ip`` (iproute2) and
 ``iptables``. ``lab_server`` runs the project's server on the public side. Tests and
@@ -74,12 +77,14 @@ class NatLab:
         *,
         random_fully: bool | tuple[bool, bool] = False,
         unsolicited: Unsolicited | tuple[Unsolicited, Unsolicited] = "drop",
+        no_inbound: bool | tuple[bool, bool] = False,
     ) -> None:
         index = next(_counter)
         self.tag = f"{os.getpid()}x{index}"
         subnet = (os.getpid() * 7 + index) % 250 + 1  # keeps concurrent labs' logs apart
         self.random_fully = _per_router(random_fully)
         self.unsolicited = _per_router(unsolicited)
+        self.no_inbound = _per_router(no_inbound)
         for mode in self.unsolicited:
             if mode not in ("drop", "reset"):
                 raise ValueError(f"unsolicited must be 'drop' or 'reset', got {mode!r}")
@@ -89,6 +94,7 @@ class NatLab:
         self.host_a = f"nlha{self.tag}"
         self.host_b = f"nlhb{self.tag}"
         self.server_ip = f"198.18.{subnet}.1"
+        self.stranger_ip = f"198.18.{subnet}.9"
         self.router_a_public = f"198.18.{subnet}.2"
         self.router_b_public = f"198.18.{subnet}.3"
         self.host_a_ip = f"10.{subnet}.1.2"
@@ -140,12 +146,15 @@ class NatLab:
         n = self._subnet
         self._ns(self.public, "ip", "link", "add", "br0", "type", "bridge")
         self._ns(self.public, "ip", "addr", "add", f"{self.server_ip}/24", "dev", "br0")
+        self._ns(self.public, "ip", "addr", "add", f"{self.stranger_ip}/24", "dev", "br0")
         self._ns(self.public, "ip", "link", "set", "br0", "up")
         for router, host, side, router_public, host_ip in (
             (self.router_a, self.host_a, 1, self.router_a_public, self.host_a_ip),
             (self.router_b, self.host_b, 2, self.router_b_public, self.host_b_ip),
         ):
             random_fully, unsolicited = self.random_fully[side - 1], self.unsolicited[side - 1]
+            if self.no_inbound[side - 1]:
+                self._refuse_inbound(host)
             self._link(router, "wan", self.public, f"p{side}")
             self._ns(self.public, "ip", "link", "set", f"p{side}", "master", "br0")
             self._ns(self.public, "ip", "link", "set", f"p{side}", "up")
@@ -184,6 +193,17 @@ class NatLab:
             # silently, like a home router or a cloud NAT gateway
             self._accept_established(router, "INPUT")
             self._ns(router, "iptables", "-A", "INPUT", "-i", "wan", "-j", "DROP")
+
+    def _refuse_inbound(self, host: str) -> None:
+        """``host`` accepts no inbound TCP connection: its INPUT drops every segment with
+        SYN set (a SYN or a SYN-ACK) that does not come from the server. Every way TCP
+        opens needs one: passive and simultaneous open an inbound SYN, active open an
+        inbound SYN-ACK; so no punch completes, whichever side's SYN gets through first
+        (the peer, in SYN-RECEIVED, never gets our ACK either). The server is exempt so
+        the host still reaches the rendezvous and the relay (its outbound connections
+        elsewhere fail too: enough for these tests)."""
+        self._ns(host, "iptables", "-A", "INPUT", "-p", "tcp", "!", "-s", self.server_ip,
+                 "--tcp-flags", "SYN", "SYN", "-j", "DROP")  # fmt: skip
 
     def exec_prefix(self, ns: str) -> list[str]:
         """The argv prefix that runs a command inside namespace ``ns``."""

@@ -1,11 +1,13 @@
 """One side of the NAT lab test: pair through the server, then swap numpy arrays.
 
-``python -m tests.client.nat_peer HOST PORT NAME SIDE PROTOCOL [RELAY]``; prints one JSON line:
-``{"ok": true, "punch_s": ..., "local": ..., "peer": ...}`` or the error it got.
+``python -m tests.client.nat_peer HOST PORT NAME SIDE PROTOCOL [RELAY [NAT [PUNCH_TIMEOUT]]]``;
+prints one JSON line: ``{"ok": true, "punch_s": ..., "local": ..., "peer": ..., "link":
+{...}}`` (the LinkInfo's fields) or the error it got.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -19,9 +21,14 @@ from fmi_client.channel import Channel
 def main() -> int:
     host, port, name, side, protocol = sys.argv[1:6]
     relay = sys.argv[6] if len(sys.argv) > 6 else "auto"
+    nat = sys.argv[7] if len(sys.argv) > 7 else "auto"
+    options = {"punch_timeout": float(sys.argv[8])} if len(sys.argv) > 8 else {}
     started = time.monotonic()
     try:
-        sock = pair(name, host, int(port), timeout=30, protocol=protocol, relay=relay)
+        sock = pair(
+            name, host, int(port), timeout=30, protocol=protocol, relay=relay, nat=nat,
+            **options,
+        )  # fmt: skip
     except FmiClientError as exc:
         print(
             json.dumps(
@@ -52,6 +59,7 @@ def main() -> int:
                     "comm_ok": comm_ok,
                     "punch_s": elapsed,
                     "path": sock.link.path,
+                    "link": dataclasses.asdict(sock.link),
                     "local": list(sock.getsockname()),
                     "peer": list(sock.getpeername()),
                 }

@@ -45,12 +45,18 @@ class Stack:
 
     def cli_args(self) -> list[str]:
         return [
-            "--endpoint-url", self.endpoint,
-            "--record", self.record,
-            "--dns-server", self.nsd.address,
-            "--poll-interval", "0.05",
-            "--task-timeout", "20",
-            "--dns-timeout", "10",
+            "--endpoint-url",
+            self.endpoint,
+            "--record",
+            self.record,
+            "--dns-server",
+            self.nsd.address,
+            "--poll-interval",
+            "0.05",
+            "--task-timeout",
+            "20",
+            "--dns-timeout",
+            "10",
         ]
 
 

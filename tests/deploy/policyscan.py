@@ -27,8 +27,21 @@ AUTHORISED_AS = {
     "s3:HeadBucket": "s3:ListBucket",
 }
 # Every service prefix a policy file in deploy/iam may name.
-SERVICES = ("ecs", "ec2", "ecr", "route53", "logs", "iam", "lambda", "events", "sts",
-            "states", "s3", "cloudwatch", "secretsmanager")
+SERVICES = (
+    "ecs",
+    "ec2",
+    "ecr",
+    "route53",
+    "logs",
+    "iam",
+    "lambda",
+    "events",
+    "sts",
+    "states",
+    "s3",
+    "cloudwatch",
+    "secretsmanager",
+)
 
 
 def authorised_as(action: str) -> str:
@@ -114,27 +127,54 @@ def resource_allows(policy: dict[str, Any], action: str, arn: str) -> bool:
 # IAM actions that change what some identity may do. The deployer may use the role ones
 # only on roles that carry the permissions boundary (IAM's iam:PermissionsBoundary key);
 # every other one, never.
-BOUNDARY_KEYED = {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy",
-                  "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
-                  "iam:PutRolePermissionsBoundary"}
-NEVER = {"iam:CreateUser", "iam:PutUserPolicy", "iam:AttachUserPolicy", "iam:PutGroupPolicy",
-         "iam:AttachGroupPolicy", "iam:AddUserToGroup", "iam:CreatePolicy",
-         "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
-         "iam:DeletePolicyVersion", "iam:CreateAccessKey", "iam:CreateLoginProfile",
-         "iam:UpdateLoginProfile", "iam:DeleteRolePermissionsBoundary",
-         "iam:DeleteUserPermissionsBoundary", "iam:PutUserPermissionsBoundary",
-         "sts:AssumeRole", "iam:UpdateRole"}
-BOUNDARY_MUST_DENY = {"iam:DeleteRolePermissionsBoundary", "iam:CreatePolicyVersion",
-                      "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
-                      "iam:DeletePolicyVersion"}
+BOUNDARY_KEYED = {
+    "iam:CreateRole",
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+}
+NEVER = {
+    "iam:CreateUser",
+    "iam:PutUserPolicy",
+    "iam:AttachUserPolicy",
+    "iam:PutGroupPolicy",
+    "iam:AttachGroupPolicy",
+    "iam:AddUserToGroup",
+    "iam:CreatePolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+    "iam:CreateAccessKey",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:DeleteUserPermissionsBoundary",
+    "iam:PutUserPermissionsBoundary",
+    "sts:AssumeRole",
+    "iam:UpdateRole",
+}
+BOUNDARY_MUST_DENY = {
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+}
 
 
 def _listed(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def escalation_problems(deployer: dict[str, Any], boundary_arn: str,
-                        boundary: dict[str, Any], runtime: list[dict[str, Any]]) -> list[str]:
+def escalation_problems(
+    deployer: dict[str, Any],
+    boundary_arn: str,
+    boundary: dict[str, Any],
+    runtime: list[dict[str, Any]],
+) -> list[str]:
     """Why the deployer could grant itself (or a role it runs) more than it has; [] when
     it cannot. Static: AWS evaluates the conditions, moto does not."""
     problems = []
@@ -154,7 +194,8 @@ def escalation_problems(deployer: dict[str, Any], boundary_arn: str,
     for action in sorted(BOUNDARY_MUST_DENY):
         target = "*" if action.endswith("PermissionsBoundary") else boundary_arn
         denied = any(
-            s["Effect"] == "Deny" and covers(set(_listed(s["Action"])), action)
+            s["Effect"] == "Deny"
+            and covers(set(_listed(s["Action"])), action)
             and any(fnmatch.fnmatchcase(target, r) for r in _listed(s["Resource"]))
             and "Condition" not in s
             for s in deployer["Statement"]

@@ -84,8 +84,9 @@ def test_up_takes_config_file_and_opens_http_port_only_to_admin_cidr(
     path = tmp_path / "up.toml"
     path.write_text(config + 'image-uri = "example/rendezvous:1"\npoll-interval = 0.05\n')
     with stack.fargate() as fargate, stack.propagation():
-        result = CliRunner().invoke(main, ["server", "up", "--config", str(path)],
-                                    env={"COLUMNS": "200"})
+        result = CliRunner().invoke(
+            main, ["server", "up", "--config", str(path)], env={"COLUMNS": "200"}
+        )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"{stack.record}:10000"
     assert fargate.started
@@ -93,9 +94,7 @@ def test_up_takes_config_file_and_opens_http_port_only_to_admin_cidr(
     (group,) = ec2.describe_security_groups(
         Filters=[{"Name": "group-name", "Values": ["rendezvous-server"]}]
     )["SecurityGroups"]
-    rules = {
-        (p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]
-    }
+    rules = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p["IpRanges"]}
     # the rendezvous and NAT-discovery ports to every client, HTTP to the admin CIDR only
     assert rules == {(10000, "0.0.0.0/0"), (10002, "0.0.0.0/0"), (10001, "203.0.113.0/24")}
 

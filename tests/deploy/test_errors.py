@@ -70,8 +70,11 @@ def test_no_task_times_out_with_state(stack: Stack, quiet: Any) -> None:
     with pytest.raises(DeployError) as failed:
         commands.up(stack.aws(), settings, quiet)
     message = str(failed.value)
-    assert re.search(r"no running, healthy task after 1 s \(waited [12] s; no task of "
-                     r"rendezvous:1 started yet\)", message), message
+    assert re.search(
+        r"no running, healthy task after 1 s \(waited [12] s; no task of "
+        r"rendezvous:1 started yet\)",
+        message,
+    ), message
     assert "The service reports no events" in message or "latest events:" in message
     assert "Raise --task-timeout" in message
 
@@ -91,13 +94,16 @@ def test_waiting_shows_elapsed_and_remaining_time(stack: Stack) -> None:
         commands.up(stack.aws(), settings, reporter)
     shown = out.getvalue()
     assert re.search(r"… no task of rendezvous:1 started yet \(0 s elapsed, 1 s left\)", shown), (
-        shown)
+        shown
+    )
 
 
 def test_image_pull_error_says_what_to_check(stack: Stack, quiet: Any) -> None:
-    reason = ("CannotPullContainerError: pull image manifest has been retried 5 time(s): "
-              "failed to resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/"
-              "rendezvous:test: not found")
+    reason = (
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s): "
+        "failed to resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/"
+        "rendezvous:test: not found"
+    )
     with stack.fargate() as fargate:
         fargate.fail_with = reason
         with pytest.raises(DeployError) as failed:
@@ -123,8 +129,7 @@ def test_dns_verification_succeeds_only_when_servers_answer_new_ip(
     """NSD keeps answering the old address (no propagation): verification times out."""
     stack.nsd.serve({"rdv": "198.18.0.99"})
     settings = stack.settings()
-    settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=20,
-                                                         dns_timeout=1))
+    settings = stack.settings(waits=type(settings.waits)(poll=0.05, task_timeout=20, dns_timeout=1))
     with stack.fargate() as fargate:
         with pytest.raises(DeployError) as failed:
             commands.up(stack.aws(), settings, quiet)
@@ -161,8 +166,13 @@ def enforcing_moto() -> Iterator[str]:
 def test_missing_permission_names_the_action(
     enforcing_moto: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    iam = boto3.client("iam", endpoint_url=enforcing_moto, region_name="us-east-1",
-                       aws_access_key_id="setup", aws_secret_access_key="setup")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=enforcing_moto,
+        region_name="us-east-1",
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+    )
     iam.create_user(UserName="deployer")
     key = iam.create_access_key(UserName="deployer")["AccessKey"]
     partial_rights = {
@@ -171,8 +181,9 @@ def test_missing_permission_names_the_action(
             {"Effect": "Allow", "Action": ["ec2:*", "ecs:Describe*"], "Resource": "*"},
         ],
     }
-    iam.put_user_policy(UserName="deployer", PolicyName="partial",
-                        PolicyDocument=json.dumps(partial_rights))
+    iam.put_user_policy(
+        UserName="deployer", PolicyName="partial", PolicyDocument=json.dumps(partial_rights)
+    )
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)

@@ -141,8 +141,9 @@ def test_function_zip_runs_alone_with_boto3_only(
     records = clients(stack.endpoint)["route53"].list_resource_record_sets(
         HostedZoneId=stack.zone_id
     )
-    values = [r["ResourceRecords"][0]["Value"] for r in records["ResourceRecordSets"]
-              if r["Type"] == "A"]
+    values = [
+        r["ResourceRecords"][0]["Value"] for r in records["ResourceRecordSets"] if r["Type"] == "A"
+    ]
     assert values == [new_ip]
 
 

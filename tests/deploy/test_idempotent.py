@@ -29,8 +29,7 @@ def test_changed_image_registers_one_revision_and_rolls_the_service(
 ) -> None:
     with stack.fargate() as fargate, stack.propagation():
         first = commands.up(stack.aws(), stack.settings(), quiet)
-        second = commands.up(stack.aws(), stack.settings(image_uri="example/rendezvous:2"),
-                             quiet)
+        second = commands.up(stack.aws(), stack.settings(image_uri="example/rendezvous:2"), quiet)
     assert second.registered
     assert second.task_definition_arn.endswith(":2")
     ecs = clients(stack.endpoint)["ecs"]
@@ -51,16 +50,22 @@ def test_environment_is_reconciled_and_shown_old_to_new(stack: Stack) -> None:
     out = StringIO()
     reporter = Reporter(Console(file=out, force_terminal=False, width=1000, highlight=False))
     with stack.fargate(), stack.propagation():
-        commands.up(stack.aws(), stack.settings(
-            environment=(("RENDEZVOUS_LOG_LEVEL", "debug"), ("EXTRA", "1"))), reporter)
+        commands.up(
+            stack.aws(),
+            stack.settings(environment=(("RENDEZVOUS_LOG_LEVEL", "debug"), ("EXTRA", "1"))),
+            reporter,
+        )
         out.seek(0)
         out.truncate()
-        second = commands.up(stack.aws(), stack.settings(
-            environment=(("RENDEZVOUS_LOG_LEVEL", "info"),)), reporter)
+        second = commands.up(
+            stack.aws(), stack.settings(environment=(("RENDEZVOUS_LOG_LEVEL", "info"),)), reporter
+        )
     ecs = clients(stack.endpoint)["ecs"]
     definition = ecs.describe_task_definition(taskDefinition=second.task_definition_arn)
-    env = {e["name"]: e["value"]
-           for e in definition["taskDefinition"]["containerDefinitions"][0]["environment"]}
+    env = {
+        e["name"]: e["value"]
+        for e in definition["taskDefinition"]["containerDefinitions"][0]["environment"]
+    }
     assert env.get("RENDEZVOUS_LOG_LEVEL") == "info" and "EXTRA" not in env
     shown = out.getvalue()
     assert "~ task environment EXTRA: 1 -> (none)" in shown

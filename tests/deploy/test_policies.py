@@ -48,8 +48,11 @@ IMPLIED_DEPLOYER = {
 }
 
 
-DEPLOY_CODE = [*sorted((ROOT / "deploy" / "server").glob("*.py")), ROOT / "deploy" / "aws.py",
-               ROOT / "deploy" / "roles.py"]
+DEPLOY_CODE = [
+    *sorted((ROOT / "deploy" / "server").glob("*.py")),
+    ROOT / "deploy" / "aws.py",
+    ROOT / "deploy" / "roles.py",
+]
 FUNCTION_CODE = [follower.PACKAGE_DIR / name for name in follower.FUNCTION_FILES]
 FILL = {
     "Region": "us-east-1",
@@ -93,16 +96,20 @@ def test_deployer_policy_allows_every_action_the_code_calls() -> None:
 
 def test_runtime_policy_allows_exactly_what_the_refresher_calls() -> None:
     policy = iam.policy("refresher", **FILL)
-    granted = allowed(policy) - {"logs:CreateLogGroup", "logs:CreateLogStream",
-                                  "logs:PutLogEvents"}  # the Lambda runtime writes logs
+    granted = allowed(policy) - {
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }  # the Lambda runtime writes logs
     needed = static_actions(FUNCTION_CODE)
     assert needed, "the refresher code calls AWS"
     # The refresher reads the zone by id (set in its environment), never lists zones.
     needed.discard("route53:ListHostedZones")
     assert sorted(needed - granted) == []
     assert sorted(granted - needed) == []
-    record_statements = [s for s in policy["Statement"] if "route53:ChangeResourceRecordSets"
-                         in s["Action"]]
+    record_statements = [
+        s for s in policy["Statement"] if "route53:ChangeResourceRecordSets" in s["Action"]
+    ]
     assert all(s["Resource"] == "arn:aws:route53:::hostedzone/Z123" for s in record_statements)
 
 
@@ -119,8 +126,12 @@ def test_recorded_actions_of_a_full_run_are_found_by_the_scan(
         commands.down(aws, stack.settings(), quiet, delete=True, remove_record=True)
     static = static_actions(DEPLOY_CODE)
     assert aws.actions <= static, sorted(aws.actions - static)
-    assert {"ecs:CreateService", "route53:ChangeResourceRecordSets",
-            "lambda:CreateFunction", "events:PutRule"} <= aws.actions
+    assert {
+        "ecs:CreateService",
+        "route53:ChangeResourceRecordSets",
+        "lambda:CreateFunction",
+        "events:PutRule",
+    } <= aws.actions
 
     # The refresher, run as EventBridge would run it, stays inside its runtime policy.
     fn_aws = stack.aws()
@@ -165,10 +176,17 @@ ACCOUNT = FILL["Account"]
 REGION = FILL["Region"]
 
 
-def deployer(prefix: str = "team-a", zone: str = "Z123", record: str = "rdv.example.com"
-             ) -> dict[str, Any]:
-    return iam.policy("deployer", Region=REGION, Account=ACCOUNT, Prefix=prefix,
-                      HostedZoneId=zone, RecordName=record)
+def deployer(
+    prefix: str = "team-a", zone: str = "Z123", record: str = "rdv.example.com"
+) -> dict[str, Any]:
+    return iam.policy(
+        "deployer",
+        Region=REGION,
+        Account=ACCOUNT,
+        Prefix=prefix,
+        HostedZoneId=zone,
+        RecordName=record,
+    )
 
 
 def _listed(value: str | list[str]) -> list[str]:
@@ -222,33 +240,41 @@ def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None
         "route53:GetChange": "arn:aws:route53:::change/C0123",
         "iam:UpdateAssumeRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.execution_role}",
         "iam:GetRolePolicy": f"arn:aws:iam::{ACCOUNT}:role/{settings.refresher_role}",
-        "lambda:UpdateFunctionCode":
-            f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
+        "lambda:UpdateFunctionCode": f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
         "events:PutRule": f"arn:aws:events:{arn}:rule/{settings.refresher_rule}",
         "ec2:AuthorizeSecurityGroupIngress": f"arn:aws:ec2:{arn}:security-group/sg-1",
     }
     for action, resource in inside.items():
         assert resource_allows(policy, action, resource), (action, resource)
     outside = {
-        "ecs:UpdateService": [f"arn:aws:ecs:{arn}:service/prod/api",
-                              f"arn:aws:ecs:{arn}:service/{cluster}/api",
-                              f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{cluster}/{prefix}"],
+        "ecs:UpdateService": [
+            f"arn:aws:ecs:{arn}:service/prod/api",
+            f"arn:aws:ecs:{arn}:service/{cluster}/api",
+            f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{cluster}/{prefix}",
+        ],
         "ecs:DeleteService": [f"arn:aws:ecs:{arn}:service/prod/{prefix}"],
         "ecs:RegisterTaskDefinition": [f"arn:aws:ecs:{arn}:task-definition/payroll:1"],
-        "logs:CreateLogGroup": [f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll",
-                                f"arn:aws:logs:{arn}:log-group:/ecs/payroll"],
+        "logs:CreateLogGroup": [
+            f"arn:aws:logs:{arn}:log-group:/aws/lambda/payroll",
+            f"arn:aws:logs:{arn}:log-group:/ecs/payroll",
+        ],
         "logs:PutRetentionPolicy": [f"arn:aws:logs:{arn}:log-group:/ecs/payroll:*"],
         "route53:ChangeResourceRecordSets": ["arn:aws:route53:::hostedzone/ZOTHER"],
-        "iam:PutRolePolicy": [f"arn:aws:iam::{ACCOUNT}:role/admin",
-                              "arn:aws:iam::999999999999:role/team-a-task-execution"],
+        "iam:PutRolePolicy": [
+            f"arn:aws:iam::{ACCOUNT}:role/admin",
+            "arn:aws:iam::999999999999:role/team-a-task-execution",
+        ],
         "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/payroll"],
     }
     for action, resources in outside.items():
         for resource in resources:
             assert not resource_allows(policy, action, resource), (action, resource)
     # Each role is passable only as what it is, and only to the service that uses it.
-    passes = {s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
-              for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]}
+    passes = {
+        s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
+        for s in policy["Statement"]
+        if s["Action"] == ["iam:PassRole"]
+    }
     assert passes == {
         f"arn:aws:iam::{ACCOUNT}:role/{prefix}-task-execution": "ecs-tasks.amazonaws.com",
         f"arn:aws:iam::{ACCOUNT}:role/{prefix}-dns-refresher": "lambda.amazonaws.com",
@@ -262,17 +288,23 @@ def test_server_prefix_does_not_reach_the_pipelines_resources() -> None:
     arn = f"{REGION}:{ACCOUNT}"
     pipeline = PipelineNames("rendezvous-pipeline")
     outside = {
-        "iam:PutRolePolicy": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
-                              f"arn:aws:iam::{ACCOUNT}:role/rendezvousx-task-execution"],
+        "iam:PutRolePolicy": [
+            f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
+            f"arn:aws:iam::{ACCOUNT}:role/rendezvousx-task-execution",
+        ],
         "iam:DeleteRole": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.states_role}"],
-        "iam:PassRole": [f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
-                         f"arn:aws:iam::{ACCOUNT}:role/rendezvous-pipeline-task-execution"],
+        "iam:PassRole": [
+            f"arn:aws:iam::{ACCOUNT}:role/{pipeline.lambda_role}",
+            f"arn:aws:iam::{ACCOUNT}:role/rendezvous-pipeline-task-execution",
+        ],
         "lambda:DeleteFunction": [f"arn:aws:lambda:{arn}:function:{pipeline.worker}"],
         "lambda:UpdateFunctionCode": [f"arn:aws:lambda:{arn}:function:{pipeline.initialize}"],
         "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/{pipeline.repository}"],
         "logs:CreateLogGroup": [f"arn:aws:logs:{arn}:log-group:/ecs/rendezvous-pipeline"],
-        "ecs:DeleteService": [f"arn:aws:ecs:{arn}:service/rendezvous-pipeline/x",
-                              f"arn:aws:ecs:{arn}:service/rendezvous/rendezvous-old"],
+        "ecs:DeleteService": [
+            f"arn:aws:ecs:{arn}:service/rendezvous-pipeline/x",
+            f"arn:aws:ecs:{arn}:service/rendezvous/rendezvous-old",
+        ],
         "events:DeleteRule": [f"arn:aws:events:{arn}:rule/rendezvous-pipeline-x"],
     }
     for action, resources in outside.items():
@@ -285,8 +317,11 @@ def test_deployer_changes_only_the_a_record_of_its_name() -> None:
     denies = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
     denies = [s for s in denies if any(a.startswith("route53:") for a in _listed(s["Action"]))]
     assert {s["Resource"] for s in denies} == {"arn:aws:route53:::hostedzone/Z123"}
-    conditions = {key: values for s in denies
-                  for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()}
+    conditions = {
+        key: values
+        for s in denies
+        for key, values in s["Condition"]["ForAnyValue:StringNotEquals"].items()
+    }
     assert conditions == {
         "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["rdv.example.com"],
         "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
@@ -306,15 +341,15 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
 
     (authorize,) = by_action["ec2:AuthorizeSecurityGroupIngress"]
     assert authorize["Condition"] == {
-        "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}}
+        "StringEquals": {f"aws:ResourceTag/{tag}": network.MANAGED_BY}
+    }
     (revoke,) = by_action["ec2:RevokeSecurityGroupIngress"]  # reconciling closes ports too
     assert revoke["Condition"] == authorize["Condition"]
     (tagging,) = by_action["ec2:CreateTags"]
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
     creating = {s["Resource"]: s.get("Condition") for s in by_action["ec2:CreateSecurityGroup"]}
     group_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/*"
-    assert creating[group_arn] == {
-        "StringEquals": {f"aws:RequestTag/{tag}": network.MANAGED_BY}}
+    assert creating[group_arn] == {"StringEquals": {f"aws:RequestTag/{tag}": network.MANAGED_BY}}
     assert set(creating) == {group_arn, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/*"}
     # The code creates the group with that tag in the same call (no separate CreateTags).
     source = (ROOT / "deploy" / "server" / "network.py").read_text()
@@ -323,6 +358,10 @@ def test_security_group_rules_only_on_groups_the_code_tags() -> None:
 
 def test_deployer_policy_covers_the_role_updates() -> None:
     policy = allowed(deployer())
-    assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
-            "ec2:CreateTags"} <= policy
+    assert {
+        "iam:GetRolePolicy",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:PutRolePolicy",
+        "ec2:CreateTags",
+    } <= policy
     assert {"iam:GetRolePolicy", "iam:UpdateAssumeRolePolicy"} <= static_actions(DEPLOY_CODE)

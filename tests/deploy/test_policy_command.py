@@ -15,8 +15,18 @@ def run(*args: str):
 
 
 def test_prints_a_complete_policy_for_the_given_names():
-    result = run("--account", "123456789012", "--region", "eu-west-1", "--name", "team-a",
-                 "--hosted-zone-id", "/hostedzone/Z0ABC", "--record", "Rdv.Example.com.")
+    result = run(
+        "--account",
+        "123456789012",
+        "--region",
+        "eu-west-1",
+        "--name",
+        "team-a",
+        "--hosted-zone-id",
+        "/hostedzone/Z0ABC",
+        "--record",
+        "Rdv.Example.com.",
+    )
     assert result.exit_code == 0, result.output
     assert "${" not in result.output
     document = json.loads(result.output)
@@ -33,7 +43,15 @@ def test_prints_a_complete_policy_for_the_given_names():
 
 
 def test_a_bad_account_id_is_refused_with_the_reason():
-    result = run("--account", "12345", "--region", "eu-west-1",
-                 "--hosted-zone-id", "Z0ABC", "--record", "rdv.example.com")
+    result = run(
+        "--account",
+        "12345",
+        "--region",
+        "eu-west-1",
+        "--hosted-zone-id",
+        "Z0ABC",
+        "--record",
+        "rdv.example.com",
+    )
     assert result.exit_code == 2
     assert "not a 12-digit account id" in result.output

@@ -33,9 +33,7 @@ def settings() -> ServerSettings:
     return ServerSettings(name=f"rendezvous-sg-{os.getpid()}", admin_cidr="203.0.113.0/24")
 
 
-def test_group_is_created_tagged_in_one_call_and_left_alone_after(
-    aws_env: str, ec2: Any
-) -> None:
+def test_group_is_created_tagged_in_one_call_and_left_alone_after(aws_env: str, ec2: Any) -> None:
     vpc = default_vpc(ec2)
     aws = Aws(endpoint_url=aws_env)
     group_id, changed = network.ensure_security_group(aws, settings(), vpc)
@@ -44,8 +42,9 @@ def test_group_is_created_tagged_in_one_call_and_left_alone_after(
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     assert {"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY} in group["Tags"]
     assert network.managed(group)
-    opened = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"]
-              for r in p.get("IpRanges", [])}
+    opened = {
+        (p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"] for r in p.get("IpRanges", [])
+    }
     assert opened == {(10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0")}
 
     again = Aws(endpoint_url=aws_env)
@@ -57,8 +56,9 @@ def test_untagged_group_missing_rules_is_an_early_error_with_the_fix(
     aws_env: str, ec2: Any
 ) -> None:
     vpc = default_vpc(ec2)
-    group_id = ec2.create_security_group(GroupName=settings().security_group_name,
-                                         Description="made by hand", VpcId=vpc)["GroupId"]
+    group_id = ec2.create_security_group(
+        GroupName=settings().security_group_name, Description="made by hand", VpcId=vpc
+    )["GroupId"]
     aws = Aws(endpoint_url=aws_env)
     with pytest.raises(DeployError) as refused:
         network.ensure_security_group(aws, settings(), vpc)
@@ -68,22 +68,31 @@ def test_untagged_group_missing_rules_is_an_early_error_with_the_fix(
     assert "ec2:AuthorizeSecurityGroupIngress" not in aws.actions
 
     # Tagged as the message says, the same call goes through.
-    ec2.create_tags(Resources=[group_id],
-                    Tags=[{"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY}])
+    ec2.create_tags(
+        Resources=[group_id], Tags=[{"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY}]
+    )
     assert network.ensure_security_group(Aws(endpoint_url=aws_env), settings(), vpc) == (
-        group_id, True)
+        group_id,
+        True,
+    )
 
 
-def test_untagged_group_that_already_has_the_rules_is_used_as_is(
-    aws_env: str, ec2: Any
-) -> None:
+def test_untagged_group_that_already_has_the_rules_is_used_as_is(aws_env: str, ec2: Any) -> None:
     vpc = default_vpc(ec2)
-    group_id = ec2.create_security_group(GroupName=settings().security_group_name,
-                                         Description="made by hand", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
-        for port, cidr in ((10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0"))
-    ])
+    group_id = ec2.create_security_group(
+        GroupName=settings().security_group_name, Description="made by hand", VpcId=vpc
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
+            for port, cidr in (
+                (10000, "0.0.0.0/0"),
+                (10001, "203.0.113.0/24"),
+                (10002, "0.0.0.0/0"),
+            )
+        ],
+    )
     aws = Aws(endpoint_url=aws_env)
     assert network.ensure_security_group(aws, settings(), vpc) == (group_id, False)
     assert "ec2:AuthorizeSecurityGroupIngress" not in aws.actions
@@ -91,8 +100,11 @@ def test_untagged_group_that_already_has_the_rules_is_used_as_is(
 
 def _opened(ec2: Any, group_id: str) -> set[tuple[int, str]]:
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
-    return {(p.get("FromPort"), r["CidrIp"]) for p in group["IpPermissions"]
-            for r in p.get("IpRanges", [])}
+    return {
+        (p.get("FromPort"), r["CidrIp"])
+        for p in group["IpPermissions"]
+        for r in p.get("IpRanges", [])
+    }
 
 
 def test_rules_no_longer_asked_for_are_revoked_and_reported_old_to_new(
@@ -105,19 +117,34 @@ def test_rules_no_longer_asked_for_are_revoked_and_reported_old_to_new(
     wide = replace(settings(), admin_cidr="0.0.0.0/0")
     group_id, _ = network.ensure_security_group(Aws(endpoint_url=aws_env), wide, vpc)
     assert _opened(ec2, group_id) == {
-        (10000, "0.0.0.0/0"), (10001, "0.0.0.0/0"), (10002, "0.0.0.0/0")}
+        (10000, "0.0.0.0/0"),
+        (10001, "0.0.0.0/0"),
+        (10002, "0.0.0.0/0"),
+    }
     # Someone opened SSH by hand on the managed group: not asked for either.
-    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-         "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}])
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "198.51.100.0/24"}],
+            }
+        ],
+    )
 
     changes: list[tuple[str, object, object]] = []
     aws = Aws(endpoint_url=aws_env)
     narrowed = network.ensure_security_group(
-        aws, settings(), vpc, on_change=lambda *change: changes.append(change))
+        aws, settings(), vpc, on_change=lambda *change: changes.append(change)
+    )
     assert narrowed == (group_id, True)
     assert _opened(ec2, group_id) == {
-        (10000, "0.0.0.0/0"), (10001, "203.0.113.0/24"), (10002, "0.0.0.0/0")}
+        (10000, "0.0.0.0/0"),
+        (10001, "203.0.113.0/24"),
+        (10002, "0.0.0.0/0"),
+    }
     assert "ec2:RevokeSecurityGroupIngress" in aws.actions
     assert sorted(changes) == [
         (f"security group {group_id} tcp 10001 from", "0.0.0.0/0", "203.0.113.0/24"),
@@ -126,16 +153,21 @@ def test_rules_no_longer_asked_for_are_revoked_and_reported_old_to_new(
     again = Aws(endpoint_url=aws_env)
     assert network.ensure_security_group(again, settings(), vpc) == (group_id, False)
     assert not {"ec2:RevokeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupIngress"} & (
-        again.actions)
+        again.actions
+    )
 
 
 def test_untagged_group_with_extra_rules_is_refused_not_used(aws_env: str, ec2: Any) -> None:
     vpc = default_vpc(ec2)
-    group_id = ec2.create_security_group(GroupName=settings().security_group_name,
-                                         Description="made by hand", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
-        for port, cidr in ((10000, "0.0.0.0/0"), (10001, "0.0.0.0/0"))
-    ])
+    group_id = ec2.create_security_group(
+        GroupName=settings().security_group_name, Description="made by hand", VpcId=vpc
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [{"CidrIp": cidr}]}
+            for port, cidr in ((10000, "0.0.0.0/0"), (10001, "0.0.0.0/0"))
+        ],
+    )
     with pytest.raises(DeployError, match=r"has rules not asked for \(10001 from 0\.0\.0\.0/0\)"):
         network.ensure_security_group(Aws(endpoint_url=aws_env), settings(), vpc)

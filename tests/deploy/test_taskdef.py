@@ -14,8 +14,14 @@ ROLE = "arn:aws:iam::123456789012:role/rendezvous-task-execution"
 def as_aws_returns(wanted: dict[str, Any]) -> dict[str, Any]:
     """What describe_task_definition gives back: defaults added, env reordered."""
     latest = copy.deepcopy(wanted)
-    latest.update(status="ACTIVE", revision=3, taskDefinitionArn="arn:...:rendezvous:3",
-                  compatibilities=["EC2", "FARGATE"], volumes=[], placementConstraints=[])
+    latest.update(
+        status="ACTIVE",
+        revision=3,
+        taskDefinitionArn="arn:...:rendezvous:3",
+        compatibilities=["EC2", "FARGATE"],
+        volumes=[],
+        placementConstraints=[],
+    )
     container = latest["containerDefinitions"][0]
     container.update(cpu=0, mountPoints=[], volumesFrom=[])
     container["environment"] = list(reversed(container["environment"]))
@@ -49,7 +55,8 @@ def test_any_real_difference_does_not_match() -> None:
         taskdef.desired(ServerSettings(environment=(("X", "1"),)), "img:1", ROLE, "us-east-1"),
     ):
         assert not taskdef.matches(latest, change)
-    assert taskdef.changed_fields(latest, taskdef.desired(ServerSettings(cpu=2048), "img:1",
-                                                          ROLE, "us-east-1")) == ["cpu"]
+    assert taskdef.changed_fields(
+        latest, taskdef.desired(ServerSettings(cpu=2048), "img:1", ROLE, "us-east-1")
+    ) == ["cpu"]
     assert not taskdef.matches({**latest, "status": "INACTIVE"}, wanted)
     assert not taskdef.matches(None, wanted)

@@ -101,9 +101,7 @@ class Fargate(_Background):
         arns = self.aws["ecs"].list_tasks(cluster=self.cluster, serviceName=self.service)
         if not arns["taskArns"]:
             return []
-        return self.aws["ecs"].describe_tasks(cluster=self.cluster, tasks=arns["taskArns"])[
-            "tasks"
-        ]
+        return self.aws["ecs"].describe_tasks(cluster=self.cluster, tasks=arns["taskArns"])["tasks"]
 
     def running(self) -> list[dict[str, Any]]:
         return [t for t in self.tasks() if t["lastStatus"] == "RUNNING"]

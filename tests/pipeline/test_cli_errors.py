@@ -91,12 +91,37 @@ def test_report_warns_when_no_report_lines(aws_env: str, tmp_path: Path) -> None
     payload = tmp_path / "p.json"
     payload.write_text(json.dumps(PAYLOAD))
     runs = tmp_path / "runs.json"
-    started = invoke(["run", "--name", name, "--payload", str(payload), "--world-size", "2",
-                      "--no-wait", "--runs-file", str(runs), "--endpoint-url", aws_env])
+    started = invoke(
+        [
+            "run",
+            "--name",
+            name,
+            "--payload",
+            str(payload),
+            "--world-size",
+            "2",
+            "--no-wait",
+            "--runs-file",
+            str(runs),
+            "--endpoint-url",
+            aws_env,
+        ]
+    )
     assert started.exit_code == 0, started.output
     arn = json.loads(runs.read_text())[0]["execution_arn"]
-    result = invoke(["report", "--name", name, "--runs-file", str(runs),
-                     "--out", str(tmp_path / "out"), "--endpoint-url", aws_env])
+    result = invoke(
+        [
+            "report",
+            "--name",
+            name,
+            "--runs-file",
+            str(runs),
+            "--out",
+            str(tmp_path / "out"),
+            "--endpoint-url",
+            aws_env,
+        ]
+    )
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert f"no REPORT lines yet for {arn}" in flat
@@ -106,8 +131,20 @@ def test_report_warns_when_no_report_lines(aws_env: str, tmp_path: Path) -> None
 def test_run_local_unreachable_rendezvous_fails_at_once(tmp_path: Path) -> None:
     (tmp_path / "1.pt").write_bytes(b"")
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    result = invoke(["run", "--local", "--data", str(tmp_path), "--rendezvous", address,
-                     "--world-size", "2", "--results", str(tmp_path / "out")])
+    result = invoke(
+        [
+            "run",
+            "--local",
+            "--data",
+            str(tmp_path),
+            "--rendezvous",
+            address,
+            "--world-size",
+            "2",
+            "--results",
+            str(tmp_path / "out"),
+        ]
+    )
     assert_clean_failure(result, f"no rendezvous server reachable at {address}")
     assert "rendezvous server at" not in result.output
     assert "ranks done" not in result.output
@@ -159,8 +196,22 @@ def test_single_world_size_removes_stale_plot(
     out = tmp_path / "out"
     out.mkdir()
     (out / "sweep.png").write_bytes(b"stale")
-    result = invoke(["run", "--local", "--world-size", "1", "--data", str(tiny_data),
-                     "--results", str(out), "--rendezvous", endpoint, "--timeout", "300"])
+    result = invoke(
+        [
+            "run",
+            "--local",
+            "--world-size",
+            "1",
+            "--data",
+            str(tiny_data),
+            "--results",
+            str(out),
+            "--rendezvous",
+            endpoint,
+            "--timeout",
+            "300",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert not (out / "sweep.png").exists()
     assert "no plot: a sweep plot needs two or more world sizes" in result.output

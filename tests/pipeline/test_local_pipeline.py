@@ -31,8 +31,12 @@ def direct_metrics(data_dir: Path) -> dict[str, float]:
             preds.append(model(image, magnitude).double().numpy())
         trues.append(z.double().numpy())
     err = np.concatenate(preds) - np.concatenate(trues)
-    return {"count": err.size, "mae": np.abs(err).mean(), "mse": (err**2).mean(),
-            "bias": err.mean()}
+    return {
+        "count": err.size,
+        "mae": np.abs(err).mean(),
+        "mse": (err**2).mean(),
+        "bias": err.mean(),
+    }
 
 
 @pytest.mark.torch
@@ -86,7 +90,8 @@ def test_local_run(
             assert result["sample_persec"] == pytest.approx(samples / seconds)
             assert result["throughput_bps"] == pytest.approx(samples * 5125 * 32 / seconds)
             assert result["execution_time (seconds/batch)"] == pytest.approx(
-                seconds / result["num_batches"])
+                seconds / result["num_batches"]
+            )
             assert result["total_cpu_time (seconds)"] > 0
         else:
             assert result["throughput_bps"] == result["sample_persec"] == 0.0
@@ -97,8 +102,9 @@ def test_local_run(
         assert ours[rank]["direct_links"] == len(ours[rank]["links"]) <= world_size - 1
     assert sum(o["num_samples"] for o in ours) == 120
     batches = [r["num_batches"] for r in per_rank]
-    assert batches == [3 * len(p) if isinstance(p, list) else (3 if p else 0)
-                       for p in expected_paths]  # 40 samples in batches of 16: 3 each
+    assert batches == [
+        3 * len(p) if isinstance(p, list) else (3 if p else 0) for p in expected_paths
+    ]  # 40 samples in batches of 16: 3 each
     if world_size == 4:
         assert ours[3]["num_samples"] == 0 and ours[3]["mae"] is None
 
@@ -116,7 +122,8 @@ def test_local_run(
     assert json.loads((kept / "combined_data.json").read_text()) == per_rank
     assert json.loads((kept / "summary.json").read_text()) == summary
     assert summary["sum_throughput_bps"] == pytest.approx(
-        sum(r["throughput_bps"] for r in per_rank))
+        sum(r["throughput_bps"] for r in per_rank)
+    )
     assert summary["global"]["mae"] == pytest.approx(direct["mae"], rel=1e-4)
     rank0_global = json.loads((run_dir / "global.json").read_text())
     assert rank0_global == ours[0]["global"]
@@ -174,8 +181,15 @@ def test_a_failing_rank_fails_the_run_with_its_message(
         (data / "parts" / name).write_bytes((tiny_data / "parts" / name).read_bytes())
     (data / "parts" / "3.pt").write_bytes(b"this is not a torch file")
     with pytest.raises(PipelineFailed) as info:
-        run_local(data_dir=data, results_dir=tmp_path / "results", world_size=3,
-                  endpoint=endpoint, data_prefix="parts/", timeout=120, cpus=2)
+        run_local(
+            data_dir=data,
+            results_dir=tmp_path / "results",
+            world_size=3,
+            endpoint=endpoint,
+            data_prefix="parts/",
+            timeout=120,
+            cpus=2,
+        )
     message = str(info.value)
     assert message.startswith("rank 2/3 failed: cannot load ")
     assert "parts/3.pt" in message
@@ -204,8 +218,15 @@ def test_user_script_gets_rank_and_world_size(
 
     script = tmp_path / "infer.py"
     script.write_text(SCRIPT_OK)
-    run = run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=2,
-                    endpoint=endpoint, data_prefix="parts/", script=script, timeout=120)
+    run = run_local(
+        data_dir=tiny_data,
+        results_dir=tmp_path / "results",
+        world_size=2,
+        endpoint=endpoint,
+        data_prefix="parts/",
+        script=script,
+        timeout=120,
+    )
     combined = json.loads((run.results_dir / "combined_data.json").read_text())
     assert combined == [
         {"rank": 0, "world_size": 2, "data_path": ["parts/1.pt", "parts/2.pt"]},
@@ -213,17 +234,25 @@ def test_user_script_gets_rank_and_world_size(
     ]
 
 
-def test_user_script_exit_code_is_honoured(
-    tiny_data: Path, endpoint: str, tmp_path: Path
-) -> None:
+def test_user_script_exit_code_is_honoured(tiny_data: Path, endpoint: str, tmp_path: Path) -> None:
     from rendezvous_deploy.pipeline.local import PipelineFailed, run_local
 
     script = tmp_path / "infer.py"
     script.write_text(SCRIPT_FAILS_ON_RANK_1)
-    with pytest.raises(PipelineFailed, match=r"rank 1/2: script .*infer.py exited with "
-                                             r"status 3: out of cheese"):
-        run_local(data_dir=tiny_data, results_dir=tmp_path / "results", world_size=2,
-                  endpoint=endpoint, data_prefix="parts/", script=script, timeout=120)
+    with pytest.raises(
+        PipelineFailed,
+        match=r"rank 1/2: script .*infer.py exited with "
+        r"status 3: out of cheese",
+    ):
+        run_local(
+            data_dir=tiny_data,
+            results_dir=tmp_path / "results",
+            world_size=2,
+            endpoint=endpoint,
+            data_prefix="parts/",
+            script=script,
+            timeout=120,
+        )
 
 
 @pytest.mark.torch
@@ -239,18 +268,35 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    made = runner.invoke(main, ["pipeline", "generate", "data", "--files", "3", "--samples",
-                                "32"], catch_exceptions=False)
+    made = runner.invoke(
+        main,
+        ["pipeline", "generate", "data", "--files", "3", "--samples", "32"],
+        catch_exceptions=False,
+    )
     assert made.exit_code == 0, made.output
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["1.pt", "2.pt", "3.pt"]
     from rendezvous_pipeline.model import WEIGHTS
 
     own_model = tmp_path / "my-model.pt"  # a user's file: here a copy of the shipped one
     own_model.write_bytes(WEIGHTS.read_bytes())
-    result = runner.invoke(main, ["pipeline", "run", "--local", "--world-size", "1,2",
-                                  "--data", "data", "--results", "out",
-                                  "--model", str(own_model)],
-                           catch_exceptions=False, env={"COLUMNS": "80"})  # not a terminal
+    result = runner.invoke(
+        main,
+        [
+            "pipeline",
+            "run",
+            "--local",
+            "--world-size",
+            "1,2",
+            "--data",
+            "data",
+            "--results",
+            "out",
+            "--model",
+            str(own_model),
+        ],
+        catch_exceptions=False,
+        env={"COLUMNS": "80"},
+    )  # not a terminal
     assert result.exit_code == 0, result.output
     assert "(96 samples)" in result.output
     assert result.output.strip().endswith("out/sweep.png")
@@ -265,15 +311,17 @@ def test_cli_sweep_prints_table_csv_and_plot(tmp_path: Path, monkeypatch) -> Non
     assert len(printed) == len(rows)  # in a pipe the table is whole, not cut at COLUMNS
     for line, row in zip(printed, rows, strict=True):
         assert [cell.strip() for cell in line.strip("│").split("│")] == list(row.values())
-    items = json.loads(next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json"))
-                       .read_text())
+    items = json.loads(
+        next((tmp_path / "out" / "runs").glob("ws1-*/_pipeline/items.json")).read_text()
+    )
     assert items[0]["S3_OBJECT_NAME"].endswith("/my-model.pt")
     assert items[0]["S3_OBJECT_TYPE"] == "file"
 
     missing = runner.invoke(main, ["pipeline", "run", "--local"])
     assert missing.exit_code == 2 and "--local needs --data DIR" in missing.output
-    bad = runner.invoke(main, ["pipeline", "run", "--local", "--data", "data",
-                               "--world-size", "2,x"])
+    bad = runner.invoke(
+        main, ["pipeline", "run", "--local", "--data", "data", "--world-size", "2,x"]
+    )
     assert bad.exit_code == 2 and "'x' is not a positive integer" in bad.output
 
 

@@ -116,8 +116,17 @@ def test_items_have_the_users_fields_and_data_path_shapes() -> None:
     assert [item["RANK"] for item in items] == [0, 1, 2]
     assert items[0]["DATA_PATH"] == ["a/1.pt", "a/2.pt"]
     assert items[1]["DATA_PATH"] == "a/3.pt"  # one key stays a string, as the users had it
-    for name in ("S3_BUCKET", "S3_OBJECT_NAME", "SCRIPT", "S3_OBJECT_TYPE", "WORLD_SIZE",
-                 "DATA_BUCKET", "DATA_PREFIX", "RESULT_PATH", "BATCH_SIZE"):
+    for name in (
+        "S3_BUCKET",
+        "S3_OBJECT_NAME",
+        "SCRIPT",
+        "S3_OBJECT_TYPE",
+        "WORLD_SIZE",
+        "DATA_BUCKET",
+        "DATA_PREFIX",
+        "RESULT_PATH",
+        "BATCH_SIZE",
+    ):
         assert name in items[2]
     assert items[2]["WORLD_SIZE"] == 3
     assert items[2]["COMM_NAME"] == "pipeline-r1"

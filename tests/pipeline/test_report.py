@@ -29,8 +29,9 @@ WARM = (
 
 def test_parse_cold_and_warm_lines() -> None:
     cold = parse_report_line(COLD)
-    assert cold == ReportLine("3f1c0e1a-0000-4000-8000-000000000001", 7968.22, 7969, 128, 90,
-                              283.22)
+    assert cold == ReportLine(
+        "3f1c0e1a-0000-4000-8000-000000000001", 7968.22, 7969, 128, 90, 283.22
+    )
     warm = parse_report_line(WARM)
     assert warm.init_ms is None
     assert (warm.billed_ms, warm.memory_mb, warm.max_memory_mb) == (24301, 10240, 7168)
@@ -38,9 +39,12 @@ def test_parse_cold_and_warm_lines() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["START RequestId: abc Version: $LATEST", "REPORT RequestId: abc\tDuration: 5 ms",
-     "REPORT RequestId: a\tDuration: 5 s\tBilled Duration: 5 ms\tMemory Size: 1 MB\t"
-     "Max Memory Used: 1 MB"],
+    [
+        "START RequestId: abc Version: $LATEST",
+        "REPORT RequestId: abc\tDuration: 5 ms",
+        "REPORT RequestId: a\tDuration: 5 s\tBilled Duration: 5 ms\tMemory Size: 1 MB\t"
+        "Max Memory Used: 1 MB",
+    ],
 )
 def test_bad_lines_are_refused(line: str) -> None:
     with pytest.raises(ValueError):

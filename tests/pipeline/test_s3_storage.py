@@ -98,8 +98,9 @@ def test_summarize_uses_the_trailing_slash(s3) -> None:
     s3.create_bucket(Bucket="results")
     for run, ranks in (("runs/1", 2), ("runs/10", 3)):
         for rank in range(ranks):
-            body = json.dumps({"num_batches": 1, "rendezvous": {"rank": rank, "run": run,
-                                                                "num_samples": 5}})
+            body = json.dumps(
+                {"num_batches": 1, "rendezvous": {"rank": rank, "run": run, "num_samples": 5}}
+            )
             s3.put_object(Bucket="results", Key=f"{run}/{rank}.json", Body=body)
     summary = summarize_handler({"bucket": "results", "result_path": "runs/1", "world_size": 2})
     combined = json.loads(
@@ -127,8 +128,9 @@ def test_whole_run_on_s3(s3, tiny_data: Path, endpoint: str, tmp_path: Path) -> 
     s3.create_bucket(Bucket="data")
     s3.create_bucket(Bucket="results")
     for name in ("1.pt", "2.pt", "10.pt"):
-        s3.put_object(Bucket="data", Key=f"parts/{name}",
-                      Body=(tiny_data / "parts" / name).read_bytes())
+        s3.put_object(
+            Bucket="data", Key=f"parts/{name}", Body=(tiny_data / "parts" / name).read_bytes()
+        )
     init = initialize_handler(
         payload(world_size=2, rendezvous_endpoint=endpoint, batch_size=32, result_path="r/7"),
         None,
@@ -167,8 +169,13 @@ def test_fmi_worker_in_the_script_slot_on_s3(
     worker = Path(__file__).resolve().parents[2] / "examples" / "pipeline" / "fmi_worker.py"
     s3.put_object(Bucket="results", Key="scripts/fmi_worker.py", Body=worker.read_bytes())
     init = initialize_handler(
-        payload(world_size=3, rendezvous_endpoint=endpoint, batch_size=16, result_path="r/fmi",
-                script="scripts/fmi_worker.py"),
+        payload(
+            world_size=3,
+            rendezvous_endpoint=endpoint,
+            batch_size=16,
+            result_path="r/fmi",
+            script="scripts/fmi_worker.py",
+        ),
         None,
     )
     items = json.loads(s3.get_object(Bucket="results", Key=init["items_key"])["Body"].read())

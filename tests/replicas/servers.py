@@ -146,12 +146,18 @@ class Client:
     """One raw TCPunch client (v1 or v2) with a receive deadline."""
 
     def __init__(
-        self, port: int, name: str, protocol: str, token: str = "", timeout: float = 10
+        self,
+        port: int,
+        name: str,
+        protocol: str,
+        token: str = "",
+        timeout: float = 10,
+        flags: int = 0,
     ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.me = Endpoint(*self.sock.getsockname()[:2])
         self.protocol = protocol
-        request = name.encode() if protocol == "v1" else encode_v2_request(name, token=token)
+        request = name.encode() if protocol == "v1" else encode_v2_request(name, token, flags)
         self.sock.sendall(request)
 
     def v2(self) -> V2Response:
@@ -175,10 +181,14 @@ class Client:
             if newcomer:
                 assert self.v1() == self.me
             return self.v1()
+        return self.paired_v2().peer
+
+    def paired_v2(self) -> V2Response:
+        """The whole PAIRED answer of a v2 client (its peer's NAT class included)."""
         response = self.v2()
         assert response.status is Status.PAIRED, response
         assert response.you == self.me
-        return response.peer
+        return response
 
     def closed(self) -> bool:
         """Whether the server closed the connection (after what it had sent)."""

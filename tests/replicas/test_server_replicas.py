@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpunch import Status
+from tcpunch import NatClass, Status, hint_flags
 from tests.replicas.servers import Client, ReplicaProcess, replica_processes
 
 
@@ -75,6 +75,39 @@ def test_a_resumed_token_closes_its_older_connection_on_another_replica(replicas
     assert peer.paired(newcomer=True) == newer.me
     assert newer.paired(newcomer=False) == peer.me
     for client in (older, newer, peer):
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_nat_hints_cross_replicas_and_survive_a_resume(replicas):
+    """Each side's NAT class reaches its peer on another replica, in both directions
+    (the waiter's via its Redis entry, the newcomer's via the notice), also after a
+    token resume on a third replica; a v1 peer counts as unknown."""
+    r0, r1, r2 = replicas
+    name = _name()
+    first = Client(r0.port, name, "v2", flags=hint_flags(NatClass.ENDPOINT_INDEPENDENT))
+    token = first.waiting()
+    first.close()
+    again = Client(r1.port, name, "v2", token, flags=hint_flags(NatClass.PORT_DEPENDENT))
+    assert again.waiting() == token
+    peer = Client(r2.port, name, "v2", flags=hint_flags(NatClass.NO_INBOUND))
+    assert peer.paired_v2().peer_nat is NatClass.PORT_DEPENDENT
+    assert again.paired_v2().peer_nat is NatClass.NO_INBOUND
+    for client in (again, peer):
+        client.close()
+    name = _name()
+    old = Client(r0.port, name, "v1")
+    old.waiting()
+    hinted = Client(r1.port, name, "v2", flags=hint_flags(NatClass.PORT_DEPENDENT))
+    response = hinted.paired_v2()
+    assert response.peer == old.me and response.peer_nat is NatClass.UNKNOWN
+    assert old.paired(newcomer=False) == hinted.me
+    plain = Client(r2.port, name, "v2")  # flags 0: byte 50 stays zero
+    plain.waiting()
+    late = Client(r0.port, name, "v2", flags=hint_flags(NatClass.NO_INBOUND))
+    assert late.paired_v2().peer_nat is NatClass.UNKNOWN
+    assert plain.paired_v2().peer_nat is None
+    for client in (old, hinted, plain, late):
         client.close()
 
 

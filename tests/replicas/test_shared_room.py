@@ -216,3 +216,42 @@ async def test_clean_stop_hands_waiters_back_at_once(redis_server):
         await leaving.room.stop()  # retires: no waiting for the heartbeat to expire
         assert await b.room.waiting_count() == 0
         assert isinstance(await b.room.arrive(b"bye", "n", ep(2), "v1", 0.0), Waiting)
+
+
+async def test_nat_classes_cross_replicas_both_ways(redis_server):
+    """The waiter's class comes back in Paired (its entry), the newcomer's reaches the
+    waiter's replica in PeerArrived (the notice), whichever replica each side reached."""
+    async with replicas(redis_server.url, 2) as (a, b):
+        waiting = await a.room.arrive(b"nat_pair", "A", ep(1), "v2", 1.0, nat=2)
+        assert isinstance(waiting, Waiting) and waiting.waiter.nat == 2
+        paired = await b.room.arrive(b"nat_pair", "B", ep(2), "v2", 2.0, nat=3)
+        assert isinstance(paired, Paired) and paired.waiter.nat == 2
+        await until(lambda: len(a.of(PeerArrived)) == 1)
+        assert a.of(PeerArrived)[0].peer_nat == 3
+        # v1 arrivals report nothing: 0 (unknown) on both paths
+        await a.room.arrive(b"nat_v1", "A", ep(3), "v1", 3.0)
+        paired = await b.room.arrive(b"nat_v1", "B", ep(4), "v2", 4.0, nat=1)
+        assert isinstance(paired, Paired) and paired.waiter.nat == 0
+        await until(lambda: len(a.of(PeerArrived)) == 2)
+        assert a.of(PeerArrived)[1].peer_nat == 1
+
+
+async def test_entries_and_notices_of_replicas_without_hints_read_as_unknown(redis_server):
+    """An older replica writes 7-field entries and 5-field notices: read as class 0."""
+    async with replicas(redis_server.url, 1) as (a,):
+        waiting = await a.room.arrive(b"old_notice", "A", ep(1), "v2", 1.0, nat=1)
+        assert isinstance(waiting, Waiting)
+        channel = a.room.prefix + "ch:" + a.room.replica
+        notice = f"P|{waiting.waiter.connection}|198.51.100.9|4242|v2"
+        await a.room.client.publish(channel, notice)
+        await until(lambda: len(a.of(PeerArrived)) == 1)
+        event = a.of(PeerArrived)[0]
+        assert event.peer == ep(0, "198.51.100.9")._replace(port=4242)
+        assert event.peer_nat == 0
+        old_entry = f"{a.room.replica}|77|198.51.100.8|4000|v2|1.0|"
+        await a.room.client.hset(a.room.prefix + "waiters", "old_entry", old_entry)
+        await a.room.client.hincrby(a.room.prefix + "perip", "198.51.100.8", 1)
+        await a.room.client.sadd(a.room.prefix + "r:" + a.room.replica, "old_entry")
+        paired = await a.room.arrive(b"old_entry", "B", ep(2), "v2", 2.0, nat=2)
+        assert isinstance(paired, Paired)
+        assert paired.waiter.endpoint.port == 4000 and paired.waiter.nat == 0

@@ -79,8 +79,8 @@ async def v1(port: int, name: bytes | str) -> Client:
     return client
 
 
-async def v2(port: int, name: str, token: str = "") -> Client:
-    return await connect(port, encode_v2_request(name, token))
+async def v2(port: int, name: str, token: str = "", flags: int = 0) -> Client:
+    return await connect(port, encode_v2_request(name, token, flags))
 
 
 async def wait_for(condition, timeout: float = 5.0) -> None:

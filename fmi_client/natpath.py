@@ -1,0 +1,163 @@
+"""Which path a pairing takes, from both sides' NAT findings; and this process's finding.
+
+Each side reports its own NAT class in its v2 request (:mod:`tcpunch.nathint`) and
+reads its peer's in the PAIRED response, so both sides hold the same two classes and,
+through the same tables below, reach the same decision: punch, or skip the doomed
+attempt and meet in the relay at once (under the session of the rendezvous they just
+shared, :func:`tcpunch.relay.pairing_session`). ``PUNCHABLE`` is symmetric, so which
+side is "ours" does not matter.
+
+Our own class comes from NAT discovery (:func:`fmi_client.relay.discover_nat`), probed
+once per process per server (a Lambda pays it once; a failure is remembered too, and
+the probe is bounded by DISCOVERY_WINDOW so a firewalled discovery port costs little;
+it reaches the rendezvous port only once the discovery port accepted, so a server
+without one never sees it),
+or from the rendezvous itself: a public port that differs from our local port means
+our NAT rewrote it, taken as port-dependent and remembered for the next pairing. A
+host that accepts no inbound connection cannot be measured from inside: it declares it
+(``pair(..., nat="no-inbound")``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from fmi_client.errors import FmiClientError
+from fmi_client.relay import discover_nat
+from tcpunch import Endpoint, NatClass
+
+#: The server's default NAT discovery port (``rendezvous serve --discovery-port``).
+DEFAULT_DISCOVERY_PORT = 10002
+#: The longest a discovery probe may take (once per process and server).
+DISCOVERY_WINDOW = 0.5
+#: pair()'s ``nat``: "auto" finds out (discovery, then the rendezvous); the others
+#: declare it (no probe).
+NAT_CHOICES = ("auto", "endpoint-independent", "port-dependent", "no-inbound")
+
+Path = Literal["punch", "relay"]
+
+U, EI, PD, NI = (
+    NatClass.UNKNOWN,
+    NatClass.ENDPOINT_INDEPENDENT,
+    NatClass.PORT_DEPENDENT,
+    NatClass.NO_INBOUND,
+)
+
+#: (our class, the peer's class) -> whether a punch can work. A port-dependent NAT maps
+#: the peer's destination to a port the server never saw; a host without inbound
+#: connections never completes one (every TCP open needs an inbound SYN or SYN-ACK).
+#: Unknown is tried: the punch's own budget then decides.
+PUNCHABLE: Mapping[tuple[NatClass, NatClass], bool] = {
+    (U, U): True,   (U, EI): True,   (U, PD): False,  (U, NI): False,
+    (EI, U): True,  (EI, EI): True,  (EI, PD): False, (EI, NI): False,
+    (PD, U): False, (PD, EI): False, (PD, PD): False, (PD, NI): False,
+    (NI, U): False, (NI, EI): False, (NI, PD): False, (NI, NI): False,
+}  # fmt: skip
+
+#: (pair()'s ``relay``, punchable) -> the path. "never" punches even a doomed pair (its
+#: PunchFailed then names the findings); "always" relays even a punchable one.
+PATHS: Mapping[tuple[str, bool], Path] = {
+    ("auto", True): "punch",
+    ("auto", False): "relay",
+    ("never", True): "punch",
+    ("never", False): "punch",
+    ("always", True): "relay",
+    ("always", False): "relay",
+}
+
+_BLOCKS = {
+    PD: "NAT maps per destination (port-dependent, symmetric)",
+    NI: "host accepts no inbound connection",
+}
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    path: Path
+    why: str  # for LinkInfo.why and the log line
+
+
+def findings(ours: NatClass, theirs: NatClass) -> str:
+    return f"our NAT {ours.label}, the peer's {theirs.label}"
+
+
+def choose_path(relay: str, ours: NatClass, theirs: NatClass) -> PathChoice:
+    """The path both sides take for these two classes (the tables above)."""
+    punchable = PUNCHABLE[ours, theirs]
+    path = PATHS[relay, punchable]
+    if relay == "always":
+        return PathChoice(path, "relay='always'")
+    if punchable:
+        return PathChoice(path, f"punch: {findings(ours, theirs)}")
+    blocked = [f"our {_BLOCKS[ours]}"] if ours in _BLOCKS else []
+    blocked += [f"the peer's {_BLOCKS[theirs]}"] if theirs in _BLOCKS else []
+    reason = " and ".join(blocked)
+    if path == "relay":
+        return PathChoice(path, f"skipped the punch: {reason}")
+    return PathChoice(path, f"relay='never': punching although {reason}")
+
+
+ServerKey = tuple[str, int, int]  # (server IP, rendezvous port, discovery port or 0)
+
+
+class NatFindings:
+    """This process's finding per server: probed at most once, failures remembered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: dict[ServerKey, NatClass] = {}
+        self._probing: dict[ServerKey, threading.Lock] = {}
+
+    def own(self, key: ServerKey, deadline: float) -> NatClass:
+        """Our class for ``key``'s server: known, or probed now (one thread probes, others
+        wait for it); UNKNOWN when discovery is off or did not answer."""
+        with self._lock:
+            if key in self._found or not key[2]:
+                return self._found.get(key, U)
+            probing = self._probing.setdefault(key, threading.Lock())
+        with probing:
+            with self._lock:
+                if key in self._found:
+                    return self._found[key]
+            now = time.monotonic()
+            until = min(deadline, now + DISCOVERY_WINDOW)
+            try:
+                mapping = discover_nat(key[0], key[1], key[2], 0, until, staged=True)
+            except (FmiClientError, OSError):
+                if until < now + DISCOVERY_WINDOW:
+                    return U  # the caller's deadline cut it short: try again next time
+                found = U
+            else:
+                found = EI if mapping.punchable else PD
+            with self._lock:
+                self._found.setdefault(key, found)
+                return self._found[key]
+
+    def learned(self, key: ServerKey, public: Endpoint, local: Endpoint) -> NatClass:
+        """What the rendezvous adds: a rewritten port makes an unknown class
+        port-dependent (remembered); a measured class stands."""
+        with self._lock:
+            found = self._found.get(key, U)
+            if found is U and public.port != local.port:
+                found = self._found[key] = PD
+            return found
+
+    def forget(self) -> None:
+        """Drop every finding (tests; a process whose network changed)."""
+        with self._lock:
+            self._found.clear()
+
+
+#: The findings of this process.
+FINDINGS = NatFindings()
+
+
+def own_class(nat: str, key: ServerKey, deadline: float) -> NatClass:
+    """Our class before the request: declared by ``nat``, or found (``"auto"``)."""
+    if nat == "auto":
+        return FINDINGS.own(key, deadline)
+    return NatClass.from_label(nat)

@@ -1,0 +1,202 @@
+"""How pair() picks its path from both sides' NAT findings, over a real loopback server.
+
+The decision tables (fmi_client.natpath) are symmetric, so both sides decide alike; the
+process's own finding is probed once per server (failures remembered); a side that
+declares "no-inbound" makes both sides relay at once, without a punch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fmi_client import pair
+from fmi_client.natpath import PATHS, PUNCHABLE, NatFindings, choose_path
+from rendezvous.embedded import BackgroundServer
+from tcpunch import Endpoint, NatClass
+from tests.client.twosides import two_sides
+
+EI, PD, NI, U = (
+    NatClass.ENDPOINT_INDEPENDENT,
+    NatClass.PORT_DEPENDENT,
+    NatClass.NO_INBOUND,
+    NatClass.UNKNOWN,
+)
+
+
+@pytest.fixture(scope="module")
+def discovering() -> Iterator[BackgroundServer]:
+    """A server with a NAT discovery port (any free one) and the relay on."""
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, discovery_port=0) as srv:
+        yield srv
+
+
+def discovery_port(srv: BackgroundServer) -> int:
+    assert srv.server is not None and srv.server.discovery_port
+    return srv.server.discovery_port
+
+
+def probes(srv: BackgroundServer) -> int:
+    assert srv.server is not None and srv.server.relay is not None
+    return srv.server.relay.metrics.discovery
+
+
+def test_the_tables_cover_every_pair_and_are_symmetric() -> None:
+    classes = list(NatClass)
+    assert set(PUNCHABLE) == set(itertools.product(classes, classes))
+    for ours, theirs in PUNCHABLE:
+        assert PUNCHABLE[ours, theirs] == PUNCHABLE[theirs, ours]
+        for relay in ("auto", "never", "always"):  # both sides reach the same path
+            assert choose_path(relay, ours, theirs).path == choose_path(relay, theirs, ours).path
+    assert {ours for (ours, theirs), ok in PUNCHABLE.items() if ok} == {U, EI}
+    assert set(PATHS) == set(itertools.product(("auto", "never", "always"), (True, False)))
+
+
+def test_the_choice_says_why() -> None:
+    assert choose_path("auto", EI, PD).why == (
+        "skipped the punch: the peer's NAT maps per destination (port-dependent, symmetric)"
+    )
+    assert choose_path("auto", NI, PD).why.startswith(
+        "skipped the punch: our host accepts no inbound connection and the peer's NAT"
+    )
+    never = choose_path("never", EI, NI)
+    assert never.path == "punch" and "peer's host accepts no inbound" in never.why
+    assert (
+        choose_path("auto", U, EI).why == "punch: our NAT unknown, the peer's endpoint-independent"
+    )
+    assert choose_path("always", EI, EI).path == "relay"
+
+
+def test_the_finding_is_probed_once_per_server(discovering) -> None:
+    findings = NatFindings()
+    key = (discovering.host, discovering.port, discovery_port(discovering))
+    before = probes(discovering)
+    deadline = time.monotonic() + 5
+    assert findings.own(key, deadline) is EI  # loopback: no NAT, the same port seen twice
+    assert probes(discovering) == before + 2  # the discovery port and OBSERVE: once
+    assert findings.own(key, deadline) is EI
+    assert probes(discovering) == before + 2
+    assert findings.own((*key[:2], 0), deadline) is U  # discovery off: nothing probed
+    assert probes(discovering) == before + 2
+
+
+def test_a_failed_probe_is_remembered_and_reaches_no_rendezvous_port() -> None:
+    """A discovery port that accepts and closes without an answer: unknown, once. A
+    rendezvous port that is not ours (here: a bare listener) never sees the probe when
+    the discovery port refuses."""
+    mute = socket.create_server(("127.0.0.1", 0))
+    rendezvous = socket.create_server(("127.0.0.1", 0))
+    bare = socket.create_server(("127.0.0.1", 0))
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+    accepted: list[int] = []
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = mute.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    try:
+        findings = NatFindings()
+        key = ("127.0.0.1", rendezvous.getsockname()[1], mute.getsockname()[1])
+        assert findings.own(key, time.monotonic() + 5) is U
+        assert findings.own(key, time.monotonic() + 5) is U
+        assert len(accepted) == 1
+        other = ("127.0.0.1", bare.getsockname()[1], refused.getsockname()[1])
+        assert findings.own(other, time.monotonic() + 5) is U
+        bare.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            bare.accept()  # the probe never connected to it
+    finally:
+        mute.close()
+        rendezvous.close()
+        bare.close()
+        refused.close()
+        thread.join(5)
+
+
+def test_a_rewritten_port_makes_an_unknown_class_port_dependent() -> None:
+    findings = NatFindings()
+    key = ("192.0.2.1", 10000, 0)
+    same = Endpoint("192.0.2.9", 4000)
+    assert findings.learned(key, same, same) is U
+    assert findings.learned(key, Endpoint("192.0.2.9", 4001), same) is PD
+    assert findings.own(key, time.monotonic() + 1) is PD  # remembered for the next pairing
+
+
+def unique(what: str) -> str:
+    return f"{what}-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def exchange(a: socket.socket, b: socket.socket) -> None:
+    a.sendall(b"from a")
+    b.sendall(b"from b")
+    assert b.recv(16) == b"from a" and a.recv(16) == b"from b"
+
+
+def test_both_sides_relay_at_once_when_one_declares_no_inbound(discovering) -> None:
+    name = unique("no-inbound")
+    a, b = two_sides(
+        lambda i: pair(
+            name, discovering.host, discovering.port, timeout=20,
+            discovery_port=discovery_port(discovering),
+            nat="no-inbound" if i == 0 else "auto",
+        )
+    )  # fmt: skip
+    with a, b:
+        exchange(a, b)
+        for side in (a, b):
+            assert side.link.path == "relay" and side.link.punch_failures == 0, side.link
+            assert side.link.pairings == 1 and "skipped the punch" in side.link.why
+        assert (a.link.nat, a.link.peer_nat) == ("no-inbound", "endpoint-independent")
+        assert (b.link.nat, b.link.peer_nat) == ("endpoint-independent", "no-inbound")
+        assert "our host accepts no inbound" in a.link.why
+        assert "the peer's host accepts no inbound" in b.link.why
+        assert a.getpeername()[1] == discovering.port  # through the server
+
+
+def test_two_endpoint_independent_sides_punch(discovering) -> None:
+    name = unique("direct")
+    a, b = two_sides(
+        lambda i: pair(
+            name, discovering.host, discovering.port, timeout=20,
+            discovery_port=discovery_port(discovering),
+        )
+    )  # fmt: skip
+    with a, b:
+        exchange(a, b)
+        for side in (a, b):
+            assert side.link.path == "direct", side.link
+            assert (side.link.nat, side.link.peer_nat) == ("endpoint-independent",) * 2
+            assert side.link.why.startswith("punch: ")
+
+
+def test_v1_learns_nothing_of_the_peer(discovering) -> None:
+    name = unique("v1")
+    a, b = two_sides(
+        lambda i: pair(name, discovering.host, discovering.port, timeout=20, protocol="v1",
+                       discovery_port=None)
+    )  # fmt: skip
+    with a, b:
+        exchange(a, b)
+        assert a.link.peer_nat == b.link.peer_nat == "unknown"
+        assert a.link.path == "direct"
+
+
+def test_bad_nat_and_discovery_port_are_refused(discovering) -> None:
+    with pytest.raises(ValueError, match="nat must be one of"):
+        pair("x", discovering.host, discovering.port, nat="symmetric")
+    with pytest.raises(ValueError):
+        pair("x", discovering.host, discovering.port, discovery_port=70000)
