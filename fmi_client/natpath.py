@@ -110,6 +110,7 @@ class NatFindings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._found: dict[ServerKey, NatClass] = {}
+        self._answered: set[ServerKey] = set()  # servers whose discovery port answered
         self._probing: dict[ServerKey, threading.Lock] = {}
 
     def own(self, key: ServerKey, deadline: float) -> NatClass:
@@ -133,9 +134,18 @@ class NatFindings:
                 found = U
             else:
                 found = EI if mapping.punchable else PD
+                with self._lock:
+                    self._answered.add(key)
             with self._lock:
                 self._found.setdefault(key, found)
                 return self._found[key]
+
+    def speaks_hints(self, key: ServerKey) -> bool:
+        """Whether ``key``'s server answered NAT discovery: only then is it ours, and only
+        then do our requests carry hint flags (a foreign v2 server gets flags it has
+        always had; what the fork's server does with reserved bits is not known)."""
+        with self._lock:
+            return key in self._answered
 
     def learned(self, key: ServerKey, public: Endpoint, local: Endpoint) -> NatClass:
         """What the rendezvous adds: a rewritten port makes an unknown class
@@ -150,14 +160,17 @@ class NatFindings:
         """Drop every finding (tests; a process whose network changed)."""
         with self._lock:
             self._found.clear()
+            self._answered.clear()
 
 
 #: The findings of this process.
 FINDINGS = NatFindings()
 
 
-def own_class(nat: str, key: ServerKey, deadline: float) -> NatClass:
-    """Our class before the request: declared by ``nat``, or found (``"auto"``)."""
-    if nat == "auto":
-        return FINDINGS.own(key, deadline)
-    return NatClass.from_label(nat)
+def own_class(nat: str, key: ServerKey, deadline: float) -> tuple[NatClass, bool]:
+    """Our class before the request, declared by ``nat`` or found (``"auto"``), and whether
+    to send it: discovery is probed either way (once), since only a server that answers it
+    is sent hints."""
+    found = FINDINGS.own(key, deadline)
+    ours = found if nat == "auto" else NatClass.from_label(nat)
+    return ours, FINDINGS.speaks_hints(key)

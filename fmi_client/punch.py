@@ -172,6 +172,8 @@ def pair_raw(
     once per process, at most DISCOVERY_WINDOW s; None or 0: no probe; and a port the
     NAT rewrote at the rendezvous), or declared: "no-inbound" (this host accepts no
     inbound connection, punched or not), "port-dependent", "endpoint-independent".
+    Hints are sent only to a server that answered the discovery probe (ours; with
+    ``discovery_port=None`` none are sent, and a foreign v2 server gets today's bytes).
     ``link.nat``, ``link.peer_nat`` and ``link.why`` say what was known and why.
 
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
@@ -227,7 +229,7 @@ def pair_raw(
         raise ValueError(f"pairing name {name!r} cannot be sent with {protocol}: {exc}") from exc
     server = resolve(host, port, name)
     key = (server[0], server[1], discovery_port)
-    ours = own_class(nat, key, deadline)
+    ours, hints = own_class(nat, key, deadline)
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
@@ -235,7 +237,7 @@ def pair_raw(
     while True:
         pname = _round_name(name, link.pairings, protocol)
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
-        exchange = exchange_for(pname, protocol, credential, ours)
+        exchange = exchange_for(pname, protocol, credential, ours if hints else None)
         try:
             rv = meet(exchange, pname, server, wait_until, timeout)
         except PeerNeverArrived as exc:

@@ -200,3 +200,52 @@ def test_bad_nat_and_discovery_port_are_refused(discovering) -> None:
         pair("x", discovering.host, discovering.port, nat="symmetric")
     with pytest.raises(ValueError):
         pair("x", discovering.host, discovering.port, discovery_port=70000)
+
+
+def first_request_flags(discovery: int | None) -> int:
+    """The flags field of the v2 request pair() sends to a bare listener on ``port`` (a
+    stand-in for a foreign v2 server, which has no discovery port)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def take_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while len(data) < 141:
+                chunk = conn.recv(141 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            seen.append(data)
+
+    thread = threading.Thread(target=take_one, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(Exception):  # noqa: B017  the stand-in never answers
+            pair(unique("foreign"), "127.0.0.1", listener.getsockname()[1], timeout=1,
+                 discovery_port=discovery)  # fmt: skip
+    finally:
+        thread.join(5)
+        listener.close()
+    assert len(seen) == 1 and len(seen[0]) == 141, seen
+    return int.from_bytes(seen[0][137:141], "big")
+
+
+def test_hints_go_only_to_a_server_that_answered_discovery(discovering) -> None:
+    """A server without a discovery port (the fork's, a bare listener here) gets flags 0,
+    exactly what it always got; our own server, once it answered discovery, is sent the
+    hint bits (bit 1: "I read hints", bits 2-3: our class)."""
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, not listening: the probe is refused
+    with refused:
+        assert first_request_flags(refused.getsockname()[1]) == 0
+    assert first_request_flags(None) == 0
+    name = unique("hinted")
+    a, b = two_sides(
+        lambda i: pair(name, discovering.host, discovering.port, timeout=20,
+                       discovery_port=discovery_port(discovering))
+    )  # fmt: skip
+    with a, b:
+        assert a.link.peer_nat == "endpoint-independent"  # the hint crossed: bits were sent
