@@ -19,7 +19,7 @@ from collections import defaultdict, deque
 from typing import Any
 
 from fmi_client import collectives, p2p
-from fmi_client.address import check_int, parse_rendezvous
+from fmi_client.address import check_int, check_port, parse_rendezvous
 from fmi_client.allreduce import LARGE_ALLREDUCE, Scratch, allreduce
 from fmi_client.buffers import BufferCalls
 from fmi_client.channel import SMALL_FRAME, Channel
@@ -29,6 +29,7 @@ from fmi_client.handshake import LinkSecret
 from fmi_client.link import LinkInfo
 from fmi_client.links import CollectiveLinks, Guard, LazyPairing, round_robin
 from fmi_client.linksecurity import LinkSecurity
+from fmi_client.natpath import DEFAULT_DISCOVERY_PORT, NAT_CHOICES
 from fmi_client.ops import OpLike, as_op
 from fmi_client.p2p import ANY_SOURCE, ANY_TAG, Status
 from fmi_client.punch import PUNCH_WINDOW, RELAY_MODES
@@ -65,6 +66,10 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
     "auto" punches and goes through the server's relay when the punch cannot work or
     fails, "never" only punches, "always" relays. ``links()`` tells which path each
     link took (one log line per link says it too); Split passes the setting on.
+    ``nat`` ("auto", or declared: "no-inbound" for a host that accepts no inbound
+    connection, "port-dependent", "endpoint-independent") and ``discovery_port`` (the
+    server's NAT discovery port, None: no probe) are pair_raw's: each side's NAT class
+    travels through the rendezvous, so a pair that cannot punch relays at once.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
         allow_pickle: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         relay: str = "auto",
+        nat: str = "auto",
+        discovery_port: int | None = DEFAULT_DISCOVERY_PORT,
     ) -> None:
         if not isinstance(relay, str) or relay not in RELAY_MODES:
             raise ValueError(
@@ -91,6 +98,14 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
                 "relay through the server when that fails; never: punch only; always: relay "
                 f"only), not {relay!r}"
             )
+        if not isinstance(nat, str) or nat not in NAT_CHOICES:
+            raise ValueError(
+                f"nat must be one of {', '.join(map(repr, NAT_CHOICES))} (auto: found out by "
+                "NAT discovery; no-inbound: this host accepts no inbound connection), "
+                f"not {nat!r}"
+            )
+        if discovery_port:
+            discovery_port = check_port(discovery_port, "discovery_port")
         rank = check_int(rank, "rank")
         world_size = check_int(world_size, "world_size")
         if world_size < 1:
@@ -108,6 +123,8 @@ class Communicator(LazyPairing, ObjectCalls, BufferCalls):
         self.punch_timeout = punch_timeout
         self.op_timeout = op_timeout
         self.relay = relay
+        self.nat = nat
+        self.discovery_port = discovery_port or None
         self._credential = credential  # for pair(); None: $RENDEZVOUS_CREDENTIAL, if set
         self._security = LinkSecurity(
             secret, encrypt=encrypt, allow_pickle=allow_pickle, max_message_bytes=max_message_bytes

@@ -18,6 +18,9 @@ The job secret that authenticates (and encrypts) the links between ranks likewis
 own C++ workers run no handshake: they pair only with ranks that have no secret.
 Whether links may go through the server's relay: ``backends.Direct.relay`` ("auto",
 the default, "never" or "always"), else ``$FMI_RELAY``; the keyword ``relay=`` beats both.
+A function platform that accepts no inbound connection says so the same way:
+``backends.Direct.nat: "no-inbound"`` (or ``$FMI_NAT``, or ``nat=``), so its pairs relay
+at once instead of punching first.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
 from fmi_client.handshake import LinkSecret
+from fmi_client.natpath import NAT_CHOICES
 from fmi_client.ops import Op
 from fmi_client.punch import RELAY_MODES
 
@@ -49,6 +53,17 @@ RELAY_CHOICES = (
     '"auto" (punch, and relay through the server when that fails), "never" (punch only) '
     'or "always" (relay only)'
 )
+#: Where the NAT declaration comes from when fmi.json has no ``backends.Direct.nat``.
+NAT_ENV = "FMI_NAT"
+NAT_TEXT = (
+    '"auto" (found out by NAT discovery), "no-inbound" (this host accepts no inbound '
+    'connection), "port-dependent" or "endpoint-independent"'
+)
+#: fmi.json's optional choices: key -> (allowed values, how an error lists them, env).
+CHOICES = {
+    "relay": (RELAY_MODES, RELAY_CHOICES, RELAY_ENV),
+    "nat": (NAT_CHOICES, NAT_TEXT, NAT_ENV),
+}
 
 
 class datatypes(enum.Enum):
@@ -149,6 +164,7 @@ class _Config(NamedTuple):
     secret: LinkSecret | None  # None: $FMI_SECRET, if set
     encrypt: bool
     relay: str | None  # None: $FMI_RELAY, else "auto"
+    nat: str | None  # None: $FMI_NAT, else "auto"
 
 
 def _read_config(path: str | os.PathLike[str]) -> _Config:
@@ -198,23 +214,29 @@ def _read_config(path: str | os.PathLike[str]) -> _Config:
             raise FmiClientError(
                 f"{os.fspath(path)!r}: backends.Direct.secret is not usable: {exc}"
             ) from None
-    relay = direct.get("relay")
-    if relay is not None and (not isinstance(relay, str) or relay not in RELAY_MODES):
-        raise FmiClientError(
-            f"{os.fspath(path)!r}: backends.Direct.relay must be {RELAY_CHOICES}, not {relay!r}"
-        )
-    return _Config(host, port, timeout, protocol, credential, secret, encrypt, relay)
+    chosen: dict[str, str | None] = {}
+    for key, (allowed, text, _) in CHOICES.items():
+        value = chosen[key] = direct.get(key)
+        if value is not None and (not isinstance(value, str) or value not in allowed):
+            raise FmiClientError(
+                f"{os.fspath(path)!r}: backends.Direct.{key} must be {text}, not {value!r}"
+            )
+    return _Config(
+        host, port, timeout, protocol, credential, secret, encrypt, chosen["relay"], chosen["nat"]
+    )
 
 
-def _relay_mode(keyword: str | None, configured: str | None) -> str:
-    """The relay setting: the keyword, else fmi.json's, else $FMI_RELAY, else "auto"."""
+def _choice(key: str, keyword: str | None, configured: str | None) -> str:
+    """A setting of CHOICES: the keyword, else fmi.json's, else its environment variable,
+    else "auto"."""
     if keyword is not None:
         return keyword  # checked by fmi_client.Communicator (ValueError)
     if configured is not None:
         return configured
-    from_env = os.environ.get(RELAY_ENV, "").strip()
-    if from_env and from_env not in RELAY_MODES:
-        raise FmiClientError(f"${RELAY_ENV} must be {RELAY_CHOICES}, not {from_env!r}")
+    allowed, text, env = CHOICES[key]
+    from_env = os.environ.get(env, "").strip()
+    if from_env and from_env not in allowed:
+        raise FmiClientError(f"${env} must be {text}, not {from_env!r}")
     return from_env or "auto"
 
 
@@ -225,7 +247,8 @@ class Communicator:
     ``backends.Direct.protocol``; without either it is "v1", what FMI's server speaks.
     ``relay`` ("auto", "never", "always"; nor FMI's) likewise overrides
     ``backends.Direct.relay``, else ``$FMI_RELAY``, else "auto";
-    ``communicator.links()`` tells which path each link took.
+    ``communicator.links()`` tells which path each link took. ``nat`` (nor FMI's)
+    overrides ``backends.Direct.nat``, else ``$FMI_NAT``, else "auto".
     """
 
     def __init__(
@@ -238,6 +261,7 @@ class Communicator:
         *,
         protocol: str | None = None,
         relay: str | None = None,
+        nat: str | None = None,
     ) -> None:
         config = _read_config(config_path)
         credential = config.credential
@@ -265,7 +289,8 @@ class Communicator:
             credential=credential,  # None: $RENDEZVOUS_CREDENTIAL, if set
             secret=config.secret,  # None: $FMI_SECRET, if set
             encrypt=config.encrypt,
-            relay=_relay_mode(relay, config.relay),
+            relay=_choice("relay", relay, config.relay),
+            nat=_choice("nat", nat, config.nat),
         )
 
     @property

@@ -175,6 +175,8 @@ class LazyPairing:
                 punch_timeout=comm.punch_timeout,
                 credential=comm._credential,
                 relay=comm.relay,
+                nat=comm.nat,
+                discovery_port=comm.discovery_port,
             )
             made.append(sock.link)
             return sock

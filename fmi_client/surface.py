@@ -143,6 +143,8 @@ class ObjectCalls:
             allow_pickle=comm._security.allow_pickle,
             max_message_bytes=comm._security.max_message_bytes,
             relay=comm.relay,
+            nat=comm.nat,
+            discovery_port=comm.discovery_port,
         )
 
 

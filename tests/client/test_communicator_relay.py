@@ -163,3 +163,40 @@ def test_relayed_links_are_authenticated_and_encrypted_end_to_end(server) -> Non
         np.testing.assert_array_equal(total, np.arange(8) * 3)
         assert issubclass(kind, ssl.SSLSocket)
         assert link is not None and link.path == "relay"
+
+
+def test_a_declared_no_inbound_rank_relays_every_link_without_punching() -> None:
+    """``nat="no-inbound"`` on one rank (a platform that accepts no inbound connection):
+    its hint reaches its peers through a server with a discovery port, so both ends of
+    each of its links relay at once (no failed punch first); the other ranks' link is
+    punched."""
+    from rendezvous.embedded import BackgroundServer
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, discovery_port=0) as srv:
+        assert srv.server is not None and srv.server.discovery_port
+        name = f"ni{os.getpid()}"
+
+        def rank(me: int) -> dict[int, LinkInfo]:
+            with Communicator(
+                me, 3, f"{srv.host}:{srv.port}", name, timeout=30,
+                nat="no-inbound" if me == 0 else "auto",
+                discovery_port=srv.server.discovery_port,
+            ) as comm:  # fmt: skip
+                assert comm.allreduce(me + 1) == 6
+                comm.barrier()
+                return comm.links()
+
+        results = run_ranks(3, rank)
+    for me, links in enumerate(results):
+        for peer, link in links.items():
+            through = 0 in (me, peer)
+            assert link.path == ("relay" if through else "direct"), (me, peer, link)
+            assert link.punch_failures == 0 and link.pairings == 1, link
+            if through:
+                assert "no inbound" in link.why, link
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("nat", "symmetric"), ("discovery_port", 70000)])
+def test_a_bad_nat_setting_fails_before_any_traffic(keyword: str, value: object) -> None:
+    with pytest.raises(ValueError, match=keyword):
+        Communicator(0, 2, "127.0.0.1:1", "p", **{keyword: value})

@@ -242,3 +242,28 @@ def test_a_bad_fmi_relay_variable_is_named(tmp_path: Path, monkeypatch) -> None:
     plain = write_config(tmp_path / "plain.json", "127.0.0.1", 1)
     with pytest.raises(FmiClientError, match=r"\$FMI_RELAY must be \"auto\" .* not 'off'"):
         fmi.Communicator(0, 2, plain, "p")
+
+
+def nat_of(*args: object, **kwargs: object) -> str:
+    """The NAT declaration a compat Communicator would pair with (it pairs lazily)."""
+    with fmi.Communicator(*args, **kwargs) as comm:  # type: ignore[arg-type]
+        return comm.communicator.nat
+
+
+def test_nat_comes_from_the_keyword_fmi_json_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FMI_NAT", raising=False)
+    plain = write_config(tmp_path / "plain.json", "127.0.0.1", 1)
+    closed = write_config(tmp_path / "closed.json", "127.0.0.1", 1, nat="no-inbound")
+    assert nat_of(0, 2, plain, "p") == "auto"
+    assert nat_of(0, 2, closed, "p") == "no-inbound"
+    assert nat_of(0, 2, closed, "p", nat="auto") == "auto"  # the keyword beats fmi.json
+    monkeypatch.setenv("FMI_NAT", "no-inbound")
+    assert nat_of(0, 2, plain, "p") == "no-inbound"
+    monkeypatch.setenv("FMI_NAT", "closed")
+    with pytest.raises(FmiClientError, match=r"\$FMI_NAT must be .*no-inbound.*not 'closed'"):
+        fmi.Communicator(0, 2, plain, "p")
+    bad = write_config(tmp_path / "bad.json", "127.0.0.1", 1, nat="symmetric")
+    with pytest.raises(FmiClientError, match=r"backends.Direct.nat must be .*not 'symmetric'"):
+        fmi.Communicator(0, 2, bad, "p")
