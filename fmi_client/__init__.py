@@ -13,6 +13,7 @@ from fmi_client.communicator import Communicator
 from fmi_client.errors import (
     FmiClientError,
     NameTooLong,
+    PairingCancelled,
     PeerLost,
     PeerNeverArrived,
     PunchFailed,
@@ -47,6 +48,7 @@ __all__ = [
     "FrameTooLarge",
     "NameTooLong",
     "Op",
+    "PairingCancelled",
     "PeerAuthenticationFailed",
     "PeerLost",
     "PeerNeverArrived",

@@ -31,6 +31,10 @@ class PeerNeverArrived(FmiClientError):
         self.rank = rank
 
 
+class PairingCancelled(FmiClientError):
+    """The pairing was called off from another thread (its Communicator was closed)."""
+
+
 class PunchFailed(FmiClientError):
     """Both sides were paired but no TCP connection got through their NATs in time."""
 

@@ -177,6 +177,7 @@ class LazyPairing:
                 relay=comm.relay,
                 nat=comm.nat,
                 discovery_port=comm.discovery_port,
+                cancel=comm._cancel,
             )
             made.append(sock.link)
             return sock

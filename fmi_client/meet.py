@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
 from fmi_client.credential import credential_refused
-from fmi_client.errors import PeerNeverArrived, RendezvousRefused, RendezvousUnreachable
+from fmi_client.errors import (
+    PairingCancelled,
+    PeerNeverArrived,
+    RendezvousRefused,
+    RendezvousUnreachable,
+)
 from tcpunch import (
     ClientExchange,
     Endpoint,
@@ -44,6 +50,8 @@ SERVER_RETRY_CAP = 1.0
 MIN_REJOIN = 0.05
 #: Bytes asked of one recv(): a reply is 8 (v1) or 51 (v2) bytes; the exchange frames them.
 _RECV_SIZE = 4096
+#: How often a cancellable wait for the peer looks at its cancel event (seconds).
+CANCEL_POLL = 0.1
 
 
 @dataclass
@@ -122,19 +130,30 @@ def _connect_server(server: tuple[str, int], name: str, deadline: float) -> sock
 
 
 def _next_events(
-    sock: socket.socket, exchange: ClientExchange, deadline: float
+    sock: socket.socket,
+    exchange: ClientExchange,
+    deadline: float,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[Event], str]:
     """Feed the exchange until it has events; the events and, for a close, its words.
 
-    TimeoutError at the deadline. A reset counts as the server closing.
+    TimeoutError at the deadline; PairingCancelled within CANCEL_POLL of ``cancel`` being
+    set (the long wait for a peer is where a closed Communicator's pairing would sit).
+    A reset counts as the server closing.
     """
     while True:
         remaining = _remaining(deadline)
         if remaining <= 0:
             raise TimeoutError
-        sock.settimeout(remaining)
+        if cancel is not None and cancel.is_set():
+            raise PairingCancelled("the pairing was called off (its communicator was closed)")
+        sock.settimeout(remaining if cancel is None else min(remaining, CANCEL_POLL))
         try:
             chunk = sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            if cancel is None:
+                raise
+            continue  # the deadline and the cancel are checked at the top
         except ConnectionError as exc:
             closed = exchange.receive_eof()
             return [closed], f"{exc} after {closed.received} of {closed.expected} bytes"
@@ -248,6 +267,7 @@ def _converse(
     name: str,
     server: tuple[str, int],
     deadline: float,
+    cancel: threading.Event | None = None,
 ) -> tuple[Paired | Resumable, str]:
     """Send ``request`` and read until the peer is reported or this connection's part
     ends in a way the exchange can resume; the event and, for a close, its words. A
@@ -266,7 +286,7 @@ def _converse(
     try:
         while True:
             if not events:
-                events, why = _next_events(sock, exchange, deadline)
+                events, why = _next_events(sock, exchange, deadline, cancel)
             for event in events:
                 if isinstance(event, Waiting):
                     log.info("pairing %r: waiting for the peer at %s:%d", name, *server)
@@ -299,12 +319,14 @@ def meet(
     server: tuple[str, int],
     deadline: float,
     timeout: float,
+    cancel: threading.Event | None = None,
 ) -> Meeting:
     """Wait at ``server`` until the peer asking for ``name`` is reported, resuming (v2:
     with the token; v1: rejoining when the server ends a wait) until ``deadline``.
 
     ``exchange``: a fresh one from :func:`exchange_for`; ``timeout`` is only quoted in
-    the PeerNeverArrived message."""
+    the PeerNeverArrived message; ``cancel``, once set, ends the wait with
+    PairingCancelled."""
     protocol = exchange.protocol
     request = exchange.start()
     expiries = 0  # v1: waits the server ended
@@ -314,10 +336,16 @@ def meet(
         joined = time.monotonic()
         try:
             local = Endpoint(*sock.getsockname()[:2])
-            outcome, why = _converse(sock, exchange, request, name, server, deadline)
+            outcome, why = _converse(sock, exchange, request, name, server, deadline, cancel)
         except TimeoutError:
             sock.close()
             raise _never_arrived(name, server, timeout, expiries) from None
+        except PairingCancelled:
+            sock.close()  # our waiting entry on the server goes with it
+            raise PairingCancelled(
+                f"pairing {name!r}: called off while waiting at {server[0]}:{server[1]} "
+                "(its communicator was closed)"
+            ) from None
         except BaseException:
             sock.close()
             raise

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -137,6 +138,7 @@ def pair_raw(
     relay: str = "auto",
     nat: str = "auto",
     discovery_port: int | None = DEFAULT_DISCOVERY_PORT,
+    cancel: threading.Event | None = None,
 ) -> PairedSocket:
     """A TCP socket connected to whoever else asks ``host:port`` to pair ``name``.
 
@@ -175,6 +177,10 @@ def pair_raw(
     Hints are sent only to a server that answered the discovery probe (ours; with
     ``discovery_port=None`` none are sent, and a foreign v2 server gets today's bytes).
     ``link.nat``, ``link.peer_nat`` and ``link.why`` say what was known and why.
+
+    ``cancel`` (a threading.Event), once set from another thread, ends a wait for the
+    peer within a tenth of a second with PairingCancelled (a closed Communicator's
+    background pairings use it, so they neither linger nor keep a waiting entry).
 
     With ``keepalive`` (the default) the socket sends TCP keepalive probes after
     ``keepalive_idle`` s of silence, every ``keepalive_interval`` s, and gives up after
@@ -239,7 +245,7 @@ def pair_raw(
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
         exchange = exchange_for(pname, protocol, credential, ours if hints else None)
         try:
-            rv = meet(exchange, pname, server, wait_until, timeout)
+            rv = meet(exchange, pname, server, wait_until, timeout, cancel)
         except PeerNeverArrived as exc:
             if failure is None:
                 raise

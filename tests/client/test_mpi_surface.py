@@ -359,3 +359,48 @@ def test_any_tag_recv_keeps_order_and_reports_a_closed_peer(server: Any) -> None
     got = run_comms(server, 2, body)[0]
     assert got[:3] == [b"a", b"b", b"c"] and np.array_equal(got[3], np.arange(3))
     assert got[4:] == [b"d", "PeerLost"]
+
+
+def test_close_calls_off_background_pairings(server: Any) -> None:
+    """An isend to a rank that never comes and a recv from ANY_SOURCE (in another thread)
+    start pairing threads that wait at the server; close() ends them within a fraction
+    of a second (not at the pairing timeout): the isend's request and the recv raise
+    PairingCancelled, no pairing thread is left and no waiting entry."""
+    import time
+
+    from fmi_client import Communicator, PairingCancelled
+
+    before = len(server.server.room)
+    comm = Communicator(0, 3, f"{server.host}:{server.port}", f"cancel{os.getpid()}", timeout=60)
+    sent = comm.isend(b"to nobody", dest=1, tag=3)
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            comm.recv(ANY_SOURCE, ANY_TAG)
+        except BaseException as exc:
+            errors.append(exc)
+
+    receiver = threading.Thread(target=receive, name="test-any-source")
+    receiver.start()
+    deadline = time.monotonic() + 10
+    while len(server.server.room) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.server.room) == before + 2  # pairings with 1 and 2 wait at the server
+    closed_at = time.monotonic()
+    comm.close()
+    with pytest.raises(PairingCancelled, match="called off"):
+        sent.wait()
+    receiver.join(5)
+    assert not receiver.is_alive() and len(errors) == 1, errors
+    assert isinstance(errors[0], PairingCancelled), errors
+    assert time.monotonic() - closed_at < 5  # not the 60 s pairing timeout
+    names = ("fmi-pair-0-", "fmi-isend-")
+    while time.monotonic() < deadline and any(
+        t.name.startswith(names) for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(names)]
+    while len(server.server.room) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.server.room) == before  # the server saw the waits end
