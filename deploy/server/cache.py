@@ -49,16 +49,23 @@ def endpoint_url(group: dict[str, Any]) -> str:
     return f"redis://{primary['Address']}:{primary.get('Port', PORT)}/0"
 
 
-def _ensure_subnet_group(aws: Aws, settings: ServerSettings, subnet_ids: list[str]) -> bool:
-    elasticache = aws.client("elasticache")
+def find_subnet_group(aws: Aws, settings: ServerSettings) -> dict[str, Any] | None:
     try:
-        found = elasticache.describe_cache_subnet_groups(CacheSubnetGroupName=settings.cache_name)
+        found = aws.client("elasticache").describe_cache_subnet_groups(
+            CacheSubnetGroupName=settings.cache_name
+        )
     except Exception as err:
         if not _absent(err, "CacheSubnetGroupNotFoundFault"):
             raise
-        found = None
-    if found and found.get("CacheSubnetGroups"):
-        have = sorted(s["SubnetIdentifier"] for s in found["CacheSubnetGroups"][0]["Subnets"])
+        return None
+    groups = found.get("CacheSubnetGroups", [])
+    return dict(groups[0]) if groups else None
+
+
+def _ensure_subnet_group(aws: Aws, settings: ServerSettings, subnet_ids: list[str]) -> bool:
+    found = find_subnet_group(aws, settings)
+    if found is not None:
+        have = sorted(s["SubnetIdentifier"] for s in found["Subnets"])
         if have != sorted(subnet_ids):
             raise DeployError(
                 f"cache subnet group {settings.cache_name} spans {', '.join(have)}, not the "
@@ -66,7 +73,7 @@ def _ensure_subnet_group(aws: Aws, settings: ServerSettings, subnet_ids: list[st
                 f"--delete` to remove the cache, or pass the same --subnet as before"
             )
         return False
-    elasticache.create_cache_subnet_group(
+    aws.client("elasticache").create_cache_subnet_group(
         CacheSubnetGroupName=settings.cache_name,
         CacheSubnetGroupDescription=f"rendezvous {settings.name}: the replicas' Redis",
         SubnetIds=sorted(subnet_ids),
@@ -179,12 +186,9 @@ def remove(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
             f"kept cache subnet group and security group {settings.cache_name}: the "
             f"replication group is still being deleted (minutes); run down --delete again",
         ]
-    try:
+    if find_subnet_group(aws, settings) is not None:
         aws.client("elasticache").delete_cache_subnet_group(
             CacheSubnetGroupName=settings.cache_name
         )
         done.append(f"removed cache subnet group {settings.cache_name}")
-    except Exception as err:
-        if not _absent(err, "CacheSubnetGroupNotFoundFault"):
-            raise
     return done + network.delete_security_group(aws, settings, settings.cache_name)

@@ -28,7 +28,8 @@ AUTHORISED_AS = {
 }
 # Every service prefix a policy file in deploy/iam may name.
 SERVICES = ("ecs", "ec2", "ecr", "route53", "logs", "iam", "lambda", "events", "sts",
-            "states", "s3", "cloudwatch", "secretsmanager")
+            "states", "s3", "cloudwatch", "secretsmanager", "elasticloadbalancing",
+            "elasticache")
 
 
 def authorised_as(action: str) -> str:

@@ -40,6 +40,8 @@ IMPLIED_DEPLOYER = {
     "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
     "secretsmanager:TagResource",  # create_secret with Tags
+    "elasticloadbalancing:AddTags",  # create_load_balancer / create_target_group with Tags
+    "elasticache:AddTagsToResource",  # create_replication_group / subnet group with Tags
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
     "ecr:UploadLayerPart",
@@ -157,6 +159,11 @@ WITHOUT_RESOURCE_TYPES = {
     "ecs:DescribeTaskDefinition",
     "route53:ListHostedZones",
     "cloudwatch:GetMetricData",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeTargetHealth",
 }
 # Actions on "*" whose only resource type is one we cannot name (ListTasks authorises on a
 # container instance, which Fargate has none of), narrowed by a condition key instead.
