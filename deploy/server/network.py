@@ -87,14 +87,20 @@ Change = Callable[[str, object, object], None]  # (what, old, new), e.g. Reporte
 
 def _rules(group: dict[str, Any]) -> set[Rule]:
     """Every ingress rule of ``group`` as (protocol, from port, to port, source)."""
-    found = set()
+    return set(_descriptions(group))
+
+
+def _descriptions(group: dict[str, Any]) -> dict[Rule, str]:
+    """Every ingress rule of ``group`` with its description ("" when none)."""
+    found = {}
     for permission in group.get("IpPermissions", []):
         key = (permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort"))
-        sources = [r["CidrIp"] for r in permission.get("IpRanges", [])]
-        sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
-        sources += [p["PrefixListId"] for p in permission.get("PrefixListIds", [])]
-        sources += [g["GroupId"] for g in permission.get("UserIdGroupPairs", [])]
-        found.update((*key, source) for source in sources)
+        sources = [(r["CidrIp"], r) for r in permission.get("IpRanges", [])]
+        sources += [(r["CidrIpv6"], r) for r in permission.get("Ipv6Ranges", [])]
+        sources += [(p["PrefixListId"], p) for p in permission.get("PrefixListIds", [])]
+        sources += [(g["GroupId"], g) for g in permission.get("UserIdGroupPairs", [])]
+        for source, entry in sources:
+            found[(*key, source)] = str(entry.get("Description", ""))
     return found
 
 
@@ -207,8 +213,10 @@ def ensure_group(
             f"Key={MANAGED_BY_TAG},Value={MANAGED_BY}) or delete it, then run up again"
         )
     if extra:  # first close what is no longer asked for, then open what is
+        described = _descriptions(group)  # named as found (moto matches descriptions)
         ec2.revoke_security_group_ingress(
-            GroupId=group["GroupId"], IpPermissions=[_permission(rule) for rule in extra]
+            GroupId=group["GroupId"],
+            IpPermissions=[_permission(rule, described.get(rule, "")) for rule in extra],
         )
         changed = True
     if missing:

@@ -53,6 +53,8 @@ def ensure_balancer(
 
 def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None:
     """The alias record follows the NLB by itself: a follower left from one task goes."""
+    if not follower.present(aws, settings):
+        return
     for what in follower.remove(aws, settings):
         reporter.step(f"removed {what} (the alias record needs no follower)")
 
