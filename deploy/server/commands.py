@@ -309,6 +309,7 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
     ip = ecs_tasks.task_public_ip(aws, task) if task else None
     values: list[str] = []
     zone_text = ""
+    alias = None
     if settings.record:
         zone = record.check_inside(
             record.find_zone(aws, settings.record, settings.zone), settings.fqdn
@@ -316,6 +317,13 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         zone_text = f"{zone.name} ({zone.id})"
         found = record.current_a(aws, zone, settings.fqdn)
         values = found[0] if found else []
+        alias = record.current_alias(aws, zone, settings.fqdn)
+    nlb = balancer.find_balancer(aws, settings)
+    matches = "yes" if ip and values == [ip] else "no" if settings.record else ""
+    if alias is not None:
+        values = [f"alias to {alias[0]}"]
+        nlb_name = (nlb or {}).get("DNSName", "").lower().rstrip(".") + "."
+        matches = "yes (alias to the load balancer)" if alias[0] == nlb_name else "no"
     return {
         "service": settings.service_name,
         "service status": current.get("status") if current else "absent",
@@ -327,16 +335,23 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         "task state": task.get("lastStatus") if task else "",
         "health": ecs_tasks.task_health(task) if task else "",
         "public IP": ip or "",
+        "load balancer": _balancer_text(aws, settings, nlb),
         "record": settings.fqdn if settings.record else "(no --record)",
         "zone": zone_text,
         "record value": ", ".join(values) or "(none)",
-        "record matches task": (
-            "yes" if ip and values == [ip] else "no" if settings.record else ""
-        ),
+        "record matches task": matches,
         "last stop reason": (stopped.get("stoppedReason") or "") if stopped else "",
         "log group": settings.log_group,
         **cloudwatch.last_hour(aws, settings),
     }
+
+
+def _balancer_text(aws: Aws, settings: ServerSettings, nlb: dict[str, Any] | None) -> str:
+    if nlb is None:
+        return "none (one task; --replicas N puts N behind one)"
+    group = balancer.find_target_group(aws, settings.rendezvous_target_group)
+    healthy = len(balancer.healthy_targets(aws, group["TargetGroupArn"])) if group else 0
+    return f"{nlb['DNSName']} ({healthy} healthy target(s) on {settings.port})"
 
 
 def status_table(values: dict[str, Any]) -> Any:

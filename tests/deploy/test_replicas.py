@@ -159,6 +159,12 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     assert "~ network load balancer rendezvous-nlb" in shown
     assert "3 replicas healthy behind rendezvous-nlb" in shown
 
+    with stack.fargate():
+        status = commands.status(stack.aws(), stack.settings(replicas=3))
+    assert status["load balancer"] == f"{nlb['DNSName']} (3 healthy target(s) on 10000)"
+    assert status["record value"] == f"alias to {nlb['DNSName']}."
+    assert status["record matches task"] == "yes (alias to the load balancer)"
+
 
 def test_second_up_changes_nothing(stack: Stack, quiet: Any) -> None:
     with stack.fargate(), stack.propagation():
