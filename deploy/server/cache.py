@@ -109,8 +109,9 @@ def ensure(
         f"cache security group {settings.cache_name} ({PORT} from the tasks' group only)",
         ensure_group(aws, settings, vpc_id, task_group),
     )
-    on_step(f"cache subnet group {settings.cache_name}", _ensure_subnet_group(
-        aws, settings, subnet_ids))
+    on_step(
+        f"cache subnet group {settings.cache_name}", _ensure_subnet_group(aws, settings, subnet_ids)
+    )
     group = find(aws, settings)
     if group is not None and group.get("Status") == "deleting":
         raise DeployError(
@@ -132,8 +133,7 @@ def ensure(
             Port=PORT,
             Tags=_TAGS,
         )
-        on_step(f"ElastiCache {ENGINE} {NODE_TYPE} replication group {settings.cache_name}",
-                True)
+        on_step(f"ElastiCache {ENGINE} {NODE_TYPE} replication group {settings.cache_name}", True)
     group = wait_available(aws, settings, on_progress)
     url = endpoint_url(group)
     on_step(f"Redis for the replicas at {url}", False)
@@ -172,9 +172,7 @@ def remove(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
     done = []
     group = find(aws, settings)
     if group is not None and group.get("Status") != "deleting":
-        aws.client("elasticache").delete_replication_group(
-            ReplicationGroupId=settings.cache_name
-        )
+        aws.client("elasticache").delete_replication_group(ReplicationGroupId=settings.cache_name)
         done.append(f"deleting ElastiCache replication group {settings.cache_name}")
     deadline = time.monotonic() + wait
     while group is not None and time.monotonic() < deadline:

@@ -101,12 +101,17 @@ def wait_for_replicas(
         in_service = sorted(addresses & balancer.healthy_targets(aws, target_group_arn))
         if len(in_service) >= wanted:
             return in_service
-        stopped = [t for t in ours if t.get("lastStatus") == "STOPPED"
-                   and t["taskArn"] not in ignore_stopped]
+        stopped = [
+            t
+            for t in ours
+            if t.get("lastStatus") == "STOPPED" and t["taskArn"] not in ignore_stopped
+        ]
         if stopped and not running:
             raise DeployError(ecs_tasks.stopped_message(stopped[-1]))
-        state = (f"{len(running)} of {wanted} tasks running, {len(healthy)} healthy, "
-                 f"{len(in_service)} healthy behind the load balancer")
+        state = (
+            f"{len(running)} of {wanted} tasks running, {len(healthy)} healthy, "
+            f"{len(in_service)} healthy behind the load balancer"
+        )
         on_progress(state)
         if time.monotonic() - began > settings.waits.task_timeout:
             raise DeployError(
@@ -119,7 +124,10 @@ def wait_for_replicas(
 
 
 def point_record(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, zone: record.Zone,
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    zone: record.Zone,
     found: balancer.Balancer,
 ) -> bool:
     """Make the record an alias to the NLB (replacing a task's A record); changed?"""

@@ -109,9 +109,7 @@ def down(
     if current is None:
         reporter.step(f"service {settings.service_name} absent", changed=False)
     elif delete:
-        ecs.delete_service(
-            cluster=settings.cluster_name, service=settings.service_name, force=True
-        )
+        ecs.delete_service(cluster=settings.cluster_name, service=settings.service_name, force=True)
         reporter.step(f"service {settings.service_name} deleted")
     elif current.get("desiredCount") != 0:
         ecs.update_service(

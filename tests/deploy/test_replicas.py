@@ -24,8 +24,19 @@ from rendezvous_deploy.server.settings import Waits
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
 
-MUTATING = ("Create", "Register", "Update", "Put", "Change", "Authorize", "Add", "Delete",
-            "Modify", "Set", "Revoke")
+MUTATING = (
+    "Create",
+    "Register",
+    "Update",
+    "Put",
+    "Change",
+    "Authorize",
+    "Add",
+    "Delete",
+    "Modify",
+    "Set",
+    "Revoke",
+)
 PASSWORD = "hunter2-s3cret"
 GIVEN_URL = f"redis://:{PASSWORD}@10.0.0.5:6379/0"
 
@@ -44,13 +55,13 @@ def aws_clients(endpoint: str) -> dict[str, Any]:
 
 def service(endpoint: str) -> dict[str, Any]:
     ecs = clients(endpoint)["ecs"]
-    return dict(ecs.describe_services(cluster="rendezvous", services=["rendezvous"])[
-        "services"][0])
+    return dict(ecs.describe_services(cluster="rendezvous", services=["rendezvous"])["services"][0])
 
 
 def a_record(stack: Stack) -> dict[str, Any]:
     found = clients(stack.endpoint)["route53"].list_resource_record_sets(
-        HostedZoneId=stack.zone_id)["ResourceRecordSets"]
+        HostedZoneId=stack.zone_id
+    )["ResourceRecordSets"]
     (rrset,) = [r for r in found if r["Type"] == "A"]
     return dict(rrset)
 
@@ -66,7 +77,8 @@ def target_groups(endpoint: str) -> dict[str, dict[str, Any]]:
 
 def group_rules(endpoint: str, name: str) -> set[tuple[int, str]]:
     (group,) = clients(endpoint)["ec2"].describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        Filters=[{"Name": "group-name", "Values": [name]}]
+    )["SecurityGroups"]
     rules = set()
     for permission in group["IpPermissions"]:
         for source in permission.get("IpRanges", []):
@@ -89,7 +101,10 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     aws = aws_clients(stack.endpoint)
     (nlb,) = balancers(stack.endpoint)
     assert (nlb["LoadBalancerName"], nlb["Type"], nlb["Scheme"]) == (
-        "rendezvous-nlb", "network", "internet-facing")
+        "rendezvous-nlb",
+        "network",
+        "internet-facing",
+    )
     assert result.ip == nlb["DNSName"]
 
     groups = target_groups(stack.endpoint)
@@ -97,31 +112,43 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     for name, port in (("rendezvous-rdv", 10000), ("rendezvous-disc", 10002)):
         group = groups[name]
         assert (group["Protocol"], group["Port"], group["TargetType"]) == ("TCP", port, "ip")
-        assert (group["HealthCheckProtocol"], group["HealthCheckPort"],
-                group["HealthCheckPath"]) == ("HTTP", "10001", "/readyz")
+        assert (
+            group["HealthCheckProtocol"],
+            group["HealthCheckPort"],
+            group["HealthCheckPath"],
+        ) == ("HTTP", "10001", "/readyz")
     attributes = {
-        name: {a["Key"]: a["Value"] for a in aws["elbv2"].describe_target_group_attributes(
-            TargetGroupArn=group["TargetGroupArn"])["Attributes"]}
+        name: {
+            a["Key"]: a["Value"]
+            for a in aws["elbv2"].describe_target_group_attributes(
+                TargetGroupArn=group["TargetGroupArn"]
+            )["Attributes"]
+        }
         for name, group in groups.items()
     }
     delay = str(balancer.DEREGISTRATION_DELAY)
     assert delay == "30"  # above the server's 10 s drain
-    for name, header, preserve in (("rendezvous-rdv", "true", "false"),
-                                   ("rendezvous-disc", "false", "true")):
+    for name, header, preserve in (
+        ("rendezvous-rdv", "true", "false"),
+        ("rendezvous-disc", "false", "true"),
+    ):
         assert attributes[name]["proxy_protocol_v2.enabled"] == header
         assert attributes[name]["preserve_client_ip.enabled"] == preserve
         assert attributes[name]["deregistration_delay.timeout_seconds"] == delay
-    listeners = aws["elbv2"].describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])[
-        "Listeners"]
-    forwards = {(x["Protocol"], x["Port"], x["DefaultActions"][0]["TargetGroupArn"])
-                for x in listeners}
-    assert forwards == {("TCP", 10000, groups["rendezvous-rdv"]["TargetGroupArn"]),
-                        ("TCP", 10002, groups["rendezvous-disc"]["TargetGroupArn"])}
+    listeners = aws["elbv2"].describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])["Listeners"]
+    forwards = {
+        (x["Protocol"], x["Port"], x["DefaultActions"][0]["TargetGroupArn"]) for x in listeners
+    }
+    assert forwards == {
+        ("TCP", 10000, groups["rendezvous-rdv"]["TargetGroupArn"]),
+        ("TCP", 10002, groups["rendezvous-disc"]["TargetGroupArn"]),
+    }
 
     current = service(stack.endpoint)
     assert current["desiredCount"] == 3 and len(fargate.running()) == 3
-    assert sorted((b["targetGroupArn"], b["containerPort"]) for b in current["loadBalancers"]) \
-        == sorted((g["TargetGroupArn"], g["Port"]) for g in groups.values())
+    assert sorted(
+        (b["targetGroupArn"], b["containerPort"]) for b in current["loadBalancers"]
+    ) == sorted((g["TargetGroupArn"], g["Port"]) for g in groups.values())
 
     rrset = a_record(stack)
     assert rrset["AliasTarget"]["DNSName"].rstrip(".") == nlb["DNSName"]
@@ -136,7 +163,10 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     # tasks' group only; its endpoint is what the tasks get.
     (cache,) = aws["elasticache"].describe_replication_groups()["ReplicationGroups"]
     assert (cache["ReplicationGroupId"], cache["Engine"], cache["CacheNodeType"]) == (
-        "rendezvous-cache", "valkey", "cache.t4g.micro")
+        "rendezvous-cache",
+        "valkey",
+        "cache.t4g.micro",
+    )
     (subnet_group,) = aws["elasticache"].describe_cache_subnet_groups()["CacheSubnetGroups"]
     assert subnet_group["CacheSubnetGroupName"] == "rendezvous-cache"
     task_group = current["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"][0]
@@ -152,9 +182,14 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     # The tasks: the rendezvous port only from the VPC (the NLB's nodes) and each other,
     # discovery from everyone (client IPs kept), HTTP from the VPC (health checks).
     vpc_cidr = aws["ec2"].describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])[
-        "Vpcs"][0]["CidrBlock"]
+        "Vpcs"
+    ][0]["CidrBlock"]
     assert group_rules(stack.endpoint, "rendezvous-server") == {
-        (10000, vpc_cidr), (10000, task_group), (10001, vpc_cidr), (10002, "0.0.0.0/0")}
+        (10000, vpc_cidr),
+        (10000, task_group),
+        (10001, vpc_cidr),
+        (10002, "0.0.0.0/0"),
+    }
     shown = out.getvalue()
     assert "~ network load balancer rendezvous-nlb" in shown
     assert "3 replicas healthy behind rendezvous-nlb" in shown
@@ -182,8 +217,7 @@ def test_second_up_changes_nothing(stack: Stack, quiet: Any) -> None:
 def test_given_redis_url_makes_no_cache_and_is_never_shown(stack: Stack) -> None:
     reporter, out = capturing()
     with stack.fargate(), stack.propagation():
-        result = commands.up(stack.aws(), stack.settings(replicas=2, redis_url=GIVEN_URL),
-                             reporter)
+        result = commands.up(stack.aws(), stack.settings(replicas=2, redis_url=GIVEN_URL), reporter)
         changed = GIVEN_URL.replace("10.0.0.5", "10.0.0.6")
         commands.up(stack.aws(), stack.settings(replicas=2, redis_url=changed), reporter)
     elasticache = clients(stack.endpoint)["elasticache"]
@@ -191,13 +225,16 @@ def test_given_redis_url_makes_no_cache_and_is_never_shown(stack: Stack) -> None
     assert elasticache.describe_cache_subnet_groups()["CacheSubnetGroups"] == []
     groups = clients(stack.endpoint)["ec2"].describe_security_groups()["SecurityGroups"]
     assert "rendezvous-cache" not in {g["GroupName"] for g in groups}
-    assert environment(stack.endpoint, result.task_definition_arn)[
-        taskdef.REDIS_URL_ENV] == GIVEN_URL  # the task gets it whole
+    assert (
+        environment(stack.endpoint, result.task_definition_arn)[taskdef.REDIS_URL_ENV] == GIVEN_URL
+    )  # the task gets it whole
     shown = out.getvalue()
     assert PASSWORD not in shown
     assert "Redis redis://***@10.0.0.5:6379/0 (given)" in shown
-    assert "task environment RENDEZVOUS_REDIS_URL: redis://***@10.0.0.5:6379/0 -> " \
+    assert (
+        "task environment RENDEZVOUS_REDIS_URL: redis://***@10.0.0.5:6379/0 -> "
         "redis://***@10.0.0.6:6379/0" in shown
+    )
     assert PASSWORD not in repr(stack.settings(redis_url=GIVEN_URL))
 
 
@@ -207,13 +244,16 @@ def test_switching_one_to_three_and_back_reconciles(stack: Stack, quiet: Any) ->
         single = commands.up(stack.aws(), stack.settings(), quiet)
         assert a_record(stack)["ResourceRecords"] == [{"Value": single.ip}]
         assert [f["FunctionName"] for f in aws["lambda"].list_functions()["Functions"]] == [
-            "rendezvous-dns-refresher"]
+            "rendezvous-dns-refresher"
+        ]
 
         commands.up(stack.aws(), stack.settings(replicas=3), quiet)
         current = service(stack.endpoint)  # reached by UpdateService, which moto keeps
         assert current["desiredCount"] == 3 and len(current["loadBalancers"]) == 2
         assert current["deploymentConfiguration"] == {
-            "minimumHealthyPercent": 100, "maximumPercent": 200}
+            "minimumHealthyPercent": 100,
+            "maximumPercent": 200,
+        }
         assert current["healthCheckGracePeriodSeconds"] == 60
         assert "AliasTarget" in a_record(stack)
         assert aws["lambda"].list_functions()["Functions"] == []  # the follower went
@@ -227,7 +267,8 @@ def test_switching_one_to_three_and_back_reconciles(stack: Stack, quiet: Any) ->
     assert balancers(stack.endpoint) == [] and target_groups(stack.endpoint) == {}
     assert a_record(stack)["ResourceRecords"] == [{"Value": back.ip}]
     assert [f["FunctionName"] for f in aws["lambda"].list_functions()["Functions"]] == [
-        "rendezvous-dns-refresher"]
+        "rendezvous-dns-refresher"
+    ]
     (cache,) = aws["elasticache"].describe_replication_groups()["ReplicationGroups"]
     assert cache["Status"] == "deleting"  # one task needs no Redis
     assert "RENDEZVOUS_REDIS_URL" not in environment(stack.endpoint, back.task_definition_arn)
@@ -235,18 +276,21 @@ def test_switching_one_to_three_and_back_reconciles(stack: Stack, quiet: Any) ->
 
 
 def test_down_delete_removes_the_balancer_cache_and_record(stack: Stack, quiet: Any) -> None:
-    settings = stack.settings(replicas=3, waits=Waits(poll=0.05, task_timeout=20,
-                                                      dns_timeout=10, cache_timeout=0.3))
+    settings = stack.settings(
+        replicas=3, waits=Waits(poll=0.05, task_timeout=20, dns_timeout=10, cache_timeout=0.3)
+    )
     with stack.fargate(), stack.propagation():
         commands.up(stack.aws(), settings, quiet)
     reporter, out = capturing()
     commands.down(stack.aws(), settings, reporter, delete=True, remove_record=True)
     assert balancers(stack.endpoint) == [] and target_groups(stack.endpoint) == {}
     records = clients(stack.endpoint)["route53"].list_resource_record_sets(
-        HostedZoneId=stack.zone_id)["ResourceRecordSets"]
+        HostedZoneId=stack.zone_id
+    )["ResourceRecordSets"]
     assert not [r for r in records if r["Type"] == "A"]
     (cache,) = clients(stack.endpoint)["elasticache"].describe_replication_groups()[
-        "ReplicationGroups"]
+        "ReplicationGroups"
+    ]
     assert cache["Status"] == "deleting"
     shown = out.getvalue()
     assert "removed network load balancer rendezvous-nlb and its 2 listener(s)" in shown

@@ -32,7 +32,9 @@ def snapshot(url: str) -> dict[str, Any]:
         ],
         "services": boto3.client("ecs", endpoint_url=url, region_name="us-east-1").list_services(
             cluster="rendezvous"
-        )["serviceArns"] if base_snapshot(url)["clusters"] else [],
+        )["serviceArns"]
+        if base_snapshot(url)["clusters"]
+        else [],
     }
 
 
@@ -40,17 +42,27 @@ CASES = [
     (["--replicas", "0"], ("--replicas", "outside 1-20")),
     (["--replicas", "21"], ("--replicas", "outside 1-20", "2-20 run that many")),
     (["--replicas", "three"], ("--replicas", "not a valid integer")),
-    (["--replicas", "3", "--redis-url", "http://10.0.0.5:6379"], ("--redis-url",
-                                                                   "not a Redis URL")),
-    (["--replicas", "3", "--redis-url", f"redis://:{PASSWORD}@10.0.0.5:99999/0"],
-     ("--redis-url", "redis://***@10.0.0.5:99999/0")),
-    (["--replicas", "3", "--redis-url", f"redis://:{PASSWORD}@10.0.0.5:6379/db"],
-     ("--redis-url", "a database number")),
-    (["--redis-url", f"redis://:{PASSWORD}@10.0.0.5:6379/0"],
-     ("--redis-url only applies with --replicas 2 or more",)),
+    (
+        ["--replicas", "3", "--redis-url", "http://10.0.0.5:6379"],
+        ("--redis-url", "not a Redis URL"),
+    ),
+    (
+        ["--replicas", "3", "--redis-url", f"redis://:{PASSWORD}@10.0.0.5:99999/0"],
+        ("--redis-url", "redis://***@10.0.0.5:99999/0"),
+    ),
+    (
+        ["--replicas", "3", "--redis-url", f"redis://:{PASSWORD}@10.0.0.5:6379/db"],
+        ("--redis-url", "a database number"),
+    ),
+    (
+        ["--redis-url", f"redis://:{PASSWORD}@10.0.0.5:6379/0"],
+        ("--redis-url only applies with --replicas 2 or more",),
+    ),
     (["--replicas", "2", "--name", "a" * 27], ("--name", "at most 26", "32 characters")),
-    (["--replicas", "2", "--env", f"RENDEZVOUS_REDIS_URL=redis://:{PASSWORD}@h/0"],
-     ("pass the URL as --redis-url",)),
+    (
+        ["--replicas", "2", "--env", f"RENDEZVOUS_REDIS_URL=redis://:{PASSWORD}@h/0"],
+        ("pass the URL as --redis-url",),
+    ),
 ]
 
 
@@ -69,12 +81,18 @@ def test_the_redis_password_never_reaches_the_output(stack: Stack) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     args = [EXE, "server", "up", *stack.cli_args(), "--image-uri", IMAGE, "--replicas", "2"]
     with stack.fargate() as fargate, stack.propagation():
-        first = subprocess.run([*args, "--redis-url", url], capture_output=True, text=True,
-                               timeout=120, env=env)
+        first = subprocess.run(
+            [*args, "--redis-url", url], capture_output=True, text=True, timeout=120, env=env
+        )
         assert first.returncode == 0, first.stderr
         # The same URL from the environment: the second `up` changes nothing.
-        second = subprocess.run(args, capture_output=True, text=True, timeout=120,
-                                env={**env, "RENDEZVOUS_DEPLOY_REDIS_URL": url})
+        second = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, "RENDEZVOUS_DEPLOY_REDIS_URL": url},
+        )
         assert second.returncode == 0, second.stderr
     assert len(fargate.started) == 2
     for run in (first, second):
