@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rendezvous_deploy import roles
-from rendezvous_deploy.aws import Aws
+from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter, key_value_table
 from rendezvous_deploy.server import (
     authsecret,
@@ -282,6 +282,13 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 def dns_refresh(aws: Aws, settings: ServerSettings, reporter: Reporter) -> record.RefreshResult:
     zone = record.check_inside(record.find_zone(aws, settings.record, settings.zone),
                                 settings.fqdn)
+    alias = record.current_alias(aws, zone, settings.fqdn)
+    if alias is not None:
+        raise DeployError(
+            f"{settings.fqdn} is an alias to the load balancer {alias[0]} (--replicas): it "
+            f"needs no refresh, and pointing it at one task would bypass the others. Run "
+            f"`server up` without --replicas to go back to one task"
+        )
     result = record.refresh(
         aws,
         cluster=settings.cluster_name,

@@ -16,8 +16,10 @@ from io import StringIO
 from typing import Any
 
 import boto3
+import pytest
 from rich.console import Console
 
+from rendezvous_deploy.aws import DeployError
 from rendezvous_deploy.progress import Reporter
 from rendezvous_deploy.server import balancer, commands, taskdef
 from rendezvous_deploy.server.settings import Waits
@@ -299,3 +301,19 @@ def test_down_delete_removes_the_balancer_cache_and_record(stack: Stack, quiet: 
     assert "kept cache subnet group and security group rendezvous-cache" in shown
     assert "run down --delete again" in shown
     assert f"record {stack.record}. removed" in shown
+
+
+def test_scaling_to_zero_keeps_the_balancer_and_says_so(stack: Stack, quiet: Any) -> None:
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        with pytest.raises(DeployError, match="alias to the load balancer"):
+            commands.dns_refresh(stack.aws(), stack.settings(), quiet)
+        assert "AliasTarget" in a_record(stack)  # dns-refresh left it alone
+        reporter, out = capturing()
+        commands.down(stack.aws(), stack.settings(), reporter, delete=False, remove_record=False)
+        assert service(stack.endpoint)["desiredCount"] == 0
+    shown = out.getvalue()
+    assert "kept the load balancer rendezvous-nlb and the cache" in shown
+    assert "`down --delete` removes them" in shown
+    assert f"warning: {stack.record}. is still an alias to the load balancer" in shown
+    assert len(balancers(stack.endpoint)) == 1
