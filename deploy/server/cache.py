@@ -181,8 +181,9 @@ def remove(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
     if group is not None:
         return [
             *done,
-            f"kept cache subnet group and security group {settings.cache_name}: the "
-            f"replication group is still being deleted (minutes); run down --delete again",
+            f"kept cache subnet group and security group {settings.cache_name} until the "
+            f"replication group is gone (minutes): a later `up` or `down --delete` removes "
+            f"them (run down --delete again)",
         ]
     if find_subnet_group(aws, settings) is not None:
         aws.client("elasticache").delete_cache_subnet_group(
