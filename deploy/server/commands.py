@@ -67,11 +67,13 @@ def ensure_task_definition(
     execution_role_arn: str,
     on_change: roles.Change = lambda _what, _old, _new: None,
     auth_secret_arn: str | None = None,
-    redis_url: str | None = None,
+    room: replicas.RedisSource | None = None,
 ) -> tuple[str, bool, list[str]]:
     """The latest revision when it already matches; else a newly registered one."""
+    room = room or replicas.RedisSource()
     wanted = taskdef.desired(
-        settings, image_uri, execution_role_arn, aws.region_name, auth_secret_arn, redis_url
+        settings, image_uri, execution_role_arn, aws.region_name, auth_secret_arn,
+        room.url, room.secret_arn,
     )
     ecs = aws.client("ecs")
     try:
@@ -172,22 +174,24 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         )
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
-    execution_policy = iam.execution_policy(settings, image_uri, region, account, secret_arn)
+    group_id, sg_changed = network.ensure_security_group(
+        aws, settings, vpc_id, on_change=reporter.change
+    )
+    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
+    room = (
+        replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
+        if settings.replicated else replicas.RedisSource()
+    )
+    execution_policy = iam.execution_policy(
+        settings, image_uri, region, account, secret_arn, room.secret_arn
+    )
     execution_arn, role_changed = iam.ensure_role(
         aws, settings.execution_role, "trust-ecs-tasks", execution_policy, boundary,
         reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
-    group_id, sg_changed = network.ensure_security_group(
-        aws, settings, vpc_id, on_change=reporter.change
-    )
-    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
-    redis_url = (
-        replicas.redis_url(aws, settings, reporter, vpc_id, names, group_id)
-        if settings.replicated else None
-    )
     td_arn, registered, why = ensure_task_definition(
-        aws, settings, image_uri, execution_arn, reporter.change, secret_arn, redis_url
+        aws, settings, image_uri, execution_arn, reporter.change, secret_arn, room
     )
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
@@ -206,6 +210,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     outcome, service_changed = service.ensure_service(
         aws, settings, td_arn, net,
         balancer.service_load_balancers(settings, nlb) if nlb else None,
+        force_new_deployment=room.rotated and not registered,  # tasks read it at start
     )
     reporter.step(f"service {settings.service_name} {outcome} ({settings.replicas} "
                   f"task{'s' if settings.replicated else ''})", service_changed)

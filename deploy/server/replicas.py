@@ -10,36 +10,58 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter
-from rendezvous_deploy.server import balancer, cache, follower, record
+from rendezvous_deploy.server import balancer, cache, follower, record, redissecret
 from rendezvous_deploy.server import tasks as ecs_tasks
 from rendezvous_deploy.server.settings import ServerSettings
 from rendezvous_deploy.validate import masked_url
 
 
-def redis_url(
+@dataclass(frozen=True)
+class RedisSource:
+    """Where the tasks' Redis URL comes from: the ElastiCache's URL in the task
+    environment, or the --redis-url secret (``rotated``: its value changed now)."""
+
+    url: str | None = None
+    secret_arn: str | None = None
+    rotated: bool = False
+
+
+def redis(
     aws: Aws,
     settings: ServerSettings,
     reporter: Reporter,
     vpc_id: str,
     subnet_ids: list[str],
     task_group: str,
-) -> str:
-    """The given --redis-url (an earlier ElastiCache of ours goes), or our ElastiCache."""
+) -> RedisSource:
+    """The given --redis-url, kept in Secrets Manager (an earlier ElastiCache of ours
+    goes), or our ElastiCache (an earlier --redis-url secret goes)."""
     if settings.redis_url:
-        reporter.step(f"Redis {masked_url(settings.redis_url)} (given)", changed=False)
+        arn, changed = redissecret.ensure(aws, settings.name, settings.redis_url)
+        reporter.step(
+            f"Redis {masked_url(settings.redis_url)} (given; kept as the secret "
+            f"{redissecret.secret_name(settings.name)}, which the tasks read)",
+            changed,
+        )
         for line in cache.remove(aws, settings, wait=0):
             reporter.step(f"{line} (--redis-url replaces it)")
-        return settings.redis_url
+        return RedisSource(secret_arn=arn, rotated=changed)
+    if redissecret.delete(aws, settings.name):
+        reporter.step(
+            f"removed the secret {redissecret.secret_name(settings.name)} (no --redis-url now)"
+        )
     with reporter.waiting(
         f"ElastiCache {settings.cache_name}", timeout=settings.waits.cache_timeout
     ) as update:
-        return cache.ensure(
+        url = cache.ensure(
             aws, settings, vpc_id, subnet_ids, task_group, reporter.step, on_progress=update
         )
+    return RedisSource(url=url)
 
 
 def ensure_balancer(
@@ -60,8 +82,12 @@ def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> N
 
 
 def remove_parts(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
-    """What replicas mode made besides the service: the NLB, and the cache we made."""
-    return balancer.remove(aws, settings) + cache.remove(aws, settings, wait=wait)
+    """What replicas mode made besides the service: the NLB, the cache we made, the
+    --redis-url secret."""
+    done = balancer.remove(aws, settings) + cache.remove(aws, settings, wait=wait)
+    if redissecret.delete(aws, settings.name):
+        done.append(f"removed the secret {redissecret.secret_name(settings.name)}")
+    return done
 
 
 def task_private_ip(task: dict[str, Any]) -> str | None:

@@ -116,9 +116,11 @@ def ensure_service(
     task_definition_arn: str,
     network: dict[str, Any],
     load_balancers: list[dict[str, Any]] | None = None,
+    force_new_deployment: bool = False,
 ) -> tuple[str, bool]:
     """Create the service, or update it when its definition, network, count, load
-    balancers or deployment configuration differ."""
+    balancers or deployment configuration differ, or a new deployment is asked for (a
+    secret the tasks read at start changed)."""
     ecs = aws.client("ecs")
     shape = wanted_shape(settings, load_balancers or [])
     current = describe_service(aws, settings)
@@ -139,7 +141,8 @@ def ensure_service(
         return "created", True
     changes = shape_changes(current, shape)
     if (
-        current.get("taskDefinition") == task_definition_arn
+        not force_new_deployment
+        and current.get("taskDefinition") == task_definition_arn
         and not changes
         and _same_network(current.get("networkConfiguration", {}), network)
     ):
@@ -151,7 +154,10 @@ def ensure_service(
         desiredCount=settings.replicas,
         networkConfiguration=network,
         **{k: v for k, v in changes.items() if k != "desiredCount"},
+        **({"forceNewDeployment": True} if force_new_deployment else {}),
     )
+    if force_new_deployment:
+        return "updated (a new deployment: the tasks read the new Redis URL)", True
     return "updated", True
 
 

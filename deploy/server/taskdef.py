@@ -30,12 +30,14 @@ def desired(
     region: str,
     auth_secret_arn: str | None = None,
     redis_url: str | None = None,
+    redis_secret_arn: str | None = None,
 ) -> dict[str, Any]:
     """register_task_definition keyword arguments for the server; ``auth_secret_arn``
     (None: auth off) becomes $RENDEZVOUS_AUTH_SECRET through the container's secrets.
-    With replicas, ``redis_url`` is the shared room, every connection on the rendezvous
-    port comes with the NLB's PROXY v2 header, and each task advertises its own private
-    IP to the others for relay forwarding (``--relay-advertise auto``)."""
+    With replicas, the shared room is ``redis_url`` (the ElastiCache `up` made: no
+    password) or, for --redis-url, the secret ``redis_secret_arn``; every connection on
+    the rendezvous port comes with the NLB's PROXY v2 header, and each task advertises
+    its own private IP to the others for relay forwarding (``--relay-advertise auto``)."""
     given = {key for key, _ in settings.environment}  # --env wins over our EMF defaults
     allow_v1 = [("RENDEZVOUS_ALLOW_V1", settings.allow_v1)] if settings.allow_v1 else []
     environment = sorted(
@@ -45,11 +47,13 @@ def desired(
             ("RENDEZVOUS_DISCOVERY_PORT", str(settings.discovery_port)),
             *[(k, v) for k, v in monitoring.task_environment(settings) if k not in given],
             *allow_v1,
-            *(replica_environment(redis_url) if settings.replicated else []),
+            *(replica_environment(redis_url, redis_secret_arn) if settings.replicated else []),
             *settings.environment,
         ]
     )
     secrets = [{"name": AUTH_SECRET_ENV, "valueFrom": auth_secret_arn}] if auth_secret_arn else []
+    if redis_secret_arn:
+        secrets.append({"name": REDIS_URL_ENV, "valueFrom": redis_secret_arn})
     return {
         "family": settings.family,
         "networkMode": "awsvpc",
@@ -100,11 +104,13 @@ def desired(
     }
 
 
-def replica_environment(redis_url: str | None) -> list[tuple[str, str]]:
-    if not redis_url:
-        raise ValueError("replicas need a Redis URL")
+def replica_environment(
+    redis_url: str | None, redis_secret_arn: str | None
+) -> list[tuple[str, str]]:
+    if not redis_url and not redis_secret_arn:
+        raise ValueError("replicas need a Redis URL or the secret that holds one")
     return [
-        (REDIS_URL_ENV, redis_url),
+        *([(REDIS_URL_ENV, redis_url)] if redis_url else []),
         ("RENDEZVOUS_PROXY_PROTOCOL", "1"),
         ("RENDEZVOUS_RELAY_ADVERTISE", "auto"),
     ]

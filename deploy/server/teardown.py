@@ -13,6 +13,7 @@ from rendezvous_deploy.server import (
     iam,
     network,
     record,
+    redissecret,
     service,
 )
 from rendezvous_deploy.server import monitoring as cloudwatch
@@ -59,7 +60,8 @@ def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str
         f"with --replicas: load balancer {settings.balancer_name}, its listeners, target "
         f"groups {settings.rendezvous_target_group} and {settings.discovery_target_group}, "
         f"and the ElastiCache {settings.cache_name} (replication group, subnet group, "
-        "security group; waits for it to go, up to --cache-timeout)",
+        "security group; waits for it to go, up to --cache-timeout), the secret "
+        f"rendezvous/{settings.name}/redis-url of --redis-url",
         f"task definitions {settings.family}:*",
         f"cluster {settings.cluster_name} (when nothing else runs in it)",
     ]
@@ -127,6 +129,8 @@ def down(
         with reporter.waiting(f"Removing ElastiCache {settings.cache_name}", timeout=timeout):
             for what in cache.remove(aws, settings, wait=timeout):
                 reporter.step(what)
+        if redissecret.delete(aws, settings.name):
+            reporter.step(f"removed the secret {redissecret.secret_name(settings.name)}")
         _delete_rest(aws, settings, reporter)
     elif balancer.find_balancer(aws, settings) or cache.find(aws, settings):
         reporter.note(

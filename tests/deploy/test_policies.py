@@ -67,6 +67,8 @@ FILL = {
     "Prefix": "rendezvous",
     "AuthSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
     "rendezvous/rendezvous/auth-secret-AbC123",
+    "RedisSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    "rendezvous/rendezvous/redis-url-AbC123",
 }
 
 

@@ -12,6 +12,7 @@ deletion and to keep the subnet group and security group with the rerun hint.
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 from typing import Any
 
@@ -21,7 +22,7 @@ from rich.console import Console
 
 from rendezvous_deploy.aws import DeployError
 from rendezvous_deploy.progress import Reporter
-from rendezvous_deploy.server import balancer, commands, taskdef
+from rendezvous_deploy.server import authsecret, balancer, commands, taskdef
 from rendezvous_deploy.server.settings import Waits
 from tests.deploy.conftest import Stack
 from tests.deploy.world import clients
@@ -216,28 +217,59 @@ def test_second_up_changes_nothing(stack: Stack, quiet: Any) -> None:
     assert (balancers(stack.endpoint), target_groups(stack.endpoint)) == before
 
 
-def test_given_redis_url_makes_no_cache_and_is_never_shown(stack: Stack) -> None:
+def test_given_redis_url_is_a_secret_the_tasks_read_and_is_never_shown(stack: Stack) -> None:
+    """--redis-url: no cache; the URL lives in Secrets Manager, the task definition names
+    the secret (not the URL), the execution role may read exactly it; a changed URL is
+    written and rolls the service; the password appears nowhere we print or register."""
     reporter, out = capturing()
+    manager = boto3.client("secretsmanager", endpoint_url=stack.endpoint, region_name="us-east-1")
+    secret = "rendezvous/rendezvous/redis-url"
+    changed = GIVEN_URL.replace("10.0.0.5", "10.0.0.6")
     with stack.fargate(), stack.propagation():
-        result = commands.up(stack.aws(), stack.settings(replicas=2, redis_url=GIVEN_URL), reporter)
-        changed = GIVEN_URL.replace("10.0.0.5", "10.0.0.6")
-        commands.up(stack.aws(), stack.settings(replicas=2, redis_url=changed), reporter)
+        first = commands.up(stack.aws(), stack.settings(replicas=2, redis_url=GIVEN_URL), reporter)
+        arn = manager.describe_secret(SecretId=secret)["ARN"]
+        assert manager.get_secret_value(SecretId=secret)["SecretString"] == GIVEN_URL
+        deployment = service(stack.endpoint)["deployments"][0]["id"]
+        aws = stack.aws()
+        second = commands.up(aws, stack.settings(replicas=2, redis_url=changed), reporter)
+    assert manager.get_secret_value(SecretId=secret)["SecretString"] == changed
+    assert not second.registered  # the definition names the secret, not its value ...
+    assert service(stack.endpoint)["deployments"][0]["id"] != deployment  # ... so: rolled
+    assert "secretsmanager:PutSecretValue" in aws.actions
     elasticache = clients(stack.endpoint)["elasticache"]
     assert elasticache.describe_replication_groups()["ReplicationGroups"] == []
     assert elasticache.describe_cache_subnet_groups()["CacheSubnetGroups"] == []
     groups = clients(stack.endpoint)["ec2"].describe_security_groups()["SecurityGroups"]
     assert "rendezvous-cache" not in {g["GroupName"] for g in groups}
-    assert (
-        environment(stack.endpoint, result.task_definition_arn)[taskdef.REDIS_URL_ENV] == GIVEN_URL
-    )  # the task gets it whole
+
+    definition = clients(stack.endpoint)["ecs"].describe_task_definition(
+        taskDefinition=first.task_definition_arn
+    )["taskDefinition"]
+    container = definition["containerDefinitions"][0]
+    assert {"name": taskdef.REDIS_URL_ENV, "valueFrom": arn} in container["secrets"]
+    assert taskdef.REDIS_URL_ENV not in environment(stack.endpoint, first.task_definition_arn)
+    assert PASSWORD not in json.dumps(definition, default=str)
+    iam = boto3.client("iam", endpoint_url=stack.endpoint, region_name="us-east-1")
+    role_policy = iam.get_role_policy(
+        RoleName="rendezvous-task-execution", PolicyName="rendezvous-task-execution"
+    )["PolicyDocument"]
+    readers = [s for s in role_policy["Statement"] if s["Sid"] == "ReadTheRedisUrlSecret"]
+    assert [s["Resource"] for s in readers] == [arn]
+
     shown = out.getvalue()
     assert PASSWORD not in shown
-    assert "Redis redis://***@10.0.0.5:6379/0 (given)" in shown
-    assert (
-        "task environment RENDEZVOUS_REDIS_URL: redis://***@10.0.0.5:6379/0 -> "
-        "redis://***@10.0.0.6:6379/0" in shown
-    )
+    assert "Redis redis://***@10.0.0.5:6379/0 (given; kept as the secret" in shown
+    assert "a new deployment: the tasks read the new Redis URL" in shown
     assert PASSWORD not in repr(stack.settings(redis_url=GIVEN_URL))
+
+    # Back to the ElastiCache `up` makes: the secret goes, the role loses the right.
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(replicas=2), Reporter(quiet=True))
+    assert authsecret.find(stack.aws(), "rendezvous", secret) is None
+    role_policy = iam.get_role_policy(
+        RoleName="rendezvous-task-execution", PolicyName="rendezvous-task-execution"
+    )["PolicyDocument"]
+    assert "ReadTheRedisUrlSecret" not in {s["Sid"] for s in role_policy["Statement"]}
 
 
 def test_switching_one_to_three_and_back_reconciles(stack: Stack, quiet: Any) -> None:

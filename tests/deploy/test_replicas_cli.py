@@ -98,7 +98,7 @@ def test_the_redis_password_never_reaches_the_output(stack: Stack) -> None:
     for run in (first, second):
         assert PASSWORD not in run.stdout + run.stderr
         assert run.stdout.strip().splitlines()[-1] == f"{stack.record}:10000"
-        assert "Redis redis://***@10.0.0.5:6379/0 (given)" in run.stderr
+        assert "Redis redis://***@10.0.0.5:6379/0 (given; kept as the secret" in run.stderr
     assert "task definition rendezvous:1 unchanged" in second.stderr
     assert "2 replicas healthy behind rendezvous-nlb" in second.stderr
     assert "already an alias to rendezvous-nlb" in second.stderr
