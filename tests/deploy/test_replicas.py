@@ -204,12 +204,13 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     assert status["record matches task"] == "yes (alias to the load balancer)"
 
 
-def test_second_up_changes_nothing(stack: Stack, quiet: Any) -> None:
+@pytest.mark.parametrize("redis_url", ["", GIVEN_URL], ids=["elasticache", "redis-url"])
+def test_second_up_changes_nothing(stack: Stack, quiet: Any, redis_url: str) -> None:
     with stack.fargate(), stack.propagation():
-        first = commands.up(stack.aws(), stack.settings(replicas=3), quiet)
+        first = commands.up(stack.aws(), stack.settings(replicas=3, redis_url=redis_url), quiet)
         before = (balancers(stack.endpoint), target_groups(stack.endpoint))
         aws = stack.aws()
-        second = commands.up(aws, stack.settings(replicas=3), quiet)
+        second = commands.up(aws, stack.settings(replicas=3, redis_url=redis_url), quiet)
     mutations = sorted(a for a in aws.actions if a.split(":")[1].startswith(MUTATING))
     assert mutations == []
     assert not second.registered and not second.record_changed
