@@ -204,3 +204,58 @@ def bucket(value: str, option: str = "--bucket") -> None:
             "letters, digits, dots and hyphens, starting and ending with a letter "
             "or digit, not an IP address)",
         )
+
+
+def masked_url(value: str) -> str:
+    """``value`` with any password (and user) replaced by ``***``: safe to print."""
+    try:
+        parts = urlsplit(value)
+        _userinfo, at, host = parts.netloc.rpartition("@")
+    except ValueError:
+        return "(an unparsable URL)"
+    if not at:
+        return value
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def redis_url(value: str, option: str = "--redis-url") -> None:
+    """redis:// or rediss://, a host, an optional port and database number; errors show
+    the URL masked (it may hold a password)."""
+    shown = masked_url(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as err:
+        raise _bad(option, f"{shown!r} is not a URL ({err})") from None
+    if parts.scheme not in ("redis", "rediss") or not host:
+        raise _bad(
+            option,
+            f"{shown!r} is not a Redis URL: write redis://HOST:6379/0 (rediss:// for TLS, a "
+            "password as redis://:PASSWORD@HOST:6379/0)",
+        )
+    if port == 0 or not re.fullmatch(r"(/\d{0,2})?", parts.path) or parts.fragment:
+        raise _bad(option, f"{shown!r}: the port must be 1-65535 and the path a database "
+                   "number such as /0")
+
+
+def replicas(value: int, maximum: int, option: str = "--replicas") -> None:
+    """1 (one task, a record that follows it) or 2..maximum tasks behind a load balancer."""
+    if not 1 <= value <= maximum:
+        raise _bad(
+            option,
+            f"{value} is outside 1-{maximum}: 1 runs one task (the record follows it), "
+            f"2-{maximum} run that many behind a network load balancer",
+        )
+
+
+def balancer_name(value: str, option: str = "--name") -> None:
+    """ELBv2 names (load balancer, target groups) stop at 32 characters."""
+    longest = max(("-nlb", "-rdv", "-disc", "-cache"), key=len)
+    if len(value) + len(longest) > 32:
+        raise _bad(
+            option,
+            f"{value!r} is {len(value)} characters; with --replicas at most "
+            f"{32 - len(longest)}, because the load balancer's names ({value}{longest}) stop "
+            "at 32 characters",
+        )

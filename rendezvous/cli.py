@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rendezvous import __version__
+from rendezvous import __version__, task_address
 from rendezvous.credentials import SECRET_ENV, credential_command, load_secrets
 from rendezvous.optional_deps import require_extra
 from rendezvous.serve_options import (
@@ -96,6 +96,7 @@ def serve(no_http: bool, auth_secret_file: str | None, **options: Any) -> None: 
         options["discovery_port"] = None  # 0 on the command line: off
     try:
         options["auth_secrets"] = load_secrets(auth_secret_file, os.environ)
+        options["relay_advertise"] = task_address.resolve(options["relay_advertise"], os.environ)
         settings = Settings(**options)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

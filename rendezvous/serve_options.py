@@ -312,7 +312,8 @@ def replica_options() -> Callable[[FC], FC]:
             "relay-advertise",
             default=None,
             help="With --redis: this replica's address as the other replicas reach it (e.g. the "
-            "task's private IP). Both ends of a relay session then meet on the replica the first "
+            "task's private IP; 'auto': from the ECS task metadata endpoint, else the host "
+            "name's address). Both ends of a relay session then meet on the replica the first "
             "end reached: later ends are forwarded there. Without it each replica relays alone.",
         ),
     )

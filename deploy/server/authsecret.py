@@ -24,10 +24,13 @@ def secret_name(name: str) -> str:
     return f"rendezvous/{name}/auth-secret"
 
 
-def find(aws: Aws, name: str) -> str | None:
-    """The ARN of ``name``'s secret, or None when there is none (or it is being deleted)."""
+def find(aws: Aws, name: str, secret_id: str | None = None) -> str | None:
+    """The ARN of ``name``'s secret (or of ``secret_id``), or None when there is none
+    (or it is being deleted)."""
     try:
-        found = aws.client("secretsmanager").describe_secret(SecretId=secret_name(name))
+        found = aws.client("secretsmanager").describe_secret(
+            SecretId=secret_id or secret_name(name)
+        )
     except Exception as err:
         if error_code(err) != "ResourceNotFoundException":
             raise
@@ -66,15 +69,16 @@ def ensure(aws: Aws, name: str) -> tuple[str, bool]:
     return str(created["ARN"]), True
 
 
-def delete(aws: Aws, name: str) -> bool:
-    """Delete ``name``'s secret at once (credentials minted from it stop working with the
-    server they were for); False when there was none. Asked first: a forced delete of
-    a missing secret succeeds without saying so."""
-    if find(aws, name) is None:
+def delete(aws: Aws, name: str, secret_id: str | None = None) -> bool:
+    """Delete ``name``'s secret (or ``secret_id``) at once (credentials minted from it stop
+    working with the server they were for); False when there was none. Asked first: a
+    forced delete of a missing secret succeeds without saying so."""
+    secret_id = secret_id or secret_name(name)
+    if find(aws, name, secret_id) is None:
         return False
     try:
         aws.client("secretsmanager").delete_secret(
-            SecretId=secret_name(name), ForceDeleteWithoutRecovery=True
+            SecretId=secret_id, ForceDeleteWithoutRecovery=True
         )
     except Exception as err:
         if error_code(err) != "ResourceNotFoundException":

@@ -13,7 +13,12 @@ from rendezvous_deploy.config import aws_options, config_option, env_name
 from rendezvous_deploy.errors import friendly as _friendly
 from rendezvous_deploy.progress import Reporter
 from rendezvous_deploy.server.dnscheck import parse_server
-from rendezvous_deploy.server.settings import DEFAULT_NAME, ServerSettings, Waits
+from rendezvous_deploy.server.settings import (
+    DEFAULT_NAME,
+    MAX_REPLICAS,
+    ServerSettings,
+    Waits,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +53,9 @@ def _stack_options(func: F) -> F:
              help="Seconds to wait for a running, healthy task."),
         _opt("--dns-timeout", default=180.0, show_default=True, type=click.FloatRange(0),
              help="Seconds to wait for Route 53 and the name servers."),
+        _opt("--cache-timeout", default=1200.0, show_default=True, type=click.FloatRange(0),
+             help="With replicas: seconds to wait for the ElastiCache `up` creates (or "
+             "`down --delete` removes); AWS takes 5-15 minutes."),
         aws_options,
     ]
     for option in reversed(options):
@@ -74,6 +82,17 @@ def _validate(params: dict[str, Any]) -> None:
         validate.image_reference(params["local_image"], "--local-image")
     for subnet in params.get("subnets", ()):
         validate.subnet_id(subnet)
+    if "replicas" in params:
+        validate.replicas(params["replicas"], MAX_REPLICAS)
+        if params["replicas"] > 1:
+            validate.balancer_name(params["name"])
+    if params.get("redis_url"):
+        validate.redis_url(params["redis_url"])
+        if params.get("replicas", 1) == 1:
+            raise click.UsageError(
+                "--redis-url only applies with --replicas 2 or more (one task keeps its room "
+                "in memory): add --replicas N or drop --redis-url"
+            )
     if params.get("allow_v1"):
         import re
 
@@ -96,6 +115,7 @@ def _settings(params: dict[str, Any]) -> tuple[Aws, ServerSettings]:
         poll=params.pop("poll_interval"),
         task_timeout=params.pop("task_timeout"),
         dns_timeout=params.pop("dns_timeout"),
+        cache_timeout=params.pop("cache_timeout"),
     )
     environment = [validate.env_item(item) for item in params.pop("env", ()) or ()]
     params["subnets"] = tuple(params.pop("subnet", ()) or ())
@@ -115,7 +135,9 @@ def server() -> None:
     """Deploy and operate the rendezvous server on ECS Fargate.
 
     `up` puts the server on Fargate and points a Route 53 A record at its task; an
-    EventBridge rule then keeps the record on the task whenever ECS replaces it.
+    EventBridge rule then keeps the record on the task whenever ECS replaces it. With
+    `--replicas N` it runs N tasks behind a network load balancer instead, the record an
+    alias to it.
     """
 
 
@@ -144,6 +166,13 @@ def server() -> None:
 @_opt("--allow-v1", default="", metavar="REGEX",
       help="With auth, let v1 clients (FMI, the C++ client) register names matching "
       "this pattern in full; other v1 names are refused.")
+@_opt("--replicas", default=1, show_default=True, type=int, metavar="N",
+      help=f"Tasks to run (1-{MAX_REPLICAS}). 1: one task with a public IP, the record "
+      "follows it. 2 or more: behind a network load balancer, the record an alias to it, "
+      "the tasks sharing their room in Redis.")
+@_opt("--redis-url", default="", metavar="URL",
+      help="With --replicas N: the Redis the replicas share (redis://HOST:6379/0, rediss:// "
+      "for TLS; a password is never printed). Without it `up` creates a small ElastiCache.")
 @_friendly
 def up(**params: Any) -> None:
     """Create or update everything, wait for a healthy task, point DNS at it.
@@ -164,6 +193,9 @@ def up(**params: Any) -> None:
             "--env RENDEZVOUS_AUTH_SECRET would put the secret in the task definition for "
             "anyone to read: `up` keeps it in Secrets Manager instead (the default --auth)"
         )
+    if any(key == "RENDEZVOUS_REDIS_URL" for key, _ in settings.environment):
+        raise click.UsageError("--env RENDEZVOUS_REDIS_URL: pass the URL as --redis-url "
+                               "(with --replicas N), which never prints its password")
     result = run_up(aws, settings, Reporter())
     click.echo(result.endpoint)
 

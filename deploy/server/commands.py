@@ -10,18 +10,24 @@ from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter, key_value_table
 from rendezvous_deploy.server import (
     authsecret,
+    balancer,
     dnscheck,
     follower,
     iam,
     image,
     network,
     record,
+    replicas,
     service,
     taskdef,
 )
 from rendezvous_deploy.server import monitoring as cloudwatch
 from rendezvous_deploy.server import tasks as ecs_tasks
 from rendezvous_deploy.server.settings import ServerSettings
+from rendezvous_deploy.server.teardown import delete_plan, down
+from rendezvous_deploy.validate import masked_url
+
+__all__ = ["UpResult", "delete_plan", "dns_refresh", "down", "status", "status_table", "up"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,13 @@ def ensure_task_definition(
     execution_role_arn: str,
     on_change: roles.Change = lambda _what, _old, _new: None,
     auth_secret_arn: str | None = None,
+    room: replicas.RedisSource | None = None,
 ) -> tuple[str, bool, list[str]]:
     """The latest revision when it already matches; else a newly registered one."""
+    room = room or replicas.RedisSource()
     wanted = taskdef.desired(
-        settings, image_uri, execution_role_arn, aws.region_name, auth_secret_arn
+        settings, image_uri, execution_role_arn, aws.region_name, auth_secret_arn,
+        room.url, room.secret_arn,
     )
     ecs = aws.client("ecs")
     try:
@@ -92,6 +101,9 @@ def environment_changes(
         return {e["name"]: e["value"] for e in containers[0].get("environment", [])}
 
     old, new = env(latest), env(wanted)
+    for values in (old, new):  # the Redis URL may hold a password: never shown
+        if taskdef.REDIS_URL_ENV in values:
+            values[taskdef.REDIS_URL_ENV] = masked_url(values[taskdef.REDIS_URL_ENV])
     return [(k, old.get(k, ""), new.get(k, "")) for k in sorted({*old, *new})
             if old.get(k) != new.get(k)]
 
@@ -162,14 +174,24 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         )
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
-    execution_policy = iam.execution_policy(settings, image_uri, region, account, secret_arn)
+    group_id, sg_changed = network.ensure_security_group(
+        aws, settings, vpc_id, on_change=reporter.change
+    )
+    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
+    room = (
+        replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
+        if settings.replicated else replicas.RedisSource()
+    )
+    execution_policy = iam.execution_policy(
+        settings, image_uri, region, account, secret_arn, room.secret_arn
+    )
     execution_arn, role_changed = iam.ensure_role(
         aws, settings.execution_role, "trust-ecs-tasks", execution_policy, boundary,
         reporter.change,
     )
     reporter.step(f"task execution role {settings.execution_role}", role_changed)
     td_arn, registered, why = ensure_task_definition(
-        aws, settings, image_uri, execution_arn, reporter.change, secret_arn
+        aws, settings, image_uri, execution_arn, reporter.change, secret_arn, room
     )
     revision = td_arn.rsplit(":", 1)[-1]
     if registered:
@@ -177,20 +199,25 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
                       f"(changed: {', '.join(why)})")
     else:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
-    group_id, sg_changed = network.ensure_security_group(
-        aws, settings, vpc_id, on_change=reporter.change
-    )
-    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
     cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
     reporter.step(f"cluster {settings.cluster_name}", cluster_changed)
+    nlb = replicas.ensure_balancer(aws, settings, reporter, vpc_id, names) if (
+        settings.replicated) else None
 
     before = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
     already_stopped = {t["taskArn"] for t in before if t.get("lastStatus") == "STOPPED"}
     net = service.network_configuration(settings, [s["SubnetId"] for s in subnets], group_id)
-    outcome, service_changed = service.ensure_service(aws, settings, td_arn, net)
-    reporter.step(f"service {settings.service_name} {outcome}", service_changed)
+    outcome, service_changed = service.ensure_service(
+        aws, settings, td_arn, net,
+        balancer.service_load_balancers(settings, nlb) if nlb else None,
+        force_new_deployment=room.rotated and not registered,  # tasks read it at start
+    )
+    reporter.step(f"service {settings.service_name} {outcome} ({settings.replicas} "
+                  f"task{'s' if settings.replicated else ''})", service_changed)
 
-    if settings.follow:
+    if nlb is not None:
+        replicas.remove_follower(aws, settings, reporter)
+    elif settings.follow:
         changed = follower.ensure(
             aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id,
             boundary=boundary, on_change=reporter.change,
@@ -203,6 +230,24 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 
     for line, changed in cloudwatch.ensure(aws, settings, account):
         reporter.step(line, changed)
+
+    if nlb is not None:
+        with reporter.waiting(
+            f"Waiting for {settings.replicas} healthy replicas behind the load balancer",
+            timeout=settings.waits.task_timeout,
+        ) as update:
+            ips = replicas.wait_for_replicas(
+                aws, settings, td_arn, nlb.target_groups[settings.port], already_stopped,
+                update,
+            )
+        reporter.step(f"{len(ips)} replicas healthy behind {settings.balancer_name}: "
+                      f"{', '.join(ips)}", changed=service_changed)
+        record_changed = replicas.point_record(aws, settings, reporter, zone, nlb)
+        reporter.note("DNS verification skipped: an alias record answers the load "
+                      "balancer's addresses, which Route 53 picks")
+        return UpResult(host=settings.fqdn.rstrip("."), port=settings.port, ip=nlb.dns_name,
+                        task_definition_arn=td_arn, registered=registered,
+                        record_changed=record_changed)
 
     with reporter.waiting(
         "Waiting for a running, healthy task", timeout=settings.waits.task_timeout
@@ -226,6 +271,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"{settings.fqdn} A {ip} (TTL {settings.ttl}) INSYNC")
     else:
         reporter.step(f"{settings.fqdn} already A {ip}", changed=False)
+    for line in replicas.remove_parts(aws, settings, wait=0):  # left from --replicas N
+        reporter.step(line)
     _verify(reporter, settings, zone, ip)
     return UpResult(
         host=settings.fqdn.rstrip("."),
@@ -240,6 +287,13 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
 def dns_refresh(aws: Aws, settings: ServerSettings, reporter: Reporter) -> record.RefreshResult:
     zone = record.check_inside(record.find_zone(aws, settings.record, settings.zone),
                                 settings.fqdn)
+    alias = record.current_alias(aws, zone, settings.fqdn)
+    if alias is not None:
+        raise DeployError(
+            f"{settings.fqdn} is an alias to the load balancer {alias[0]} (--replicas): it "
+            f"needs no refresh, and pointing it at one task would bypass the others. Run "
+            f"`server up` without --replicas to go back to one task"
+        )
     result = record.refresh(
         aws,
         cluster=settings.cluster_name,
@@ -267,6 +321,7 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
     ip = ecs_tasks.task_public_ip(aws, task) if task else None
     values: list[str] = []
     zone_text = ""
+    alias = None
     if settings.record:
         zone = record.check_inside(
             record.find_zone(aws, settings.record, settings.zone), settings.fqdn
@@ -274,6 +329,13 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         zone_text = f"{zone.name} ({zone.id})"
         found = record.current_a(aws, zone, settings.fqdn)
         values = found[0] if found else []
+        alias = record.current_alias(aws, zone, settings.fqdn)
+    nlb = balancer.find_balancer(aws, settings)
+    matches = "yes" if ip and values == [ip] else "no" if settings.record else ""
+    if alias is not None:
+        values = [f"alias to {alias[0]}"]
+        nlb_name = (nlb or {}).get("DNSName", "").lower().rstrip(".") + "."
+        matches = "yes (alias to the load balancer)" if alias[0] == nlb_name else "no"
     return {
         "service": settings.service_name,
         "service status": current.get("status") if current else "absent",
@@ -285,123 +347,24 @@ def status(aws: Aws, settings: ServerSettings) -> dict[str, Any]:
         "task state": task.get("lastStatus") if task else "",
         "health": ecs_tasks.task_health(task) if task else "",
         "public IP": ip or "",
+        "load balancer": _balancer_text(aws, settings, nlb),
         "record": settings.fqdn if settings.record else "(no --record)",
         "zone": zone_text,
         "record value": ", ".join(values) or "(none)",
-        "record matches task": (
-            "yes" if ip and values == [ip] else "no" if settings.record else ""
-        ),
+        "record matches task": matches,
         "last stop reason": (stopped.get("stoppedReason") or "") if stopped else "",
         "log group": settings.log_group,
         **cloudwatch.last_hour(aws, settings),
     }
 
 
+def _balancer_text(aws: Aws, settings: ServerSettings, nlb: dict[str, Any] | None) -> str:
+    if nlb is None:
+        return "none (one task; --replicas N puts N behind one)"
+    group = balancer.find_target_group(aws, settings.rendezvous_target_group)
+    healthy = len(balancer.healthy_targets(aws, group["TargetGroupArn"])) if group else 0
+    return f"{nlb['DNSName']} ({healthy} healthy target(s) on {settings.port})"
+
+
 def status_table(values: dict[str, Any]) -> Any:
     return key_value_table("rendezvous server", list(values.items()))
-
-
-def _stale_record(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, zone: record.Zone
-) -> None:
-    """Warn when the record is left behind: with the service at zero (or deleted) its
-    address is that of a stopped task, which Fargate releases and AWS may hand to
-    someone else's task."""
-    found = record.current_a(aws, zone, settings.fqdn)
-    if not found:
-        reporter.step(f"record {settings.fqdn} absent", changed=False)
-        return
-    reporter.warn(
-        f"{settings.fqdn} still points at {', '.join(found[0])}, the address of a task "
-        f"that is stopping or stopped: it is released and may be given to someone else. "
-        f"Run `rendezvous-deploy server down --record {settings.fqdn.rstrip('.')} "
-        f"--remove-record` to delete the record (or `server up` to bring the server back)"
-    )
-
-
-def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str], list[str]]:
-    """(what ``down --delete`` deletes, what it keeps and why)."""
-    deletes = [
-        f"service {settings.service_name}",
-        f"rule {settings.refresher_rule}, function {settings.refresher_function}, "
-        f"role {settings.refresher_role}",
-        f"role {settings.execution_role}",
-        f"auth secret {authsecret.secret_name(settings.name)} (credentials minted from it "
-        "stop working)",
-        f"security group {settings.security_group_name}",
-        f"task definitions {settings.family}:*",
-        f"cluster {settings.cluster_name} (when nothing else runs in it)",
-    ]
-    if remove_record:
-        deletes.append(f"record {settings.fqdn}")
-    keeps = [
-        f"log group {settings.log_group}: the server's logs, for a post-mortem (aws logs "
-        f"delete-log-group --log-group-name {settings.log_group})",
-        f"ECR repository {settings.repository}, if `up` pushed to it: your images (aws ecr "
-        f"delete-repository --force --repository-name {settings.repository})",
-    ]
-    if not remove_record:
-        keeps.append("the DNS record (pass --record NAME --remove-record)")
-    return deletes, keeps
-
-
-def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None:
-    """What ``up`` made besides the service and the follower; each step tolerates absence."""
-    if iam.delete_role(aws, settings.execution_role):
-        reporter.step(f"removed role {settings.execution_role}")
-    if authsecret.delete(aws, settings.name):
-        reporter.step(f"removed auth secret {authsecret.secret_name(settings.name)}")
-    for what in network.delete_security_group(aws, settings):
-        reporter.step(what)
-    for what in service.deregister_family(aws, settings):
-        reporter.step(what)
-    for what in service.delete_cluster(aws, settings):
-        reporter.step(what)
-
-
-def down(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, *, delete: bool, remove_record: bool
-) -> None:
-    if remove_record and not settings.record:
-        raise DeployError("--remove-record needs --record NAME (nothing was changed)")
-    zone = None
-    if settings.record:  # found (or refused) before anything changes
-        zone = record.check_inside(
-            record.find_zone(aws, settings.record, settings.zone), settings.fqdn
-        )
-    if delete:
-        deletes, keeps = delete_plan(settings, remove_record)
-        reporter.note("deleting: " + "; ".join(deletes))
-        reporter.note("keeping: " + "; ".join(keeps))
-    ecs = aws.client("ecs")
-    current = service.describe_service(aws, settings)
-    if current is None:
-        reporter.step(f"service {settings.service_name} absent", changed=False)
-    elif delete:
-        ecs.delete_service(
-            cluster=settings.cluster_name, service=settings.service_name, force=True
-        )
-        reporter.step(f"service {settings.service_name} deleted")
-    elif current.get("desiredCount") != 0:
-        ecs.update_service(
-            cluster=settings.cluster_name, service=settings.service_name, desiredCount=0
-        )
-        reporter.step(f"service {settings.service_name} scaled to 0")
-    else:
-        reporter.step(f"service {settings.service_name} already at 0", changed=False)
-    if delete:
-        for what in follower.remove(aws, settings):
-            reporter.step(f"removed {what}")
-        _delete_rest(aws, settings, reporter)
-    for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
-        reporter.step(f"removed {what}")
-    if zone is not None and remove_record:
-        removed = record.delete_a(aws, zone, settings.fqdn)
-        reporter.step(f"record {settings.fqdn} {'removed' if removed else 'absent'}", removed)
-    elif zone is not None:
-        _stale_record(aws, settings, reporter, zone)
-    else:
-        reporter.note(
-            "no --record given: if a DNS record points at the task, it now points at a "
-            "released address; pass --record NAME --remove-record to delete it"
-        )

@@ -215,6 +215,29 @@ def _ensure_rule(
     return changed
 
 
+def present(aws: Aws, settings: ServerSettings) -> bool:
+    """Whether any part of the follower exists (looked up, so nothing is deleted in vain)."""
+    try:
+        aws.client("events").describe_rule(Name=settings.refresher_rule)
+        return True
+    except Exception as err:
+        if "ResourceNotFound" not in str(err):
+            raise
+    try:
+        aws.client("lambda").get_function(FunctionName=settings.refresher_function)
+        return True
+    except Exception as err:
+        if "ResourceNotFound" not in str(err):
+            raise
+    try:
+        aws.client("iam").get_role(RoleName=settings.refresher_role)
+        return True
+    except Exception as err:
+        if not roles.no_such_entity(err):
+            raise
+    return False
+
+
 def remove(aws: Aws, settings: ServerSettings) -> list[str]:
     """Delete rule, targets, function and role; returns what was removed."""
     removed = []

@@ -15,6 +15,7 @@ from rendezvous_deploy.server.settings import ServerSettings
 __all__ = ["POLICY_DIR", "delete_role", "ensure_role", "execution_policy", "policy"]
 ECR_STATEMENTS = ("PullTheServerImage", "PullFromTheImagesRepository")
 SECRET_STATEMENT = "ReadTheAuthSecret"
+REDIS_SECRET_STATEMENT = "ReadTheRedisUrlSecret"
 
 
 def execution_policy(
@@ -23,11 +24,13 @@ def execution_policy(
     region: str,
     account: str,
     auth_secret_arn: str | None = None,
+    redis_secret_arn: str | None = None,
 ) -> dict[str, Any]:
     """The task execution role's policy for ``image_uri``: pull from that image's ECR
     repository (whatever its name, account or region), or, for an image outside ECR
     (a public registry), no ECR rights at all; write the server's log group; read
-    exactly the auth secret ``auth_secret_arn`` (None: auth off, no secret at all)."""
+    exactly the auth secret ``auth_secret_arn`` (None: auth off, no secret at all) and
+    the --redis-url secret ``redis_secret_arn`` (None: none)."""
     from rendezvous_deploy.validate import ecr_image
 
     in_ecr = ecr_image(image_uri)
@@ -41,9 +44,12 @@ def execution_policy(
         Repository=repository,
         LogGroup=settings.log_group,
         AuthSecretArn=auth_secret_arn or "",
+        RedisSecretArn=redis_secret_arn or "",
     )
-    dropped = (ECR_STATEMENTS if in_ecr is None else ()) + (
-        () if auth_secret_arn else (SECRET_STATEMENT,)
+    dropped = (
+        (ECR_STATEMENTS if in_ecr is None else ())
+        + (() if auth_secret_arn else (SECRET_STATEMENT,))
+        + (() if redis_secret_arn else (REDIS_SECRET_STATEMENT,))
     )
     document["Statement"] = [s for s in document["Statement"] if s.get("Sid") not in dropped]
     return document

@@ -61,47 +61,68 @@ def managed(group: dict[str, Any]) -> bool:
     )
 
 
-def _wanted_rules(settings: ServerSettings, vpc_cidr: str) -> list[tuple[int, str]]:
-    rules = [(settings.port, "0.0.0.0/0"), (settings.http_port, settings.admin_cidr or vpc_cidr)]
+Rule = tuple[str, int | None, int | None, str]  # (protocol, from port, to port, source)
+
+
+def _wanted_rules(settings: ServerSettings, vpc_cidr: str, group_id: str) -> set[Rule]:
+    if settings.replicated:  # behind the NLB: see balancer.py for why each port differs
+        rules = [
+            (settings.port, vpc_cidr),  # the NLB's nodes (PROXY v2 from their private IPs)
+            (settings.port, group_id),  # the other replicas forwarding relay ends
+            (settings.http_port, vpc_cidr),  # the NLB's health checks
+            (settings.http_port, settings.admin_cidr or vpc_cidr),
+        ]
+    else:
+        rules = [
+            (settings.port, "0.0.0.0/0"),
+            (settings.http_port, settings.admin_cidr or vpc_cidr),
+        ]
     if settings.discovery_port:  # NAT discovery: every client, as the rendezvous port
-        rules.append((settings.discovery_port, "0.0.0.0/0"))
-    return rules
+        rules.append((settings.discovery_port, "0.0.0.0/0"))  # (NLB: client IPs preserved)
+    return {("tcp", port, port, source) for port, source in rules}
 
 
 Change = Callable[[str, object, object], None]  # (what, old, new), e.g. Reporter.change
 
 
-def _rules(group: dict[str, Any]) -> set[tuple[str, int | None, int | None, str]]:
+def _rules(group: dict[str, Any]) -> set[Rule]:
     """Every ingress rule of ``group`` as (protocol, from port, to port, source)."""
-    found = set()
+    return set(_descriptions(group))
+
+
+def _descriptions(group: dict[str, Any]) -> dict[Rule, str]:
+    """Every ingress rule of ``group`` with its description ("" when none)."""
+    found = {}
     for permission in group.get("IpPermissions", []):
         key = (permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort"))
-        sources = [r["CidrIp"] for r in permission.get("IpRanges", [])]
-        sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
-        sources += [p["PrefixListId"] for p in permission.get("PrefixListIds", [])]
-        sources += [g["GroupId"] for g in permission.get("UserIdGroupPairs", [])]
-        found.update((*key, source) for source in sources)
+        sources = [(r["CidrIp"], r) for r in permission.get("IpRanges", [])]
+        sources += [(r["CidrIpv6"], r) for r in permission.get("Ipv6Ranges", [])]
+        sources += [(p["PrefixListId"], p) for p in permission.get("PrefixListIds", [])]
+        sources += [(g["GroupId"], g) for g in permission.get("UserIdGroupPairs", [])]
+        for source, entry in sources:
+            found[(*key, source)] = str(entry.get("Description", ""))
     return found
 
 
-def _permission(rule: tuple[str, int | None, int | None, str]) -> dict[str, Any]:
-    """The IpPermissions entry that names exactly ``rule`` (for revoking it)."""
+def _permission(rule: Rule, description: str = "") -> dict[str, Any]:
+    """The IpPermissions entry that names exactly ``rule`` (to revoke or authorize it)."""
     protocol, low, high, source = rule
     entry: dict[str, Any] = {"IpProtocol": protocol}
     if low is not None:
         entry.update(FromPort=low, ToPort=high)
+    named = {"Description": description} if description else {}
     if source.startswith("pl-"):
-        entry["PrefixListIds"] = [{"PrefixListId": source}]
+        entry["PrefixListIds"] = [{"PrefixListId": source, **named}]
     elif source.startswith("sg-"):
-        entry["UserIdGroupPairs"] = [{"GroupId": source}]
+        entry["UserIdGroupPairs"] = [{"GroupId": source, **named}]
     elif ":" in source:
-        entry["Ipv6Ranges"] = [{"CidrIpv6": source}]
+        entry["Ipv6Ranges"] = [{"CidrIpv6": source, **named}]
     else:
-        entry["IpRanges"] = [{"CidrIp": source}]
+        entry["IpRanges"] = [{"CidrIp": source, **named}]
     return entry
 
 
-def _by_port(rules: set[tuple[str, int | None, int | None, str]]) -> dict[str, list[str]]:
+def _by_port(rules: set[Rule]) -> dict[str, list[str]]:
     shown: dict[str, list[str]] = {}
     for protocol, low, high, source in sorted(rules, key=repr):
         port = "all" if low is None or low == -1 else str(low) if low == high else f"{low}-{high}"
@@ -113,27 +134,49 @@ def ensure_security_group(
     aws: Aws, settings: ServerSettings, vpc_id: str, on_change: Change | None = None
 ) -> tuple[str, bool]:
     """A group open on the rendezvous port to all, the HTTP port only to admin_cidr, and
-    nothing else: rules no longer asked for (an old --admin-cidr) are revoked.
+    nothing else: rules no longer asked for (an old --admin-cidr) are revoked. With
+    replicas, the rendezvous port only to the VPC (the NLB's nodes) and the group itself.
 
     Created with the MANAGED_BY_TAG tag (TagSpecifications: no separate CreateTags call);
     rules are added and revoked only on a group that has it, as the deployer policy allows.
     Each port whose sources change is reported to ``on_change`` as old -> new.
     """
+    return ensure_group(
+        aws,
+        vpc_id,
+        settings.security_group_name,
+        f"rendezvous server {settings.name}: TCP {settings.port} public, "
+        f"{settings.http_port} admin only",
+        lambda vpc_cidr, group_id: _wanted_rules(settings, vpc_cidr, group_id),
+        on_change,
+    )
+
+
+def find_group(aws: Aws, vpc_id: str | None, name: str) -> list[dict[str, Any]]:
+    filters = [{"Name": "group-name", "Values": [name]}]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    return list(aws.client("ec2").describe_security_groups(Filters=filters)["SecurityGroups"])
+
+
+def ensure_group(
+    aws: Aws,
+    vpc_id: str,
+    name: str,
+    description: str,
+    wanted_rules: Callable[[str, str], set[Rule]],
+    on_change: Change | None = None,
+) -> tuple[str, bool]:
+    """Security group ``name`` with exactly ``wanted_rules(vpc_cidr, group_id)``."""
     ec2 = aws.client("ec2")
-    found = ec2.describe_security_groups(
-        Filters=[
-            {"Name": "vpc-id", "Values": [vpc_id]},
-            {"Name": "group-name", "Values": [settings.security_group_name]},
-        ]
-    )["SecurityGroups"]
+    found = find_group(aws, vpc_id, name)
     changed = False
     if found:
         group = found[0]
     else:
         group_id = ec2.create_security_group(
-            GroupName=settings.security_group_name,
-            Description=f"rendezvous server {settings.name}: TCP {settings.port} public, "
-            f"{settings.http_port} admin only",
+            GroupName=name,
+            Description=description,
             VpcId=vpc_id,
             TagSpecifications=[
                 {
@@ -150,7 +193,7 @@ def ensure_security_group(
         changed = True
     vpc_cidr = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
     have = _rules(group)
-    wanted = {("tcp", port, port, cidr) for port, cidr in _wanted_rules(settings, vpc_cidr)}
+    wanted = wanted_rules(vpc_cidr, group["GroupId"])
     missing = sorted(wanted - have, key=repr)
     extra = sorted(have - wanted, key=repr)
     if (missing or extra) and not managed(group):
@@ -162,7 +205,7 @@ def ensure_security_group(
                 f"has rules not asked for ({', '.join(f'{r[1]} from {r[3]}' for r in extra)})"
             )
         raise DeployError(
-            f"security group {group['GroupId']} ({settings.security_group_name}) "
+            f"security group {group['GroupId']} ({name}) "
             f"{' and '.join(problems)} and was not "
             f"made by rendezvous-deploy (no tag {MANAGED_BY_TAG}={MANAGED_BY}), so "
             f"deploy/iam/deployer.json does not let the deployer change it. Tag it (aws ec2 "
@@ -170,22 +213,16 @@ def ensure_security_group(
             f"Key={MANAGED_BY_TAG},Value={MANAGED_BY}) or delete it, then run up again"
         )
     if extra:  # first close what is no longer asked for, then open what is
+        described = _descriptions(group)  # named as found (moto matches descriptions)
         ec2.revoke_security_group_ingress(
-            GroupId=group["GroupId"], IpPermissions=[_permission(rule) for rule in extra]
+            GroupId=group["GroupId"],
+            IpPermissions=[_permission(rule, described.get(rule, "")) for rule in extra],
         )
         changed = True
     if missing:
         ec2.authorize_security_group_ingress(
             GroupId=group["GroupId"],
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": port,
-                    "ToPort": port,
-                    "IpRanges": [{"CidrIp": cidr, "Description": "rendezvous-deploy"}],
-                }
-                for _proto, port, _to, cidr in missing
-            ],
+            IpPermissions=[_permission(rule, "rendezvous-deploy") for rule in missing],
         )
         changed = True
     if on_change is not None and (missing or extra):
@@ -200,12 +237,12 @@ def ensure_security_group(
     return str(group["GroupId"]), changed
 
 
-def delete_security_group(aws: Aws, settings: ServerSettings) -> list[str]:
+def delete_security_group(
+    aws: Aws, settings: ServerSettings, name: str | None = None
+) -> list[str]:
     """Delete the group ``up`` made (tagged; never one made by hand); what happened."""
     ec2 = aws.client("ec2")
-    found = ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [settings.security_group_name]}]
-    )["SecurityGroups"]
+    found = find_group(aws, None, name or settings.security_group_name)
     done = []
     for group in found:
         if not managed(group):

@@ -92,60 +92,76 @@ def check_inside(zone: Zone, fqdn: str) -> Zone:
     return zone
 
 
-def current_a(aws: Aws, zone: Zone, fqdn: str) -> tuple[list[str], int] | None:
-    """The record's A values and TTL, or None when there is no A record."""
+def a_record(aws: Aws, zone: Zone, fqdn: str) -> dict[str, Any] | None:
+    """The record's A record set as Route 53 lists it (plain or alias), or None."""
     found = aws.client("route53").list_resource_record_sets(
         HostedZoneId=zone.id, StartRecordName=fqdn, StartRecordType="A", MaxItems="1"
     )
     for rrset in found.get("ResourceRecordSets", []):
         if _fqdn(rrset["Name"]) == fqdn and rrset["Type"] == "A":
-            values = sorted(r["Value"] for r in rrset.get("ResourceRecords", []))
-            return values, int(rrset.get("TTL", 0))
+            return dict(rrset)
     return None
 
 
+def current_a(aws: Aws, zone: Zone, fqdn: str) -> tuple[list[str], int] | None:
+    """The record's A values and TTL, or None when there is no A record (an alias
+    record has no values: ([], 0))."""
+    rrset = a_record(aws, zone, fqdn)
+    if rrset is None:
+        return None
+    values = sorted(r["Value"] for r in rrset.get("ResourceRecords", []))
+    return values, int(rrset.get("TTL", 0))
+
+
+def current_alias(aws: Aws, zone: Zone, fqdn: str) -> tuple[str, str] | None:
+    """(target DNS name, target hosted zone) of an alias A record, else None."""
+    target = (a_record(aws, zone, fqdn) or {}).get("AliasTarget")
+    if not target:
+        return None
+    return _fqdn(target["DNSName"]), str(target["HostedZoneId"])
+
+
 def upsert_a(aws: Aws, zone: Zone, fqdn: str, ip: str, ttl: int) -> str:
+    return _upsert(
+        aws, zone, {"Name": fqdn, "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": ip}]},
+        "rendezvous-deploy: point the record at the running task",
+    )
+
+
+def upsert_alias(aws: Aws, zone: Zone, fqdn: str, dns_name: str, target_zone: str) -> str:
+    """Make the record an alias A record to a load balancer; its health decides whether
+    Route 53 answers (EvaluateTargetHealth)."""
+    target = {"HostedZoneId": target_zone, "DNSName": _fqdn(dns_name),
+              "EvaluateTargetHealth": True}
+    return _upsert(
+        aws, zone, {"Name": fqdn, "Type": "A", "AliasTarget": target},
+        "rendezvous-deploy: point the record at the replicas' load balancer",
+    )
+
+
+def _upsert(aws: Aws, zone: Zone, rrset: dict[str, Any], comment: str) -> str:
     change = aws.client("route53").change_resource_record_sets(
         HostedZoneId=zone.id,
         ChangeBatch={
-            "Comment": "rendezvous-deploy: point the record at the running task",
-            "Changes": [
-                {
-                    "Action": "UPSERT",
-                    "ResourceRecordSet": {
-                        "Name": fqdn,
-                        "Type": "A",
-                        "TTL": ttl,
-                        "ResourceRecords": [{"Value": ip}],
-                    },
-                }
-            ],
+            "Comment": comment,
+            "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset}],
         },
     )
     return str(change["ChangeInfo"]["Id"])
 
 
 def delete_a(aws: Aws, zone: Zone, fqdn: str) -> bool:
-    """Remove the A record; False when there was none."""
-    existing = current_a(aws, zone, fqdn)
-    if existing is None:
+    """Remove the A record (plain or alias); False when there was none."""
+    rrset = a_record(aws, zone, fqdn)
+    if rrset is None:
         return False
-    values, ttl = existing
+    if "AliasTarget" in rrset:
+        rrset = {k: rrset[k] for k in ("Name", "Type", "AliasTarget")}
+    else:
+        rrset = {k: rrset[k] for k in ("Name", "Type", "TTL", "ResourceRecords")}
     aws.client("route53").change_resource_record_sets(
         HostedZoneId=zone.id,
-        ChangeBatch={
-            "Changes": [
-                {
-                    "Action": "DELETE",
-                    "ResourceRecordSet": {
-                        "Name": fqdn,
-                        "Type": "A",
-                        "TTL": ttl,
-                        "ResourceRecords": [{"Value": v} for v in values],
-                    },
-                }
-            ]
-        },
+        ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": rrset}]},
     )
     return True
 

@@ -58,11 +58,71 @@ def _same_network(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     )
 
 
+SINGLE_DEPLOYMENT = {"minimumHealthyPercent": 0, "maximumPercent": 200}
+REPLICAS_DEPLOYMENT = {"minimumHealthyPercent": 100, "maximumPercent": 200}
+"""Replicas: a deploy starts every new task first and stops old ones only once the new
+ones are healthy behind the NLB, so the serving count never drops below N."""
+HEALTH_CHECK_GRACE = 60
+"""Seconds ECS ignores the NLB's verdict on a new task (it connects to Redis first)."""
+
+
+def wanted_shape(
+    settings: ServerSettings, load_balancers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The service fields that differ between one task and replicas behind an NLB."""
+    shape: dict[str, Any] = {
+        "desiredCount": settings.replicas,
+        "loadBalancers": load_balancers,
+        "deploymentConfiguration": REPLICAS_DEPLOYMENT if load_balancers else SINGLE_DEPLOYMENT,
+    }
+    if load_balancers:
+        shape["healthCheckGracePeriodSeconds"] = HEALTH_CHECK_GRACE
+    return shape
+
+
+def _balancers(found: list[dict[str, Any]] | None) -> list[tuple[str, str, int]]:
+    return sorted(
+        (b.get("targetGroupArn", ""), b.get("containerName", ""), int(b.get("containerPort", 0)))
+        for b in found or []
+    )
+
+
+def shape_changes(current: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``shape`` the service does not have yet. A field the service does
+    not report is not compared (DescribeServices leaves out what was never set)."""
+    changes = {}
+    if current.get("desiredCount") != shape["desiredCount"]:
+        changes["desiredCount"] = shape["desiredCount"]
+    if _balancers(current.get("loadBalancers")) != _balancers(shape["loadBalancers"]):
+        changes["loadBalancers"] = shape["loadBalancers"]
+    deployment = current.get("deploymentConfiguration")
+    wanted = shape["deploymentConfiguration"]
+    if deployment is not None and any(deployment.get(k) != v for k, v in wanted.items()):
+        changes["deploymentConfiguration"] = wanted
+    grace = current.get("healthCheckGracePeriodSeconds")
+    if "healthCheckGracePeriodSeconds" in shape and grace not in (
+        None, shape["healthCheckGracePeriodSeconds"]
+    ):
+        changes["healthCheckGracePeriodSeconds"] = shape["healthCheckGracePeriodSeconds"]
+    if changes.get("loadBalancers"):  # joining the NLB: rolling and grace come with it
+        changes["deploymentConfiguration"] = wanted
+        changes["healthCheckGracePeriodSeconds"] = shape["healthCheckGracePeriodSeconds"]
+    return changes
+
+
 def ensure_service(
-    aws: Aws, settings: ServerSettings, task_definition_arn: str, network: dict[str, Any]
+    aws: Aws,
+    settings: ServerSettings,
+    task_definition_arn: str,
+    network: dict[str, Any],
+    load_balancers: list[dict[str, Any]] | None = None,
+    force_new_deployment: bool = False,
 ) -> tuple[str, bool]:
-    """Create the service, or update it when its definition, network or count differ."""
+    """Create the service, or update it when its definition, network, count, load
+    balancers or deployment configuration differ, or a new deployment is asked for (a
+    secret the tasks read at start changed)."""
     ecs = aws.client("ecs")
+    shape = wanted_shape(settings, load_balancers or [])
     current = describe_service(aws, settings)
     if current is not None and current.get("status") == "DRAINING":
         raise DeployError(
@@ -73,16 +133,17 @@ def ensure_service(
             cluster=settings.cluster_name,
             serviceName=settings.service_name,
             taskDefinition=task_definition_arn,
-            desiredCount=1,
             launchType="FARGATE",
             networkConfiguration=network,
-            deploymentConfiguration={"minimumHealthyPercent": 0, "maximumPercent": 200},
             propagateTags="SERVICE",
+            **{k: v for k, v in shape.items() if v != []},
         )
         return "created", True
+    changes = shape_changes(current, shape)
     if (
-        current.get("taskDefinition") == task_definition_arn
-        and current.get("desiredCount") == 1
+        not force_new_deployment
+        and current.get("taskDefinition") == task_definition_arn
+        and not changes
         and _same_network(current.get("networkConfiguration", {}), network)
     ):
         return "unchanged", False
@@ -90,9 +151,13 @@ def ensure_service(
         cluster=settings.cluster_name,
         service=settings.service_name,
         taskDefinition=task_definition_arn,
-        desiredCount=1,
+        desiredCount=settings.replicas,
         networkConfiguration=network,
+        **{k: v for k, v in changes.items() if k != "desiredCount"},
+        **({"forceNewDeployment": True} if force_new_deployment else {}),
     )
+    if force_new_deployment:
+        return "updated (a new deployment: the tasks read the new Redis URL)", True
     return "updated", True
 
 

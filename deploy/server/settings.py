@@ -8,6 +8,7 @@ DEFAULT_NAME = "rendezvous"
 PORT = 10000
 HTTP_PORT = 10001
 DISCOVERY_PORT = 10002  # NAT discovery (issue 12); 0: off
+MAX_REPLICAS = 20  # a sane cap: each replica is a Fargate task; raise it knowingly
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Waits:
     poll: float = 5.0
     task_timeout: float = 600.0
     dns_timeout: float = 180.0
+    cache_timeout: float = 1200.0  # ElastiCache takes 5-15 minutes to create or delete
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class ServerSettings:
     # allow_v1 is the server's --allow-v1 pattern ("": v1 clients refused).
     auth: bool = True
     allow_v1: str = ""
+    # Replicas (issue 16): N > 1 tasks behind a network load balancer sharing their room
+    # in Redis: redis_url (secret-bearing, never shown) or, when empty, an ElastiCache
+    # replication group `up` creates.
+    replicas: int = 1
+    redis_url: str = field(default="", repr=False)
     waits: Waits = field(default_factory=Waits)
 
     @property
@@ -92,6 +99,28 @@ class ServerSettings:
     @property
     def refresher_rule(self) -> str:
         return f"{self.name}-task-running"
+
+    @property
+    def balancer_name(self) -> str:
+        """The NLB (ELBv2 names: at most 32 characters, so --name at most 27 here)."""
+        return f"{self.name}-nlb"
+
+    @property
+    def rendezvous_target_group(self) -> str:
+        return f"{self.name}-rdv"
+
+    @property
+    def discovery_target_group(self) -> str:
+        return f"{self.name}-disc"
+
+    @property
+    def cache_name(self) -> str:
+        """Replication group, cache subnet group and its security group share it."""
+        return f"{self.name}-cache"
+
+    @property
+    def replicated(self) -> bool:
+        return self.replicas > 1
 
     @property
     def fqdn(self) -> str:

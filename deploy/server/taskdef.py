@@ -12,6 +12,10 @@ from rendezvous_deploy.server import monitoring
 from rendezvous_deploy.server.settings import ServerSettings
 
 AUTH_SECRET_ENV = "RENDEZVOUS_AUTH_SECRET"  # rendezvous.credentials.SECRET_ENV
+REDIS_URL_ENV = "RENDEZVOUS_REDIS_URL"  # may hold a password: shown masked, never logged
+STOP_TIMEOUT = 30
+"""Replicas: seconds ECS waits after SIGTERM before SIGKILL, above the server's 10 s drain
+(balancer.DRAIN_TIMEOUT), so a replica always finishes its drain."""
 LIVEZ_PROBE = (
     "import sys, urllib.request; "
     "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/livez', timeout=4).status"
@@ -25,9 +29,15 @@ def desired(
     execution_role_arn: str,
     region: str,
     auth_secret_arn: str | None = None,
+    redis_url: str | None = None,
+    redis_secret_arn: str | None = None,
 ) -> dict[str, Any]:
     """register_task_definition keyword arguments for the server; ``auth_secret_arn``
-    (None: auth off) becomes $RENDEZVOUS_AUTH_SECRET through the container's secrets."""
+    (None: auth off) becomes $RENDEZVOUS_AUTH_SECRET through the container's secrets.
+    With replicas, the shared room is ``redis_url`` (the ElastiCache `up` made: no
+    password) or, for --redis-url, the secret ``redis_secret_arn``; every connection on
+    the rendezvous port comes with the NLB's PROXY v2 header, and each task advertises
+    its own private IP to the others for relay forwarding (``--relay-advertise auto``)."""
     given = {key for key, _ in settings.environment}  # --env wins over our EMF defaults
     allow_v1 = [("RENDEZVOUS_ALLOW_V1", settings.allow_v1)] if settings.allow_v1 else []
     environment = sorted(
@@ -37,10 +47,13 @@ def desired(
             ("RENDEZVOUS_DISCOVERY_PORT", str(settings.discovery_port)),
             *[(k, v) for k, v in monitoring.task_environment(settings) if k not in given],
             *allow_v1,
+            *(replica_environment(redis_url, redis_secret_arn) if settings.replicated else []),
             *settings.environment,
         ]
     )
     secrets = [{"name": AUTH_SECRET_ENV, "valueFrom": auth_secret_arn}] if auth_secret_arn else []
+    if redis_secret_arn:
+        secrets.append({"name": REDIS_URL_ENV, "valueFrom": redis_secret_arn})
     return {
         "family": settings.family,
         "networkMode": "awsvpc",
@@ -65,6 +78,7 @@ def desired(
                 ],
                 "environment": [{"name": k, "value": v} for k, v in environment],
                 "secrets": secrets,
+                **({"stopTimeout": STOP_TIMEOUT} if settings.replicated else {}),
                 "healthCheck": {
                     "command": [
                         "CMD",
@@ -88,6 +102,18 @@ def desired(
             }
         ],
     }
+
+
+def replica_environment(
+    redis_url: str | None, redis_secret_arn: str | None
+) -> list[tuple[str, str]]:
+    if not redis_url and not redis_secret_arn:
+        raise ValueError("replicas need a Redis URL or the secret that holds one")
+    return [
+        *([(REDIS_URL_ENV, redis_url)] if redis_url else []),
+        ("RENDEZVOUS_PROXY_PROTOCOL", "1"),
+        ("RENDEZVOUS_RELAY_ADVERTISE", "auto"),
+    ]
 
 
 def _normalise(value: Any, key: str = "") -> Any:

@@ -27,21 +27,9 @@ AUTHORISED_AS = {
     "s3:HeadBucket": "s3:ListBucket",
 }
 # Every service prefix a policy file in deploy/iam may name.
-SERVICES = (
-    "ecs",
-    "ec2",
-    "ecr",
-    "route53",
-    "logs",
-    "iam",
-    "lambda",
-    "events",
-    "sts",
-    "states",
-    "s3",
-    "cloudwatch",
-    "secretsmanager",
-)
+SERVICES = ("ecs", "ec2", "ecr", "route53", "logs", "iam", "lambda", "events", "sts",
+            "states", "s3", "cloudwatch", "secretsmanager", "elasticloadbalancing",
+            "elasticache")
 
 
 def authorised_as(action: str) -> str:

@@ -39,6 +39,8 @@ RUNTIME_FILL = {
     "Function": "rendezvous-dns-refresher",
     "AuthSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
     "rendezvous/rendezvous/auth-secret-AbC123",
+    "RedisSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    "rendezvous/rendezvous/redis-url-AbC123",
 }
 PIPELINE_FILL: dict[str, Any] = {
     "Region": REGION,

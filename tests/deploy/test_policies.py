@@ -40,6 +40,8 @@ IMPLIED_DEPLOYER = {
     "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
     "secretsmanager:TagResource",  # create_secret with Tags
+    "elasticloadbalancing:AddTags",  # create_load_balancer / create_target_group with Tags
+    "elasticache:AddTagsToResource",  # create_replication_group / subnet group with Tags
     "ecr:BatchCheckLayerAvailability",
     "ecr:InitiateLayerUpload",
     "ecr:UploadLayerPart",
@@ -68,6 +70,8 @@ FILL = {
     "Prefix": "rendezvous",
     "AuthSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
     "rendezvous/rendezvous/auth-secret-AbC123",
+    "RedisSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    "rendezvous/rendezvous/redis-url-AbC123",
 }
 
 
@@ -152,6 +156,35 @@ def test_recorded_actions_of_a_full_run_are_found_by_the_scan(
     assert fn_aws.actions and fn_aws.actions <= runtime, sorted(fn_aws.actions - runtime)
 
 
+def test_recorded_actions_of_replicas_runs_are_found_by_the_scan(
+    stack: Stack, quiet: Any
+) -> None:
+    """Replicas mode's calls (NLB, ElastiCache, alias record, switching both ways) are in
+    the static scan, so the deployer policy test covers them."""
+    from rendezvous_deploy.server.settings import Waits
+
+    aws = stack.aws()
+    waits = Waits(poll=0.05, task_timeout=20, dns_timeout=10, cache_timeout=0.2)
+    with stack.fargate(), stack.propagation():
+        commands.up(aws, stack.settings(), quiet)
+        commands.up(aws, stack.settings(replicas=3, waits=waits), quiet)
+        commands.status(aws, stack.settings(replicas=3))
+        commands.up(aws, stack.settings(waits=waits), quiet)
+        commands.up(aws, stack.settings(replicas=2, redis_url="redis://10.0.0.5:6379/0"), quiet)
+        commands.down(aws, stack.settings(waits=waits), quiet, delete=False, remove_record=False)
+        commands.down(aws, stack.settings(waits=waits), quiet, delete=True, remove_record=True)
+    static = static_actions(DEPLOY_CODE)
+    assert aws.actions <= static, sorted(aws.actions - static)
+    assert {"elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateListener",
+            "elasticloadbalancing:ModifyTargetGroupAttributes",
+            "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup",
+            "elasticache:CreateReplicationGroup", "elasticache:CreateCacheSubnetGroup",
+            "elasticache:DeleteReplicationGroup", "lambda:DeleteFunction"} <= aws.actions
+    policy = allowed(json.loads((IAM_DIR / "deployer.json").read_text()))
+    assert all(covers(policy, action) for action in aws.actions), sorted(
+        a for a in aws.actions if not covers(policy, a))
+
+
 # -- least privilege of the deployer ---------------------------------------------------------
 
 # Actions IAM cannot scope to a resource (the Service Authorization Reference lists no
@@ -168,6 +201,11 @@ WITHOUT_RESOURCE_TYPES = {
     "ecs:DescribeTaskDefinition",
     "route53:ListHostedZones",
     "cloudwatch:GetMetricData",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeTargetHealth",
 }
 # Actions on "*" whose only resource type is one we cannot name (ListTasks authorises on a
 # container instance, which Fargate has none of), narrowed by a condition key instead.
@@ -243,6 +281,18 @@ def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None
         "lambda:UpdateFunctionCode": f"arn:aws:lambda:{arn}:function:{settings.refresher_function}",
         "events:PutRule": f"arn:aws:events:{arn}:rule/{settings.refresher_rule}",
         "ec2:AuthorizeSecurityGroupIngress": f"arn:aws:ec2:{arn}:security-group/sg-1",
+        "elasticloadbalancing:CreateLoadBalancer":
+            f"arn:aws:elasticloadbalancing:{arn}:loadbalancer/net/{settings.balancer_name}/5e1",
+        "elasticloadbalancing:DeleteListener": f"arn:aws:elasticloadbalancing:{arn}:listener/"
+            f"net/{settings.balancer_name}/5e1/9a2",
+        "elasticloadbalancing:ModifyTargetGroupAttributes": f"arn:aws:elasticloadbalancing:"
+            f"{arn}:targetgroup/{settings.rendezvous_target_group}/73c",
+        "elasticloadbalancing:DeleteTargetGroup": f"arn:aws:elasticloadbalancing:"
+            f"{arn}:targetgroup/{settings.discovery_target_group}/73c",
+        "elasticache:CreateReplicationGroup":
+            f"arn:aws:elasticache:{arn}:replicationgroup:{settings.cache_name}",
+        "elasticache:DeleteCacheSubnetGroup":
+            f"arn:aws:elasticache:{arn}:subnetgroup:{settings.cache_name}",
     }
     for action, resource in inside.items():
         assert resource_allows(policy, action, resource), (action, resource)
@@ -265,6 +315,16 @@ def test_deployer_reaches_the_resources_of_its_prefix_and_nothing_else() -> None
             "arn:aws:iam::999999999999:role/team-a-task-execution",
         ],
         "ecr:PutImage": [f"arn:aws:ecr:{arn}:repository/payroll"],
+        "elasticloadbalancing:DeleteLoadBalancer": [
+            f"arn:aws:elasticloadbalancing:{arn}:loadbalancer/net/payroll-nlb/5e1",
+            f"arn:aws:elasticloadbalancing:{arn}:loadbalancer/app/{prefix}-nlb/5e1"],
+        "elasticloadbalancing:ModifyTargetGroupAttributes": [
+            f"arn:aws:elasticloadbalancing:{arn}:targetgroup/payroll/73c"],
+        "elasticloadbalancing:DeleteListener": [
+            f"arn:aws:elasticloadbalancing:{arn}:listener/net/payroll-nlb/5e1/9a2"],
+        "elasticache:DeleteReplicationGroup": [
+            f"arn:aws:elasticache:{arn}:replicationgroup:payroll-cache",
+            f"arn:aws:elasticache:eu-west-1:{ACCOUNT}:replicationgroup:{prefix}-cache"],
     }
     for action, resources in outside.items():
         for resource in resources:

@@ -31,7 +31,8 @@ from tests.processes import stop as stop_process
 
 def clients(endpoint: str) -> dict[str, Any]:
     kw = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-    return {name: boto3.client(name, **kw) for name in ("ecs", "ec2", "route53")}
+    names = ("ecs", "ec2", "route53", "elbv2", "elasticache")
+    return {name: boto3.client(name, **kw) for name in names}
 
 
 def keep_tasks_running(endpoint: str) -> None:
@@ -78,7 +79,9 @@ class _Background:
 
 
 class Fargate(_Background):
-    """Keeps one task of the service's current definition RUNNING with a public IP."""
+    """Keeps the service's desired count of tasks of its current definition RUNNING with
+    a public IP; with load balancers, registers each task's private IP in their target
+    groups and deregisters it when it stops (what ECS does)."""
 
     def __init__(self, endpoint: str, cluster: str = "rendezvous", service: str = "rendezvous"):
         self.aws = clients(endpoint)
@@ -87,6 +90,7 @@ class Fargate(_Background):
         self.fail_with: str | None = None  # stop each new task at once with this reason
         self.public_ip = True
         self.started: list[tuple[str, str | None]] = []
+        self.targets: dict[str, list[tuple[str, str, int]]] = {}
         self._lock = threading.Lock()
 
     def _service(self) -> dict[str, Any] | None:
@@ -118,7 +122,9 @@ class Fargate(_Background):
                 ):
                     self.stop(task["taskArn"], "Scaling activity initiated by deployment")
             current = [t for t in running if t["taskDefinitionArn"] == service["taskDefinition"]]
-            if service["desiredCount"] >= 1 and not current:
+            for task in current[service["desiredCount"]:]:  # scaled in
+                self.stop(task["taskArn"], "Scaling activity initiated by deployment")
+            for _ in range(service["desiredCount"] - len(current)):
                 self._start(service)
 
     def _start(self, service: dict[str, Any]) -> tuple[str, str | None]:
@@ -130,6 +136,19 @@ class Fargate(_Background):
             networkConfiguration=service["networkConfiguration"],
         )["tasks"][0]
         ip = None
+        private = next(
+            (d["value"] for d in task["attachments"][0]["details"]
+             if d["name"] == "privateIPv4Address"),
+            None,
+        )
+        for lb in service.get("loadBalancers") or []:
+            self.aws["elbv2"].register_targets(
+                TargetGroupArn=lb["targetGroupArn"],
+                Targets=[{"Id": private, "Port": lb["containerPort"]}],
+            )
+            self.targets.setdefault(task["taskArn"], []).append(
+                (lb["targetGroupArn"], private, lb["containerPort"])
+            )
         if self.fail_with:  # before it gets an address, so no waiter can see it usable
             self.stop(task["taskArn"], self.fail_with)
         elif self.public_ip:
@@ -147,6 +166,13 @@ class Fargate(_Background):
         return task["taskArn"], ip
 
     def stop(self, task_arn: str, reason: str) -> None:
+        for group, private, port in self.targets.pop(task_arn, []):
+            try:
+                self.aws["elbv2"].deregister_targets(
+                    TargetGroupArn=group, Targets=[{"Id": private, "Port": port}]
+                )
+            except self.aws["elbv2"].exceptions.TargetGroupNotFoundException:
+                pass  # deleted with the load balancer (down, or a switch to one task)
         self.aws["ecs"].stop_task(cluster=self.cluster, task=task_arn, reason=reason)
 
     def replace(self, reason: str = "Task stopped by the test") -> tuple[str, str | None]:
