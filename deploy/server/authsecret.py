@@ -9,6 +9,7 @@ per line, the first mints, later ones still verify (how a rotation runs, see REA
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from rendezvous_deploy.aws import Aws, DeployError, error_code
 from rendezvous_deploy.server.network import MANAGED_BY, MANAGED_BY_TAG
@@ -24,18 +25,21 @@ def secret_name(name: str) -> str:
     return f"rendezvous/{name}/auth-secret"
 
 
-def find(aws: Aws, name: str, secret_id: str | None = None) -> str | None:
-    """The ARN of ``name``'s secret (or of ``secret_id``), or None when there is none
-    (or it is being deleted)."""
+def describe(aws: Aws, secret_id: str) -> dict[str, Any] | None:
+    """The secret's metadata (never its value), or None when there is no such secret."""
     try:
-        found = aws.client("secretsmanager").describe_secret(
-            SecretId=secret_id or secret_name(name)
-        )
+        return dict(aws.client("secretsmanager").describe_secret(SecretId=secret_id))
     except Exception as err:
         if error_code(err) != "ResourceNotFoundException":
             raise
         return None
-    if found.get("DeletedDate"):
+
+
+def find(aws: Aws, name: str, secret_id: str | None = None) -> str | None:
+    """The ARN of ``name``'s secret (or of ``secret_id``), or None when there is none
+    (or it is being deleted)."""
+    found = describe(aws, secret_id or secret_name(name))
+    if found is None or found.get("DeletedDate"):
         return None
     return str(found["ARN"])
 
@@ -44,12 +48,7 @@ def ensure(aws: Aws, name: str) -> tuple[str, bool]:
     """(ARN, created): the existing secret, or a new random one."""
     manager = aws.client("secretsmanager")
     secret_id = secret_name(name)
-    try:
-        found = manager.describe_secret(SecretId=secret_id)
-    except Exception as err:
-        if error_code(err) != "ResourceNotFoundException":
-            raise
-        found = None
+    found = describe(aws, secret_id)
     if found is not None:
         if found.get("DeletedDate"):
             raise DeployError(

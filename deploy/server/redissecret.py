@@ -10,7 +10,7 @@ for a new deployment (the tasks read it only when they start).
 
 from __future__ import annotations
 
-from rendezvous_deploy.aws import Aws, DeployError, error_code
+from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.server import authsecret
 from rendezvous_deploy.server.network import MANAGED_BY, MANAGED_BY_TAG
 
@@ -23,12 +23,7 @@ def ensure(aws: Aws, name: str, url: str) -> tuple[str, bool]:
     """(ARN, changed): the secret holding exactly ``url``."""
     manager = aws.client("secretsmanager")
     secret_id = secret_name(name)
-    try:
-        found = manager.describe_secret(SecretId=secret_id)
-    except Exception as err:
-        if error_code(err) != "ResourceNotFoundException":
-            raise
-        found = None
+    found = authsecret.describe(aws, secret_id)
     if found is None:
         created = manager.create_secret(
             Name=secret_id,
