@@ -249,3 +249,33 @@ def test_hints_go_only_to_a_server_that_answered_discovery(discovering) -> None:
     )  # fmt: skip
     with a, b:
         assert a.link.peer_nat == "endpoint-independent"  # the hint crossed: bits were sent
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_relay_always_at_a_no_relay_server_says_why_and_what_to_do() -> None:
+    """A user's mistake: relay="always" at a server started with --no-relay. Both sides get
+    RelayRefused(DISABLED) at once (not at the deadline), whose text says what was wrong
+    and what to do, and nothing is left open."""
+    from fmi_client.relay import RelayRefused
+    from tcpunch.relay import RelayRefusal
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, relay=False) as srv:
+        before = open_fds()
+        for attempt in range(3):
+            name = unique(f"norelay{attempt}")
+            started = time.monotonic()
+            with pytest.raises(RelayRefused) as info:
+                two_sides(
+                    lambda i, name=name: pair(
+                        name, srv.host, srv.port, timeout=20, relay="always", discovery_port=None
+                    )
+                )
+            assert time.monotonic() - started < 10  # well before the 20 s deadline
+            assert info.value.reason is RelayRefusal.DISABLED
+            text = str(info.value)
+            assert "--no-relay" in text and "relay='never'" in text, text
+        time.sleep(0.2)  # the server side closes its ends
+        assert open_fds() == before
