@@ -90,11 +90,24 @@ def _relayed(
     return sock
 
 
-def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, told: bool) -> PunchFailed:
-    """``exc`` with what the rendezvous said of both NATs (``told``: the server passed
-    the peer's finding on; else it passes no hints)."""
-    where = findings(ours, theirs) if told else f"our NAT {ours.label}; the server passes no hints"
+def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, unheard: str) -> PunchFailed:
+    """``exc`` with what the rendezvous said of both NATs (``unheard``: why the peer's
+    finding did not reach us, "" when it did)."""
+    where = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
     return PunchFailed(f"{exc} NAT findings: {where}.")
+
+
+def _unhinted(protocol: str, hints: bool, discovery_port: int, nat: str) -> str:
+    """Why no NAT hints cross the rendezvous, in a user's words ("" when they may)."""
+    if protocol == "v1":
+        why = "v1 carries no NAT hints"
+    elif not discovery_port:
+        why = "no NAT hints without NAT discovery (discovery_port=None)"
+    elif not hints:
+        why = f"no NAT hints: the server's NAT discovery port {discovery_port} did not answer"
+    else:
+        return ""
+    return why + (f", so the peer does not know we declared nat={nat!r}" if nat != "auto" else "")
 
 
 def _round_name(name: str, pairing: int, protocol: str) -> str:
@@ -230,6 +243,7 @@ def pair_raw(
     server = resolve(host, port, name)
     key = (server[0], server[1], discovery_port)
     ours, hints = own_class(nat, key, deadline)
+    unhinted = _unhinted(protocol, hints, discovery_port, nat)
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
@@ -246,7 +260,7 @@ def pair_raw(
             if relay == "never" or shared is None:
                 raise failure from exc  # the peer did not come back to re-pair
             pname = shared[0]  # the peer relays under the last rendezvous both made
-            link.why = f"relayed: the peer stopped re-pairing after: {failure}"
+            link.why = f"relayed: the peer did not re-pair (it relays instead) after: {failure}"
             sock = _relayed(shared, server, deadline, credential, link, failure)
         else:
             link.pairings += 1
@@ -256,21 +270,23 @@ def pair_raw(
             theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
             link.nat, link.peer_nat = ours.label, theirs.label
             choice = choose_path(relay, ours, theirs)
-            link.why = choice.why
+            unheard = (unhinted or "the server passes no hints") if rv.peer_nat is None else ""
+            told = unheard and relay != "always"  # "always" needs no findings
+            link.why = f"{choice.why}; {unheard}" if told else choice.why
             punched_at = time.monotonic()
             punch_end = punch_end or punched_at + punch_timeout
             try:
                 if choice.path == "relay":
-                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, choice.why)
+                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, link.why)
                     sock = _relayed(shared, server, deadline, credential, link, None)
                 else:
                     log.info(
                         "pairing %r: paired with %s; punching from %s (%s)",
-                        pname, rv.peer, rv.local, findings(ours, theirs),
+                        pname, rv.peer, rv.local, link.why.removeprefix("punch: "),
                     )  # fmt: skip
                     sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
             except PunchFailed as exc:
-                exc = _with_findings(exc, ours, theirs, rv.peer_nat is not None)
+                exc = _with_findings(exc, ours, theirs, unheard)
                 link.punch_failures += 1
                 link.problems.append(str(exc))
                 now = time.monotonic()
@@ -280,7 +296,8 @@ def pair_raw(
                     continue
                 if relay == "never":
                     raise exc from None  # our NAT rewrote the port, or no punch time left
-                link.why = f"relayed after the punch failed ({findings(ours, theirs)})"
+                known = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
+                link.why = f"relayed after the punch failed ({known})"
                 sock = _relayed(shared, server, deadline, credential, link, exc)
             finally:
                 rv.sock.close()

@@ -279,3 +279,42 @@ def test_relay_always_at_a_no_relay_server_says_why_and_what_to_do() -> None:
             assert "--no-relay" in text and "relay='never'" in text, text
         time.sleep(0.2)  # the server side closes its ends
         assert open_fds() == before
+
+
+def test_without_an_answering_discovery_port_the_link_and_log_say_why_nothing_is_known(
+    caplog,
+) -> None:
+    """A server whose discovery port does not answer (here: a closed port): the log says
+    so once, with what to do, and each link says that no hints crossed (a declared class
+    stayed with us) instead of blaming the server; v1 says that v1 carries none."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+    dport = closed.getsockname()[1]
+    caplog.set_level("INFO", logger="fmi_client")
+    with closed, BackgroundServer(host="127.0.0.1", port=0, http_port=None) as srv:
+        name = unique("unhinted")
+        a, b = two_sides(
+            lambda i: pair(
+                name, srv.host, srv.port, timeout=20, discovery_port=dport,
+                nat="no-inbound" if i == 0 else "auto",
+            )
+        )  # fmt: skip
+        with a, b:
+            exchange(a, b)
+        v1 = two_sides(
+            lambda i: pair(name + "-v1", srv.host, srv.port, timeout=20, protocol="v1",
+                           discovery_port=None)
+        )  # fmt: skip
+        for side in v1:
+            side.close()
+    assert caplog.text.count(f"NAT discovery at 127.0.0.1 ports {srv.port} and {dport}") == 1
+    assert "treats its NAT as unknown" in caplog.text
+    unheard = f"no NAT hints: the server's NAT discovery port {dport} did not answer"
+    assert a.link.path == b.link.path == "relay"
+    assert a.link.why.startswith("skipped the punch: our host accepts no inbound"), a.link
+    assert a.link.why.endswith(f"{unheard}, so the peer does not know we declared nat='no-inbound'")
+    assert b.link.why.startswith("relayed: the peer did not re-pair (it relays instead)"), b.link
+    assert b.link.problems and f"NAT findings: our NAT unknown; {unheard}." in b.link.problems[0]
+    assert "the server passes no hints" not in caplog.text
+    for side in v1:
+        assert side.link.why.endswith("; v1 carries no NAT hints"), side.link.why
