@@ -129,7 +129,9 @@ def discover_nat(
     ``staged``: reach the rendezvous port only once the discovery port accepted (one
     round trip more), so a server without one (the original v1 server, the fork's)
     never sees the probe: pair() probes servers it knows nothing about this way.
-    Raises RendezvousUnreachable when either server port does not answer by ``deadline``.
+    Raises RendezvousUnreachable when either server port does not answer by ``deadline``,
+    or the two answers name different addresses (``discovery_port`` is another service:
+    its first 8 bytes would otherwise read as a port-dependent mapping).
     """
     socks: list[socket.socket] = []
     try:
@@ -149,6 +151,13 @@ def discover_nat(
         for sock in socks:
             sock.close()
     via_rendezvous, via_discovery = (replies[s] for s in socks)
+    if via_discovery.ip != via_rendezvous.ip:  # 8 bytes of another service, not an endpoint
+        raise RendezvousUnreachable(
+            f"NAT discovery at {server_host}: port {discovery_port} answered as if we were "
+            f"{via_discovery.ip}, while port {port} saw {via_rendezvous.ip}: it is not the "
+            "server's discovery port (or something in front of it rewrites addresses); pass "
+            "the port of the server's --discovery-port, or None to skip discovery"
+        )
     same = via_rendezvous.port == via_discovery.port
     return NatMapping(
         "endpoint-independent" if same else "port-dependent",

@@ -318,3 +318,44 @@ def test_without_an_answering_discovery_port_the_link_and_log_say_why_nothing_is
     assert "the server passes no hints" not in caplog.text
     for side in v1:
         assert side.link.why.endswith("; v1 carries no NAT hints"), side.link.why
+
+
+def test_a_discovery_port_that_is_another_service_gives_no_false_finding() -> None:
+    """A user's mistake: ``discovery_port`` names a service that greets with a banner (as
+    SSH does). Its first 8 bytes must not read as our endpoint (an SSH banner reads as
+    83.83.72.45:12846, a "port-dependent" NAT that would relay every link): discovery
+    fails naming the port, the class stays unknown, and the pair punches directly."""
+    from fmi_client.errors import RendezvousUnreachable
+    from fmi_client.relay import discover_nat
+
+    banner = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def greet() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = banner.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    bport = banner.getsockname()[1]
+    try:
+        with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as srv:
+            with pytest.raises(RendezvousUnreachable, match=f"port {bport} answered"):
+                discover_nat(srv.host, srv.port, bport, 0, time.monotonic() + 5)
+            name = unique("banner")
+            a, b = two_sides(
+                lambda i: pair(name, srv.host, srv.port, timeout=20, discovery_port=bport)
+            )
+            with a, b:
+                exchange(a, b)
+                for side in (a, b):
+                    assert side.link.path == "direct" and side.link.nat == "unknown", side.link
+    finally:
+        stop.set()
+        banner.close()
+        thread.join(5)
