@@ -359,3 +359,19 @@ def test_a_discovery_port_that_is_another_service_gives_no_false_finding() -> No
         stop.set()
         banner.close()
         thread.join(5)
+
+
+def test_link_info_prints_as_the_readme_shows() -> None:
+    """``print(sock.link)``: every field by name, timings to the ms (as the README shows),
+    so it reads at a glance."""
+    from fmi_client.link import LinkInfo
+
+    link = LinkInfo(path="relay", pairings=2, punch_s=0.0021828399985679425, verify_s=1.5)
+    link.why = "relay='always'"
+    assert repr(link) == (
+        "LinkInfo(path='relay', name='', pairings=2, punch_failures=0, stalls=0, "
+        "verified_bytes=0, punch_s=0.002, verify_s=1.500, problems=[], nat='unknown', "
+        "peer_nat='unknown', why=\"relay='always'\")"
+    )
+    assert link == LinkInfo(path="relay", pairings=2, punch_s=0.0021828399985679425,
+                            verify_s=1.5, why="relay='always'")  # fmt: skip
