@@ -85,6 +85,8 @@ def _relayed(
     except RelayRefused as exc:
         if cause is not None:
             exc.add_note(f"the relay was the fallback after: {cause}")
+        elif link.why:
+            exc.add_note(f"the link went to the relay because: {link.why}")
         raise
     link.path = "relay"
     return sock

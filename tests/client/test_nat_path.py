@@ -277,6 +277,7 @@ def test_relay_always_at_a_no_relay_server_says_why_and_what_to_do() -> None:
             assert info.value.reason is RelayRefusal.DISABLED
             text = str(info.value)
             assert "--no-relay" in text and "relay='never'" in text, text
+            assert info.value.__notes__ == ["the link went to the relay because: relay='always'"]
         time.sleep(0.2)  # the server side closes its ends
         assert open_fds() == before
 
