@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
 import struct
 import time
@@ -42,7 +43,7 @@ from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
 from tcpunch import V1_CONTROL_BYTES, Endpoint, NatClass, ProtocolError, Reason
-from tcpunch.relay import pairing_session
+from tcpunch.relay import RelayRefusal, pairing_session
 
 log = logging.getLogger("fmi_client")
 
@@ -62,6 +63,16 @@ REPAIR_WAIT = 2.0
 VERIFY_BYTES = 65536
 VERIFY_WINDOW = 2.0
 RELAY_MODES = ("auto", "never", "always")
+#: After a failed link check, the first pause before re-pairing (doubling per failure,
+#: jittered, at most REPAIR_BACKOFF_MAX): a link that keeps breaking at once (a relay
+#: limit, a middlebox's reset) must not make the pair hammer the server until the deadline.
+REPAIR_BACKOFF = 0.02
+REPAIR_BACKOFF_MAX = 0.5
+#: Why a relayed link was reset during its check (only the server resets one).
+RELAY_CUT = (
+    "a reset on a relayed link comes from the server: a relay limit (such as "
+    "--relay-max-bytes below the check's 2 x verify_bytes) or a drain"
+)
 
 
 def _relayed(
@@ -71,9 +82,12 @@ def _relayed(
     credential: str | None,
     link: LinkInfo,
     cause: BaseException | None,
+    failure: PunchFailed | None,
 ) -> socket.socket:
     """The link through the server's relay, under the session of the rendezvous ``shared``
-    (its name and both public endpoints: the peer computes the same session id)."""
+    (its name and both public endpoints: the peer computes the same session id).
+    ``failure``: why this is a re-pairing; a failed link check is what the caller hears
+    of when the peer then never reaches the relay (both ran out of time re-pairing)."""
     pname, ours, theirs = shared
     session = pairing_session(pname.encode(), ours, theirs)
     log.info("pairing %r: going through the relay of %s:%d", pname, *server)
@@ -83,6 +97,8 @@ def _relayed(
             credential=credential.encode() if credential else None, session=session,
         )  # fmt: skip
     except RelayRefused as exc:
+        if isinstance(failure, LinkCheckFailed) and exc.reason is RelayRefusal.PEER_TIMEOUT:
+            raise failure from exc  # the wait ended a re-pairing: say what began it
         if cause is not None:
             exc.add_note(f"the relay was the fallback after: {cause}")
         elif link.why:
@@ -263,7 +279,7 @@ def pair_raw(
                 raise failure from exc  # the peer did not come back to re-pair
             pname = shared[0]  # the peer relays under the last rendezvous both made
             link.why = f"relayed: the peer did not re-pair (it relays instead) after: {failure}"
-            sock = _relayed(shared, server, deadline, credential, link, failure)
+            sock = _relayed(shared, server, deadline, credential, link, failure, failure)
         else:
             link.pairings += 1
             shared = (pname, rv.public, rv.peer)
@@ -280,13 +296,14 @@ def pair_raw(
             try:
                 if choice.path == "relay":
                     log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, link.why)
-                    sock = _relayed(shared, server, deadline, credential, link, None)
+                    sock = _relayed(shared, server, deadline, credential, link, None, failure)
                 else:
                     log.info(
                         "pairing %r: paired with %s; punching from %s (%s)",
                         pname, rv.peer, rv.local, link.why.removeprefix("punch: "),
                     )  # fmt: skip
                     sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+                    link.path = "direct"  # an earlier round may have relayed
             except PunchFailed as exc:
                 exc = _with_findings(exc, ours, theirs, unheard)
                 link.punch_failures += 1
@@ -300,7 +317,7 @@ def pair_raw(
                     raise exc from None  # our NAT rewrote the port, or no punch time left
                 known = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
                 link.why = f"relayed after the punch failed ({known})"
-                sock = _relayed(shared, server, deadline, credential, link, exc)
+                sock = _relayed(shared, server, deadline, credential, link, exc, failure)
             finally:
                 rv.sock.close()
             link.punch_s = time.monotonic() - punched_at
@@ -316,14 +333,19 @@ def pair_raw(
         except CheckFailed as exc:
             _abort(sock)
             link.stalls += 1
-            link.problems.append(str(exc))
-            log.warning("pairing %r: link check failed, re-pairing: %s", pname, exc)
+            kind = "relayed" if link.path == "relay" else "punched"
+            cut = kind == "relayed" and isinstance(exc.__cause__, ConnectionResetError)
+            problem = f"{exc} ({RELAY_CUT})" if cut else str(exc)
+            link.problems.append(problem)
+            log.warning("pairing %r: link check failed, re-pairing: %s", pname, problem)
             failure = LinkCheckFailed(
-                f"pairing {name!r}: the punched link to {rv.peer} failed its check: {exc}",
+                f"pairing {name!r}: the {kind} link to {rv.peer} failed its check: {problem}",
                 stalled=exc.stalled,
             )
             if not exc.stalled or time.monotonic() >= deadline:
                 raise failure from exc
+            pause = min(REPAIR_BACKOFF * 2 ** (link.stalls - 1), REPAIR_BACKOFF_MAX)
+            time.sleep(max(0.0, min(pause * random.uniform(0.5, 1.0), deadline - time.monotonic())))
             continue
         except BaseException:
             sock.close()

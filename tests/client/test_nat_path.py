@@ -376,3 +376,29 @@ def test_link_info_prints_as_the_readme_shows() -> None:
     )
     assert link == LinkInfo(path="relay", pairings=2, punch_s=0.0021828399985679425,
                             verify_s=1.5, why="relay='always'")  # fmt: skip
+
+
+def test_a_relay_limit_that_cuts_the_link_check_is_named_and_not_hammered() -> None:
+    """A server whose --relay-max-bytes is below the link check's bytes resets every
+    relayed link during its check. Both sides re-pair with a growing pause (not
+    thousands of times: each is a relay session on the server), and at the deadline
+    both get LinkCheckFailed saying the relayed link was reset and what resets one,
+    not a RelayRefused that blames the peer."""
+    from fmi_client.errors import LinkCheckFailed
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, relay_max_bytes=100_000) as srv:
+        assert srv.server is not None and srv.server.relay is not None
+        before = open_fds()
+        name = unique("capped")
+        with pytest.raises(LinkCheckFailed) as info:
+            two_sides(
+                lambda i: pair(
+                    name, srv.host, srv.port, timeout=4, relay="always", discovery_port=None
+                )
+            )
+        text = str(info.value)
+        assert "the relayed link" in text and "--relay-max-bytes" in text, text
+        sessions = srv.server.relay.metrics.started
+        assert 2 <= sessions <= 100, sessions  # without a pause: about 500 a second
+        time.sleep(0.2)
+        assert open_fds() == before
