@@ -20,7 +20,8 @@ Whether links may go through the server's relay: ``backends.Direct.relay`` ("aut
 the default, "never" or "always"), else ``$FMI_RELAY``; the keyword ``relay=`` beats both.
 A function platform that accepts no inbound connection says so the same way:
 ``backends.Direct.nat: "no-inbound"`` (or ``$FMI_NAT``, or ``nat=``), so its pairs relay
-at once instead of punching first.
+at once instead of punching first. ``backends.Direct.discovery_port`` is the server's NAT
+discovery port (default 10002; 0 or null: no probe).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.communicator import Communicator as _Communicator
 from fmi_client.errors import FmiClientError
 from fmi_client.handshake import LinkSecret
-from fmi_client.natpath import NAT_CHOICES
+from fmi_client.natpath import DEFAULT_DISCOVERY_PORT, NAT_CHOICES
 from fmi_client.ops import Op
 from fmi_client.punch import RELAY_MODES
 
@@ -165,6 +166,7 @@ class _Config(NamedTuple):
     encrypt: bool
     relay: str | None  # None: $FMI_RELAY, else "auto"
     nat: str | None  # None: $FMI_NAT, else "auto"
+    discovery_port: int | None  # the server's NAT discovery port; None: no probe
 
 
 def _read_config(path: str | os.PathLike[str]) -> _Config:
@@ -214,6 +216,14 @@ def _read_config(path: str | os.PathLike[str]) -> _Config:
             raise FmiClientError(
                 f"{os.fspath(path)!r}: backends.Direct.secret is not usable: {exc}"
             ) from None
+    discovery = direct.get("discovery_port", DEFAULT_DISCOVERY_PORT)
+    try:
+        discovery = check_port(discovery, "backends.Direct.discovery_port") if discovery else None
+    except (TypeError, ValueError) as exc:
+        raise FmiClientError(
+            f"{os.fspath(path)!r}: {exc} (the server's --discovery-port; 0 or null: no "
+            "NAT discovery)"
+        ) from None
     chosen: dict[str, str | None] = {}
     for key, (allowed, text, _) in CHOICES.items():
         value = chosen[key] = direct.get(key)
@@ -222,8 +232,9 @@ def _read_config(path: str | os.PathLike[str]) -> _Config:
                 f"{os.fspath(path)!r}: backends.Direct.{key} must be {text}, not {value!r}"
             )
     return _Config(
-        host, port, timeout, protocol, credential, secret, encrypt, chosen["relay"], chosen["nat"]
-    )
+        host, port, timeout, protocol, credential, secret, encrypt, chosen["relay"], chosen["nat"],
+        discovery,
+    )  # fmt: skip
 
 
 def _choice(key: str, keyword: str | None, configured: str | None) -> str:
@@ -291,6 +302,7 @@ class Communicator:
             encrypt=config.encrypt,
             relay=_choice("relay", relay, config.relay),
             nat=_choice("nat", nat, config.nat),
+            discovery_port=config.discovery_port,
         )
 
     @property

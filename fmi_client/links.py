@@ -211,9 +211,9 @@ class LazyPairing:
             link = comm._link_infos[peer] = made[-1]
         log.info(
             "rank %d: link to rank %d is %s (pairing %r: %d pairing(s), %d punch failure(s), "
-            "%d stall(s); %.3f s)",
+            "%d stall(s); %.3f s)%s",
             comm.rank, peer, link.path, link.name, link.pairings, link.punch_failures,
-            link.stalls, time.monotonic() - started,
+            link.stalls, time.monotonic() - started, f": {link.why}" if link.why else "",
         )  # fmt: skip
         return channel
 

@@ -20,6 +20,7 @@ host that accepts no inbound connection cannot be measured from inside: it decla
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ from typing import Literal
 from fmi_client.errors import FmiClientError
 from fmi_client.relay import discover_nat
 from tcpunch import Endpoint, NatClass
+
+log = logging.getLogger("fmi_client")
 
 #: The server's default NAT discovery port (``rendezvous serve --discovery-port``).
 DEFAULT_DISCOVERY_PORT = 10002
@@ -128,9 +131,15 @@ class NatFindings:
             until = min(deadline, now + DISCOVERY_WINDOW)
             try:
                 mapping = discover_nat(key[0], key[1], key[2], 0, until, staged=True)
-            except (FmiClientError, OSError):
+            except (FmiClientError, OSError) as exc:
                 if until < now + DISCOVERY_WINDOW:
                     return U  # the caller's deadline cut it short: try again next time
+                log.info(
+                    "%s. This process treats its NAT as unknown from now on and sends "
+                    "%s:%d no NAT hints (so peers cannot skip a doomed punch); "
+                    "discovery_port=None skips the probe",
+                    exc, key[0], key[1],
+                )  # fmt: skip
                 found = U
             else:
                 found = EI if mapping.punchable else PD

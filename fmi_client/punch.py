@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
 import struct
 import threading
@@ -43,7 +44,7 @@ from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
 from tcpunch import V1_CONTROL_BYTES, Endpoint, NatClass, ProtocolError, Reason
-from tcpunch.relay import pairing_session
+from tcpunch.relay import RelayRefusal, pairing_session
 
 log = logging.getLogger("fmi_client")
 
@@ -63,6 +64,16 @@ REPAIR_WAIT = 2.0
 VERIFY_BYTES = 65536
 VERIFY_WINDOW = 2.0
 RELAY_MODES = ("auto", "never", "always")
+#: After a failed link check, the first pause before re-pairing (doubling per failure,
+#: jittered, at most REPAIR_BACKOFF_MAX): a link that keeps breaking at once (a relay
+#: limit, a middlebox's reset) must not make the pair hammer the server until the deadline.
+REPAIR_BACKOFF = 0.02
+REPAIR_BACKOFF_MAX = 0.5
+#: Why a relayed link was reset during its check (only the server resets one).
+RELAY_CUT = (
+    "a reset on a relayed link comes from the server: a relay limit (such as "
+    "--relay-max-bytes below the check's 2 x verify_bytes) or a drain"
+)
 
 
 def _relayed(
@@ -72,9 +83,12 @@ def _relayed(
     credential: str | None,
     link: LinkInfo,
     cause: BaseException | None,
+    failure: PunchFailed | None,
 ) -> socket.socket:
     """The link through the server's relay, under the session of the rendezvous ``shared``
-    (its name and both public endpoints: the peer computes the same session id)."""
+    (its name and both public endpoints: the peer computes the same session id).
+    ``failure``: why this is a re-pairing; a failed link check is what the caller hears
+    of when the peer then never reaches the relay (both ran out of time re-pairing)."""
     pname, ours, theirs = shared
     session = pairing_session(pname.encode(), ours, theirs)
     log.info("pairing %r: going through the relay of %s:%d", pname, *server)
@@ -84,18 +98,35 @@ def _relayed(
             credential=credential.encode() if credential else None, session=session,
         )  # fmt: skip
     except RelayRefused as exc:
+        if isinstance(failure, LinkCheckFailed) and exc.reason is RelayRefusal.PEER_TIMEOUT:
+            raise failure from exc  # the wait ended a re-pairing: say what began it
         if cause is not None:
             exc.add_note(f"the relay was the fallback after: {cause}")
+        elif link.why:
+            exc.add_note(f"the link went to the relay because: {link.why}")
         raise
     link.path = "relay"
     return sock
 
 
-def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, told: bool) -> PunchFailed:
-    """``exc`` with what the rendezvous said of both NATs (``told``: the server passed
-    the peer's finding on; else it passes no hints)."""
-    where = findings(ours, theirs) if told else f"our NAT {ours.label}; the server passes no hints"
+def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, unheard: str) -> PunchFailed:
+    """``exc`` with what the rendezvous said of both NATs (``unheard``: why the peer's
+    finding did not reach us, "" when it did)."""
+    where = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
     return PunchFailed(f"{exc} NAT findings: {where}.")
+
+
+def _unhinted(protocol: str, hints: bool, discovery_port: int, nat: str) -> str:
+    """Why no NAT hints cross the rendezvous, in a user's words ("" when they may)."""
+    if protocol == "v1":
+        why = "v1 carries no NAT hints"
+    elif not discovery_port:
+        why = "no NAT hints without NAT discovery (discovery_port=None)"
+    elif not hints:
+        why = f"no NAT hints: the server's NAT discovery port {discovery_port} did not answer"
+    else:
+        return ""
+    return why + (f", so the peer does not know we declared nat={nat!r}" if nat != "auto" else "")
 
 
 def _round_name(name: str, pairing: int, protocol: str) -> str:
@@ -236,6 +267,7 @@ def pair_raw(
     server = resolve(host, port, name)
     key = (server[0], server[1], discovery_port)
     ours, hints = own_class(nat, key, deadline)
+    unhinted = _unhinted(protocol, hints, discovery_port, nat)
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
@@ -252,8 +284,8 @@ def pair_raw(
             if relay == "never" or shared is None:
                 raise failure from exc  # the peer did not come back to re-pair
             pname = shared[0]  # the peer relays under the last rendezvous both made
-            link.why = f"relayed: the peer stopped re-pairing after: {failure}"
-            sock = _relayed(shared, server, deadline, credential, link, failure)
+            link.why = f"relayed: the peer did not re-pair (it relays instead) after: {failure}"
+            sock = _relayed(shared, server, deadline, credential, link, failure, failure)
         else:
             link.pairings += 1
             shared = (pname, rv.public, rv.peer)
@@ -262,21 +294,24 @@ def pair_raw(
             theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
             link.nat, link.peer_nat = ours.label, theirs.label
             choice = choose_path(relay, ours, theirs)
-            link.why = choice.why
+            unheard = (unhinted or "the server passes no hints") if rv.peer_nat is None else ""
+            told = unheard and relay != "always"  # "always" needs no findings
+            link.why = f"{choice.why}; {unheard}" if told else choice.why
             punched_at = time.monotonic()
             punch_end = punch_end or punched_at + punch_timeout
             try:
                 if choice.path == "relay":
-                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, choice.why)
-                    sock = _relayed(shared, server, deadline, credential, link, None)
+                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, link.why)
+                    sock = _relayed(shared, server, deadline, credential, link, None, failure)
                 else:
                     log.info(
                         "pairing %r: paired with %s; punching from %s (%s)",
-                        pname, rv.peer, rv.local, findings(ours, theirs),
+                        pname, rv.peer, rv.local, link.why.removeprefix("punch: "),
                     )  # fmt: skip
                     sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+                    link.path = "direct"  # an earlier round may have relayed
             except PunchFailed as exc:
-                exc = _with_findings(exc, ours, theirs, rv.peer_nat is not None)
+                exc = _with_findings(exc, ours, theirs, unheard)
                 link.punch_failures += 1
                 link.problems.append(str(exc))
                 now = time.monotonic()
@@ -286,8 +321,9 @@ def pair_raw(
                     continue
                 if relay == "never":
                     raise exc from None  # our NAT rewrote the port, or no punch time left
-                link.why = f"relayed after the punch failed ({findings(ours, theirs)})"
-                sock = _relayed(shared, server, deadline, credential, link, exc)
+                known = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
+                link.why = f"relayed after the punch failed ({known})"
+                sock = _relayed(shared, server, deadline, credential, link, exc, failure)
             finally:
                 rv.sock.close()
             link.punch_s = time.monotonic() - punched_at
@@ -303,14 +339,19 @@ def pair_raw(
         except CheckFailed as exc:
             _abort(sock)
             link.stalls += 1
-            link.problems.append(str(exc))
-            log.warning("pairing %r: link check failed, re-pairing: %s", pname, exc)
+            kind = "relayed" if link.path == "relay" else "punched"
+            cut = kind == "relayed" and isinstance(exc.__cause__, ConnectionResetError)
+            problem = f"{exc} ({RELAY_CUT})" if cut else str(exc)
+            link.problems.append(problem)
+            log.warning("pairing %r: link check failed, re-pairing: %s", pname, problem)
             failure = LinkCheckFailed(
-                f"pairing {name!r}: the punched link to {rv.peer} failed its check: {exc}",
+                f"pairing {name!r}: the {kind} link to {rv.peer} failed its check: {problem}",
                 stalled=exc.stalled,
             )
             if not exc.stalled or time.monotonic() >= deadline:
                 raise failure from exc
+            pause = min(REPAIR_BACKOFF * 2 ** (link.stalls - 1), REPAIR_BACKOFF_MAX)
+            time.sleep(max(0.0, min(pause * random.uniform(0.5, 1.0), deadline - time.monotonic())))
             continue
         except BaseException:
             sock.close()

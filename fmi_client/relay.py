@@ -37,16 +37,40 @@ from tcpunch.relay import (
 
 Mapping = Literal["endpoint-independent", "port-dependent"]
 
+#: Why the server refused, and what to do about it (the message of RelayRefused).
 _WHY = {
-    RelayRefusal.DISABLED: "the server runs with --no-relay",
-    RelayRefusal.SERVER_FULL: "the server's relay session cap (--relay-max-sessions) is reached",
-    RelayRefusal.PER_IP_CAP: "this address has too many relay sockets (--relay-max-per-ip)",
-    RelayRefusal.BUSY: "a relay session with this pairing name is already running",
-    RelayRefusal.PEER_TIMEOUT: "the peer did not ask for the relay within the server's wait",
-    RelayRefusal.BAD_CREDENTIAL: "the relay credential was not accepted",
-    RelayRefusal.DRAINING: "the server is shutting down",
+    RelayRefusal.DISABLED: (
+        "the server runs with --no-relay: ask its operator to turn the relay on, or use "
+        "relay='never' where both sides can punch"
+    ),
+    RelayRefusal.SERVER_FULL: (
+        "the server's relay session cap (--relay-max-sessions) is reached: retry later, or "
+        "ask its operator to raise it"
+    ),
+    RelayRefusal.PER_IP_CAP: (
+        "this address has too many relay sockets (--relay-max-per-ip): fewer relayed links "
+        "from this site, or ask the server's operator to raise it"
+    ),
+    RelayRefusal.BUSY: (
+        "a relay session with this pairing name is already running: give each job its own "
+        "pairing names"
+    ),
+    RelayRefusal.PEER_TIMEOUT: (
+        "the peer did not ask for the relay within the server's wait: it may have stopped, "
+        "or it uses relay='never' (both sides need settings that meet)"
+    ),
+    RelayRefusal.BAD_CREDENTIAL: (
+        "the relay credential was not accepted: pass one minted by `rendezvous credential "
+        "--prefix P` for a prefix of the name (credential= or $RENDEZVOUS_CREDENTIAL)"
+    ),
+    RelayRefusal.DRAINING: (
+        "the server is shutting down: retry in a moment (its replacement or another "
+        "replica answers)"
+    ),
     RelayRefusal.MALFORMED: "the server could not read the request",
-    RelayRefusal.NAME_PATTERN: "the pairing name does not match the server's --name-pattern",
+    RelayRefusal.NAME_PATTERN: (
+        "the pairing name does not match the server's --name-pattern: use a name it allows"
+    ),
 }
 
 
@@ -105,7 +129,9 @@ def discover_nat(
     ``staged``: reach the rendezvous port only once the discovery port accepted (one
     round trip more), so a server without one (the original v1 server, the fork's)
     never sees the probe: pair() probes servers it knows nothing about this way.
-    Raises RendezvousUnreachable when either server port does not answer by ``deadline``.
+    Raises RendezvousUnreachable when either server port does not answer by ``deadline``,
+    or the two answers name different addresses (``discovery_port`` is another service:
+    its first 8 bytes would otherwise read as a port-dependent mapping).
     """
     socks: list[socket.socket] = []
     try:
@@ -125,6 +151,13 @@ def discover_nat(
         for sock in socks:
             sock.close()
     via_rendezvous, via_discovery = (replies[s] for s in socks)
+    if via_discovery.ip != via_rendezvous.ip:  # 8 bytes of another service, not an endpoint
+        raise RendezvousUnreachable(
+            f"NAT discovery at {server_host}: port {discovery_port} answered as if we were "
+            f"{via_discovery.ip}, while port {port} saw {via_rendezvous.ip}: it is not the "
+            "server's discovery port (or something in front of it rewrites addresses); pass "
+            "the port of the server's --discovery-port, or None to skip discovery"
+        )
     same = via_rendezvous.port == via_discovery.port
     return NatMapping(
         "endpoint-independent" if same else "port-dependent",

@@ -210,14 +210,17 @@ def relay_options() -> Callable[[FC], FC]:
             type=click.IntRange(0, 65535),
             default=10002,
             help="NAT discovery port: every connection gets back the endpoint the server saw "
-            "(8 bytes, as v1's reply); 0: off.",
+            "(8 bytes, as v1's reply), so a client learns whether its NAT can be punched and "
+            "tells its peer (NAT hints; clients send hints only where this port answers). "
+            "Open it where the rendezvous port is open; 0: off.",
         ),
         _option(
             "relay/--no-relay",
             envvar="RENDEZVOUS_RELAY",
             default=True,
             help="Relay the bytes of pairs that cannot punch (both ends ask, on the rendezvous "
-            "port).",
+            "port). Relayed bytes flow through this server (its data transfer); --no-relay: "
+            "clients that need the relay get RelayRefused saying so.",
         ),
         _option(
             "relay-max-sessions",

@@ -93,8 +93,9 @@ def ours(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(extra) if isinstance(extra, Mapping) else {}
 
 
-#: What each link's record says (attributes of fmi_client's LinkInfo), under OURS["links"].
-LINK_FIELDS = ("path", "pairings", "punch_failures", "stalls")
+#: What each link's record says (attributes of fmi_client's LinkInfo), under OURS["links"]:
+#: its path, and why (both sides' NAT findings and the reason for the path).
+LINK_FIELDS = ("path", "pairings", "punch_failures", "stalls", "nat", "peer_nat", "why")
 
 
 def links_record(links: Mapping[int, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,39 @@ def test_nat_comes_from_the_keyword_fmi_json_or_the_environment(
     bad = write_config(tmp_path / "bad.json", "127.0.0.1", 1, nat="symmetric")
     with pytest.raises(FmiClientError, match=r"backends.Direct.nat must be .*not 'symmetric'"):
         fmi.Communicator(0, 2, bad, "p")
+
+
+def test_fmi_json_discovery_port_reaches_every_pairing(tmp_path: Path) -> None:
+    """``backends.Direct.discovery_port``: a server whose NAT discovery is not on 10002
+    (here: any free port) is probed where it answers, so the links know both NATs; a bad
+    value names the key."""
+    from rendezvous.embedded import BackgroundServer
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, discovery_port=0) as srv:
+        assert srv.server is not None and srv.server.discovery_port
+        config = write_config(tmp_path / "fmi.json", srv.host, srv.port, protocol="v2",
+                              discovery_port=srv.server.discovery_port)  # fmt: skip
+        name = f"fmi_disc{os.getpid()}"
+        links: dict[int, object] = {}
+
+        def rank(me: int) -> None:
+            with fmi.Communicator(me, 2, str(config), name, 512) as comm:
+                comm.barrier()
+                links[me] = comm.communicator.link_info(1 - me)
+
+        threads = [threading.Thread(target=rank, args=(me,)) for me in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    for me in range(2):
+        link = links[me]
+        assert link is not None, me
+        assert (link.nat, link.peer_nat) == ("endpoint-independent",) * 2, link  # type: ignore[attr-defined]
+    for bad in ("ten", -1, True):
+        broken = write_config(tmp_path / "bad.json", "127.0.0.1", 1, discovery_port=bad)
+        with pytest.raises(FmiClientError, match=r"backends.Direct.discovery_port"):
+            fmi.Communicator(0, 2, broken, "p")
+    off = write_config(tmp_path / "off.json", "127.0.0.1", 1, discovery_port=0)
+    with fmi.Communicator(0, 2, off, "p") as comm:
+        assert comm.communicator.discovery_port is None

@@ -249,3 +249,156 @@ def test_hints_go_only_to_a_server_that_answered_discovery(discovering) -> None:
     )  # fmt: skip
     with a, b:
         assert a.link.peer_nat == "endpoint-independent"  # the hint crossed: bits were sent
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_relay_always_at_a_no_relay_server_says_why_and_what_to_do() -> None:
+    """A user's mistake: relay="always" at a server started with --no-relay. Both sides get
+    RelayRefused(DISABLED) at once (not at the deadline), whose text says what was wrong
+    and what to do, and nothing is left open."""
+    from fmi_client.relay import RelayRefused
+    from tcpunch.relay import RelayRefusal
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, relay=False) as srv:
+        before = open_fds()
+        for attempt in range(3):
+            name = unique(f"norelay{attempt}")
+            started = time.monotonic()
+            with pytest.raises(RelayRefused) as info:
+                two_sides(
+                    lambda i, name=name: pair(
+                        name, srv.host, srv.port, timeout=20, relay="always", discovery_port=None
+                    )
+                )
+            assert time.monotonic() - started < 10  # well before the 20 s deadline
+            assert info.value.reason is RelayRefusal.DISABLED
+            text = str(info.value)
+            assert "--no-relay" in text and "relay='never'" in text, text
+            assert info.value.__notes__ == ["the link went to the relay because: relay='always'"]
+        time.sleep(0.2)  # the server side closes its ends
+        assert open_fds() == before
+
+
+def test_without_an_answering_discovery_port_the_link_and_log_say_why_nothing_is_known(
+    caplog,
+) -> None:
+    """A server whose discovery port does not answer (here: a closed port): the log says
+    so once, with what to do, and each link says that no hints crossed (a declared class
+    stayed with us) instead of blaming the server; v1 says that v1 carries none."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+    dport = closed.getsockname()[1]
+    caplog.set_level("INFO", logger="fmi_client")
+    with closed, BackgroundServer(host="127.0.0.1", port=0, http_port=None) as srv:
+        name = unique("unhinted")
+        a, b = two_sides(
+            lambda i: pair(
+                name, srv.host, srv.port, timeout=20, discovery_port=dport,
+                nat="no-inbound" if i == 0 else "auto",
+            )
+        )  # fmt: skip
+        with a, b:
+            exchange(a, b)
+        v1 = two_sides(
+            lambda i: pair(name + "-v1", srv.host, srv.port, timeout=20, protocol="v1",
+                           discovery_port=None)
+        )  # fmt: skip
+        for side in v1:
+            side.close()
+    assert caplog.text.count(f"NAT discovery at 127.0.0.1 ports {srv.port} and {dport}") == 1
+    assert "treats its NAT as unknown" in caplog.text
+    unheard = f"no NAT hints: the server's NAT discovery port {dport} did not answer"
+    assert a.link.path == b.link.path == "relay"
+    assert a.link.why.startswith("skipped the punch: our host accepts no inbound"), a.link
+    assert a.link.why.endswith(f"{unheard}, so the peer does not know we declared nat='no-inbound'")
+    assert b.link.why.startswith("relayed: the peer did not re-pair (it relays instead)"), b.link
+    assert b.link.problems and f"NAT findings: our NAT unknown; {unheard}." in b.link.problems[0]
+    assert "the server passes no hints" not in caplog.text
+    for side in v1:
+        assert side.link.why.endswith("; v1 carries no NAT hints"), side.link.why
+
+
+def test_a_discovery_port_that_is_another_service_gives_no_false_finding() -> None:
+    """A user's mistake: ``discovery_port`` names a service that greets with a banner (as
+    SSH does). Its first 8 bytes must not read as our endpoint (an SSH banner reads as
+    83.83.72.45:12846, a "port-dependent" NAT that would relay every link): discovery
+    fails naming the port, the class stays unknown, and the pair punches directly."""
+    from fmi_client.errors import RendezvousUnreachable
+    from fmi_client.relay import discover_nat
+
+    banner = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def greet() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = banner.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    bport = banner.getsockname()[1]
+    try:
+        with BackgroundServer(host="127.0.0.1", port=0, http_port=None) as srv:
+            with pytest.raises(RendezvousUnreachable, match=f"port {bport} answered"):
+                discover_nat(srv.host, srv.port, bport, 0, time.monotonic() + 5)
+            name = unique("banner")
+            a, b = two_sides(
+                lambda i: pair(name, srv.host, srv.port, timeout=20, discovery_port=bport)
+            )
+            with a, b:
+                exchange(a, b)
+                for side in (a, b):
+                    assert side.link.path == "direct" and side.link.nat == "unknown", side.link
+    finally:
+        stop.set()
+        banner.close()
+        thread.join(5)
+
+
+def test_link_info_prints_as_the_readme_shows() -> None:
+    """``print(sock.link)``: every field by name, timings to the ms (as the README shows),
+    so it reads at a glance."""
+    from fmi_client.link import LinkInfo
+
+    link = LinkInfo(path="relay", pairings=2, punch_s=0.0021828399985679425, verify_s=1.5)
+    link.why = "relay='always'"
+    assert repr(link) == (
+        "LinkInfo(path='relay', name='', pairings=2, punch_failures=0, stalls=0, "
+        "verified_bytes=0, punch_s=0.002, verify_s=1.500, problems=[], nat='unknown', "
+        "peer_nat='unknown', why=\"relay='always'\")"
+    )
+    assert link == LinkInfo(path="relay", pairings=2, punch_s=0.0021828399985679425,
+                            verify_s=1.5, why="relay='always'")  # fmt: skip
+
+
+def test_a_relay_limit_that_cuts_the_link_check_is_named_and_not_hammered() -> None:
+    """A server whose --relay-max-bytes is below the link check's bytes resets every
+    relayed link during its check. Both sides re-pair with a growing pause (not
+    thousands of times: each is a relay session on the server), and at the deadline
+    both get LinkCheckFailed saying the relayed link was reset and what resets one,
+    not a RelayRefused that blames the peer."""
+    from fmi_client.errors import LinkCheckFailed
+
+    with BackgroundServer(host="127.0.0.1", port=0, http_port=None, relay_max_bytes=100_000) as srv:
+        assert srv.server is not None and srv.server.relay is not None
+        before = open_fds()
+        name = unique("capped")
+        with pytest.raises(LinkCheckFailed) as info:
+            two_sides(
+                lambda i: pair(
+                    name, srv.host, srv.port, timeout=4, relay="always", discovery_port=None
+                )
+            )
+        text = str(info.value)
+        assert "the relayed link" in text and "--relay-max-bytes" in text, text
+        sessions = srv.server.relay.metrics.started
+        assert 2 <= sessions <= 100, sessions  # without a pause: about 500 a second
+        time.sleep(0.2)
+        assert open_fds() == before

@@ -15,6 +15,8 @@ from rendezvous_pipeline.results import format_problems
 from tests.pipeline.conftest import need_torch
 from tests.pipeline.users_format import assert_users_format
 
+NAT_LABELS = {"unknown", "endpoint-independent", "port-dependent", "no-inbound"}
+
 
 def direct_metrics(data_dir: Path) -> dict[str, float]:
     """MAE, MSE, bias over every partition, computed here without the pipeline."""
@@ -154,8 +156,11 @@ def test_relay_always_puts_each_ranks_relayed_links_in_its_result(
         assert ours["relay"] == "always"
         assert ours["links"], f"rank {rank} reported no link"
         for link in ours["links"]:
-            assert set(link) == {"peer", "path", "pairings", "punch_failures", "stalls"}
+            assert set(link) == {"peer", "path", "pairings", "punch_failures", "stalls", "nat",
+                                 "peer_nat", "why"}
             assert link["path"] == "relay" and link["peer"] != rank
+            assert link["why"] == "relay='always'"  # why it took that path
+            assert link["nat"] in NAT_LABELS and link["peer_nat"] in NAT_LABELS
             assert link["pairings"] == 1 and link["punch_failures"] == link["stalls"] == 0
             pairs.add((min(rank, link["peer"]), max(rank, link["peer"])))
         assert [link["peer"] for link in ours["links"]] == sorted(
