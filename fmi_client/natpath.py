@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from fmi_client.errors import FmiClientError
+from fmi_client.errors import FmiClientError, PunchFailed
 from fmi_client.relay import discover_nat
 from tcpunch import Endpoint, NatClass
 
@@ -183,3 +183,23 @@ def own_class(nat: str, key: ServerKey, deadline: float) -> tuple[NatClass, bool
     found = FINDINGS.own(key, deadline)
     ours = found if nat == "auto" else NatClass.from_label(nat)
     return ours, FINDINGS.speaks_hints(key)
+
+
+def with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, unheard: str) -> PunchFailed:
+    """``exc`` with what the rendezvous said of both NATs (``unheard``: why the peer's
+    finding did not reach us, "" when it did)."""
+    where = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
+    return PunchFailed(f"{exc} NAT findings: {where}.")
+
+
+def unhinted(protocol: str, hints: bool, discovery_port: int, nat: str) -> str:
+    """Why no NAT hints cross the rendezvous, in a user's words ("" when they may)."""
+    if protocol == "v1":
+        why = "v1 carries no NAT hints"
+    elif not discovery_port:
+        why = "no NAT hints without NAT discovery (discovery_port=None)"
+    elif not hints:
+        why = f"no NAT hints: the server's NAT discovery port {discovery_port} did not answer"
+    else:
+        return ""
+    return why + (f", so the peer does not know we declared nat={nat!r}" if nat != "auto" else "")

@@ -39,6 +39,8 @@ from fmi_client.natpath import (
     choose_path,
     findings,
     own_class,
+    unhinted,
+    with_findings,
 )
 from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
@@ -107,26 +109,6 @@ def _relayed(
         raise
     link.path = "relay"
     return sock
-
-
-def _with_findings(exc: PunchFailed, ours: NatClass, theirs: NatClass, unheard: str) -> PunchFailed:
-    """``exc`` with what the rendezvous said of both NATs (``unheard``: why the peer's
-    finding did not reach us, "" when it did)."""
-    where = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
-    return PunchFailed(f"{exc} NAT findings: {where}.")
-
-
-def _unhinted(protocol: str, hints: bool, discovery_port: int, nat: str) -> str:
-    """Why no NAT hints cross the rendezvous, in a user's words ("" when they may)."""
-    if protocol == "v1":
-        why = "v1 carries no NAT hints"
-    elif not discovery_port:
-        why = "no NAT hints without NAT discovery (discovery_port=None)"
-    elif not hints:
-        why = f"no NAT hints: the server's NAT discovery port {discovery_port} did not answer"
-    else:
-        return ""
-    return why + (f", so the peer does not know we declared nat={nat!r}" if nat != "auto" else "")
 
 
 def _round_name(name: str, pairing: int, protocol: str) -> str:
@@ -267,7 +249,7 @@ def pair_raw(
     server = resolve(host, port, name)
     key = (server[0], server[1], discovery_port)
     ours, hints = own_class(nat, key, deadline)
-    unhinted = _unhinted(protocol, hints, discovery_port, nat)
+    no_hints = unhinted(protocol, hints, discovery_port, nat)
     link = LinkInfo()
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
@@ -294,7 +276,7 @@ def pair_raw(
             theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
             link.nat, link.peer_nat = ours.label, theirs.label
             choice = choose_path(relay, ours, theirs)
-            unheard = (unhinted or "the server passes no hints") if rv.peer_nat is None else ""
+            unheard = (no_hints or "the server passes no hints") if rv.peer_nat is None else ""
             told = unheard and relay != "always"  # "always" needs no findings
             link.why = f"{choice.why}; {unheard}" if told else choice.why
             punched_at = time.monotonic()
@@ -311,7 +293,7 @@ def pair_raw(
                     sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
                     link.path = "direct"  # an earlier round may have relayed
             except PunchFailed as exc:
-                exc = _with_findings(exc, ours, theirs, unheard)
+                exc = with_findings(exc, ours, theirs, unheard)
                 link.punch_failures += 1
                 link.problems.append(str(exc))
                 now = time.monotonic()
