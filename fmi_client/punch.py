@@ -42,7 +42,7 @@ from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
 from tcpunch import V1_CONTROL_BYTES, Endpoint, NatClass, ProtocolError, Reason
-from tcpunch.relay import pairing_session
+from tcpunch.relay import RelayRefusal, pairing_session
 
 log = logging.getLogger("fmi_client")
 
@@ -61,7 +61,16 @@ REPAIR_WAIT = 2.0
 #: Link check (see fmi_client.linkcheck): bytes each way, and how long it may take.
 VERIFY_BYTES = 65536
 VERIFY_WINDOW = 2.0
+#: How long a side waits in the relay for the peer it just paired with. A real peer asks
+#: within about a punch round and a re-pairing wait of us (both decide from the same
+#: rendezvous); one that has not asked by then is gone, or was a stranger who took the
+#: name and left: we pair again under the caller's name, where the real peer waits.
+RELAY_MEET = 10.0
 RELAY_MODES = ("auto", "never", "always")
+
+
+class _RelayPeerMissing(Exception):
+    """The peer of the last rendezvous never asked for the relay (within RELAY_MEET)."""
 
 
 def _relayed(
@@ -77,12 +86,15 @@ def _relayed(
     pname, ours, theirs = shared
     session = pairing_session(pname.encode(), ours, theirs)
     log.info("pairing %r: going through the relay of %s:%d", pname, *server)
+    meet_by = min(deadline, time.monotonic() + RELAY_MEET)
     try:
         sock = relay_connect(
-            pname, server[0], server[1], deadline,
+            pname, server[0], server[1], meet_by,
             credential=credential.encode() if credential else None, session=session,
         )  # fmt: skip
     except RelayRefused as exc:
+        if exc.reason is RelayRefusal.PEER_TIMEOUT and time.monotonic() < deadline:
+            raise _RelayPeerMissing(str(exc)) from None
         if cause is not None:
             exc.add_note(f"the relay was the fallback after: {cause}")
         raise
@@ -163,7 +175,9 @@ def pair_raw(
     not worked by the end of ``punch_timeout``, or the peer stopped re-pairing, relays
     instead: both sides reach that point and use the session of the last rendezvous they
     shared (fmi_client.relay). ``link.path`` says "direct" or "relay"; the relay forwards
-    bytes unread, so link checks (and authentication, when on) run end to end.
+    bytes unread, so link checks (and authentication, when on) run end to end. A peer
+    that has not come to the relay within RELAY_MEET s is taken for gone (or for a
+    stranger who took the name and left): we pair again under ``name``.
 
     Each side's NAT finding travels through the rendezvous (v2), so with "auto" a pair
     that cannot punch (either side port-dependent, or accepting no inbound connection)
@@ -234,57 +248,70 @@ def pair_raw(
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
     shared: tuple[str, Endpoint, Endpoint] | None = None  # the last rendezvous (relay session)
+    restart = 0  # link.pairings when we last started over under the caller's name
     while True:
-        pname = _round_name(name, link.pairings, protocol)
+        pname = _round_name(name, link.pairings - restart, protocol)
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
-        exchange = exchange_for(pname, protocol, credential, ours if hints else None)
         try:
-            rv = meet(exchange, pname, server, wait_until, timeout)
-        except PeerNeverArrived as exc:
-            if failure is None:
-                raise
-            if relay == "never" or shared is None:
-                raise failure from exc  # the peer did not come back to re-pair
-            pname = shared[0]  # the peer relays under the last rendezvous both made
-            link.why = f"relayed: the peer stopped re-pairing after: {failure}"
-            sock = _relayed(shared, server, deadline, credential, link, failure)
-        else:
-            link.pairings += 1
-            shared = (pname, rv.public, rv.peer)
-            if nat == "auto":
-                ours = FINDINGS.learned(key, rv.public, rv.local)
-            theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
-            link.nat, link.peer_nat = ours.label, theirs.label
-            choice = choose_path(relay, ours, theirs)
-            link.why = choice.why
-            punched_at = time.monotonic()
-            punch_end = punch_end or punched_at + punch_timeout
+            exchange = exchange_for(pname, protocol, credential, ours if hints else None)
             try:
-                if choice.path == "relay":
-                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, choice.why)
-                    sock = _relayed(shared, server, deadline, credential, link, None)
-                else:
-                    log.info(
-                        "pairing %r: paired with %s; punching from %s (%s)",
-                        pname, rv.peer, rv.local, findings(ours, theirs),
-                    )  # fmt: skip
-                    sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
-            except PunchFailed as exc:
-                exc = _with_findings(exc, ours, theirs, rv.peer_nat is not None)
-                link.punch_failures += 1
-                link.problems.append(str(exc))
-                now = time.monotonic()
-                if rv.public.port == rv.local.port and now < min(deadline, punch_end):
-                    log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
-                    failure = exc
-                    continue
-                if relay == "never":
-                    raise exc from None  # our NAT rewrote the port, or no punch time left
-                link.why = f"relayed after the punch failed ({findings(ours, theirs)})"
-                sock = _relayed(shared, server, deadline, credential, link, exc)
-            finally:
-                rv.sock.close()
-            link.punch_s = time.monotonic() - punched_at
+                rv = meet(exchange, pname, server, wait_until, timeout)
+            except PeerNeverArrived as exc:
+                if failure is None:
+                    if link.problems:  # we started over: say what happened before
+                        exc.add_note(f"before that: {link.problems[-1]}")
+                    raise
+                if relay == "never" or shared is None:
+                    raise failure from exc  # the peer did not come back to re-pair
+                pname = shared[0]  # the peer relays under the last rendezvous both made
+                link.why = f"relayed: the peer stopped re-pairing after: {failure}"
+                sock = _relayed(shared, server, deadline, credential, link, failure)
+            else:
+                link.pairings += 1
+                shared = (pname, rv.public, rv.peer)
+                if nat == "auto":
+                    ours = FINDINGS.learned(key, rv.public, rv.local)
+                theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
+                link.nat, link.peer_nat = ours.label, theirs.label
+                choice = choose_path(relay, ours, theirs)
+                link.why = choice.why
+                punched_at = time.monotonic()
+                punch_end = punch_end or punched_at + punch_timeout
+                try:
+                    if choice.path == "relay":
+                        log.info(
+                            "pairing %r: paired with %s; %s: relaying", pname, rv.peer, choice.why
+                        )
+                        sock = _relayed(shared, server, deadline, credential, link, None)
+                    else:
+                        log.info(
+                            "pairing %r: paired with %s; punching from %s (%s)",
+                            pname, rv.peer, rv.local, findings(ours, theirs),
+                        )  # fmt: skip
+                        sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+                except PunchFailed as exc:
+                    exc = _with_findings(exc, ours, theirs, rv.peer_nat is not None)
+                    link.punch_failures += 1
+                    link.problems.append(str(exc))
+                    now = time.monotonic()
+                    if rv.public.port == rv.local.port and now < min(deadline, punch_end):
+                        log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
+                        failure = exc
+                        continue
+                    if relay == "never":
+                        raise exc from None  # our NAT rewrote the port, or no punch time left
+                    link.why = f"relayed after the punch failed ({findings(ours, theirs)})"
+                    sock = _relayed(shared, server, deadline, credential, link, exc)
+                finally:
+                    rv.sock.close()
+                link.punch_s = time.monotonic() - punched_at
+        except _RelayPeerMissing as exc:
+            # Gone, or a stranger who took the name and left: pair again under the
+            # caller's name (where the real peer waits), as if from the start.
+            link.problems.append(str(exc))
+            log.warning("pairing %r: %s; pairing again as %r", pname, exc, name)
+            restart, failure, shared, punch_end = link.pairings, None, None, None
+            continue
         punch_end = None
         try:
             if verify_bytes:
