@@ -2,8 +2,9 @@
 
 The conversation with the server is :mod:`fmi_client.meet` (sockets around tcpunch's
 sans-IO client exchange), the punch itself :mod:`fmi_client.simopen`, the relay path
-:mod:`fmi_client.relay`, the link check :mod:`fmi_client.linkcheck`; this module holds
-pair(): rounds, re-pairing and the choice of path. The rendezvous socket
+:mod:`fmi_client.fallback` (over :mod:`fmi_client.relay`), the link check
+:mod:`fmi_client.linkcheck`; this module holds pair(): rounds, re-pairing and the choice
+of path. The rendezvous socket
 is bound (with SO_REUSEADDR and SO_REUSEPORT) to an ephemeral port whose real number we
 learn with getsockname(). Once the server reports the peer's public endpoint we punch
 from that same port by TCP simultaneous open: a listener plus non-blocking connect()
@@ -27,6 +28,7 @@ from typing import Any
 from fmi_client.address import DEFAULT_PORT, check_host, check_port
 from fmi_client.credential import resolve_credential
 from fmi_client.errors import LinkCheckFailed, NameTooLong, PeerNeverArrived, PunchFailed
+from fmi_client.fallback import RELAY_CUT, RelayPeerMissing, relayed
 from fmi_client.handshake import LinkSecret
 from fmi_client.link import LinkInfo, PairedSocket
 from fmi_client.linkcheck import CheckFailed, verify_link
@@ -42,11 +44,9 @@ from fmi_client.natpath import (
     unhinted,
     with_findings,
 )
-from fmi_client.relay import RelayRefused, relay_connect
 from fmi_client.securelink import pair_securely, require_encryption
 from fmi_client.simopen import punch as _punch
 from tcpunch import V1_CONTROL_BYTES, Endpoint, NatClass, ProtocolError, Reason
-from tcpunch.relay import RelayRefusal, pairing_session
 
 log = logging.getLogger("fmi_client")
 
@@ -71,44 +71,6 @@ RELAY_MODES = ("auto", "never", "always")
 #: limit, a middlebox's reset) must not make the pair hammer the server until the deadline.
 REPAIR_BACKOFF = 0.02
 REPAIR_BACKOFF_MAX = 0.5
-#: Why a relayed link was reset during its check (only the server resets one).
-RELAY_CUT = (
-    "a reset on a relayed link comes from the server: a relay limit (such as "
-    "--relay-max-bytes below the check's 2 x verify_bytes) or a drain"
-)
-
-
-def _relayed(
-    shared: tuple[str, Endpoint, Endpoint],
-    server: tuple[str, int],
-    deadline: float,
-    credential: str | None,
-    link: LinkInfo,
-    cause: BaseException | None,
-    failure: PunchFailed | None,
-) -> socket.socket:
-    """The link through the server's relay, under the session of the rendezvous ``shared``
-    (its name and both public endpoints: the peer computes the same session id).
-    ``failure``: why this is a re-pairing; a failed link check is what the caller hears
-    of when the peer then never reaches the relay (both ran out of time re-pairing)."""
-    pname, ours, theirs = shared
-    session = pairing_session(pname.encode(), ours, theirs)
-    log.info("pairing %r: going through the relay of %s:%d", pname, *server)
-    try:
-        sock = relay_connect(
-            pname, server[0], server[1], deadline,
-            credential=credential.encode() if credential else None, session=session,
-        )  # fmt: skip
-    except RelayRefused as exc:
-        if isinstance(failure, LinkCheckFailed) and exc.reason is RelayRefusal.PEER_TIMEOUT:
-            raise failure from exc  # the wait ended a re-pairing: say what began it
-        if cause is not None:
-            exc.add_note(f"the relay was the fallback after: {cause}")
-        elif link.why:
-            exc.add_note(f"the link went to the relay because: {link.why}")
-        raise
-    link.path = "relay"
-    return sock
 
 
 def _round_name(name: str, pairing: int, protocol: str) -> str:
@@ -254,61 +216,76 @@ def pair_raw(
     failure: PunchFailed | None = None  # why the last pairing did not give a link
     punch_end: float | None = None  # end of the punch budget, from the first punch on
     shared: tuple[str, Endpoint, Endpoint] | None = None  # the last rendezvous (relay session)
+    restart = 0  # link.pairings when we last started over under the caller's name
     while True:
-        pname = _round_name(name, link.pairings, protocol)
+        pname = _round_name(name, link.pairings - restart, protocol)
         wait_until = deadline if failure is None else min(deadline, time.monotonic() + REPAIR_WAIT)
         exchange = exchange_for(pname, protocol, credential, ours if hints else None)
         try:
-            rv = meet(exchange, pname, server, wait_until, timeout, cancel)
-        except PeerNeverArrived as exc:
-            if failure is None:
-                raise
-            if relay == "never" or shared is None:
-                raise failure from exc  # the peer did not come back to re-pair
-            pname = shared[0]  # the peer relays under the last rendezvous both made
-            link.why = f"relayed: the peer did not re-pair (it relays instead) after: {failure}"
-            sock = _relayed(shared, server, deadline, credential, link, failure, failure)
-        else:
-            link.pairings += 1
-            shared = (pname, rv.public, rv.peer)
-            if nat == "auto":
-                ours = FINDINGS.learned(key, rv.public, rv.local)
-            theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
-            link.nat, link.peer_nat = ours.label, theirs.label
-            choice = choose_path(relay, ours, theirs)
-            unheard = (no_hints or "the server passes no hints") if rv.peer_nat is None else ""
-            told = unheard and relay != "always"  # "always" needs no findings
-            link.why = f"{choice.why}; {unheard}" if told else choice.why
-            punched_at = time.monotonic()
-            punch_end = punch_end or punched_at + punch_timeout
             try:
-                if choice.path == "relay":
-                    log.info("pairing %r: paired with %s; %s: relaying", pname, rv.peer, link.why)
-                    sock = _relayed(shared, server, deadline, credential, link, None, failure)
-                else:
-                    log.info(
-                        "pairing %r: paired with %s; punching from %s (%s)",
-                        pname, rv.peer, rv.local, link.why.removeprefix("punch: "),
-                    )  # fmt: skip
-                    sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
-                    link.path = "direct"  # an earlier round may have relayed
-            except PunchFailed as exc:
-                exc = with_findings(exc, ours, theirs, unheard)
-                link.punch_failures += 1
-                link.problems.append(str(exc))
-                now = time.monotonic()
-                if rv.public.port == rv.local.port and now < min(deadline, punch_end):
-                    log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
-                    failure = exc
-                    continue
-                if relay == "never":
-                    raise exc from None  # our NAT rewrote the port, or no punch time left
-                known = f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
-                link.why = f"relayed after the punch failed ({known})"
-                sock = _relayed(shared, server, deadline, credential, link, exc, failure)
-            finally:
-                rv.sock.close()
-            link.punch_s = time.monotonic() - punched_at
+                rv = meet(exchange, pname, server, wait_until, timeout, cancel)
+            except PeerNeverArrived as exc:
+                if failure is None:
+                    if link.problems:  # we started over: say what happened before
+                        exc.add_note(f"before that: {link.problems[-1]}")
+                    raise
+                if relay == "never" or shared is None:
+                    raise failure from exc  # the peer did not come back to re-pair
+                pname = shared[0]  # the peer relays under the last rendezvous both made
+                link.why = f"relayed: the peer did not re-pair (it relays instead) after: {failure}"
+                sock = relayed(shared, server, deadline, credential, link, failure, failure)
+            else:
+                link.pairings += 1
+                shared = (pname, rv.public, rv.peer)
+                if nat == "auto":
+                    ours = FINDINGS.learned(key, rv.public, rv.local)
+                theirs = rv.peer_nat if rv.peer_nat is not None else NatClass.UNKNOWN
+                link.nat, link.peer_nat = ours.label, theirs.label
+                choice = choose_path(relay, ours, theirs)
+                unheard = (no_hints or "the server passes no hints") if rv.peer_nat is None else ""
+                told = unheard and relay != "always"  # "always" needs no findings
+                link.why = f"{choice.why}; {unheard}" if told else choice.why
+                punched_at = time.monotonic()
+                punch_end = punch_end or punched_at + punch_timeout
+                try:
+                    if choice.path == "relay":
+                        log.info(
+                            "pairing %r: paired with %s; %s: relaying", pname, rv.peer, link.why
+                        )
+                        sock = relayed(shared, server, deadline, credential, link, None, failure)
+                    else:
+                        log.info(
+                            "pairing %r: paired with %s; punching from %s (%s)",
+                            pname, rv.peer, rv.local, link.why.removeprefix("punch: "),
+                        )  # fmt: skip
+                        sock = _punch(rv, pname, min(deadline, punch_end, punched_at + PUNCH_ROUND))
+                        link.path = "direct"  # an earlier round may have relayed
+                except PunchFailed as exc:
+                    exc = with_findings(exc, ours, theirs, unheard)
+                    link.punch_failures += 1
+                    link.problems.append(str(exc))
+                    now = time.monotonic()
+                    if rv.public.port == rv.local.port and now < min(deadline, punch_end):
+                        log.info("pairing %r: punch round failed; re-pairing (%s)", pname, exc)
+                        failure = exc
+                        continue
+                    if relay == "never":
+                        raise exc from None  # our NAT rewrote the port, or no punch time left
+                    known = (
+                        f"our NAT {ours.label}; {unheard}" if unheard else findings(ours, theirs)
+                    )
+                    link.why = f"relayed after the punch failed ({known})"
+                    sock = relayed(shared, server, deadline, credential, link, exc, failure)
+                finally:
+                    rv.sock.close()
+                link.punch_s = time.monotonic() - punched_at
+        except RelayPeerMissing as exc:
+            # Gone, or a stranger who took the name and left: pair again under the
+            # caller's name (where the real peer waits), as if from the start.
+            link.problems.append(str(exc))
+            log.warning("pairing %r: %s; pairing again as %r", pname, exc, name)
+            restart, failure, shared, punch_end = link.pairings, None, None, None
+            continue
         punch_end = None
         try:
             if verify_bytes:

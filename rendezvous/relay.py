@@ -25,15 +25,13 @@ owns the key and later ends are forwarded to it (:mod:`rendezvous.relay_forward`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import socket
-import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rendezvous.relay_flush import Flushing, reset
 from rendezvous.relay_limits import RelayLimits
 from rendezvous.relay_memory import BufferCap
 from rendezvous.relay_metrics import RelayMetrics
@@ -52,7 +50,6 @@ CredentialCheck = Callable[[RelayRequest], bool]
 
 _WAITING = encode_relay_reply(RelayReply(RelayStatus.WAITING_FOR_PEER))
 _ACCEPTED = encode_relay_reply(RelayReply(RelayStatus.ACCEPTED))
-_RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class RelayEnd(asyncio.Protocol):
@@ -101,6 +98,7 @@ class RelayEnd(asyncio.Protocol):
         return True  # keep the transport open: the other direction may still flow
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.hub.flushing.gone(self)
         session = self.session
         if session is not None:
             session.end("reset" if exc is not None else "closed")
@@ -174,17 +172,16 @@ class RelaySession:
         graceful = reason == "closed"
         for end in (self.a, self.b):
             hub.memory.forget(end)
+            if graceful and end.transport.get_write_buffer_size():
+                hub.flushing.add(end, hub.time())  # counted until its bytes are out
+                continue
             hub.per_ip[end.ip] -= 1
             if not hub.per_ip[end.ip]:
                 del hub.per_ip[end.ip]
             if graceful:
-                end.transport.close()  # what is buffered still goes out
+                end.transport.close()
             else:  # a reset: the peers must not take a cut-off for the end of the data
-                sock = end.transport.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
-                end.transport.abort()
+                reset(end.transport)
         hub.sessions.pop(self.key, None)
         duration = hub.time() - self.started
         hub.metrics.ended(reason, duration)
@@ -218,6 +215,7 @@ class RelayHub:
         self.name_pattern = name_pattern  # --name-pattern: relay names obey it as pairs do
         self.waiting: dict[Key, RelayEnd] = {}
         self.sessions: dict[Key, RelaySession] = {}
+        self.flushing = Flushing(self._release, metrics)  # closing with bytes left to write
         self.per_ip: Counter[str] = Counter()
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,7 +275,8 @@ class RelayHub:
             refusal = RelayRefusal.BUSY
         elif (
             waiter is None
-            and len(self.waiting) + len(self.sessions) + self.forwarding() >= limits.max_sessions
+            and len(self.waiting) + len(self.sessions) + len(self.flushing) + self.forwarding()
+            >= limits.max_sessions
         ):
             refusal = RelayRefusal.SERVER_FULL
         elif self.per_ip[ip] >= limits.max_per_ip:
@@ -355,6 +354,12 @@ class RelayHub:
             self.metrics.refuse(reason)
             end.transport.abort()
 
+    def _release(self, end: RelayEnd) -> None:
+        """A flushing end is gone: its place in the per-IP cap is free again."""
+        self.per_ip[end.ip] -= 1
+        if not self.per_ip[end.ip]:
+            del self.per_ip[end.ip]
+
     # -- time and shutdown -----------------------------------------------------------
 
     def _tick(self) -> None:
@@ -362,6 +367,8 @@ class RelayHub:
         limits = self.limits
         for end in [e for e in self.waiting.values() if e.waiting_until <= now]:
             self.drop_waiter(end, "peer_timeout")
+        if self.flushing:
+            self.flushing.check(now, limits.idle_timeout or limits.wait_timeout)
         idle, longest = limits.idle_timeout, limits.max_duration
         for session in list(self.sessions.values()):
             if session.active:
@@ -386,6 +393,7 @@ class RelayHub:
             self.drop_waiter(end, reason)
         for session in list(self.sessions.values()):
             session.end(reason)
+        self.flushing.close_all()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -33,7 +33,11 @@ from rendezvous.settings import Settings
 from rendezvous.status import Health
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiohttp import web
+
+    from rendezvous.discovery import ProxiedDiscovery
 
 __all__ = ["RendezvousServer"]
 
@@ -98,6 +102,7 @@ class RendezvousServer:
         metrics.registry.register(self.relay.metrics)
         self.discovery_port: int | None = None
         self._discovery: asyncio.AbstractServer | None = None
+        self.proxied_discovery: ProxiedDiscovery | None = None  # --proxy-protocol only
         self.budget: FdBudget | None = None  # the caps in force, from start()
 
     # -- what the connections share (read by the tests and the HTTP side) ------------
@@ -147,7 +152,7 @@ class RendezvousServer:
             functools.partial(Connection, self.dispatcher), sock=sock, backlog=s.backlog
         )
         if s.discovery_port is not None:
-            from rendezvous.discovery import DiscoveryProtocol
+            from rendezvous.discovery import DiscoveryProtocol, ProxiedDiscovery
 
             try:
                 dsock = listening_socket(s.host, s.discovery_port, s)
@@ -155,9 +160,12 @@ class RendezvousServer:
                 self._server.close()
                 raise
             self.discovery_port = dsock.getsockname()[1]
-            self._discovery = await loop.create_server(
-                functools.partial(DiscoveryProtocol, self.relay.metrics), sock=dsock
-            )
+            if s.proxy_protocol:  # the balancer's header names the client (discovery.py)
+                self.proxied_discovery = ProxiedDiscovery(self.dispatcher, self.relay.metrics)
+                factory: Callable[[], asyncio.Protocol] = self.proxied_discovery.protocol
+            else:
+                factory = functools.partial(DiscoveryProtocol, self.relay.metrics)
+            self._discovery = await loop.create_server(factory, sock=dsock)
         if s.http_port is not None:
             from rendezvous.http import start_http
 
@@ -261,6 +269,8 @@ class RendezvousServer:
         if self._discovery is not None:
             self._discovery.close()
             self._discovery = None
+        if self.proxied_discovery is not None:
+            self.proxied_discovery.close_all()
         deadline = loop.time() + 2
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
