@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from rendezvous.proxy_protocol import build_header
 from rendezvous.redis_presence import RedisUnavailable
+from rendezvous.relay_flush import reset
 from tcpunch.relay import (
     RelayRefusal,
     RelayReply,
@@ -71,6 +72,7 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
+        self.link.active = True
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
             self.link.bytes += len(data)
@@ -90,6 +92,7 @@ class _Side(asyncio.Protocol):
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.link.active = True  # a stalled reader is reading again
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.transport.is_closing():
             peer.transport.resume_reading()
@@ -105,15 +108,24 @@ class _Link:
         self.client.peer, self.upstream.peer = self.upstream, self.client
         self.bytes = 0
         self.closed = False
+        self.active = False  # bytes moved since the forwarder's last tick
+        self.last = 0.0  # loop time of the last tick that saw bytes move
+        self.pairing = ""  # for the log line
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Close both sockets; ``abort``: at once, with a reset that drops what is
+        buffered (a plain close first flushes it, in our buffer and then the kernel's,
+        which for a reader that stopped is never)."""
         if self.closed:
             return
         self.closed = True
         self.forwarder.links.discard(self)
         for side in (self.client, self.upstream):
             if side.transport is not None:
-                side.transport.close()
+                if abort:
+                    reset(side.transport)
+                else:
+                    side.transport.close()
 
 
 class RelayForwarder:
@@ -138,6 +150,7 @@ class RelayForwarder:
         self._owner = room.client.register_script(OWNER)
         self._disown = room.client.register_script(DISOWN)
         self.links: set[_Link] = set()
+        self._timer: asyncio.TimerHandle | None = None
         hub.forwarding = self.links.__len__  # a link holds 2 fds, as a session: one cap
         self.forwarded = 0  # relay ends sent on to another replica (a metric)
         self.unreachable = 0  # ... whose owner could not be reached
@@ -194,10 +207,14 @@ class RelayForwarder:
         client = conn.hand_off()
         client.pause_reading()  # nothing is read before the owner is connected
         link = _Link(self)
+        link.pairing = name_text(request.name)
         link.client.transport = client
         client.set_protocol(link.client)
         self.links.add(link)
         loop = asyncio.get_running_loop()
+        link.last = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_later(self._tick_interval(), self._tick)
         try:
             transport, _ = await asyncio.wait_for(
                 loop.create_connection(lambda: link.upstream, host, int(port)),
@@ -238,6 +255,36 @@ class RelayForwarder:
         )
         return True
 
+    def _tick_interval(self) -> float:
+        idle = self.hub.limits.idle_timeout
+        return min(0.5, max(0.02, idle / 10)) if idle else 0.5
+
+    def _tick(self) -> None:
+        """Close links that moved no byte either way for the relay's idle timeout. The
+        owner ends such a session itself, but a link whose client stopped reading has its
+        upstream paused, so it would never see the owner's reset and would hold its place
+        in this replica's cap (and two descriptors) for good."""
+        loop = asyncio.get_running_loop()
+        now, idle = loop.time(), self.hub.limits.idle_timeout
+        for link in list(self.links):
+            if link.active:
+                link.active, link.last = False, now
+            elif idle and now - link.last >= idle:
+                log.info(
+                    "relay_forward_end",
+                    extra={
+                        "event": "relay_forward_end",
+                        "pairing": link.pairing,
+                        "reason": "idle",
+                        "bytes": link.bytes,
+                    },
+                )
+                link.close(abort=True)
+        self._timer = loop.call_later(self._tick_interval(), self._tick) if self.links else None
+
     def close_all(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for link in list(self.links):
             link.close()

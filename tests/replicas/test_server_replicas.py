@@ -5,6 +5,7 @@ commands reach waiters on any replica."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -260,3 +261,47 @@ def test_forwarded_ends_and_local_ones_share_the_relay_cap(redis_server, tmp_pat
         for value in results.values():
             if not isinstance(value, RelayRefused):
                 value.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_forwarded_end_whose_client_stops_reading_is_closed_when_idle(redis_server, tmp_path):
+    """End b reaches r1 and is forwarded to r0 (the owner); b stops reading while a floods
+    until every buffer is full. The owner ends its idle session, but r1's link has its
+    upstream paused and would never see that: r1 aborts it after --relay-idle-timeout
+    (a relay_forward_end line; a plain close would wait to flush to a reader that does
+    not read) and b gets a reset."""
+    import socket
+    import threading
+    import time
+
+    from fmi_client.relay import relay_connect
+
+    args = ("--relay-advertise", "127.0.0.1", "--relay-idle-timeout", "1")
+    with replica_processes(tmp_path, redis_server.url, 2, *args) as (r0, r1):
+        name = _name()
+        ends: dict[str, socket.socket] = {}
+
+        def connect(key: str, port: int) -> None:
+            ends[key] = relay_connect(name, "127.0.0.1", port, time.monotonic() + 20)
+
+        a = threading.Thread(target=connect, args=("a", r0.port))
+        a.start()
+        time.sleep(0.3)  # a reaches r0 first: r0 owns the session
+        connect("b", r1.port)
+        a.join(20)
+        sock_a, sock_b = ends["a"], ends["b"]
+        sock_b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock_a.settimeout(0.5)
+        block = b"x" * 65536
+        with contextlib.suppress(OSError):  # until every buffer on the way is full
+            for _ in range(4096):  # bounded: 256 MiB at most
+                sock_a.sendall(block)
+        assert r1.wait_for_record("relay_forward", name)
+        end = r1.wait_for_record("relay_forward_end", name, timeout=15)
+        assert end["reason"] == "idle" and end["bytes"] > 0, end
+        sock_b.settimeout(10)
+        with pytest.raises(ConnectionResetError):  # at once: nothing waits to be flushed
+            while sock_b.recv(1 << 20):  # what our own buffer held, then the reset
+                pass
+        sock_a.close()
+        sock_b.close()
