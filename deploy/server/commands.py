@@ -174,8 +174,16 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         )
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
+    nlb_group = None
+    if settings.replicated:  # first: the tasks' group admits 10000 only from it
+        nlb_group, nlb_group_changed = balancer.ensure_group(aws, settings, vpc_id)
+        reporter.step(
+            f"security group {nlb_group} ({settings.balancer_name}: the load balancer's, "
+            f"open on its listener ports)",
+            nlb_group_changed,
+        )
     group_id, sg_changed = network.ensure_security_group(
-        aws, settings, vpc_id, on_change=reporter.change
+        aws, settings, vpc_id, on_change=reporter.change, balancer_group=nlb_group
     )
     reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
     room = (
@@ -201,8 +209,11 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
     cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
     reporter.step(f"cluster {settings.cluster_name}", cluster_changed)
-    nlb = replicas.ensure_balancer(aws, settings, reporter, vpc_id, names) if (
-        settings.replicated) else None
+    nlb = (
+        replicas.ensure_balancer(aws, settings, reporter, vpc_id, names, nlb_group)
+        if nlb_group is not None
+        else None
+    )
 
     before = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
     already_stopped = {t["taskArn"] for t in before if t.get("lastStatus") == "STOPPED"}

@@ -65,9 +65,14 @@ def redis(
 
 
 def ensure_balancer(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, vpc_id: str, subnet_ids: list[str]
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    vpc_id: str,
+    subnet_ids: list[str],
+    group_id: str,
 ) -> balancer.Balancer:
-    found, steps = balancer.ensure(aws, settings, vpc_id, subnet_ids)
+    found, steps = balancer.ensure(aws, settings, vpc_id, subnet_ids, group_id)
     for line, changed in steps:
         reporter.step(line, changed)
     return found
@@ -82,9 +87,10 @@ def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> N
 
 
 def remove_parts(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
-    """What replicas mode made besides the service: the NLB, the cache we made, the
-    --redis-url secret."""
-    done = balancer.remove(aws, settings) + cache.remove(aws, settings, wait=wait)
+    """What replicas mode made besides the service: the NLB and its security group (the
+    tasks' group no longer names it), the cache we made, the --redis-url secret."""
+    done = balancer.remove(aws, settings) + balancer.remove_group(aws, settings)
+    done += cache.remove(aws, settings, wait=wait)
     if redissecret.delete(aws, settings.name):
         done.append(f"removed the secret {redissecret.secret_name(settings.name)}")
     return done
