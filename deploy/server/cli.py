@@ -274,7 +274,20 @@ def policy(account: str, region: str, name: str, hosted_zone_id: str, record: st
         raise click.BadParameter(
             f"{account!r} is not a 12-digit account id", param_hint="--account"
         )
+    # Each value lands in ARNs and conditions: a '*' or '?' would widen the policy.
+    if not re.fullmatch(r"[a-z]{2}(?:-[a-z]+)+-\d", region):
+        raise click.BadParameter(
+            f"{region!r} is not a region name such as eu-west-1", param_hint="--region"
+        )
+    validate.resource_name(name, "--name", validate.SERVER_SUFFIXES)
     zone = hosted_zone_id.rsplit("/", 1)[-1]  # accepts "/hostedzone/Z..." as the API prints it
+    if not re.fullmatch(r"Z[A-Z0-9]{1,31}", zone):
+        raise click.BadParameter(
+            f"{hosted_zone_id!r} is not a hosted zone id such as Z0123456789ABC (aws "
+            "route53 list-hosted-zones shows yours)",
+            param_hint="--hosted-zone-id",
+        )
+    validate.dns_name(record, "--record")
     document = roles.policy(
         "deployer",
         Region=region,
