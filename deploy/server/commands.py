@@ -175,6 +175,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
     nlb_group = None
+    room = None
     if settings.replicated:  # first: the tasks' group admits 10000 only from it
         nlb_group, nlb_group_changed = balancer.ensure_group(aws, settings, vpc_id)
         reporter.step(
@@ -182,14 +183,20 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
             f"open on its listener ports)",
             nlb_group_changed,
         )
+        found = network.find_group(aws, vpc_id, settings.security_group_name)
+        if found:  # Redis before the tasks' rules change: a switch from one task that
+            # stops here (a cache still deleting) or waits for a new cache (minutes)
+            # leaves that task reachable meanwhile
+            room = replicas.redis(aws, settings, reporter, vpc_id, names, found[0]["GroupId"])
     group_id, sg_changed = network.ensure_security_group(
         aws, settings, vpc_id, on_change=reporter.change, balancer_group=nlb_group
     )
     reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
-    room = (
-        replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
-        if settings.replicated else replicas.RedisSource()
-    )
+    if room is None:
+        room = (
+            replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
+            if settings.replicated else replicas.RedisSource()
+        )
     execution_policy = iam.execution_policy(
         settings, image_uri, region, account, secret_arn, room.secret_arn
     )

@@ -135,11 +135,17 @@ def down(
         if redissecret.delete(aws, settings.name):
             reporter.step(f"removed the secret {redissecret.secret_name(settings.name)}")
         _delete_rest(aws, settings, reporter)
-    elif balancer.find_balancer(aws, settings) or cache.find(aws, settings):
-        reporter.note(
-            f"kept the load balancer {settings.balancer_name} and the cache (they cost by "
-            "the hour while the service is at 0): `down --delete` removes them"
-        )
+    else:
+        kept = []
+        if balancer.find_balancer(aws, settings):
+            kept.append(f"the load balancer {settings.balancer_name}")
+        if (cache.find(aws, settings) or {}).get("Status", "deleting") != "deleting":
+            kept.append(f"the cache {settings.cache_name}")
+        if kept:
+            reporter.note(
+                f"kept {' and '.join(kept)} (they cost by the hour while the service is at "
+                "0): `down --delete` removes them"
+            )
     for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
         reporter.step(f"removed {what}")
     if zone is not None and remove_record:

@@ -395,3 +395,23 @@ def test_a_balancer_without_a_security_group_is_replaced(stack: Stack, quiet: An
     assert a_record(stack)["AliasTarget"]["DNSName"].rstrip(".") == nlb["DNSName"]
     assert len(elbv2.describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])["Listeners"]) == 2
     assert "~ network load balancer rendezvous-nlb" in out.getvalue()
+
+
+def test_a_switch_that_stops_early_leaves_the_single_task_reachable(
+    stack: Stack, quiet: Any
+) -> None:
+    """From one task to replicas, Redis comes before the tasks' rules change: a switch
+    that stops there (the cache of an earlier switch still deleting; or one that waits
+    minutes for a new cache) leaves the running task open on 10000 meanwhile. `down`
+    then names only what it keeps."""
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        commands.up(stack.aws(), stack.settings(), quiet)  # the cache: deleting (for good)
+        before = group_rules(stack.endpoint, "rendezvous-server")
+        assert (10000, "0.0.0.0/0") in before
+        with pytest.raises(DeployError, match="rendezvous-cache is being deleted"):
+            commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        assert group_rules(stack.endpoint, "rendezvous-server") == before
+        reporter, out = capturing()
+        commands.down(stack.aws(), stack.settings(), reporter, delete=False, remove_record=False)
+    assert "kept the load balancer" not in out.getvalue()  # none left; the cache is going
