@@ -172,13 +172,18 @@ def server() -> None:
       "the tasks sharing their room in Redis.")
 @_opt("--redis-url", default="", metavar="URL",
       help="With --replicas N: the Redis the replicas share (redis://HOST:6379/0, rediss:// "
-      "for TLS; a password is never printed). Without it `up` creates a small ElastiCache.")
+      "for TLS, redis://:PASSWORD@HOST:6379/0 with / ? # % @ in the password "
+      "percent-encoded; kept in Secrets Manager, never printed; prefer the environment "
+      "variable, which stays out of shell history). Without it `up` creates a small "
+      "ElastiCache.")
 @_friendly
 def up(**params: Any) -> None:
     """Create or update everything, wait for a healthy task, point DNS at it.
 
     Prints host:10000 on stdout when the record resolves to the task at the zone's
-    authoritative name servers. Running it again with nothing changed changes nothing.
+    authoritative name servers (with --replicas N: when N tasks are healthy behind the
+    load balancer and the record is an alias to it). Running it again with nothing
+    changed changes nothing.
     """
     from rendezvous_deploy.server.commands import up as run_up
 

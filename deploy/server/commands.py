@@ -263,6 +263,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         record_changed = replicas.point_record(aws, settings, reporter, zone, nlb)
         reporter.note("DNS verification skipped: an alias record answers the load "
                       "balancer's addresses, which Route 53 picks")
+        reporter.note(replicas.cost_note(settings))
         return UpResult(host=settings.fqdn.rstrip("."), port=settings.port, ip=nlb.dns_name,
                         task_definition_arn=td_arn, registered=registered,
                         record_changed=record_changed)

@@ -174,3 +174,30 @@ def point_record(
         record.wait_insync(aws, change_id, settings.waits.poll, settings.waits.dns_timeout)
     reporter.step(f"{settings.fqdn} A alias {found.dns_name} ({found.zone_id}) INSYNC")
     return True
+
+
+# us-east-1 list prices (USD an hour) when written, as the README's Costs bullet says.
+NLB_HOUR = 0.0225
+CACHE_HOUR = 0.0128
+TASK_HOUR = 0.054 + 0.005  # 1 vCPU / 3 GB, and its public IPv4 address
+
+
+def cost_note(settings: ServerSettings) -> str:
+    """What replicas mode costs by the hour, roughly (default task size)."""
+    parts = [f"the NLB ${NLB_HOUR}/h + traffic"]
+    if not settings.redis_url:
+        parts.append(f"the ElastiCache node ${CACHE_HOUR}/h")
+    total = NLB_HOUR + (0 if settings.redis_url else CACHE_HOUR)
+    if (settings.cpu, settings.memory) == (1024, 3072):
+        parts.append(f"{settings.replicas} tasks ${TASK_HOUR:.3f}/h each")
+        total += settings.replicas * TASK_HOUR
+        sum_text = f"about ${total:.2f}/h"
+    else:
+        parts.append(
+            f"{settings.replicas} tasks of --cpu {settings.cpu} --memory {settings.memory}"
+        )
+        sum_text = f"${total:.4f}/h plus the tasks"
+    return (
+        f"costs by the hour (us-east-1 list prices; see the README): {', '.join(parts)}: "
+        f"{sum_text}. `server down` keeps the NLB and cache; `down --delete` removes them"
+    )

@@ -116,6 +116,10 @@ def test_the_redis_password_never_reaches_the_output(stack: Stack) -> None:
     assert "task definition rendezvous:1 unchanged" in second.stderr
     assert "2 replicas healthy behind rendezvous-nlb" in second.stderr
     assert "already an alias to rendezvous-nlb" in second.stderr
+    # what it costs, said where the user looks (the NLB; no cache with --redis-url)
+    assert "costs by the hour" in second.stderr and "the NLB $0.0225/h" in second.stderr
+    assert "2 tasks $0.059/h each: about $0.14/h" in second.stderr
+    assert "ElastiCache node" not in second.stderr
 
 
 @pytest.mark.parametrize(
