@@ -89,8 +89,14 @@ def _validate(params: dict[str, Any]) -> None:
     if params.get("redis_url"):
         validate.redis_url(params["redis_url"])
         if params.get("replicas", 1) == 1:
+            source = click.get_current_context().get_parameter_source("redis_url")
+            given = (
+                f"--redis-url (from ${env_name('redis-url')})"
+                if source is click.core.ParameterSource.ENVIRONMENT
+                else "--redis-url"
+            )
             raise click.UsageError(
-                "--redis-url only applies with --replicas 2 or more (one task keeps its room "
+                f"{given} only applies with --replicas 2 or more (one task keeps its room "
                 "in memory): add --replicas N or drop --redis-url"
             )
     if params.get("allow_v1"):

@@ -135,3 +135,14 @@ def test_the_redis_password_never_reaches_the_output(stack: Stack) -> None:
 )
 def test_a_masked_url_never_holds_the_password(url: str) -> None:
     assert PASSWORD not in masked_url(url)
+
+
+def test_a_redis_url_from_the_environment_is_named_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left exported from an earlier `up --replicas N`, the variable refuses a one-task
+    `up`: the error says where the URL came from (and never shows it)."""
+    monkeypatch.setenv("RENDEZVOUS_DEPLOY_REDIS_URL", f"redis://:{PASSWORD}@10.0.0.5/0")
+    shown = refused(
+        ["server", "up", "--record", "rdv.example.com", "--image-uri", IMAGE],
+        "--redis-url (from $RENDEZVOUS_DEPLOY_REDIS_URL) only applies with --replicas 2",
+    )
+    assert PASSWORD not in shown
