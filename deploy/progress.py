@@ -4,7 +4,8 @@ stdout stays free for the one machine-readable result (``host:10000``), so scrip
 capture it while people watch the progress. Marks: ``~`` something was created or
 changed, ``✓`` checked and already right (nothing done), ``✗`` failed. Off a terminal
 (a pipe, a CI log) lines are not wrapped, so ARNs and tables stay whole; tables even
-where COLUMNS is set (a number cut short is worse than a long line).
+where COLUMNS is set (a number cut short is worse than a long line). Text is printed
+as it is: no rich markup (``[...]`` in a value) and no emoji codes (``:secret:``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 CHANGED = "~"
 VERIFIED = "✓"
@@ -27,10 +30,11 @@ REPEAT_S = 30.0  # off a terminal, repeat an unchanged wait line this often
 
 
 def make_console(stderr: bool = True) -> Console:
-    """A console that wraps at the terminal's width, and not at all in a pipe."""
-    console = Console(stderr=stderr, highlight=False)
+    """A console that wraps at the terminal's width, and not at all in a pipe. No emoji
+    codes: ``:secret:`` in a Secrets Manager ARN would print as an emoji."""
+    console = Console(stderr=stderr, highlight=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+        console = Console(stderr=stderr, highlight=False, emoji=False, width=PIPE_WIDTH)
     return console
 
 
@@ -54,9 +58,9 @@ class Reporter:
         if self.quiet:
             return
         if changed:
-            self.console.print(f"[yellow]{CHANGED}[/yellow] {text}", soft_wrap=True)
+            self.console.print(f"[yellow]{CHANGED}[/yellow] {escape(text)}", soft_wrap=True)
         else:
-            self.console.print(f"[dim]{VERIFIED} {text}[/dim]", soft_wrap=True)
+            self.console.print(f"[dim]{VERIFIED} {escape(text)}[/dim]", soft_wrap=True)
 
     def change(self, what: str, old: object, new: object) -> None:
         """One changed value, old -> new (``(none)`` where there was or will be nothing)."""
@@ -67,16 +71,16 @@ class Reporter:
     def fail(self, text: str) -> None:
         """A step that did not succeed; the command goes on to say why and exit non-zero."""
         if not self.quiet:
-            self.console.print(f"[red]{FAILED}[/red] {text}", soft_wrap=True)
+            self.console.print(f"[red]{FAILED}[/red] {escape(text)}", soft_wrap=True)
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"  {text}", soft_wrap=True)  # paths stay whole
+            self.console.print(f"  {escape(text)}", soft_wrap=True)  # paths stay whole
 
     def warn(self, text: str) -> None:
         """Something looks wrong but the command goes on: say so, in yellow."""
         if not self.quiet:
-            self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True)
 
     @contextmanager
     def waiting(self, text: str, timeout: float | None = None) -> Iterator[Callable[[str], None]]:
@@ -88,17 +92,17 @@ class Reporter:
             return
         began = time.monotonic()
         last: dict[str, Any] = {"detail": None, "at": 0.0}
-        with self.console.status(text) as status:
+        with self.console.status(escape(text)) as status:
 
             def update(detail: str) -> None:
                 now = time.monotonic()
                 clock = _clock(now - began, timeout)
-                status.update(f"{text}: {detail} ({clock})")
+                status.update(escape(f"{text}: {detail} ({clock})"))
                 if self.console.is_terminal:
                     return
                 if detail != last["detail"] or now - last["at"] >= REPEAT_S:
                     last.update(detail=detail, at=now)
-                    self.console.print(f"  … {detail} ({clock})", soft_wrap=True)
+                    self.console.print(escape(f"  … {detail} ({clock})"), soft_wrap=True)
 
             yield update
 
@@ -107,7 +111,7 @@ class Reporter:
         for column in columns:
             table.add_column(column)
         for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+            table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
         if self.console.is_terminal:
             self.console.print(table)  # fits the terminal, as people read it there
             return
@@ -128,5 +132,5 @@ def key_value_table(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     for key, value in rows:
-        table.add_row(key, "" if value is None else str(value))
+        table.add_row(Text(key), Text("" if value is None else str(value)))
     return table

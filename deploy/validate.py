@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from rendezvous.settings import redact_url
+
 # The longest suffix any command appends to --name (server: "-task-execution"; pipeline:
 # "-initialize", "-fmi-client"). IAM role and Lambda function names stop at 64 chars.
 SERVER_SUFFIXES = ("-task-execution", "-dns-refresher", "-task-running", "-server")
@@ -207,36 +209,47 @@ def bucket(value: str, option: str = "--bucket") -> None:
 
 
 def masked_url(value: str) -> str:
-    """``value`` with any password (and user) replaced by ``***``: safe to print."""
-    try:
-        parts = urlsplit(value)
-        _userinfo, at, host = parts.netloc.rpartition("@")
-    except ValueError:
-        return "(an unparsable URL)"
-    if not at:
-        return value
-    return parts._replace(netloc=f"***@{host}").geturl()
+    """``value`` with whatever stands before its last ``@`` (user, password) and any
+    query (``?password=``) replaced by ``***``: safe to print, even when a password
+    holds ``/``, ``?`` or ``#`` and so ends the URL's authority early."""
+    if "://" in value:
+        return redact_url(value)
+    return "***@" + value.rpartition("@")[2] if "@" in value else value
+
+
+_REDIS_FORM = (
+    "write redis://HOST:6379/0 (rediss:// for TLS, a password as redis://:PASSWORD@HOST:6379/0)"
+)
 
 
 def redis_url(value: str, option: str = "--redis-url") -> None:
     """redis:// or rediss://, a host, an optional port and database number; errors show
-    the URL masked (it may hold a password)."""
+    the URL masked (it may hold a password), never a parser's message (which may quote
+    part of it)."""
     shown = masked_url(value)
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-        host = parts.hostname
-    except ValueError as err:
-        raise _bad(option, f"{shown!r} is not a URL ({err})") from None
-    if parts.scheme not in ("redis", "rediss") or not host:
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss"):
+        raise _bad(option, f"{shown!r} is not a Redis URL: {_REDIS_FORM}")
+    if "@" in value and "@" not in parts.netloc:
         raise _bad(
             option,
-            f"{shown!r} is not a Redis URL: write redis://HOST:6379/0 (rediss:// for TLS, a "
-            "password as redis://:PASSWORD@HOST:6379/0)",
+            f"{shown!r}: the part before the host ends early, at a '/', '?' or '#': "
+            "percent-encode those characters in the user name and password (/ as %2F, ? "
+            "as %3F, # as %23, % as %25, @ as %40)",
         )
+    try:
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise _bad(
+            option, f"{shown!r}: the port must be a number 1-65535, e.g. HOST:6379"
+        ) from None
+    if not host:
+        raise _bad(option, f"{shown!r} names no host: {_REDIS_FORM}")
     if port == 0 or not re.fullmatch(r"(/\d{0,2})?", parts.path) or parts.fragment:
-        raise _bad(option, f"{shown!r}: the port must be 1-65535 and the path a database "
-                   "number such as /0")
+        raise _bad(
+            option, f"{shown!r}: the port must be 1-65535 and the path a database number such as /0"
+        )
 
 
 def replicas(value: int, maximum: int, option: str = "--replicas") -> None:

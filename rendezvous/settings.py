@@ -212,14 +212,15 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """``scheme://***@host:port/db``: whatever stood before the ``@`` (user, password)
-    is replaced, so the URL can be logged."""
+    """``scheme://***@host:port/db``: whatever stood before the last ``@`` (user,
+    password) is replaced, so the URL can be logged. The last ``@`` of the whole URL,
+    not of the authority: a password holding ``/``, ``?`` or ``#`` would otherwise end
+    the authority early and be shown in full."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "***"
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    if "?" in path:  # redis-py also reads ?password=
-        path = path.partition("?")[0] + "?***"
-    return f"{scheme}://{authority}{slash}{path}"
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    if "?" in rest:  # redis-py also reads ?password=
+        rest = rest.partition("?")[0] + "?***"
+    return f"{scheme}://{rest}"

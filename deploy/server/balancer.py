@@ -8,8 +8,10 @@ punching breaks, and the two ports keep them differently:
 - rendezvous port: ``proxy_protocol_v2.enabled`` on its target group, and the tasks run
   ``rendezvous serve --proxy-protocol``. The header names the client's address and port
   explicitly; the server trusts only the first header of a connection, and the task's
-  security group lets only the VPC (the NLB's nodes, the other replicas) reach the port,
-  so no client can hand a task a header of its own choosing.
+  security group lets only the NLB's own security group (and the other replicas) reach
+  the port, so no client, nor anything else in the VPC, can hand a task a header of its
+  own choosing. The NLB gets its group at creation (AWS cannot add one later): an NLB
+  found without it is replaced.
 - discovery port: the discovery service reads no PROXY header, so its target group keeps
   PROXY v2 off and turns ``preserve_client_ip.enabled`` on (off by default for TCP ip
   targets): packets arrive from the client's own address.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rendezvous_deploy.aws import Aws, DeployError, error_code
+from rendezvous_deploy.server import network
 from rendezvous_deploy.server.network import MANAGED_BY, MANAGED_BY_TAG
 from rendezvous_deploy.server.settings import ServerSettings
 
@@ -97,15 +100,52 @@ def find_target_group(aws: Aws, name: str) -> dict[str, Any] | None:
     return dict(found["TargetGroups"][0]) if found["TargetGroups"] else None
 
 
+def ensure_group(aws: Aws, settings: ServerSettings, vpc_id: str) -> tuple[str, bool]:
+    """The NLB's security group (named like it): its listener ports open to everyone.
+    The tasks' group admits the rendezvous port only from this group."""
+    return network.ensure_group(
+        aws,
+        vpc_id,
+        settings.balancer_name,
+        f"rendezvous {settings.name}: the load balancer, TCP {settings.port} public",
+        lambda _vpc_cidr, _own: {("tcp", p, p, "0.0.0.0/0") for p in ports(settings)},
+    )
+
+
+def remove_group(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Delete the NLB's security group (once no task rule names it and the NLB is gone)."""
+    return network.delete_security_group(aws, settings, settings.balancer_name)
+
+
+def _delete_balancer(aws: Aws, lb: dict[str, Any]) -> int:
+    """Delete the NLB and its listeners; how many listeners it had."""
+    elbv2 = aws.client("elbv2")
+    listeners = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    for listener in listeners:
+        elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+    elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    return len(listeners)
+
+
 def _ensure_balancer(
-    aws: Aws, settings: ServerSettings, subnet_ids: list[str]
+    aws: Aws, settings: ServerSettings, subnet_ids: list[str], group_id: str
 ) -> tuple[dict[str, Any], bool]:
     elbv2 = aws.client("elbv2")
     current = find_balancer(aws, settings)
+    ours = current is not None and (current.get("Type"), current.get("Scheme")) == (
+        "network",
+        "internet-facing",
+    )
+    if current is not None and ours and not current.get("SecurityGroups"):
+        # AWS cannot add a security group to an NLB made without one: a new NLB (the
+        # alias record follows it; the target groups and the service stay)
+        _delete_balancer(aws, current)
+        current = None
     if current is None:
         created = elbv2.create_load_balancer(
             Name=settings.balancer_name,
             Subnets=sorted(subnet_ids),
+            SecurityGroups=[group_id],
             Scheme="internet-facing",
             Type="network",
             IpAddressType="ipv4",
@@ -118,6 +158,14 @@ def _ensure_balancer(
             f"{current.get('Type')}, not an internet-facing network load balancer: delete it "
             f"(aws elbv2 delete-load-balancer --load-balancer-arn "
             f"{current['LoadBalancerArn']}) or pick another --name"
+        )
+    if current.get("SecurityGroups") != [group_id]:
+        raise DeployError(
+            f"load balancer {settings.balancer_name} is in security groups "
+            f"{', '.join(current['SecurityGroups'])}, not {group_id} ({settings.balancer_name}, "
+            f"the only one the tasks admit): set it (aws elbv2 set-security-groups "
+            f"--load-balancer-arn {current['LoadBalancerArn']} --security-groups {group_id}) "
+            f"and run up again"
         )
     have = sorted(z["SubnetId"] for z in current.get("AvailabilityZones", []))
     if have != sorted(subnet_ids):
@@ -197,13 +245,20 @@ def _ensure_listeners(aws: Aws, balancer_arn: str, groups: dict[int, str]) -> bo
 
 
 def ensure(
-    aws: Aws, settings: ServerSettings, vpc_id: str, subnet_ids: list[str]
+    aws: Aws, settings: ServerSettings, vpc_id: str, subnet_ids: list[str], group_id: str
 ) -> tuple[Balancer, list[tuple[str, bool]]]:
-    """The NLB, its target groups (with their attributes) and listeners as wanted;
-    (the balancer, a progress line and whether it changed for each part)."""
+    """The NLB (in security group ``group_id``), its target groups (with their
+    attributes) and listeners as wanted; (the balancer, a progress line and whether it
+    changed for each part)."""
     steps = []
-    lb, changed = _ensure_balancer(aws, settings, subnet_ids)
-    steps.append((f"network load balancer {settings.balancer_name} ({lb['DNSName']})", changed))
+    lb, changed = _ensure_balancer(aws, settings, subnet_ids, group_id)
+    steps.append(
+        (
+            f"network load balancer {settings.balancer_name} ({lb['DNSName']}, security "
+            f"group {group_id})",
+            changed,
+        )
+    )
     groups = {}
     for port, name in ports(settings).items():
         groups[port], changed = _ensure_target_group(aws, settings, name, port, vpc_id)
@@ -260,18 +315,14 @@ def _delete_target_group(aws: Aws, name: str) -> list[str]:
 
 
 def remove(aws: Aws, settings: ServerSettings) -> list[str]:
-    """Delete the NLB (its listeners go with it) and the target groups; what happened."""
+    """Delete the NLB (its listeners go with it) and the target groups; what happened.
+    Its security group goes with ``remove_group``, once the tasks' group names it no more."""
     done = []
     lb = find_balancer(aws, settings)
     if lb is not None:
-        elbv2 = aws.client("elbv2")
-        listeners = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
-        for listener in listeners:
-            elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
-        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+        count = _delete_balancer(aws, lb)
         done.append(
-            f"removed network load balancer {settings.balancer_name} and its "
-            f"{len(listeners)} listener(s)"
+            f"removed network load balancer {settings.balancer_name} and its {count} listener(s)"
         )
     for name in (settings.rendezvous_target_group, settings.discovery_target_group):
         done += _delete_target_group(aws, name)

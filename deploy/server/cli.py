@@ -89,8 +89,14 @@ def _validate(params: dict[str, Any]) -> None:
     if params.get("redis_url"):
         validate.redis_url(params["redis_url"])
         if params.get("replicas", 1) == 1:
+            source = click.get_current_context().get_parameter_source("redis_url")
+            given = (
+                f"--redis-url (from ${env_name('redis-url')})"
+                if source is click.core.ParameterSource.ENVIRONMENT
+                else "--redis-url"
+            )
             raise click.UsageError(
-                "--redis-url only applies with --replicas 2 or more (one task keeps its room "
+                f"{given} only applies with --replicas 2 or more (one task keeps its room "
                 "in memory): add --replicas N or drop --redis-url"
             )
     if params.get("allow_v1"):
@@ -172,13 +178,18 @@ def server() -> None:
       "the tasks sharing their room in Redis.")
 @_opt("--redis-url", default="", metavar="URL",
       help="With --replicas N: the Redis the replicas share (redis://HOST:6379/0, rediss:// "
-      "for TLS; a password is never printed). Without it `up` creates a small ElastiCache.")
+      "for TLS, redis://:PASSWORD@HOST:6379/0 with / ? # % @ in the password "
+      "percent-encoded; kept in Secrets Manager, never printed; prefer the environment "
+      "variable, which stays out of shell history). Without it `up` creates a small "
+      "ElastiCache.")
 @_friendly
 def up(**params: Any) -> None:
     """Create or update everything, wait for a healthy task, point DNS at it.
 
     Prints host:10000 on stdout when the record resolves to the task at the zone's
-    authoritative name servers. Running it again with nothing changed changes nothing.
+    authoritative name servers (with --replicas N: when N tasks are healthy behind the
+    load balancer and the record is an alias to it). Running it again with nothing
+    changed changes nothing.
     """
     from rendezvous_deploy.server.commands import up as run_up
 
@@ -274,7 +285,20 @@ def policy(account: str, region: str, name: str, hosted_zone_id: str, record: st
         raise click.BadParameter(
             f"{account!r} is not a 12-digit account id", param_hint="--account"
         )
+    # Each value lands in ARNs and conditions: a '*' or '?' would widen the policy.
+    if not re.fullmatch(r"[a-z]{2}(?:-[a-z]+)+-\d", region):
+        raise click.BadParameter(
+            f"{region!r} is not a region name such as eu-west-1", param_hint="--region"
+        )
+    validate.resource_name(name, "--name", validate.SERVER_SUFFIXES)
     zone = hosted_zone_id.rsplit("/", 1)[-1]  # accepts "/hostedzone/Z..." as the API prints it
+    if not re.fullmatch(r"Z[A-Z0-9]{1,31}", zone):
+        raise click.BadParameter(
+            f"{hosted_zone_id!r} is not a hosted zone id such as Z0123456789ABC (aws "
+            "route53 list-hosted-zones shows yours)",
+            param_hint="--hosted-zone-id",
+        )
+    validate.dns_name(record, "--record")
     document = roles.policy(
         "deployer",
         Region=region,

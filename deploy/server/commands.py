@@ -174,14 +174,29 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         )
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
+    nlb_group = None
+    room = None
+    if settings.replicated:  # first: the tasks' group admits 10000 only from it
+        nlb_group, nlb_group_changed = balancer.ensure_group(aws, settings, vpc_id)
+        reporter.step(
+            f"security group {nlb_group} ({settings.balancer_name}: the load balancer's, "
+            f"open on its listener ports)",
+            nlb_group_changed,
+        )
+        found = network.find_group(aws, vpc_id, settings.security_group_name)
+        if found:  # Redis before the tasks' rules change: a switch from one task that
+            # stops here (a cache still deleting) or waits for a new cache (minutes)
+            # leaves that task reachable meanwhile
+            room = replicas.redis(aws, settings, reporter, vpc_id, names, found[0]["GroupId"])
     group_id, sg_changed = network.ensure_security_group(
-        aws, settings, vpc_id, on_change=reporter.change
+        aws, settings, vpc_id, on_change=reporter.change, balancer_group=nlb_group
     )
     reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
-    room = (
-        replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
-        if settings.replicated else replicas.RedisSource()
-    )
+    if room is None:
+        room = (
+            replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
+            if settings.replicated else replicas.RedisSource()
+        )
     execution_policy = iam.execution_policy(
         settings, image_uri, region, account, secret_arn, room.secret_arn
     )
@@ -201,8 +216,11 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"task definition {settings.family}:{revision} unchanged", changed=False)
     cluster_arn, cluster_changed = service.ensure_cluster(aws, settings.cluster_name)
     reporter.step(f"cluster {settings.cluster_name}", cluster_changed)
-    nlb = replicas.ensure_balancer(aws, settings, reporter, vpc_id, names) if (
-        settings.replicated) else None
+    nlb = (
+        replicas.ensure_balancer(aws, settings, reporter, vpc_id, names, nlb_group)
+        if nlb_group is not None
+        else None
+    )
 
     before = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
     already_stopped = {t["taskArn"] for t in before if t.get("lastStatus") == "STOPPED"}
@@ -245,6 +263,7 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         record_changed = replicas.point_record(aws, settings, reporter, zone, nlb)
         reporter.note("DNS verification skipped: an alias record answers the load "
                       "balancer's addresses, which Route 53 picks")
+        reporter.note(replicas.cost_note(settings))
         return UpResult(host=settings.fqdn.rstrip("."), port=settings.port, ip=nlb.dns_name,
                         task_definition_arn=td_arn, registered=registered,
                         record_changed=record_changed)

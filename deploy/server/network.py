@@ -64,21 +64,30 @@ def managed(group: dict[str, Any]) -> bool:
 Rule = tuple[str, int | None, int | None, str]  # (protocol, from port, to port, source)
 
 
-def _wanted_rules(settings: ServerSettings, vpc_cidr: str, group_id: str) -> set[Rule]:
+def _wanted_rules(
+    settings: ServerSettings, vpc_cidr: str, group_id: str, balancer_group: str | None
+) -> set[Rule]:
     if settings.replicated:  # behind the NLB: see balancer.py for why each port differs
+        if balancer_group is None:
+            raise ValueError("replicas need the load balancer's security group")
+        # Only the NLB's own group, never the VPC's CIDR: anything else in the VPC could
+        # reach 10000 directly and bring a PROXY header naming any client it likes. AWS
+        # lets a rule naming the NLB's group admit its traffic with client IPs kept too.
         rules = [
-            (settings.port, vpc_cidr),  # the NLB's nodes (PROXY v2 from their private IPs)
+            (settings.port, balancer_group),  # PROXY v2 from the NLB
             (settings.port, group_id),  # the other replicas forwarding relay ends
-            (settings.http_port, vpc_cidr),  # the NLB's health checks
+            (settings.http_port, balancer_group),  # the NLB's health checks
             (settings.http_port, settings.admin_cidr or vpc_cidr),
         ]
+        if settings.discovery_port:  # through the NLB only (client IPs preserved)
+            rules.append((settings.discovery_port, balancer_group))
     else:
         rules = [
             (settings.port, "0.0.0.0/0"),
             (settings.http_port, settings.admin_cidr or vpc_cidr),
         ]
-    if settings.discovery_port:  # NAT discovery: every client, as the rendezvous port
-        rules.append((settings.discovery_port, "0.0.0.0/0"))  # (NLB: client IPs preserved)
+        if settings.discovery_port:  # NAT discovery: every client, as the rendezvous port
+            rules.append((settings.discovery_port, "0.0.0.0/0"))
     return {("tcp", port, port, source) for port, source in rules}
 
 
@@ -131,11 +140,16 @@ def _by_port(rules: set[Rule]) -> dict[str, list[str]]:
 
 
 def ensure_security_group(
-    aws: Aws, settings: ServerSettings, vpc_id: str, on_change: Change | None = None
+    aws: Aws,
+    settings: ServerSettings,
+    vpc_id: str,
+    on_change: Change | None = None,
+    balancer_group: str | None = None,
 ) -> tuple[str, bool]:
     """A group open on the rendezvous port to all, the HTTP port only to admin_cidr, and
     nothing else: rules no longer asked for (an old --admin-cidr) are revoked. With
-    replicas, the rendezvous port only to the VPC (the NLB's nodes) and the group itself.
+    replicas, the rendezvous and discovery ports only to the NLB's ``balancer_group``
+    (and the rendezvous port to the group itself, for relay forwarding).
 
     Created with the MANAGED_BY_TAG tag (TagSpecifications: no separate CreateTags call);
     rules are added and revoked only on a group that has it, as the deployer policy allows.
@@ -147,7 +161,7 @@ def ensure_security_group(
         settings.security_group_name,
         f"rendezvous server {settings.name}: TCP {settings.port} public, "
         f"{settings.http_port} admin only",
-        lambda vpc_cidr, group_id: _wanted_rules(settings, vpc_cidr, group_id),
+        lambda vpc_cidr, group_id: _wanted_rules(settings, vpc_cidr, group_id, balancer_group),
         on_change,
     )
 
@@ -237,9 +251,7 @@ def ensure_group(
     return str(group["GroupId"]), changed
 
 
-def delete_security_group(
-    aws: Aws, settings: ServerSettings, name: str | None = None
-) -> list[str]:
+def delete_security_group(aws: Aws, settings: ServerSettings, name: str | None = None) -> list[str]:
     """Delete the group ``up`` made (tagged; never one made by hand); what happened."""
     ec2 = aws.client("ec2")
     found = find_group(aws, None, name or settings.security_group_name)

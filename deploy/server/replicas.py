@@ -65,9 +65,14 @@ def redis(
 
 
 def ensure_balancer(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, vpc_id: str, subnet_ids: list[str]
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    vpc_id: str,
+    subnet_ids: list[str],
+    group_id: str,
 ) -> balancer.Balancer:
-    found, steps = balancer.ensure(aws, settings, vpc_id, subnet_ids)
+    found, steps = balancer.ensure(aws, settings, vpc_id, subnet_ids, group_id)
     for line, changed in steps:
         reporter.step(line, changed)
     return found
@@ -82,9 +87,10 @@ def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> N
 
 
 def remove_parts(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
-    """What replicas mode made besides the service: the NLB, the cache we made, the
-    --redis-url secret."""
-    done = balancer.remove(aws, settings) + cache.remove(aws, settings, wait=wait)
+    """What replicas mode made besides the service: the NLB and its security group (the
+    tasks' group no longer names it), the cache we made, the --redis-url secret."""
+    done = balancer.remove(aws, settings) + balancer.remove_group(aws, settings)
+    done += cache.remove(aws, settings, wait=wait)
     if redissecret.delete(aws, settings.name):
         done.append(f"removed the secret {redissecret.secret_name(settings.name)}")
     return done
@@ -168,3 +174,30 @@ def point_record(
         record.wait_insync(aws, change_id, settings.waits.poll, settings.waits.dns_timeout)
     reporter.step(f"{settings.fqdn} A alias {found.dns_name} ({found.zone_id}) INSYNC")
     return True
+
+
+# us-east-1 list prices (USD an hour) when written, as the README's Costs bullet says.
+NLB_HOUR = 0.0225
+CACHE_HOUR = 0.0128
+TASK_HOUR = 0.054 + 0.005  # 1 vCPU / 3 GB, and its public IPv4 address
+
+
+def cost_note(settings: ServerSettings) -> str:
+    """What replicas mode costs by the hour, roughly (default task size)."""
+    parts = [f"the NLB ${NLB_HOUR}/h + traffic"]
+    if not settings.redis_url:
+        parts.append(f"the ElastiCache node ${CACHE_HOUR}/h")
+    total = NLB_HOUR + (0 if settings.redis_url else CACHE_HOUR)
+    if (settings.cpu, settings.memory) == (1024, 3072):
+        parts.append(f"{settings.replicas} tasks ${TASK_HOUR:.3f}/h each")
+        total += settings.replicas * TASK_HOUR
+        sum_text = f"about ${total:.2f}/h"
+    else:
+        parts.append(
+            f"{settings.replicas} tasks of --cpu {settings.cpu} --memory {settings.memory}"
+        )
+        sum_text = f"${total:.4f}/h plus the tasks"
+    return (
+        f"costs by the hour (us-east-1 list prices; see the README): {', '.join(parts)}: "
+        f"{sum_text}. `server down` keeps the NLB and cache; `down --delete` removes them"
+    )

@@ -57,7 +57,8 @@ def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str
         f"auth secret {authsecret.secret_name(settings.name)} (credentials minted from it "
         "stop working)",
         f"security group {settings.security_group_name}",
-        f"with --replicas: load balancer {settings.balancer_name}, its listeners, target "
+        f"with --replicas: load balancer {settings.balancer_name}, its listeners and "
+        f"security group, target "
         f"groups {settings.rendezvous_target_group} and {settings.discovery_target_group}, "
         f"and the ElastiCache {settings.cache_name} (replication group, subnet group, "
         "security group; waits for it to go, up to --cache-timeout), the secret "
@@ -85,6 +86,8 @@ def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None
     if authsecret.delete(aws, settings.name):
         reporter.step(f"removed auth secret {authsecret.secret_name(settings.name)}")
     for what in network.delete_security_group(aws, settings):
+        reporter.step(what)
+    for what in balancer.remove_group(aws, settings):  # the tasks' group named it
         reporter.step(what)
     for what in service.deregister_family(aws, settings):
         reporter.step(what)
@@ -132,11 +135,17 @@ def down(
         if redissecret.delete(aws, settings.name):
             reporter.step(f"removed the secret {redissecret.secret_name(settings.name)}")
         _delete_rest(aws, settings, reporter)
-    elif balancer.find_balancer(aws, settings) or cache.find(aws, settings):
-        reporter.note(
-            f"kept the load balancer {settings.balancer_name} and the cache (they cost by "
-            "the hour while the service is at 0): `down --delete` removes them"
-        )
+    else:
+        kept = []
+        if balancer.find_balancer(aws, settings):
+            kept.append(f"the load balancer {settings.balancer_name}")
+        if (cache.find(aws, settings) or {}).get("Status", "deleting") != "deleting":
+            kept.append(f"the cache {settings.cache_name}")
+        if kept:
+            reporter.note(
+                f"kept {' and '.join(kept)} (they cost by the hour while the service is at "
+                "0): `down --delete` removes them"
+            )
     for what in cloudwatch.remove(aws, settings):  # an idle service's alarms would ring
         reporter.step(f"removed {what}")
     if zone is not None and remove_record:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from rendezvous_deploy.cli import main
@@ -55,3 +56,33 @@ def test_a_bad_account_id_is_refused_with_the_reason():
     )
     assert result.exit_code == 2
     assert "not a 12-digit account id" in result.output
+
+
+GOOD = {
+    "--account": "123456789012",
+    "--region": "eu-west-1",
+    "--name": "team-a",
+    "--hosted-zone-id": "Z0ABC",
+    "--record": "rdv.example.com",
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--name", "*"),
+        ("--name", "team-*"),
+        ("--region", "*"),
+        ("--region", "eu-west-?"),
+        ("--hosted-zone-id", "*"),
+        ("--record", "*.example.com"),
+    ],
+)
+def test_a_wildcard_never_widens_the_printed_policy(option: str, value: str) -> None:
+    """Each value lands in ARNs and conditions: a '*' or '?' would grant the deployer
+    every role, region, zone or record; refused, naming the option."""
+    args = [x for key, good in GOOD.items() for x in (key, value if key == option else good)]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert '"Statement"' not in result.output

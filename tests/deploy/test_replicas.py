@@ -91,6 +91,11 @@ def group_rules(endpoint: str, name: str) -> set[tuple[int, str]]:
     return rules
 
 
+def group_names(endpoint: str) -> set[str]:
+    found = clients(endpoint)["ec2"].describe_security_groups()["SecurityGroups"]
+    return {g["GroupName"] for g in found}
+
+
 def environment(endpoint: str, arn: str) -> dict[str, str]:
     found = clients(endpoint)["ecs"].describe_task_definition(taskDefinition=arn)
     container = found["taskDefinition"]["containerDefinitions"][0]
@@ -182,16 +187,24 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     definition = aws["ecs"].describe_task_definition(taskDefinition=result.task_definition_arn)
     assert definition["taskDefinition"]["containerDefinitions"][0]["stopTimeout"] == 30
 
-    # The tasks: the rendezvous port only from the VPC (the NLB's nodes) and each other,
-    # discovery from everyone (client IPs kept), HTTP from the VPC (health checks).
+    # The NLB sits in its own group, open on its listener ports; the tasks admit the
+    # rendezvous and discovery ports only from that group (never the VPC's CIDR: anything
+    # else in the VPC could bring its own PROXY header) and 10000 from each other, HTTP
+    # from the NLB (health checks) and the admin CIDR (default: the VPC's).
+    (nlb_group,) = nlb["SecurityGroups"]
+    assert group_rules(stack.endpoint, "rendezvous-nlb") == {
+        (10000, "0.0.0.0/0"),
+        (10002, "0.0.0.0/0"),
+    }
     vpc_cidr = aws["ec2"].describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])[
         "Vpcs"
     ][0]["CidrBlock"]
     assert group_rules(stack.endpoint, "rendezvous-server") == {
-        (10000, vpc_cidr),
+        (10000, nlb_group),
         (10000, task_group),
+        (10001, nlb_group),
         (10001, vpc_cidr),
-        (10002, "0.0.0.0/0"),
+        (10002, nlb_group),
     }
     shown = out.getvalue()
     assert "~ network load balancer rendezvous-nlb" in shown
@@ -308,6 +321,7 @@ def test_switching_one_to_three_and_back_reconciles(stack: Stack, quiet: Any) ->
     assert cache["Status"] == "deleting"  # one task needs no Redis
     assert "RENDEZVOUS_REDIS_URL" not in environment(stack.endpoint, back.task_definition_arn)
     assert (10000, "0.0.0.0/0") in group_rules(stack.endpoint, "rendezvous-server")
+    assert "rendezvous-nlb" not in group_names(stack.endpoint)  # the NLB's group went
 
 
 def test_down_delete_removes_the_balancer_cache_and_record(stack: Stack, quiet: Any) -> None:
@@ -334,6 +348,7 @@ def test_down_delete_removes_the_balancer_cache_and_record(stack: Stack, quiet: 
     assert "kept cache subnet group and security group rendezvous-cache" in shown
     assert "run down --delete again" in shown
     assert f"record {stack.record}. removed" in shown
+    assert "rendezvous-nlb" not in group_names(stack.endpoint)
 
 
 def test_scaling_to_zero_keeps_the_balancer_and_says_so(stack: Stack, quiet: Any) -> None:
@@ -350,3 +365,53 @@ def test_scaling_to_zero_keeps_the_balancer_and_says_so(stack: Stack, quiet: Any
     assert "`down --delete` removes them" in shown
     assert f"warning: {stack.record}. is still an alias to the load balancer" in shown
     assert len(balancers(stack.endpoint)) == 1
+
+
+def test_a_balancer_without_a_security_group_is_replaced(stack: Stack, quiet: Any) -> None:
+    """AWS cannot add a security group to an NLB made without one, and without one the
+    tasks would have to admit 10000 from the whole VPC (where anything could bring its
+    own PROXY header): such an NLB (as `up` made before) is replaced, the alias follows."""
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        elbv2 = clients(stack.endpoint)["elbv2"]
+        (old,) = balancers(stack.endpoint)
+        for listener in elbv2.describe_listeners(LoadBalancerArn=old["LoadBalancerArn"])[
+            "Listeners"
+        ]:
+            elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+        elbv2.delete_load_balancer(LoadBalancerArn=old["LoadBalancerArn"])
+        bare = elbv2.create_load_balancer(
+            Name="rendezvous-nlb",
+            Subnets=[z["SubnetId"] for z in old["AvailabilityZones"]],
+            Scheme="internet-facing",
+            Type="network",
+        )["LoadBalancers"][0]
+        assert not bare.get("SecurityGroups")
+        reporter, out = capturing()
+        commands.up(stack.aws(), stack.settings(replicas=2), reporter)
+    (nlb,) = balancers(stack.endpoint)
+    assert nlb["LoadBalancerArn"] != bare["LoadBalancerArn"]
+    assert nlb["SecurityGroups"] == [old["SecurityGroups"][0]]
+    assert a_record(stack)["AliasTarget"]["DNSName"].rstrip(".") == nlb["DNSName"]
+    assert len(elbv2.describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])["Listeners"]) == 2
+    assert "~ network load balancer rendezvous-nlb" in out.getvalue()
+
+
+def test_a_switch_that_stops_early_leaves_the_single_task_reachable(
+    stack: Stack, quiet: Any
+) -> None:
+    """From one task to replicas, Redis comes before the tasks' rules change: a switch
+    that stops there (the cache of an earlier switch still deleting; or one that waits
+    minutes for a new cache) leaves the running task open on 10000 meanwhile. `down`
+    then names only what it keeps."""
+    with stack.fargate(), stack.propagation():
+        commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        commands.up(stack.aws(), stack.settings(), quiet)  # the cache: deleting (for good)
+        before = group_rules(stack.endpoint, "rendezvous-server")
+        assert (10000, "0.0.0.0/0") in before
+        with pytest.raises(DeployError, match="rendezvous-cache is being deleted"):
+            commands.up(stack.aws(), stack.settings(replicas=2), quiet)
+        assert group_rules(stack.endpoint, "rendezvous-server") == before
+        reporter, out = capturing()
+        commands.down(stack.aws(), stack.settings(), reporter, delete=False, remove_record=False)
+    assert "kept the load balancer" not in out.getvalue()  # none left; the cache is going

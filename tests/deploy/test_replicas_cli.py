@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from rendezvous_deploy.validate import masked_url
 from tests.deploy.conftest import IMAGE, Stack
 from tests.deploy.test_flow_cli import EXE
 from tests.deploy.test_validation import refused
@@ -58,6 +59,19 @@ CASES = [
         ["--redis-url", f"redis://:{PASSWORD}@10.0.0.5:6379/0"],
         ("--redis-url only applies with --replicas 2 or more",),
     ),
+    *[
+        (
+            ["--replicas", "3", "--redis-url", f"redis://:{secret}@10.0.0.5:6379/0"],
+            ("--redis-url", "redis://***@10.0.0.5:6379/0", "percent-encode"),
+        )
+        # a password holding '/', '?' or '#' ends the URL's authority early: it must be
+        # refused with how to write it, and shown masked all the same
+        for secret in (f"{PASSWORD}/x", f"ab/{PASSWORD}", f"{PASSWORD}?x", f"a#{PASSWORD}")
+    ],
+    (
+        ["--replicas", "3", "--redis-url", f"redis://u:{PASSWORD}@10.0.0.5:6379:1/0"],
+        ("--redis-url", "the port must be a number"),
+    ),
     (["--replicas", "2", "--name", "a" * 27], ("--name", "at most 26", "32 characters")),
     (
         ["--replicas", "2", "--env", f"RENDEZVOUS_REDIS_URL=redis://:{PASSWORD}@h/0"],
@@ -102,3 +116,33 @@ def test_the_redis_password_never_reaches_the_output(stack: Stack) -> None:
     assert "task definition rendezvous:1 unchanged" in second.stderr
     assert "2 replicas healthy behind rendezvous-nlb" in second.stderr
     assert "already an alias to rendezvous-nlb" in second.stderr
+    # what it costs, said where the user looks (the NLB; no cache with --redis-url)
+    assert "costs by the hour" in second.stderr and "the NLB $0.0225/h" in second.stderr
+    assert "2 tasks $0.059/h each: about $0.14/h" in second.stderr
+    assert "ElastiCache node" not in second.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@h:6379/0",
+        f"redis://:{PASSWORD}/x@h:6379/0",
+        f"redis://u:x?{PASSWORD}@h:6379/0",
+        f"redis://:{PASSWORD}#@h:6379/0",
+        f"redis://h:6379/0?password={PASSWORD}",
+        f"{PASSWORD}@h:6379",
+    ],
+)
+def test_a_masked_url_never_holds_the_password(url: str) -> None:
+    assert PASSWORD not in masked_url(url)
+
+
+def test_a_redis_url_from_the_environment_is_named_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left exported from an earlier `up --replicas N`, the variable refuses a one-task
+    `up`: the error says where the URL came from (and never shows it)."""
+    monkeypatch.setenv("RENDEZVOUS_DEPLOY_REDIS_URL", f"redis://:{PASSWORD}@10.0.0.5/0")
+    shown = refused(
+        ["server", "up", "--record", "rdv.example.com", "--image-uri", IMAGE],
+        "--redis-url (from $RENDEZVOUS_DEPLOY_REDIS_URL) only applies with --replicas 2",
+    )
+    assert PASSWORD not in shown

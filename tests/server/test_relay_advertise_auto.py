@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +87,78 @@ def test_other_values_pass_through() -> None:
 def test_bad_documents_are_refused(body: bytes, says: str) -> None:
     with metadata_endpoint(body) as uri, pytest.raises(ValueError, match=says):
         task_address.resolve("auto", {task_address.METADATA_ENV: uri})
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "224.0.0.1", "169.254.1.1"])
+def test_an_address_no_replica_reaches_is_refused(address: str) -> None:
+    document = {"Networks": [{"IPv4Addresses": [address]}]}
+    with (
+        metadata_endpoint(json.dumps(document).encode()) as uri,
+        pytest.raises(ValueError, match=f"names {address}, which other replicas"),
+    ):
+        task_address.resolve("auto", {task_address.METADATA_ENV: uri})
+
+
+@contextmanager
+def dripping_endpoint() -> Iterator[str]:
+    """An HTTP server that sends its headers, then one byte of body every 0.5 s: each
+    read succeeds within the socket timeout, the whole never ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(0.5):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v4/x"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=10)
+
+
+def test_a_dripping_endpoint_cannot_stall_start_up() -> None:
+    began = time.monotonic()
+    with dripping_endpoint() as uri, pytest.raises(ValueError, match="within 5 s"):
+        task_address.resolve("auto", {task_address.METADATA_ENV: uri})
+    assert time.monotonic() - began < task_address.DEADLINE + 2 * task_address.TIMEOUT
+
+
+def test_a_proxy_in_the_environment_is_not_used() -> None:
+    """An HTTP_PROXY in the task's environment must neither see nor answer the request
+    for the link-local endpoint (a fresh process: urllib reads proxies at start)."""
+    proxied = json.dumps({"Networks": [{"IPv4Addresses": ["10.9.9.9"]}]}).encode()
+    with (
+        metadata_endpoint(json.dumps(DOCUMENT).encode()) as uri,
+        metadata_endpoint(proxied) as proxy,
+    ):
+        proxy_root = proxy.rsplit("/v4/", 1)[0]
+        env = {**clean_env(), "http_proxy": proxy_root, "HTTP_PROXY": proxy_root}
+        env.pop("no_proxy", None)
+        env.pop("NO_PROXY", None)
+        code = (
+            "import sys; from rendezvous import task_address; "
+            "print(task_address.resolve('auto', {task_address.METADATA_ENV: sys.argv[1]}))"
+        )
+        found = subprocess.run(
+            [sys.executable, "-c", code, uri],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "10.0.2.106"
 
 
 def test_an_unreachable_or_odd_endpoint_is_refused() -> None:

@@ -18,6 +18,10 @@ from rendezvous.settings import Settings, redact_url
         ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
         ("redis://10.0.0.5/0?password=pw", "redis://10.0.0.5/0?***"),
         ("redis://:p@ss@host/0", "redis://***@host/0"),
+        # a password holding '/', '?' or '#' ends the authority early: still hidden
+        ("redis://:pw/x@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://user:a?pw@host/0", "redis://***@host/0"),
+        ("rediss://:a#pw@host/0", "rediss://***@host/0"),
     ],
 )
 def test_the_redis_url_is_shown_without_its_secrets(url, shown):
