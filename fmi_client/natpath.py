@@ -15,7 +15,8 @@ without one never sees it),
 or from the rendezvous itself: a public port that differs from our local port means
 our NAT rewrote it, taken as port-dependent and remembered for the next pairing. A
 host that accepts no inbound connection cannot be measured from inside: it declares it
-(``pair(..., nat="no-inbound")``).
+(``pair(..., nat="no-inbound")``). Hints are sent only to a server that answered the
+discovery probe (so ours), which is why a declared class still probes once.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ DEFAULT_DISCOVERY_PORT = 10002
 #: The longest a discovery probe may take (once per process and server).
 DISCOVERY_WINDOW = 0.5
 #: pair()'s ``nat``: "auto" finds out (discovery, then the rendezvous); the others
-#: declare it (no probe).
+#: declare it (discovery still runs once, to learn whether the server takes hints).
 NAT_CHOICES = ("auto", "endpoint-independent", "port-dependent", "no-inbound")
 
 Path = Literal["punch", "relay"]
