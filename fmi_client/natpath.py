@@ -8,7 +8,8 @@ shared, :func:`tcpunch.relay.pairing_session`). ``PUNCHABLE`` is symmetric, so w
 side is "ours" does not matter.
 
 Our own class comes from NAT discovery (:func:`fmi_client.relay.discover_nat`), probed
-once per process per server (a Lambda pays it once; a failure is remembered too, and
+once per process per server (a Lambda pays it once; a failure is remembered for
+RETRY_FIRST s, doubling, and
 the probe is bounded by DISCOVERY_WINDOW so a firewalled discovery port costs little;
 it reaches the rendezvous port only once the discovery port accepted, so a server
 without one never sees it),
@@ -38,6 +39,12 @@ log = logging.getLogger("fmi_client")
 DEFAULT_DISCOVERY_PORT = 10002
 #: The longest a discovery probe may take (once per process and server).
 DISCOVERY_WINDOW = 0.5
+#: A probe that failed is tried again after this long, doubling per failure up to
+#: RETRY_MAX: a warm Lambda lives for hours, and one failure at its cold start (a
+#: deploy, a blip) must not cost it NAT hints for good; a server without a discovery
+#: port costs at most one failed probe per RETRY_MAX.
+RETRY_FIRST = 60.0
+RETRY_MAX = 3600.0
 #: pair()'s ``nat``: "auto" finds out (discovery, then the rendezvous); the others
 #: declare it (discovery still runs once, to learn whether the server takes hints).
 NAT_CHOICES = ("auto", "endpoint-independent", "port-dependent", "no-inbound")
@@ -109,25 +116,27 @@ ServerKey = tuple[str, int, int]  # (server IP, rendezvous port, discovery port 
 
 
 class NatFindings:
-    """This process's finding per server: probed at most once, failures remembered."""
+    """This process's finding per server: probed once; a failure is remembered for
+    RETRY_FIRST s (doubling per failure), then probed again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._found: dict[ServerKey, NatClass] = {}
         self._answered: set[ServerKey] = set()  # servers whose discovery port answered
         self._probing: dict[ServerKey, threading.Lock] = {}
+        self._failed: dict[ServerKey, tuple[float, float]] = {}  # (retry at, next wait)
 
     def own(self, key: ServerKey, deadline: float) -> NatClass:
         """Our class for ``key``'s server: known, or probed now (one thread probes, others
         wait for it); UNKNOWN when discovery is off or did not answer."""
         with self._lock:
-            if key in self._found or not key[2]:
+            if key in self._found or not key[2] or self._waiting_to_retry(key):
                 return self._found.get(key, U)
             probing = self._probing.setdefault(key, threading.Lock())
         with probing:
             with self._lock:
-                if key in self._found:
-                    return self._found[key]
+                if key in self._found or self._waiting_to_retry(key):
+                    return self._found.get(key, U)
             now = time.monotonic()
             until = min(deadline, now + DISCOVERY_WINDOW)
             try:
@@ -135,20 +144,30 @@ class NatFindings:
             except (FmiClientError, OSError) as exc:
                 if until < now + DISCOVERY_WINDOW:
                     return U  # the caller's deadline cut it short: try again next time
+                with self._lock:
+                    wait = self._failed.get(key, (0.0, RETRY_FIRST))[1]
+                    self._failed[key] = (time.monotonic() + wait, min(wait * 2, RETRY_MAX))
                 log.info(
-                    "%s. This process treats its NAT as unknown from now on and sends "
-                    "%s:%d no NAT hints (so peers cannot skip a doomed punch); "
+                    "%s. This process treats its NAT as unknown for %.0f s and sends "
+                    "%s:%d no NAT hints meanwhile (so peers cannot skip a doomed punch); "
                     "discovery_port=None skips the probe",
-                    exc, key[0], key[1],
+                    exc, wait, key[0], key[1],
                 )  # fmt: skip
-                found = U
+                return U
             else:
                 found = EI if mapping.punchable else PD
                 with self._lock:
                     self._answered.add(key)
+                    self._failed.pop(key, None)
             with self._lock:
                 self._found.setdefault(key, found)
                 return self._found[key]
+
+    def _waiting_to_retry(self, key: ServerKey) -> bool:
+        """Whether ``key``'s last probe failed and its retry time has not come (the
+        caller holds the lock)."""
+        failed = self._failed.get(key)
+        return failed is not None and time.monotonic() < failed[0]
 
     def speaks_hints(self, key: ServerKey) -> bool:
         """Whether ``key``'s server answered NAT discovery: only then is it ours, and only
@@ -171,6 +190,7 @@ class NatFindings:
         with self._lock:
             self._found.clear()
             self._answered.clear()
+            self._failed.clear()
 
 
 #: The findings of this process.

@@ -402,3 +402,43 @@ def test_a_relay_limit_that_cuts_the_link_check_is_named_and_not_hammered() -> N
         assert 2 <= sessions <= 100, sessions  # without a pause: about 500 a second
         time.sleep(0.2)
         assert open_fds() == before
+
+
+def test_a_failed_probe_is_tried_again_later_with_backoff(monkeypatch) -> None:
+    """A warm process must not lose NAT hints for good to one failure at its start: the
+    probe runs again after RETRY_FIRST (then twice as long), not on every pairing."""
+    from fmi_client import natpath
+
+    monkeypatch.setattr(natpath, "RETRY_FIRST", 0.3)
+    mute = socket.create_server(("127.0.0.1", 0))
+    rendezvous = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = mute.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    try:
+        findings = NatFindings()
+        key = ("127.0.0.1", rendezvous.getsockname()[1], mute.getsockname()[1])
+        assert findings.own(key, time.monotonic() + 5) is U
+        assert findings.own(key, time.monotonic() + 5) is U  # within the wait: no probe
+        assert len(accepted) == 1
+        time.sleep(0.4)
+        assert findings.own(key, time.monotonic() + 5) is U  # probed again, failed again
+        assert len(accepted) == 2
+        time.sleep(0.4)  # the wait doubled to 0.6 s: not yet
+        assert findings.own(key, time.monotonic() + 5) is U
+        assert len(accepted) == 2
+        assert not findings.speaks_hints(key)
+    finally:
+        mute.close()
+        rendezvous.close()
+        thread.join(5)
