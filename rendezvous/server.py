@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RendezvousServer"]
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})  # no open-relay warning
+
 log = logging.getLogger("rendezvous")
 
 
@@ -236,6 +238,17 @@ class RendezvousServer:
                 "relay_advertise": s.relay_advertise,
             },
         )
+        if self.relay.limits.enabled and not s.auth and s.host not in LOOPBACK_HOSTS:
+            log.warning(
+                "relay open to anyone",
+                extra={
+                    "event": "relay_open",
+                    "detail": "no auth secret: anyone who reaches this port can relay traffic "
+                    "through it, billed as the server's data transfer; set one "
+                    "(--auth-secret-file), cap the relay (--relay-max-bytes, "
+                    "--relay-max-per-ip) or turn it off (--no-relay)",
+                },
+            )
         if budget.lowered(s):
             log.warning(
                 "caps lowered to fit the open-files limit",

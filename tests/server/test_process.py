@@ -10,6 +10,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from rendezvous import __version__
 from tcpunch import Status, decode_v2_response, encode_v2_request
 from testbed.procs import free_port
@@ -243,3 +245,24 @@ def test_sigterm_to_pid_1_during_startup_exits_zero():
         proc.wait(timeout=10)
         proc.stderr.close()
     assert events == ["stopped_early"], events
+
+
+@pytest.mark.parametrize(
+    ("args", "warned"),
+    [
+        (("--host", "0.0.0.0"), True),  # listening on every address, relay on, no auth
+        (("--host", "0.0.0.0", "--no-relay"), False),
+        ((), False),  # loopback only: nobody else can reach it
+    ],
+)
+def test_an_open_relay_on_a_reachable_address_is_warned_about(args, warned):
+    with running("--port", "0", "--no-http", *args) as (proc, _):
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None
+        records = [json.loads(line) for line in proc.stderr.read().splitlines() if line]
+    opened = [r for r in records if r.get("event") == "relay_open"]
+    assert bool(opened) is warned, records
+    if warned:
+        assert opened[0]["level"] == "WARNING", opened
+        assert "--auth-secret-file" in opened[0]["detail"] and "--no-relay" in opened[0]["detail"]
