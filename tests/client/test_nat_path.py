@@ -7,6 +7,7 @@ declares "no-inbound" makes both sides relay at once, without a punch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -86,15 +87,11 @@ def test_the_finding_is_probed_once_per_server(discovering) -> None:
     assert probes(discovering) == before + 2
 
 
-def test_a_failed_probe_is_remembered_and_reaches_no_rendezvous_port() -> None:
-    """A discovery port that accepts and closes without an answer: unknown, once. A
-    rendezvous port that is not ours (here: a bare listener) never sees the probe when
-    the discovery port refuses."""
+@contextlib.contextmanager
+def mute_discovery() -> Iterator[tuple[int, list[int]]]:
+    """A discovery port that accepts and closes without an answer: (its port, one entry
+    per connection it took)."""
     mute = socket.create_server(("127.0.0.1", 0))
-    rendezvous = socket.create_server(("127.0.0.1", 0))
-    bare = socket.create_server(("127.0.0.1", 0))
-    refused = socket.socket()
-    refused.bind(("127.0.0.1", 0))  # bound, not listening: refuses
     accepted: list[int] = []
 
     def close_each() -> None:
@@ -109,22 +106,36 @@ def test_a_failed_probe_is_remembered_and_reaches_no_rendezvous_port() -> None:
     thread = threading.Thread(target=close_each, daemon=True)
     thread.start()
     try:
-        findings = NatFindings()
-        key = ("127.0.0.1", rendezvous.getsockname()[1], mute.getsockname()[1])
-        assert findings.own(key, time.monotonic() + 5) is U
-        assert findings.own(key, time.monotonic() + 5) is U
-        assert len(accepted) == 1
+        yield mute.getsockname()[1], accepted
+    finally:
+        mute.close()
+        thread.join(5)
+
+
+def test_a_failed_probe_is_remembered_and_reaches_no_rendezvous_port() -> None:
+    """A discovery port that accepts and closes without an answer: unknown, once. A
+    rendezvous port that is not ours (here: a bare listener) never sees the probe when
+    the discovery port refuses."""
+    rendezvous = socket.create_server(("127.0.0.1", 0))
+    bare = socket.create_server(("127.0.0.1", 0))
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+    try:
+        with mute_discovery() as (mute_port, accepted):
+            findings = NatFindings()
+            key = ("127.0.0.1", rendezvous.getsockname()[1], mute_port)
+            assert findings.own(key, time.monotonic() + 5) is U
+            assert findings.own(key, time.monotonic() + 5) is U
+            assert len(accepted) == 1
         other = ("127.0.0.1", bare.getsockname()[1], refused.getsockname()[1])
         assert findings.own(other, time.monotonic() + 5) is U
         bare.setblocking(False)
         with pytest.raises(BlockingIOError):
             bare.accept()  # the probe never connected to it
     finally:
-        mute.close()
         rendezvous.close()
         bare.close()
         refused.close()
-        thread.join(5)
 
 
 def test_a_rewritten_port_makes_an_unknown_class_port_dependent() -> None:
@@ -410,24 +421,10 @@ def test_a_failed_probe_is_tried_again_later_with_backoff(monkeypatch) -> None:
     from fmi_client import natpath
 
     monkeypatch.setattr(natpath, "RETRY_FIRST", 0.3)
-    mute = socket.create_server(("127.0.0.1", 0))
     rendezvous = socket.create_server(("127.0.0.1", 0))
-    accepted: list[int] = []
-
-    def close_each() -> None:
-        while True:
-            try:
-                conn, _ = mute.accept()
-            except OSError:
-                return
-            accepted.append(1)
-            conn.close()
-
-    thread = threading.Thread(target=close_each, daemon=True)
-    thread.start()
-    try:
+    with rendezvous, mute_discovery() as (mute_port, accepted):
         findings = NatFindings()
-        key = ("127.0.0.1", rendezvous.getsockname()[1], mute.getsockname()[1])
+        key = ("127.0.0.1", rendezvous.getsockname()[1], mute_port)
         assert findings.own(key, time.monotonic() + 5) is U
         assert findings.own(key, time.monotonic() + 5) is U  # within the wait: no probe
         assert len(accepted) == 1
@@ -438,7 +435,3 @@ def test_a_failed_probe_is_tried_again_later_with_backoff(monkeypatch) -> None:
         assert findings.own(key, time.monotonic() + 5) is U
         assert len(accepted) == 2
         assert not findings.speaks_hints(key)
-    finally:
-        mute.close()
-        rendezvous.close()
-        thread.join(5)
