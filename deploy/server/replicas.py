@@ -4,6 +4,9 @@ N tasks of one task definition sit behind a network load balancer (balancer.py) 
 their room in Redis (--redis-url, or the ElastiCache cache.py makes). The record is an
 alias A record to the NLB, so no follower has to move it when tasks come and go: a
 switch from one task removes the follower, a switch back removes the NLB and the cache.
+The replicas run in a security group of their own (``<name>-replicas``), the single task
+in ``<name>-server``: a switch moves the service to the other group and never changes
+the rules of a group an old task still runs in.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter
-from rendezvous_deploy.server import balancer, cache, follower, record, redissecret
+from rendezvous_deploy.server import balancer, cache, follower, network, record, redissecret
 from rendezvous_deploy.server import tasks as ecs_tasks
 from rendezvous_deploy.server.settings import ServerSettings
 from rendezvous_deploy.validate import masked_url
@@ -87,13 +90,41 @@ def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> N
 
 
 def remove_parts(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
-    """What replicas mode made besides the service: the NLB and its security group (the
-    tasks' group no longer names it), the cache we made, the --redis-url secret."""
-    done = balancer.remove(aws, settings) + balancer.remove_group(aws, settings)
+    """What replicas mode made besides the service: the NLB, the cache we made, the
+    --redis-url secret, the replicas' security group and the NLB's. Groups in the order
+    AWS lets them go: the cache's names the replicas' group, which names the NLB's (a
+    group still named by another's rule, or held by a stopped task's network interface,
+    is kept with a message; a later `up` or `down --delete` finishes it)."""
+    done = balancer.remove(aws, settings)
     done += cache.remove(aws, settings, wait=wait)
     if redissecret.delete(aws, settings.name):
         done.append(f"removed the secret {redissecret.secret_name(settings.name)}")
-    return done
+    return done + remove_groups(aws, settings)
+
+
+def remove_groups(aws: Aws, settings: ServerSettings) -> list[str]:
+    """The replicas' group and the NLB's, each only once no other group names it (AWS
+    refuses otherwise; moto does not check, so this order is ours to keep): the cache's
+    group names the replicas', whose rules name the NLB's."""
+    if network.find_group(aws, None, settings.cache_name):
+        kept = [settings.replicas_group_name, settings.balancer_name]
+        present = [name for name in kept if network.find_group(aws, None, name)]
+        if not present:
+            return []
+        return [
+            f"kept security group {' and '.join(present)} until the cache's group "
+            f"{settings.cache_name}, which names it, is gone: a later `up` or `down "
+            f"--delete` removes them (run down --delete again)"
+        ]
+    done = network.delete_security_group(aws, settings, settings.replicas_group_name)
+    if network.find_group(aws, None, settings.replicas_group_name):
+        if network.find_group(aws, None, settings.balancer_name):
+            done.append(
+                f"kept security group {settings.balancer_name} until "
+                f"{settings.replicas_group_name}, whose rules name it, is gone"
+            )
+        return done
+    return done + balancer.remove_group(aws, settings)
 
 
 def task_private_ip(task: dict[str, Any]) -> str | None:
