@@ -102,7 +102,11 @@ def check_switch_back(aws: Aws, settings: ServerSettings, vpc_id: str) -> None:
 
 
 def finish_cache_group(
-    aws: Aws, settings: ServerSettings, reporter: Reporter, vpc_id: str, group_id: str,
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    vpc_id: str,
+    group_id: str,
     admitted: tuple[str, ...],
 ) -> None:
     """After a move from the single task's group: the cache admits only the replicas'

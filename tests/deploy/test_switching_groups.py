@@ -233,8 +233,11 @@ def test_replicas_of_an_earlier_version_move_to_their_own_group_without_losing_r
     ecs = clients(stack.endpoint)["ecs"]
     # (moto's revoke matches a rule's description: the one `up` gives its rules)
     with stack.fargate() as fargate, stack.propagation():
-        commands.up(stack.aws(), stack.settings(replicas=2, image_uri="old/rendezvous:1"),
-                    Reporter(quiet=True))
+        commands.up(
+            stack.aws(),
+            stack.settings(replicas=2, image_uri="old/rendezvous:1"),
+            Reporter(quiet=True),
+        )
         ids = group_ids(stack)
         vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
         # What the earlier version left: the replicas in a narrowed <name>-server group,
@@ -254,22 +257,39 @@ def test_replicas_of_an_earlier_version_move_to_their_own_group_without_losing_r
         ec2.authorize_security_group_ingress(
             GroupId=legacy,
             IpPermissions=[
-                {"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
-                 "UserIdGroupPairs": [{"GroupId": source}]}
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "UserIdGroupPairs": [{"GroupId": source}],
+                }
                 for port, source in narrowed
             ],
         )
         cache_group = ids["rendezvous-cache"]
         ec2.revoke_security_group_ingress(
             GroupId=cache_group,
-            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379,
-                            "UserIdGroupPairs": [{"GroupId": ids["rendezvous-replicas"],
-                                                  "Description": "rendezvous-deploy"}]}],
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 6379,
+                    "ToPort": 6379,
+                    "UserIdGroupPairs": [
+                        {"GroupId": ids["rendezvous-replicas"], "Description": "rendezvous-deploy"}
+                    ],
+                }
+            ],
         )
         ec2.authorize_security_group_ingress(
             GroupId=cache_group,
-            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379,
-                            "UserIdGroupPairs": [{"GroupId": legacy}]}],
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 6379,
+                    "ToPort": 6379,
+                    "UserIdGroupPairs": [{"GroupId": legacy}],
+                }
+            ],
         )
         (current,) = ecs.describe_services(cluster="rendezvous", services=["rendezvous"])[
             "services"
