@@ -82,14 +82,18 @@ def _ensure_subnet_group(aws: Aws, settings: ServerSettings, subnet_ids: list[st
     return True
 
 
-def ensure_group(aws: Aws, settings: ServerSettings, vpc_id: str, task_group: str) -> bool:
-    """The cache's security group: 6379 from the tasks' group, nothing else."""
+def ensure_group(
+    aws: Aws, settings: ServerSettings, vpc_id: str, task_groups: tuple[str, ...]
+) -> bool:
+    """The cache's security group: 6379 from the replicas' group, nothing else (and,
+    while replicas an earlier version ran in the single task's group still run, from
+    that group too: see replicas.serving_groups)."""
     _group_id, changed = network.ensure_group(
         aws,
         vpc_id,
         settings.cache_name,
         f"rendezvous {settings.name}: Redis {PORT} from the server tasks only",
-        lambda _vpc_cidr, _own: {("tcp", PORT, PORT, task_group)},
+        lambda _vpc_cidr, _own: {("tcp", PORT, PORT, group) for group in task_groups},
     )
     return changed
 
@@ -99,7 +103,7 @@ def ensure(
     settings: ServerSettings,
     vpc_id: str,
     subnet_ids: list[str],
-    task_group: str,
+    task_groups: tuple[str, ...],
     on_step: Callable[[str, bool], None],
     on_progress: Callable[[str], None] = lambda _text: None,
 ) -> str:
@@ -107,7 +111,7 @@ def ensure(
     and returns its URL for the tasks."""
     on_step(
         f"cache security group {settings.cache_name} ({PORT} from the tasks' group only)",
-        ensure_group(aws, settings, vpc_id, task_group),
+        ensure_group(aws, settings, vpc_id, task_groups),
     )
     on_step(
         f"cache subnet group {settings.cache_name}", _ensure_subnet_group(aws, settings, subnet_ids)

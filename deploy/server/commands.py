@@ -152,6 +152,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     region = aws.region_name
     boundary = roles.check_boundary(aws, account, roles.SERVER_BOUNDARY)
     reporter.step(f"permissions boundary {boundary}", changed=False)
+    serving = replicas.serving_groups(aws, settings)
+    if not settings.replicated:
+        replicas.check_switch_back(aws, settings, vpc_id)
 
     if settings.image_uri:
         image_uri = settings.image_uri
@@ -174,29 +177,27 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         )
     else:
         reporter.warn("--no-auth: anyone who can reach the server may register any name")
+    # Each mode's tasks have a group of their own: this mode's is made or reconciled
+    # here, the other mode's (where the old tasks of a switch still run) is left as it
+    # is until the switch is done, so no running task is cut off or exposed meanwhile.
     nlb_group = None
-    room = None
-    if settings.replicated:  # first: the tasks' group admits 10000 only from it
+    if settings.replicated:  # first: the replicas' group admits 10000 only from it
         nlb_group, nlb_group_changed = balancer.ensure_group(aws, settings, vpc_id)
         reporter.step(
             f"security group {nlb_group} ({settings.balancer_name}: the load balancer's, "
             f"open on its listener ports)",
             nlb_group_changed,
         )
-        found = network.find_group(aws, vpc_id, settings.security_group_name)
-        if found:  # Redis before the tasks' rules change: a switch from one task that
-            # stops here (a cache still deleting) or waits for a new cache (minutes)
-            # leaves that task reachable meanwhile
-            room = replicas.redis(aws, settings, reporter, vpc_id, names, found[0]["GroupId"])
     group_id, sg_changed = network.ensure_security_group(
         aws, settings, vpc_id, on_change=reporter.change, balancer_group=nlb_group
     )
-    reporter.step(f"security group {group_id} ({settings.security_group_name})", sg_changed)
-    if room is None:
-        room = (
-            replicas.redis(aws, settings, reporter, vpc_id, names, group_id)
-            if settings.replicated else replicas.RedisSource()
-        )
+    reporter.step(f"security group {group_id} ({settings.task_group_name})", sg_changed)
+    admitted = tuple(sorted({group_id, *serving}))  # replicas of an earlier version too
+    room = (
+        replicas.redis(aws, settings, reporter, vpc_id, names, admitted)
+        if settings.replicated
+        else replicas.RedisSource()
+    )
     execution_policy = iam.execution_policy(
         settings, image_uri, region, account, secret_arn, room.secret_arn
     )
@@ -222,6 +223,16 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         else None
     )
 
+    # Whoever moves the record moves it only to healthy tasks of the new mode: a
+    # follower left from one task would point it at a replica that starts RUNNING, so it
+    # goes before the service changes; back from replicas (the record an alias), the
+    # follower comes only once `up` itself has moved the record to the healthy task.
+    if nlb is not None:
+        replicas.remove_follower(aws, settings, reporter)
+    switching_back = nlb is None and record.current_alias(aws, zone, settings.fqdn) is not None
+    if nlb is None and settings.follow and not switching_back:
+        _ensure_follower(aws, settings, reporter, account, cluster_arn, zone, boundary)
+
     before = ecs_tasks.service_tasks(aws, settings.cluster_name, settings.service_name)
     already_stopped = {t["taskArn"] for t in before if t.get("lastStatus") == "STOPPED"}
     net = service.network_configuration(settings, [s["SubnetId"] for s in subnets], group_id)
@@ -232,19 +243,6 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     )
     reporter.step(f"service {settings.service_name} {outcome} ({settings.replicas} "
                   f"task{'s' if settings.replicated else ''})", service_changed)
-
-    if nlb is not None:
-        replicas.remove_follower(aws, settings, reporter)
-    elif settings.follow:
-        changed = follower.ensure(
-            aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id,
-            boundary=boundary, on_change=reporter.change,
-        )
-        reporter.step(
-            f"record follows the task: rule {settings.refresher_rule} -> function "
-            f"{settings.refresher_function}",
-            changed,
-        )
 
     for line, changed in cloudwatch.ensure(aws, settings, account):
         reporter.step(line, changed)
@@ -261,6 +259,9 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"{len(ips)} replicas healthy behind {settings.balancer_name}: "
                       f"{', '.join(ips)}", changed=service_changed)
         record_changed = replicas.point_record(aws, settings, reporter, zone, nlb)
+        replicas.finish_cache_group(aws, settings, reporter, vpc_id, group_id, admitted)
+        for line in network.delete_security_group(aws, settings, settings.security_group_name):
+            reporter.step(f"{line} (the single task's group; the replicas run in their own)")
         reporter.note("DNS verification skipped: an alias record answers the load "
                       "balancer's addresses, which Route 53 picks")
         reporter.note(replicas.cost_note(settings))
@@ -290,6 +291,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"{settings.fqdn} A {ip} (TTL {settings.ttl}) INSYNC")
     else:
         reporter.step(f"{settings.fqdn} already A {ip}", changed=False)
+    if settings.follow and switching_back:  # now: the record is on the healthy task
+        _ensure_follower(aws, settings, reporter, account, cluster_arn, zone, boundary)
     for line in replicas.remove_parts(aws, settings, wait=0):  # left from --replicas N
         reporter.step(line)
     _verify(reporter, settings, zone, ip)
@@ -300,6 +303,26 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         task_definition_arn=td_arn,
         registered=registered,
         record_changed=record_changed,
+    )
+
+
+def _ensure_follower(
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    account: str,
+    cluster_arn: str,
+    zone: record.Zone,
+    boundary: str,
+) -> None:
+    changed = follower.ensure(
+        aws, settings, account=account, cluster_arn=cluster_arn, zone_id=zone.id,
+        boundary=boundary, on_change=reporter.change,
+    )
+    reporter.step(
+        f"record follows the task: rule {settings.refresher_rule} -> function "
+        f"{settings.refresher_function}",
+        changed,
     )
 
 

@@ -146,10 +146,12 @@ def ensure_security_group(
     on_change: Change | None = None,
     balancer_group: str | None = None,
 ) -> tuple[str, bool]:
-    """A group open on the rendezvous port to all, the HTTP port only to admin_cidr, and
-    nothing else: rules no longer asked for (an old --admin-cidr) are revoked. With
-    replicas, the rendezvous and discovery ports only to the NLB's ``balancer_group``
-    (and the rendezvous port to the group itself, for relay forwarding).
+    """The group of this mode's tasks (``settings.task_group_name``). One task: open on
+    the rendezvous port to all, the HTTP port only to admin_cidr, and nothing else: rules
+    no longer asked for (an old --admin-cidr) are revoked. Replicas: a group of their own,
+    the rendezvous and discovery ports only from the NLB's ``balancer_group`` (and the
+    rendezvous port from the group itself, for relay forwarding). The other mode's group
+    is never touched here, so a switch leaves each old task in the group it started with.
 
     Created with the MANAGED_BY_TAG tag (TagSpecifications: no separate CreateTags call);
     rules are added and revoked only on a group that has it, as the deployer policy allows.
@@ -158,9 +160,14 @@ def ensure_security_group(
     return ensure_group(
         aws,
         vpc_id,
-        settings.security_group_name,
-        f"rendezvous server {settings.name}: TCP {settings.port} public, "
-        f"{settings.http_port} admin only",
+        settings.task_group_name,
+        (
+            f"rendezvous server {settings.name} replicas: TCP {settings.port} from the "
+            f"load balancer only, {settings.http_port} admin only"
+            if settings.replicated
+            else f"rendezvous server {settings.name}: TCP {settings.port} public, "
+            f"{settings.http_port} admin only"
+        ),
         lambda vpc_cidr, group_id: _wanted_rules(settings, vpc_cidr, group_id, balancer_group),
         on_change,
     )
@@ -266,9 +273,11 @@ def delete_security_group(aws: Aws, settings: ServerSettings, name: str | None =
             if "DependencyViolation" not in str(err):
                 raise
             done.append(
-                f"kept security group {group['GroupId']}: still in use (the task's network "
-                "interface goes a few minutes after the service); run down --delete again"
+                f"kept security group {group['GroupId']} ({group['GroupName']}): still in "
+                "use (a stopped task's network interface goes minutes later; another group's "
+                "rule may name it): a later `up` or `down --delete` removes it (run down "
+                "--delete again)"
             )
             continue
-        done.append(f"removed security group {group['GroupId']}")
+        done.append(f"removed security group {group['GroupId']} ({group['GroupName']})")
     return done

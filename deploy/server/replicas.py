@@ -4,6 +4,9 @@ N tasks of one task definition sit behind a network load balancer (balancer.py) 
 their room in Redis (--redis-url, or the ElastiCache cache.py makes). The record is an
 alias A record to the NLB, so no follower has to move it when tasks come and go: a
 switch from one task removes the follower, a switch back removes the NLB and the cache.
+The replicas run in a security group of their own (``<name>-replicas``), the single task
+in ``<name>-server``: a switch moves the service to the other group and never changes
+the rules of a group an old task still runs in.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from typing import Any
 
 from rendezvous_deploy.aws import Aws, DeployError
 from rendezvous_deploy.progress import Reporter
-from rendezvous_deploy.server import balancer, cache, follower, record, redissecret
+from rendezvous_deploy.server import (
+    balancer,
+    cache,
+    follower,
+    network,
+    record,
+    redissecret,
+    service,
+)
 from rendezvous_deploy.server import tasks as ecs_tasks
 from rendezvous_deploy.server.settings import ServerSettings
 from rendezvous_deploy.validate import masked_url
@@ -37,7 +48,7 @@ def redis(
     reporter: Reporter,
     vpc_id: str,
     subnet_ids: list[str],
-    task_group: str,
+    task_groups: tuple[str, ...],
 ) -> RedisSource:
     """The given --redis-url, kept in Secrets Manager (an earlier ElastiCache of ours
     goes), or our ElastiCache (an earlier --redis-url secret goes)."""
@@ -59,9 +70,61 @@ def redis(
         f"ElastiCache {settings.cache_name}", timeout=settings.waits.cache_timeout
     ) as update:
         url = cache.ensure(
-            aws, settings, vpc_id, subnet_ids, task_group, reporter.step, on_progress=update
+            aws, settings, vpc_id, subnet_ids, task_groups, reporter.step, on_progress=update
         )
     return RedisSource(url=url)
+
+
+def serving_groups(aws: Aws, settings: ServerSettings) -> tuple[str, ...]:
+    """The security groups the service's replicas run in now (none when it runs one
+    task, or nothing). Before replicas had a group of their own they ran in the single
+    task's ``<name>-server``: while such replicas run, the cache admits that group too,
+    or they would lose Redis before their replacements are healthy."""
+    current = service.describe_service(aws, settings)
+    if current is None or not current.get("loadBalancers"):
+        return ()
+    network_configuration = current.get("networkConfiguration", {})
+    return tuple(network_configuration.get("awsvpcConfiguration", {}).get("securityGroups", []))
+
+
+def check_switch_back(aws: Aws, settings: ServerSettings, vpc_id: str) -> None:
+    """Refuse (before any change) to go back to one task while replicas run in the
+    single task's group (as an earlier version made them): opening that group to all
+    would let anyone reach them with a forged PROXY header."""
+    own = network.find_group(aws, vpc_id, settings.security_group_name)
+    if own and own[0]["GroupId"] in serving_groups(aws, settings):
+        raise DeployError(
+            f"the replicas run in {settings.security_group_name} (made by an earlier "
+            f"rendezvous-deploy), which one task opens to all: run `server up --replicas "
+            f"N` once to move them to their own group {settings.replicas_group_name}, then "
+            f"switch to one task (nothing was changed)"
+        )
+
+
+def finish_cache_group(
+    aws: Aws,
+    settings: ServerSettings,
+    reporter: Reporter,
+    vpc_id: str,
+    group_id: str,
+    admitted: tuple[str, ...],
+) -> None:
+    """After a move from the single task's group: the cache admits only the replicas'
+    group, once no older deployment (whose tasks use the old group) runs."""
+    if settings.redis_url or set(admitted) == {group_id}:
+        return
+    deployments = (service.describe_service(aws, settings) or {}).get("deployments", [])
+    if len(deployments) > 1:
+        reporter.note(
+            f"the cache's group {settings.cache_name} still admits "
+            f"{settings.security_group_name} while the old replicas stop: run up again"
+        )
+        return
+    reporter.step(
+        f"cache security group {settings.cache_name} ({cache.PORT} from "
+        f"{settings.replicas_group_name} only)",
+        cache.ensure_group(aws, settings, vpc_id, (group_id,)),
+    )
 
 
 def ensure_balancer(
@@ -87,13 +150,41 @@ def remove_follower(aws: Aws, settings: ServerSettings, reporter: Reporter) -> N
 
 
 def remove_parts(aws: Aws, settings: ServerSettings, wait: float) -> list[str]:
-    """What replicas mode made besides the service: the NLB and its security group (the
-    tasks' group no longer names it), the cache we made, the --redis-url secret."""
-    done = balancer.remove(aws, settings) + balancer.remove_group(aws, settings)
+    """What replicas mode made besides the service: the NLB, the cache we made, the
+    --redis-url secret, the replicas' security group and the NLB's. Groups in the order
+    AWS lets them go: the cache's names the replicas' group, which names the NLB's (a
+    group still named by another's rule, or held by a stopped task's network interface,
+    is kept with a message; a later `up` or `down --delete` finishes it)."""
+    done = balancer.remove(aws, settings)
     done += cache.remove(aws, settings, wait=wait)
     if redissecret.delete(aws, settings.name):
         done.append(f"removed the secret {redissecret.secret_name(settings.name)}")
-    return done
+    return done + remove_groups(aws, settings)
+
+
+def remove_groups(aws: Aws, settings: ServerSettings) -> list[str]:
+    """The replicas' group and the NLB's, each only once no other group names it (AWS
+    refuses otherwise; moto does not check, so this order is ours to keep): the cache's
+    group names the replicas', whose rules name the NLB's."""
+    if network.find_group(aws, None, settings.cache_name):
+        kept = [settings.replicas_group_name, settings.balancer_name]
+        present = [name for name in kept if network.find_group(aws, None, name)]
+        if not present:
+            return []
+        return [
+            f"kept security group {' and '.join(present)} until the cache's group "
+            f"{settings.cache_name}, which names it, is gone: a later `up` or `down "
+            f"--delete` removes them (run down --delete again)"
+        ]
+    done = network.delete_security_group(aws, settings, settings.replicas_group_name)
+    if network.find_group(aws, None, settings.replicas_group_name):
+        if network.find_group(aws, None, settings.balancer_name):
+            done.append(
+                f"kept security group {settings.balancer_name} until "
+                f"{settings.replicas_group_name}, whose rules name it, is gone"
+            )
+        return done
+    return done + balancer.remove_group(aws, settings)
 
 
 def task_private_ip(task: dict[str, Any]) -> str | None:

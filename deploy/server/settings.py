@@ -82,7 +82,24 @@ class ServerSettings:
 
     @property
     def security_group_name(self) -> str:
+        """The single task's group: the rendezvous and discovery ports open to all."""
         return f"{self.name}-server"
+
+    @property
+    def replicas_group_name(self) -> str:
+        """The replicas' group: their ports only from the NLB's group (and each other).
+        A group per mode, so a switch never narrows or widens a group a task still uses."""
+        return f"{self.name}-replicas"
+
+    @property
+    def task_group_name(self) -> str:
+        """The group this mode's tasks run in."""
+        return self.replicas_group_name if self.replicated else self.security_group_name
+
+    @property
+    def other_task_group_name(self) -> str:
+        """The other mode's group: removed once the switch is done and no task uses it."""
+        return self.security_group_name if self.replicated else self.replicas_group_name
 
     @property
     def execution_role(self) -> str:

@@ -14,6 +14,7 @@ from rendezvous_deploy.server import (
     network,
     record,
     redissecret,
+    replicas,
     service,
 )
 from rendezvous_deploy.server import monitoring as cloudwatch
@@ -57,8 +58,8 @@ def delete_plan(settings: ServerSettings, remove_record: bool) -> tuple[list[str
         f"auth secret {authsecret.secret_name(settings.name)} (credentials minted from it "
         "stop working)",
         f"security group {settings.security_group_name}",
-        f"with --replicas: load balancer {settings.balancer_name}, its listeners and "
-        f"security group, target "
+        f"with --replicas: security group {settings.replicas_group_name}, load balancer "
+        f"{settings.balancer_name}, its listeners and security group, target "
         f"groups {settings.rendezvous_target_group} and {settings.discovery_target_group}, "
         f"and the ElastiCache {settings.cache_name} (replication group, subnet group, "
         "security group; waits for it to go, up to --cache-timeout), the secret "
@@ -85,9 +86,9 @@ def _delete_rest(aws: Aws, settings: ServerSettings, reporter: Reporter) -> None
         reporter.step(f"removed role {settings.execution_role}")
     if authsecret.delete(aws, settings.name):
         reporter.step(f"removed auth secret {authsecret.secret_name(settings.name)}")
-    for what in network.delete_security_group(aws, settings):
+    for what in network.delete_security_group(aws, settings):  # the single task's
         reporter.step(what)
-    for what in balancer.remove_group(aws, settings):  # the tasks' group named it
+    for what in replicas.remove_groups(aws, settings):  # and the NLB's, in that order
         reporter.step(what)
     for what in service.deregister_family(aws, settings):
         reporter.step(what)
