@@ -3,18 +3,20 @@
 One internet-facing NLB in the service's public subnets, a TCP listener per port, each
 forwarding to a target group of target type ``ip`` (Fargate tasks are awsvpc, so ECS
 registers each task's private IP). Clients must keep their own address and port or
-punching breaks, and the two ports keep them differently:
+punching breaks (and NAT discovery answers what it sees), so both ports carry them in
+a header:
 
-- rendezvous port: ``proxy_protocol_v2.enabled`` on its target group, and the tasks run
+- ``proxy_protocol_v2.enabled`` on both target groups, and the tasks run
   ``rendezvous serve --proxy-protocol``. The header names the client's address and port
   explicitly; the server trusts only the first header of a connection, and the task's
   security group lets only the NLB's own security group (and the other replicas) reach
   the port, so no client, nor anything else in the VPC, can hand a task a header of its
   own choosing. The NLB gets its group at creation (AWS cannot add one later): an NLB
   found without it is replaced.
-- discovery port: the discovery service reads no PROXY header, so its target group keeps
-  PROXY v2 off and turns ``preserve_client_ip.enabled`` on (off by default for TCP ip
-  targets): packets arrive from the client's own address.
+- the discovery port reads that header too under ``--proxy-protocol`` (answering the
+  NLB's own endpoint would tell every client its NAT is port-dependent, and every link
+  would be relayed); ``preserve_client_ip.enabled`` stays off on both (the header, not
+  the packet's source, names the client).
 
 Both are health-checked over HTTP on the server's ``/readyz`` (10001), which is 503 while
 a replica drains or has lost Redis, so the NLB sends nothing to such a replica.
@@ -63,11 +65,12 @@ def ports(settings: ServerSettings) -> dict[int, str]:
 
 
 def attributes(settings: ServerSettings, port: int) -> dict[str, str]:
-    """The target group attributes that keep each client's address and port (above)."""
-    header = port == settings.port
+    """The target group attributes that keep each client's address and port (above):
+    the same for both ports, which both read the PROXY v2 header."""
+    del port  # both ports alike; kept so callers name the target group they configure
     return {
-        "proxy_protocol_v2.enabled": "true" if header else "false",
-        "preserve_client_ip.enabled": "false" if header else "true",
+        "proxy_protocol_v2.enabled": "true",
+        "preserve_client_ip.enabled": "false",
         "deregistration_delay.timeout_seconds": str(DEREGISTRATION_DELAY),
     }
 

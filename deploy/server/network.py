@@ -67,19 +67,18 @@ Rule = tuple[str, int | None, int | None, str]  # (protocol, from port, to port,
 def _wanted_rules(
     settings: ServerSettings, vpc_cidr: str, group_id: str, balancer_group: str | None
 ) -> set[Rule]:
-    if settings.replicated:  # behind the NLB: see balancer.py for why each port differs
+    if settings.replicated:  # behind the NLB, which sends PROXY v2 on both ports
         if balancer_group is None:
             raise ValueError("replicas need the load balancer's security group")
         # Only the NLB's own group, never the VPC's CIDR: anything else in the VPC could
-        # reach 10000 directly and bring a PROXY header naming any client it likes. AWS
-        # lets a rule naming the NLB's group admit its traffic with client IPs kept too.
+        # reach 10000 or 10002 directly and bring a PROXY header naming any client.
         rules = [
             (settings.port, balancer_group),  # PROXY v2 from the NLB
             (settings.port, group_id),  # the other replicas forwarding relay ends
             (settings.http_port, balancer_group),  # the NLB's health checks
             (settings.http_port, settings.admin_cidr or vpc_cidr),
         ]
-        if settings.discovery_port:  # through the NLB only (client IPs preserved)
+        if settings.discovery_port:  # through the NLB only (PROXY v2, as 10000)
             rules.append((settings.discovery_port, balancer_group))
     else:
         rules = [

@@ -143,9 +143,9 @@ def test_three_replicas_behind_a_network_load_balancer(stack: Stack) -> None:
     }
     delay = str(balancer.DEREGISTRATION_DELAY)
     assert delay == "30"  # above the server's 10 s drain
-    for name, header, preserve in (
+    for name, header, preserve in (  # both read the header under --proxy-protocol
         ("rendezvous-rdv", "true", "false"),
-        ("rendezvous-disc", "false", "true"),
+        ("rendezvous-disc", "true", "false"),
     ):
         assert attributes[name]["proxy_protocol_v2.enabled"] == header
         assert attributes[name]["preserve_client_ip.enabled"] == preserve
