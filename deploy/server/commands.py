@@ -76,12 +76,7 @@ def ensure_task_definition(
         room.url, room.secret_arn,
     )
     ecs = aws.client("ecs")
-    try:
-        latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
-    except Exception as err:
-        if "ClientException" not in type(err).__name__ and "Unable to describe" not in str(err):
-            raise
-        latest = None
+    latest = service.latest_task_definition(aws, settings)
     if latest is not None and taskdef.matches(latest, wanted):
         return str(latest["taskDefinitionArn"]), False, []
     for name, before, after in environment_changes(latest, wanted) if latest else []:

@@ -237,14 +237,22 @@ def wait_for_task(
         time.sleep(settings.waits.poll)
 
 
-def deregister_family(aws: Aws, settings: ServerSettings) -> list[str]:
-    """Deregister every revision of the family, 1 to the latest; what happened."""
-    ecs = aws.client("ecs")
+def latest_task_definition(aws: Aws, settings: ServerSettings) -> dict[str, Any] | None:
+    """The family's latest revision, or None when it has none."""
     try:
-        latest = ecs.describe_task_definition(taskDefinition=settings.family)["taskDefinition"]
+        described = aws.client("ecs").describe_task_definition(taskDefinition=settings.family)
     except Exception as err:
         if "ClientException" not in type(err).__name__ and "Unable to describe" not in str(err):
             raise
+        return None
+    return dict(described["taskDefinition"])
+
+
+def deregister_family(aws: Aws, settings: ServerSettings) -> list[str]:
+    """Deregister every revision of the family, 1 to the latest; what happened."""
+    ecs = aws.client("ecs")
+    latest = latest_task_definition(aws, settings)
+    if latest is None:
         return []
     count = 0
     for revision in range(1, int(latest["revision"]) + 1):
