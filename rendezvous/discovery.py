@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     from rendezvous.dispatch import Dispatcher
 
 
+def answer(transport: asyncio.WriteTransport, metrics: RelayMetrics, ip: str, port: int) -> None:
+    """Write the 8-byte endpoint of an IPv4 client and close (an IPv6 one gets nothing:
+    TCPunch's endpoints are IPv4)."""
+    if ip.startswith("::ffff:"):
+        ip = ip[7:]
+    if ":" not in ip:
+        transport.write(pack_endpoint(ip, port))
+        metrics.discovery += 1
+    transport.close()
+
+
 class DiscoveryProtocol(asyncio.Protocol):
     """Answer at once and close; reads nothing."""
 
@@ -38,13 +49,7 @@ class DiscoveryProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if TYPE_CHECKING:  # uvloop's transports are not asyncio's classes: no isinstance
             assert isinstance(transport, asyncio.WriteTransport)
-        ip, port = transport.get_extra_info("peername")[:2]
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        if ":" not in ip:
-            transport.write(pack_endpoint(ip, port))
-            self.metrics.discovery += 1
-        transport.close()
+        answer(transport, self.metrics, *transport.get_extra_info("peername")[:2])
 
 
 class ProxiedDiscovery:
@@ -118,18 +123,9 @@ class ProxiedDiscoveryProtocol(asyncio.Protocol):
             self.shared.reject("not_ipv4")
             transport.close()
             return
-        if endpoint is None:  # UNSPEC: the socket's peer stands, as on the rendezvous port
-            ip, port = transport.get_extra_info("peername")[:2]
-            if ip.startswith("::ffff:"):
-                ip = ip[7:]
-            if ":" in ip:
-                transport.close()
-                return
-        else:
-            ip, port = endpoint
-        transport.write(pack_endpoint(ip, port))
-        self.shared.metrics.discovery += 1
-        transport.close()
+        # UNSPEC: the socket's peer stands, as on the rendezvous port
+        ip, port = endpoint if endpoint is not None else transport.get_extra_info("peername")[:2]
+        answer(transport, self.shared.metrics, ip, port)
 
     def eof_received(self) -> bool:
         return False
