@@ -32,22 +32,12 @@ from fmi_client import (
 )
 from fmi_client.framing import FIXED_STRUCT, KIND_PICKLE, MAGIC
 from tests.client.test_securelink import capture
+from tests.client.threadranks import comm_for, run_ranks
 from tests.facilities import require
 
 SECRET = "job-secret-0123456789abcdef"
 OTHER = "not-the-job-secret-fedcba987654"
 MARKER = b"USER-BYTES-5e0b71c2"
-
-
-def run_ranks(world: int, body: Callable[[int], Any], timeout: float = 90) -> list[Any]:
-    """``body(rank)`` for every rank, each in its own thread; their results in rank order."""
-    with ThreadPoolExecutor(world) as pool:
-        futures = [pool.submit(body, rank) for rank in range(world)]
-        return [future.result(timeout=timeout) for future in futures]
-
-
-def comm_for(server: Any, name: str, rank: int, world: int, **kw: Any) -> Communicator:
-    return Communicator(rank, world, f"{server.host}:{server.port}", name, timeout=30, **kw)
 
 
 def recv_all(sock: socket.socket) -> bytes:

@@ -8,8 +8,6 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,20 +15,10 @@ import pytest
 
 from fmi_client import Communicator
 from fmi_client.link import LinkInfo
+from tests.client.threadranks import comm_for, run_ranks
 
 WORLD = 4
 ARRAY = 256 * 1024  # float32 items: 1 MiB, the large allreduce (reduce-scatter + allgather)
-
-
-def run_ranks(world: int, body: Callable[[int], Any], timeout: float = 90) -> list[Any]:
-    """``body(rank)`` for every rank, each in its own thread; their results in rank order."""
-    with ThreadPoolExecutor(world) as pool:
-        futures = [pool.submit(body, rank) for rank in range(world)]
-        return [future.result(timeout=timeout) for future in futures]
-
-
-def comm_for(server: Any, name: str, rank: int, world: int, **kw: Any) -> Communicator:
-    return Communicator(rank, world, f"{server.host}:{server.port}", name, timeout=30, **kw)
 
 
 def paths(links: dict[int, LinkInfo]) -> dict[int, str]:
