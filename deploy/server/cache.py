@@ -85,9 +85,8 @@ def _ensure_subnet_group(aws: Aws, settings: ServerSettings, subnet_ids: list[st
 def ensure_group(
     aws: Aws, settings: ServerSettings, vpc_id: str, task_groups: tuple[str, ...]
 ) -> bool:
-    """The cache's security group: 6379 from the replicas' group, nothing else (and,
-    while replicas an earlier version ran in the single task's group still run, from
-    that group too: see replicas.serving_groups)."""
+    """The cache's security group: 6379 from ``task_groups`` (the replicas' group),
+    nothing else."""
     _group_id, changed = network.ensure_group(
         aws,
         vpc_id,

@@ -147,9 +147,6 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
     region = aws.region_name
     boundary = roles.check_boundary(aws, account, roles.SERVER_BOUNDARY)
     reporter.step(f"permissions boundary {boundary}", changed=False)
-    serving = replicas.serving_groups(aws, settings)
-    if not settings.replicated:
-        replicas.check_switch_back(aws, settings, vpc_id)
 
     if settings.image_uri:
         image_uri = settings.image_uri
@@ -187,9 +184,8 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         aws, settings, vpc_id, on_change=reporter.change, balancer_group=nlb_group
     )
     reporter.step(f"security group {group_id} ({settings.task_group_name})", sg_changed)
-    admitted = tuple(sorted({group_id, *serving}))  # replicas of an earlier version too
     room = (
-        replicas.redis(aws, settings, reporter, vpc_id, names, admitted)
+        replicas.redis(aws, settings, reporter, vpc_id, names, (group_id,))
         if settings.replicated
         else replicas.RedisSource()
     )
@@ -254,7 +250,6 @@ def up(aws: Aws, settings: ServerSettings, reporter: Reporter) -> UpResult:
         reporter.step(f"{len(ips)} replicas healthy behind {settings.balancer_name}: "
                       f"{', '.join(ips)}", changed=service_changed)
         record_changed = replicas.point_record(aws, settings, reporter, zone, nlb)
-        replicas.finish_cache_group(aws, settings, reporter, vpc_id, group_id, admitted)
         for line in network.delete_security_group(aws, settings, settings.security_group_name):
             reporter.step(f"{line} (the single task's group; the replicas run in their own)")
         reporter.note("DNS verification skipped: an alias record answers the load "

@@ -25,7 +25,6 @@ from rendezvous_deploy.server import (
     network,
     record,
     redissecret,
-    service,
 )
 from rendezvous_deploy.server import tasks as ecs_tasks
 from rendezvous_deploy.server.settings import ServerSettings
@@ -73,58 +72,6 @@ def redis(
             aws, settings, vpc_id, subnet_ids, task_groups, reporter.step, on_progress=update
         )
     return RedisSource(url=url)
-
-
-def serving_groups(aws: Aws, settings: ServerSettings) -> tuple[str, ...]:
-    """The security groups the service's replicas run in now (none when it runs one
-    task, or nothing). Before replicas had a group of their own they ran in the single
-    task's ``<name>-server``: while such replicas run, the cache admits that group too,
-    or they would lose Redis before their replacements are healthy."""
-    current = service.describe_service(aws, settings)
-    if current is None or not current.get("loadBalancers"):
-        return ()
-    network_configuration = current.get("networkConfiguration", {})
-    return tuple(network_configuration.get("awsvpcConfiguration", {}).get("securityGroups", []))
-
-
-def check_switch_back(aws: Aws, settings: ServerSettings, vpc_id: str) -> None:
-    """Refuse (before any change) to go back to one task while replicas run in the
-    single task's group (as an earlier version made them): opening that group to all
-    would let anyone reach them with a forged PROXY header."""
-    own = network.find_group(aws, vpc_id, settings.security_group_name)
-    if own and own[0]["GroupId"] in serving_groups(aws, settings):
-        raise DeployError(
-            f"the replicas run in {settings.security_group_name} (made by an earlier "
-            f"rendezvous-deploy), which one task opens to all: run `server up --replicas "
-            f"N` once to move them to their own group {settings.replicas_group_name}, then "
-            f"switch to one task (nothing was changed)"
-        )
-
-
-def finish_cache_group(
-    aws: Aws,
-    settings: ServerSettings,
-    reporter: Reporter,
-    vpc_id: str,
-    group_id: str,
-    admitted: tuple[str, ...],
-) -> None:
-    """After a move from the single task's group: the cache admits only the replicas'
-    group, once no older deployment (whose tasks use the old group) runs."""
-    if settings.redis_url or set(admitted) == {group_id}:
-        return
-    deployments = (service.describe_service(aws, settings) or {}).get("deployments", [])
-    if len(deployments) > 1:
-        reporter.note(
-            f"the cache's group {settings.cache_name} still admits "
-            f"{settings.security_group_name} while the old replicas stop: run up again"
-        )
-        return
-    reporter.step(
-        f"cache security group {settings.cache_name} ({cache.PORT} from "
-        f"{settings.replicas_group_name} only)",
-        cache.ensure_group(aws, settings, vpc_id, (group_id,)),
-    )
 
 
 def ensure_balancer(

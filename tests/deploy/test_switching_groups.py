@@ -17,7 +17,6 @@ from typing import Any
 
 from rich.console import Console
 
-from rendezvous_deploy.aws import DeployError
 from rendezvous_deploy.progress import Reporter
 from rendezvous_deploy.server import commands, network
 from tests.deploy.conftest import Stack
@@ -219,113 +218,6 @@ def test_a_group_left_in_use_goes_with_a_later_up_or_down_delete(stack: Stack) -
     assert not {"rendezvous-replicas", "rendezvous-nlb", "rendezvous-server"} & set(
         group_ids(stack)
     )
-
-
-def test_replicas_of_an_earlier_version_move_to_their_own_group_without_losing_redis(
-    stack: Stack,
-) -> None:
-    """Before this change the replicas ran in <name>-server, narrowed to the NLB, and the
-    cache admitted that group. Going straight back to one task would open that group
-    while they run: refused before any change. `up --replicas N` moves them: the cache
-    admits both groups until the new replicas are healthy and the record is theirs, then
-    only theirs; the old group goes."""
-    ec2 = clients(stack.endpoint)["ec2"]
-    ecs = clients(stack.endpoint)["ecs"]
-    # (moto's revoke matches a rule's description: the one `up` gives its rules)
-    with stack.fargate() as fargate, stack.propagation():
-        commands.up(
-            stack.aws(),
-            stack.settings(replicas=2, image_uri="old/rendezvous:1"),
-            Reporter(quiet=True),
-        )
-        ids = group_ids(stack)
-        vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
-        # What the earlier version left: the replicas in a narrowed <name>-server group,
-        # the cache's rule naming it.
-        legacy = ec2.create_security_group(
-            GroupName="rendezvous-server",
-            Description="the tasks' group of an earlier version",
-            VpcId=vpc["VpcId"],
-            TagSpecifications=[
-                {
-                    "ResourceType": "security-group",
-                    "Tags": [{"Key": network.MANAGED_BY_TAG, "Value": network.MANAGED_BY}],
-                }
-            ],
-        )["GroupId"]
-        narrowed = [(10000, ids["rendezvous-nlb"]), (10000, legacy), (10002, ids["rendezvous-nlb"])]
-        ec2.authorize_security_group_ingress(
-            GroupId=legacy,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": port,
-                    "ToPort": port,
-                    "UserIdGroupPairs": [{"GroupId": source}],
-                }
-                for port, source in narrowed
-            ],
-        )
-        cache_group = ids["rendezvous-cache"]
-        ec2.revoke_security_group_ingress(
-            GroupId=cache_group,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 6379,
-                    "ToPort": 6379,
-                    "UserIdGroupPairs": [
-                        {"GroupId": ids["rendezvous-replicas"], "Description": "rendezvous-deploy"}
-                    ],
-                }
-            ],
-        )
-        ec2.authorize_security_group_ingress(
-            GroupId=cache_group,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 6379,
-                    "ToPort": 6379,
-                    "UserIdGroupPairs": [{"GroupId": legacy}],
-                }
-            ],
-        )
-        (current,) = ecs.describe_services(cluster="rendezvous", services=["rendezvous"])[
-            "services"
-        ]
-        configuration = current["networkConfiguration"]
-        configuration["awsvpcConfiguration"]["securityGroups"] = [legacy]
-        ecs.update_service(
-            cluster="rendezvous", service="rendezvous", networkConfiguration=configuration
-        )
-        for task in fargate.running():  # restarted by the fake Fargate in the legacy group
-            fargate.stop(task["taskArn"], "moved to the earlier version's group")
-        before = {name: rules for name, rules in group_rules_by_name(stack).items()}
-
-        aws = stack.aws()
-        try:
-            commands.up(aws, stack.settings(), Reporter(quiet=True))
-        except DeployError as refused:
-            assert "run `server up --replicas N` once" in str(refused)
-            assert "nothing was changed" in str(refused)
-        else:
-            raise AssertionError("going back to one task was not refused")
-        assert mutations(aws.actions) == []
-        assert group_rules_by_name(stack) == before
-
-        with Watch(stack.endpoint) as watch:
-            reporter, out = capturing()
-            commands.up(stack.aws(), stack.settings(replicas=2), reporter)
-    assert [t for t in watch.tasks if t[2] == "rendezvous-server"], "no legacy task was seen"
-    assert watch.unreached == []  # every replica could reach Redis throughout
-    for sample in watch.groups:
-        assert WORLD_ON_RENDEZVOUS not in sample.get("rendezvous-server", frozenset())
-    ids = group_ids(stack)
-    assert service_groups(stack) == [ids["rendezvous-replicas"]]
-    assert group_rules_by_name(stack)["rendezvous-cache"] == {(6379, ids["rendezvous-replicas"])}
-    assert "rendezvous-server" not in ids
-    assert "(6379 from rendezvous-replicas only)" in out.getvalue()
 
 
 def group_rules_by_name(stack: Stack) -> dict[str, Rules]:
